@@ -1,0 +1,308 @@
+//! `kube-coder serve`: flags, their environment variables, the optional
+//! config file, and start-up output.
+//!
+//! Every setting has one name used three ways: `--max-tasks` on the command
+//! line, `KUBE_CODER_MAX_TASKS` in the environment, `max-tasks` in the
+//! config file (TOML). The command line wins over the environment, which
+//! wins over the file. `docs/configuration.md` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use workspace::{AuthMode, Limits, ServeConfig, Server};
+
+use crate::Cli;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Config file (TOML) whose keys are the long flag names.
+    #[arg(long, env = "KUBE_CODER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where state lives: SQLite, task logs, the token file, the tmux socket.
+    #[arg(long, env = "KUBE_CODER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The workspace root; task workdirs stay inside it. Default: $HOME.
+    #[arg(long, env = "KUBE_CODER_HOME")]
+    home: Option<PathBuf>,
+    /// Dashboard listener.
+    #[arg(long, env = "KUBE_CODER_LISTEN", default_value = "127.0.0.1:6080")]
+    listen: SocketAddr,
+    /// API listener (Bearer token only).
+    #[arg(long, env = "KUBE_CODER_API_LISTEN", default_value = "127.0.0.1:6081")]
+    api_listen: SocketAddr,
+    /// Dashboard authentication: basic, oauth2, token or none.
+    #[arg(long, env = "KUBE_CODER_AUTH", default_value = "token")]
+    auth: AuthMode,
+    /// Refuse every state-changing request (required with --auth none).
+    #[arg(long, env = "KUBE_CODER_READ_ONLY")]
+    read_only: bool,
+    /// API token file; created 0600 with a random token on first start.
+    /// Default: <data-dir>/api-token.
+    #[arg(long, env = "KUBE_CODER_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// htpasswd file (bcrypt or argon2) for --auth basic.
+    #[arg(long, env = "KUBE_CODER_HTPASSWD_FILE")]
+    htpasswd_file: Option<PathBuf>,
+    /// Honour oauth2-proxy identity headers from --trusted-proxy-cidrs.
+    #[arg(long, env = "TRUSTED_PROXY", default_value_t = true, action = clap::ArgAction::Set)]
+    trusted_proxy: bool,
+    /// Peers allowed to set identity headers (comma-separated CIDRs).
+    #[arg(long, env = "KUBE_CODER_TRUSTED_PROXY_CIDRS", value_delimiter = ',', default_value = "127.0.0.1/32,::1/128")]
+    trusted_proxy_cidrs: Vec<IpNet>,
+    /// Users or emails allowed in oauth2 mode (comma-separated; empty: all).
+    #[arg(long, env = "KUBE_CODER_ALLOWED_USERS", value_delimiter = ',')]
+    allowed_users: Vec<String>,
+    /// Tasks that may be live at once.
+    #[arg(long, env = "KUBE_CODER_MAX_TASKS", default_value_t = Limits::default().max_tasks)]
+    max_tasks: usize,
+    /// Assistants config (TOML); built-ins: claude, codex, gemini, opencode, shell.
+    #[arg(long, env = "KUBE_CODER_ASSISTANTS_CONFIG")]
+    assistants_config: Option<PathBuf>,
+    /// tmux socket. Default: <data-dir>/tmux.sock.
+    #[arg(long, env = "KUBE_CODER_TMUX_SOCKET")]
+    tmux_socket: Option<PathBuf>,
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "KUBE_CODER_MAX_JSON_BYTES", default_value_t = Limits::default().json_body_bytes)]
+    max_json_bytes: usize,
+    /// Open event streams allowed at once.
+    #[arg(long, env = "KUBE_CODER_MAX_SSE", default_value_t = Limits::default().sse_connections)]
+    max_sse: usize,
+    /// Output kept per task, in bytes (older output is rotated away).
+    #[arg(long, env = "KUBE_CODER_OUTPUT_LOG_BYTES", default_value_t = Limits::default().output_log_bytes)]
+    output_log_bytes: u64,
+    /// Seconds without output before a running task counts as waiting for input.
+    #[arg(long, env = "KUBE_CODER_INPUT_IDLE_SECS", default_value_t = Limits::default().input_idle.as_secs())]
+    input_idle_secs: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "KUBE_CODER_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+/// Parse the command line; a `--config` file's keys become flags placed
+/// before the real ones (so the command line wins), skipping any whose
+/// environment variable is set (so the environment wins over the file).
+pub fn parse_with_config_file() -> Result<Cli, ExitCode> {
+    let argv: Vec<String> = std::env::args().collect();
+    let first = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Err(ExitCode::from(if e.use_stderr() { 2 } else { 0 }));
+        }
+    };
+    let crate::Command::Serve(args) = &first.command else {
+        return Ok(first);
+    };
+    let Some(path) = args.config.clone() else {
+        return Ok(first);
+    };
+    let extra = match config_file_args(&path) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("kube-coder: {msg}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let serve_pos = argv.iter().position(|a| a == "serve").unwrap_or(1);
+    let mut merged = argv[..=serve_pos].to_vec();
+    merged.extend(extra);
+    merged.extend_from_slice(&argv[serve_pos + 1..]);
+    let cmd = Cli::command().args_override_self(true);
+    let cmd = cmd.mut_subcommand("serve", |s| s.args_override_self(true));
+    match cmd.try_get_matches_from(merged).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            eprintln!("kube-coder: in config file {}:", path.display());
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
+    let cmd = Cli::command();
+    let serve = cmd
+        .find_subcommand("serve")
+        .ok_or_else(|| "internal: no serve command".to_string())?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+            .ok_or_else(|| format!("config file {}: unknown setting `{key}`", path.display()))?;
+        if let Some(env) = arg.get_env() {
+            if std::env::var_os(env).is_some() {
+                continue;
+            }
+        }
+        let values: Vec<String> = match value {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Integer(i) => vec![i.to_string()],
+            toml::Value::Boolean(b) => vec![b.to_string()],
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            other => return Err(format!("config file: `{key}` has an unsupported value {other}")),
+        };
+        let is_switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        if is_switch {
+            if values.first().map(String::as_str) == Some("true") {
+                out.push(format!("--{key}"));
+            }
+        } else {
+            out.push(format!("--{key}={}", values.join(",")));
+        }
+    }
+    Ok(out)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("kube-coder");
+    }
+    home_dir().join(".local/share/kube-coder")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
+    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let config = ServeConfig {
+        home: a.home.unwrap_or_else(home_dir),
+        listen: a.listen,
+        api_listen: a.api_listen,
+        auth: a.auth,
+        read_only: a.read_only,
+        api_token_file: a.api_token_file.unwrap_or_else(|| data_dir.join("api-token")),
+        htpasswd_file: a.htpasswd_file,
+        trusted_proxy: a.trusted_proxy,
+        trusted_proxy_cidrs: a.trusted_proxy_cidrs,
+        allowed_users: a.allowed_users.into_iter().filter(|u| !u.is_empty()).collect(),
+        assistants_config: a.assistants_config,
+        tmux_socket: a.tmux_socket.unwrap_or_else(|| data_dir.join("tmux.sock")),
+        pipe_log_command: vec![exe.to_string_lossy().into_owned(), "pipe-log".into()],
+        limits: Limits {
+            json_body_bytes: a.max_json_bytes,
+            max_tasks: a.max_tasks,
+            sse_connections: a.max_sse,
+            output_log_bytes: a.output_log_bytes,
+            input_idle: Duration::from_secs(a.input_idle_secs.max(1)),
+        },
+        data_dir,
+    };
+    Ok((config, a.log_format))
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let (config, log_format) = match to_config(args) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("kube-coder: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    // Refused configurations exit 2 with one line, before anything starts.
+    if let Err(e) = config.validate() {
+        eprintln!("kube-coder: {e}");
+        return ExitCode::from(2);
+    }
+    if which_tmux().is_none() {
+        eprintln!("kube-coder: tmux is not installed; install it (apt-get install tmux) and start again");
+        return ExitCode::from(2);
+    }
+    init_logging(&log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-coder: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let auth = config.auth;
+        let read_only = config.read_only;
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kube-coder: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let s = &server.started;
+        let ro = if read_only { ", read-only" } else { "" };
+        println!("dashboard: http://{} (auth: {}{ro})", s.dashboard, auth.as_str());
+        println!("api:       http://{} (Authorization: Bearer <token>)", s.api);
+        match &s.new_token {
+            Some(t) => println!(
+                "api token: {t}\n           (generated now and saved to {}; it is not printed again)",
+                s.token_file.display()
+            ),
+            None => println!("api token: in {}", s.token_file.display()),
+        }
+        if auth == AuthMode::Token {
+            println!("log in:    open the dashboard and paste the API token");
+        }
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down; tasks keep running in tmux");
+            trigger.cancel();
+        });
+        match server.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kube-coder: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn which_tmux() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("tmux"))
+        .find(|p| p.is_file())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

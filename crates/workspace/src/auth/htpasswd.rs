@@ -1,0 +1,128 @@
+//! htpasswd files for `--auth basic`: bcrypt (`$2y$`, `$2b$`, `$2a$`) and
+//! argon2 (`$argon2id$…`) hashes, one `user:hash` per line.
+//!
+//! Weak schemes (MD5 `$apr1$`, SHA1 `{SHA}`, crypt) are refused at load time
+//! rather than silently accepted.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use argon2::password_hash::PasswordHash;
+use argon2::PasswordVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HtpasswdError {
+    #[error("cannot read htpasswd file {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("htpasswd file {path}, line {line}: {why}")]
+    Line { path: String, line: usize, why: String },
+    #[error("htpasswd file {0} has no users")]
+    Empty(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Htpasswd {
+    users: HashMap<String, String>,
+}
+
+// A valid bcrypt hash of a random string: unknown users are checked against
+// it so that they take as long as known ones.
+const DUMMY_BCRYPT: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
+impl Htpasswd {
+    pub fn load(path: &Path) -> Result<Self, HtpasswdError> {
+        let text = std::fs::read_to_string(path).map_err(|err| HtpasswdError::Read {
+            path: path.display().to_string(),
+            err,
+        })?;
+        Self::parse(&text).map_err(|(line, why)| HtpasswdError::Line {
+            path: path.display().to_string(),
+            line,
+            why,
+        })
+        .and_then(|h| {
+            if h.users.is_empty() {
+                Err(HtpasswdError::Empty(path.display().to_string()))
+            } else {
+                Ok(h)
+            }
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err((i + 1, "expected user:hash".into()));
+            };
+            if !(hash.starts_with("$2y$")
+                || hash.starts_with("$2b$")
+                || hash.starts_with("$2a$")
+                || hash.starts_with("$argon2"))
+            {
+                return Err((
+                    i + 1,
+                    format!("user `{user}`: only bcrypt ($2y$) and argon2 hashes are accepted (htpasswd -B)"),
+                ));
+            }
+            if hash.starts_with("$argon2") && PasswordHash::new(hash).is_err() {
+                return Err((i + 1, format!("user `{user}`: malformed argon2 hash")));
+            }
+            users.insert(user.to_string(), hash.to_string());
+        }
+        Ok(Self { users })
+    }
+
+    /// Check a user's password. Slow on purpose (that is the hash's job):
+    /// call it from a blocking thread.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        match self.users.get(user) {
+            Some(hash) if hash.starts_with("$argon2") => PasswordHash::new(hash)
+                .map(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false),
+            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(password, DUMMY_BCRYPT);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+
+    #[test]
+    fn bcrypt_and_argon2_verify() {
+        let b = bcrypt::hash("pw1", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap();
+        let a = argon2::Argon2::default()
+            .hash_password(b"pw2", &salt)
+            .unwrap()
+            .to_string();
+        let h = Htpasswd::parse(&format!("# users\nalice:{b}\nbob:{a}\n")).unwrap();
+        assert!(h.verify("alice", "pw1"));
+        assert!(!h.verify("alice", "pw2"));
+        assert!(h.verify("bob", "pw2"));
+        assert!(!h.verify("bob", "pw1"));
+        assert!(!h.verify("carol", "pw1"));
+    }
+
+    #[test]
+    fn weak_schemes_are_refused() {
+        assert!(Htpasswd::parse("u:$apr1$abc$def").is_err());
+        assert!(Htpasswd::parse("u:{SHA}abc").is_err());
+        assert!(Htpasswd::parse("u:plaintext").is_err());
+        assert!(Htpasswd::parse("no-colon").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! The server's configuration as plain data, and the rules that make a
+//! configuration acceptable.
+//!
+//! The binary turns flags, environment variables and the optional config file
+//! into a [`ServeConfig`]; nothing in this crate reads the environment itself.
+//! [`ServeConfig::validate`] refuses unsafe combinations before anything binds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// How the dashboard listener authenticates browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// HTTP basic auth checked by this server against an htpasswd file.
+    Basic,
+    /// Identity headers from oauth2-proxy, honoured only from trusted peers.
+    Oauth2,
+    /// A session cookie obtained by presenting the API token once.
+    Token,
+    /// No authentication: a public, read-only demo.
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Basic => "basic",
+            AuthMode::Oauth2 => "oauth2",
+            AuthMode::Token => "token",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+impl FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "basic" => Ok(AuthMode::Basic),
+            "oauth2" => Ok(AuthMode::Oauth2),
+            "token" => Ok(AuthMode::Token),
+            "none" => Ok(AuthMode::None),
+            other => Err(format!(
+                "unknown auth mode `{other}` (expected basic, oauth2, token or none)"
+            )),
+        }
+    }
+}
+
+/// Every limit the server enforces; each is answered with a clear status when hit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest JSON request body (413 above it).
+    pub json_body_bytes: usize,
+    /// Tasks that may be live (not finished) at once (429 above it).
+    pub max_tasks: usize,
+    /// Open server-sent-event streams across both listeners (429 above it).
+    pub sse_connections: usize,
+    /// Output kept per task log; older output is rotated away.
+    pub output_log_bytes: u64,
+    /// A running task with no output for this long is `waiting_for_input`.
+    pub input_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            json_body_bytes: 1024 * 1024,
+            max_tasks: 32,
+            sse_connections: 1024,
+            output_log_bytes: 8 * 1024 * 1024,
+            input_idle: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where SQLite, task logs, the token file and the tmux socket live.
+    pub data_dir: PathBuf,
+    /// The workspace root: task workdirs must stay inside it.
+    pub home: PathBuf,
+    pub listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub auth: AuthMode,
+    pub read_only: bool,
+    pub api_token_file: PathBuf,
+    /// htpasswd file (bcrypt or argon2 hashes) for `AuthMode::Basic`.
+    pub htpasswd_file: Option<PathBuf>,
+    /// Honour oauth2-proxy identity headers at all (`TRUSTED_PROXY`).
+    pub trusted_proxy: bool,
+    /// Peers whose identity headers are believed.
+    pub trusted_proxy_cidrs: Vec<IpNet>,
+    /// If not empty, only these users or emails may use the dashboard (oauth2).
+    pub allowed_users: Vec<String>,
+    pub assistants_config: Option<PathBuf>,
+    /// The tmux server socket shared by all tasks of this workspace.
+    pub tmux_socket: PathBuf,
+    /// The program tmux runs to mirror pane output into the capped log
+    /// (this binary's hidden `pipe-log` subcommand).
+    pub pipe_log_command: Vec<String>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--auth none exposes the dashboard publicly and needs --read-only; refusing to start a writable public workspace")]
+    PublicWritable,
+    #[error("--auth basic needs --htpasswd-file (an htpasswd file with bcrypt or argon2 hashes)")]
+    MissingHtpasswd,
+    #[error("--max-tasks must be at least 1")]
+    NoTasks,
+    #[error("--home {0} is not a directory")]
+    BadHome(PathBuf),
+    #[error("the tmux socket path {0} is longer than a unix socket allows (107 bytes); use a shorter --data-dir or --tmux-socket")]
+    SocketPathTooLong(PathBuf),
+}
+
+impl ServeConfig {
+    /// Refuse combinations that must never run.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth == AuthMode::None && !self.read_only {
+            return Err(ConfigError::PublicWritable);
+        }
+        if self.auth == AuthMode::Basic && self.htpasswd_file.is_none() {
+            return Err(ConfigError::MissingHtpasswd);
+        }
+        if self.limits.max_tasks == 0 {
+            return Err(ConfigError::NoTasks);
+        }
+        if !self.home.is_dir() {
+            return Err(ConfigError::BadHome(self.home.clone()));
+        }
+        if self.tmux_socket.as_os_str().len() > 107 {
+            return Err(ConfigError::SocketPathTooLong(self.tmux_socket.clone()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! The server-wide event bus behind `GET /api/events`.
+//!
+//! A broadcast channel: publishers never wait, and a subscriber that falls
+//! too far behind is told to resync instead of slowing everyone down.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::tasks::TaskView;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    TaskCreated { task: TaskView },
+    TaskState { task: TaskView, from: String },
+}
+
+impl ServerEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::TaskCreated { .. } => "task_created",
+            ServerEvent::TaskState { .. } => "task_state",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<ServerEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        Self { tx }
+    }
+
+    pub fn publish(&self, ev: ServerEvent) {
+        // No subscribers is fine.
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.tx.subscribe()
+    }
+}

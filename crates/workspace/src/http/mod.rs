@@ -1,0 +1,30 @@
+//! The HTTP layer: shared state, the two routers, and the handlers.
+//!
+//! `router.rs` lists every route of both listeners in one place; handlers
+//! live in `routes/`, one file per resource.
+
+pub mod router;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::auth::Auth;
+use crate::config::Limits;
+use crate::events::EventBus;
+use crate::metrics::Metrics;
+use crate::tasks::TaskManager;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub tasks: Arc<TaskManager>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub events: EventBus,
+    /// One permit per open SSE stream, across both listeners: the SSE cap.
+    pub sse_slots: Arc<Semaphore>,
+    pub token_file: PathBuf,
+    pub limits: Limits,
+}

@@ -1,0 +1,112 @@
+//! Every route of both listeners, and the layers around them.
+//!
+//! The **dashboard** listener serves browsers (and Bearer scripts through
+//! the ingress); the **api** listener serves scripts, CI and other agents
+//! with the Bearer token only. Task routes are mounted twice: at `/api` and
+//! at `/api/claude`, the path scripts of the older implementation use.
+//! Unknown paths and methods answer JSON 404/405; nothing falls through to
+//! a file handler.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Request, Uri};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use super::routes::{dashboard, events, health, metrics as metrics_route, session, stream, tasks};
+use super::AppState;
+use crate::auth;
+use crate::config::AuthMode;
+use crate::error::ApiError;
+use crate::metrics::{self, Listener};
+
+/// Task routes, relative to a prefix.
+fn task_routes() -> Router<AppState> {
+    Router::new()
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::detail).delete(tasks::kill))
+        .route("/tasks/{id}/output", get(tasks::output))
+        .route("/tasks/{id}/stream", get(stream::task_stream))
+        .route("/tasks/{id}/message", post(tasks::message))
+        .route("/tasks/{id}/keys", post(tasks::keys))
+}
+
+/// Routes that need a caller, on either listener.
+fn authenticated_routes() -> Router<AppState> {
+    let api = task_routes()
+        .route("/events", get(events::event_stream))
+        .route("/assistants", get(tasks::assistants))
+        .route("/whoami", get(session::whoami))
+        .route("/token", post(session::regenerate_token));
+    Router::new()
+        .nest("/api/claude", task_routes())
+        .nest("/api", api)
+}
+
+pub fn dashboard_router(state: AppState) -> Router {
+    let mut protected = authenticated_routes();
+    let mut public = Router::new()
+        .route("/auth/login", post(session::login))
+        .route("/auth/logout", post(session::logout));
+    // In token mode the page itself is public: it is where one logs in.
+    if state.auth.mode() == AuthMode::Token {
+        public = public.route("/", get(dashboard::index));
+    } else {
+        protected = protected.route("/", get(dashboard::index));
+    }
+    let protected = protected.layer(from_fn_with_state(state.auth.clone(), auth::dashboard_layer));
+    finish(public.merge(protected), state, Listener::dashboard)
+}
+
+pub fn api_router(state: AppState) -> Router {
+    let protected = authenticated_routes()
+        .route("/metrics", get(metrics_route::metrics))
+        .layer(from_fn_with_state(state.auth.clone(), auth::api_layer));
+    finish(Router::new().merge(protected), state, Listener::api)
+}
+
+/// Layers shared by both listeners, outermost last.
+fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Router {
+    let metrics = state.metrics.clone();
+    let body_limit = state.limits.json_body_bytes;
+    router
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route_layer(from_fn(metrics::remember_route))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state((metrics, listener), metrics::track))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked", "panic").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // The path only: query strings never reach the logs.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn no_route(method: Method, uri: Uri) -> Response {
+    ApiError::no_route(method.as_str(), uri.path()).into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::method_not_allowed(method.as_str(), uri.path()).into_response()
+}

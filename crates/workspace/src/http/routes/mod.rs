@@ -1,0 +1,9 @@
+//! Request handlers, one file per resource.
+
+pub mod dashboard;
+pub mod events;
+pub mod health;
+pub mod metrics;
+pub mod session;
+pub mod stream;
+pub mod tasks;

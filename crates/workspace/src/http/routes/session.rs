@@ -1,0 +1,107 @@
+//! Who am I, browser login with the API token (token mode), logout, and
+//! token regeneration (shown once, never readable afterwards).
+
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{require_same_origin, session_cookie, Caller, SESSION_COOKIE, SESSION_TTL};
+use crate::config::AuthMode;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use crate::http::AppState;
+use crate::secrets::{generate_token, write_secret_file, SecretDigest};
+
+pub async fn whoami(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> impl IntoResponse {
+    axum::Json(json!({
+        "user": caller.user,
+        "via": caller.via,
+        "auth_mode": app.auth.mode().as_str(),
+        "read_only": app.auth.read_only(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    token: String,
+}
+
+/// `POST /auth/login {token}` → an HttpOnly, SameSite=Strict session cookie.
+pub async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Login>,
+) -> ApiResult<Response> {
+    if app.auth.mode() != AuthMode::Token {
+        return Err(ApiError::bad_request(
+            "wrong_auth_mode",
+            format!(
+                "logging in with the token is for --auth token; this dashboard uses `{}`",
+                app.auth.mode().as_str()
+            ),
+        ));
+    }
+    // Login CSRF: a foreign page must not log the browser into our session.
+    require_same_origin(&headers)?;
+    if !app.auth.token_matches(body.token.trim()) {
+        return Err(ApiError::unauthorized("that is not this workspace's API token"));
+    }
+    let session = generate_token();
+    app.auth
+        .store()
+        .create_session(
+            SecretDigest::of(&session).to_hex(),
+            SESSION_TTL.as_millis() as i64,
+        )
+        .await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie)],
+        axum::Json(json!({"user": "token", "via": "session"})),
+    )
+        .into_response())
+}
+
+/// `POST /auth/logout`: forget the session and clear the cookie.
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    require_same_origin(&headers)?;
+    if let Some(id) = session_cookie(&headers) {
+        app.auth
+            .store()
+            .delete_session(SecretDigest::of(&id).to_hex())
+            .await?;
+    }
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
+}
+
+/// `POST /api/token`: a new API token, returned once. The old token and all
+/// browser sessions stop working at once; no restart needed.
+pub async fn regenerate_token(State(app): State<AppState>) -> ApiResult<Response> {
+    let token = generate_token();
+    let file = app.token_file.clone();
+    let t = token.clone();
+    tokio::task::spawn_blocking(move || write_secret_file(&file, &t))
+        .await
+        .map_err(|e| ApiError::internal("could not write the token file", e))?
+        .map_err(|e| ApiError::internal("could not write the token file", e))?;
+    app.auth.replace_token(&token);
+    app.auth.store().delete_all_sessions().await?;
+    tracing::info!("API token regenerated");
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"token": token})),
+    )
+        .into_response())
+}

@@ -1,0 +1,17 @@
+//! The kube-coder workspace server as a library: everything `kube-coder
+//! serve` does, from auth to tasks in tmux. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod tasks;
+
+pub use config::{AuthMode, Limits, ServeConfig};
+pub use server::{ServeError, Server, Started};

@@ -1,0 +1,177 @@
+//! Prometheus metrics: the registry, the families, and the HTTP middleware
+//! that counts requests by route and status.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::tasks::state::TaskState;
+
+/// Which listener served a request (a label value).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Listener {
+    dashboard,
+    api,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub listener: Listener,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: Listener,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    pub assistant: String,
+    pub state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub tasks: Family<StateLabels, Gauge>,
+    pub tasks_created: Counter,
+    pub task_duration: Family<FinishedLabels, Histogram>,
+    pub sse_streams: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kube_coder");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let tasks = Family::<StateLabels, Gauge>::default();
+        let tasks_created = Counter::default();
+        let task_duration = Family::<FinishedLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        let sse_streams = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by listener, method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request duration by listener and route",
+            http_duration.clone(),
+        );
+        registry.register("tasks", "Tasks by state", tasks.clone());
+        registry.register("tasks_created", "Tasks created", tasks_created.clone());
+        registry.register(
+            "task_duration_seconds",
+            "Duration of finished tasks, from start to final state",
+            task_duration.clone(),
+        );
+        registry.register(
+            "sse_streams",
+            "Open server-sent-event streams",
+            sse_streams.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            tasks,
+            tasks_created,
+            task_duration,
+            sse_streams,
+        }
+    }
+
+    /// Set the per-state gauge from counts taken at scrape time.
+    pub fn set_task_counts(&self, counts: &[(TaskState, i64)]) {
+        for st in TaskState::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == st)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            self.tasks
+                .get_or_create(&StateLabels {
+                    state: st.as_str().into(),
+                })
+                .set(n);
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Route layer: hand the matched route template to [`track`] on the
+/// response, since an outer layer runs before routing and cannot see it.
+pub async fn remember_route(req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let mut resp = next.run(req).await;
+    if let Some(m) = matched {
+        resp.extensions_mut().insert(m);
+    }
+    resp
+}
+
+/// Count and time every request by its route template (never the raw path,
+/// which would let clients create unbounded label values).
+pub async fn track(
+    State((metrics, listener)): State<(Arc<Metrics>, Listener)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let route = resp
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            listener: listener.clone(),
+            method,
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { listener, route })
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,535 @@
+//! SQLite state: tasks, their transitions, and browser sessions.
+//!
+//! One connection in WAL mode with `synchronous=FULL`, behind a mutex and
+//! used from blocking threads, so async handlers never block the runtime.
+//! Every state change is one transaction with its transition row, and final
+//! states are terminal: the `UPDATE … WHERE state IN (live)` guard makes a
+//! kill racing an exit resolve to exactly one outcome.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::tasks::state::TaskState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database worker stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("the database lock was poisoned by a panic")]
+    Poisoned,
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+}
+
+const SCHEMA: &[&str] = &[
+    // v1
+    "CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        assistant TEXT NOT NULL,
+        prompt TEXT,
+        workdir TEXT NOT NULL,
+        env_keys TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        tmux_session TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        updated_at INTEGER NOT NULL
+     );
+     CREATE INDEX tasks_state ON tasks(state);
+     CREATE TABLE task_transitions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL REFERENCES tasks(id),
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        reason TEXT
+     );
+     CREATE INDEX task_transitions_task ON task_transitions(task_id);
+     CREATE TABLE sessions (
+        digest TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );",
+];
+
+/// One task as stored.
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub seq: i64,
+    pub id: String,
+    pub name: Option<String>,
+    pub assistant: String,
+    pub prompt: Option<String>,
+    pub workdir: String,
+    pub env_keys: Vec<String>,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub tmux_session: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub from: Option<TaskState>,
+    pub to: TaskState,
+    pub at: i64,
+    pub reason: Option<String>,
+}
+
+/// A new task row, written in state `starting`.
+pub struct NewTask {
+    pub id: String,
+    pub name: Option<String>,
+    pub assistant: String,
+    pub prompt: Option<String>,
+    pub workdir: String,
+    pub env_keys: Vec<String>,
+    pub tmux_session: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TaskFilter {
+    pub states: Vec<TaskState>,
+    pub assistant: Option<String>,
+    /// Substring of the name.
+    pub name: Option<String>,
+    /// Only tasks older than this sequence number (pagination cursor).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// What a transition changes besides the state.
+#[derive(Debug, Default, Clone)]
+pub struct TransitionInfo {
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[derive(Clone)]
+pub struct Store {
+    // One connection: SQLite serialises writers anyway, and a single
+    // connection keeps transactions simple. Reads are short.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on a blocking thread.
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
+            f(&mut guard)
+        })
+        .await?
+    }
+
+    pub async fn insert_task(&self, t: NewTask) -> Result<TaskRecord, StoreError> {
+        self.call(move |c| {
+            let now = now_ms();
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO tasks (id, name, assistant, prompt, workdir, env_keys, state,
+                                    tmux_session, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![
+                    t.id,
+                    t.name,
+                    t.assistant,
+                    t.prompt,
+                    t.workdir,
+                    serde_json::to_string(&t.env_keys).unwrap_or_else(|_| "[]".into()),
+                    TaskState::Starting.as_str(),
+                    t.tmux_session,
+                    now
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO task_transitions (task_id, from_state, to_state, at, reason)
+                 VALUES (?1, NULL, ?2, ?3, 'created')",
+                params![t.id, TaskState::Starting.as_str(), now],
+            )?;
+            let rec = get_task(&tx, &t.id)?
+                .ok_or_else(|| StoreError::Corrupt("inserted task vanished".into()))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| get_task(c, &id)).await
+    }
+
+    /// Move a task to `to` if it is currently in one of `from`. Returns the
+    /// updated task, or `None` when the task was not in an allowed state.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &'static [TaskState],
+        to: TaskState,
+        info: TransitionInfo,
+    ) -> Result<Option<(TaskState, TaskRecord)>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let Some(current) = get_task(&tx, &id)? else {
+                return Ok(None);
+            };
+            if !from.contains(&current.state) || current.state == to {
+                return Ok(None);
+            }
+            let now = now_ms();
+            tx.execute(
+                "UPDATE tasks SET state = ?2, updated_at = ?3,
+                    started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
+                    finished_at = CASE WHEN ?4 THEN ?3 ELSE finished_at END,
+                    exit_code = COALESCE(?5, exit_code),
+                    error = COALESCE(?6, error)
+                 WHERE id = ?1",
+                params![id, to.as_str(), now, to.is_final(), info.exit_code, info.error],
+            )?;
+            tx.execute(
+                "INSERT INTO task_transitions (task_id, from_state, to_state, at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, current.state.as_str(), to.as_str(), now, info.reason],
+            )?;
+            let rec = get_task(&tx, &id)?
+                .ok_or_else(|| StoreError::Corrupt("updated task vanished".into()))?;
+            tx.commit()?;
+            Ok(Some((current.state, rec)))
+        })
+        .await
+    }
+
+    pub async fn list_tasks(&self, f: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        self.call(move |c| {
+            let mut sql = String::from("SELECT * FROM tasks WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if !f.states.is_empty() {
+                sql.push_str(" AND state IN (");
+                for (i, st) in f.states.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('?');
+                    args.push(st.as_str().to_string().into());
+                }
+                sql.push(')');
+            }
+            if let Some(a) = &f.assistant {
+                sql.push_str(" AND assistant = ?");
+                args.push(a.clone().into());
+            }
+            if let Some(n) = &f.name {
+                sql.push_str(" AND instr(name, ?) > 0");
+                args.push(n.clone().into());
+            }
+            if let Some(b) = f.before {
+                sql.push_str(" AND seq < ?");
+                args.push(b.into());
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            args.push((f.limit as i64).into());
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), task_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn live_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.list_tasks(TaskFilter {
+            states: TaskState::LIVE.to_vec(),
+            limit: usize::MAX >> 2,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (s, n) = r?;
+                if let Some(st) = TaskState::parse(&s) {
+                    out.push((st, n));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn transitions(&self, id: &str) -> Result<Vec<Transition>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT from_state, to_state, at, reason FROM task_transitions
+                 WHERE task_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (from, to, at, reason) = r?;
+                out.push(Transition {
+                    from: from.as_deref().and_then(TaskState::parse),
+                    to: TaskState::parse(&to)
+                        .ok_or_else(|| StoreError::Corrupt(format!("state `{to}`")))?,
+                    at,
+                    reason,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn create_session(&self, digest: String, ttl_ms: i64) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let now = now_ms();
+            c.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?;
+            c.execute(
+                "INSERT INTO sessions (digest, created_at, expires_at) VALUES (?1, ?2, ?3)",
+                params![digest, now, now + ttl_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn session_valid(&self, digest: String) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            let found: Option<i64> = c
+                .query_row(
+                    "SELECT expires_at FROM sessions WHERE digest = ?1",
+                    [digest],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(found.is_some_and(|exp| exp > now_ms()))
+        })
+        .await
+    }
+
+    pub async fn delete_session(&self, digest: String) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM sessions WHERE digest = ?1", [digest])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_all_sessions(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.execute("DELETE FROM sessions", [])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, step) in SCHEMA.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {step}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+fn get_task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT * FROM tasks WHERE id = ?1")?;
+    match stmt.query_row([id], task_from_row).optional()? {
+        Some(r) => Ok(Some(r?)),
+        None => Ok(None),
+    }
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
+    let state: String = r.get("state")?;
+    let env_keys: String = r.get("env_keys")?;
+    let Some(state) = TaskState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!("unknown state `{state}`"))));
+    };
+    Ok(Ok(TaskRecord {
+        seq: r.get("seq")?,
+        id: r.get("id")?,
+        name: r.get("name")?,
+        assistant: r.get("assistant")?,
+        prompt: r.get("prompt")?,
+        workdir: r.get("workdir")?,
+        env_keys: serde_json::from_str(&env_keys).unwrap_or_default(),
+        state,
+        exit_code: r.get("exit_code")?,
+        error: r.get("error")?,
+        tmux_session: r.get("tmux_session")?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        finished_at: r.get("finished_at")?,
+        updated_at: r.get("updated_at")?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_task(id: &str) -> NewTask {
+        NewTask {
+            id: id.into(),
+            name: Some(format!("name-{id}")),
+            assistant: "shell".into(),
+            prompt: None,
+            workdir: "/tmp".into(),
+            env_keys: vec!["A".into()],
+            tmux_session: format!("kc-{id}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn final_states_are_terminal_and_transitions_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        store.insert_task(new_task("a")).await.unwrap();
+        let moved = store
+            .transition("a", &TaskState::LIVE, TaskState::Running, Default::default())
+            .await
+            .unwrap();
+        assert!(moved.unwrap().1.started_at.is_some());
+        let killed = store
+            .transition("a", &TaskState::LIVE, TaskState::Killed, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(killed.1.finished_at.is_some());
+        // An exit arriving after the kill changes nothing.
+        let late = store
+            .transition(
+                "a",
+                &TaskState::LIVE,
+                TaskState::Failed,
+                TransitionInfo {
+                    exit_code: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(late.is_none());
+        let t = store.get_task("a").await.unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Killed);
+        assert_eq!(t.exit_code, None);
+        let tr: Vec<_> = store
+            .transitions("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.to)
+            .collect();
+        assert_eq!(
+            tr,
+            [TaskState::Starting, TaskState::Running, TaskState::Killed]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_is_newest_first_filtered_and_paginated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = Store::open(&path).unwrap();
+        for i in 0..5 {
+            store.insert_task(new_task(&format!("t{i}"))).await.unwrap();
+        }
+        store
+            .transition("t1", &TaskState::LIVE, TaskState::Running, Default::default())
+            .await
+            .unwrap();
+        let page = store
+            .list_tasks(TaskFilter {
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["t4", "t3"]
+        );
+        let next = store
+            .list_tasks(TaskFilter {
+                limit: 2,
+                before: Some(page[1].seq),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["t2", "t1"]
+        );
+        let running = store
+            .list_tasks(TaskFilter {
+                states: vec![TaskState::Running],
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 1);
+        // Reopening the file keeps everything (a real file, not memory).
+        drop(store);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.live_tasks().await.unwrap().len(), 5);
+    }
+}

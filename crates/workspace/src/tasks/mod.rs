@@ -1,0 +1,734 @@
+//! Tasks: coding-agent or shell sessions in tmux, and their lifecycle.
+//!
+//! [`TaskManager`] owns creating, messaging and killing tasks, turning exit
+//! records into final states, noticing quiet sessions (`waiting_for_input`),
+//! and re-attaching to sessions that outlived a previous server process.
+//! Each live task has a `watch` channel ([`Pulse`]) that SSE streams and the
+//! idle monitor wait on; it is driven by inotify, not polling.
+
+pub mod assistants;
+pub mod output_log;
+pub mod state;
+pub mod tmux;
+mod watch;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch as tokio_watch;
+
+use crate::config::Limits;
+use crate::error::{ApiError, ApiResult};
+use crate::events::{EventBus, ServerEvent};
+use crate::metrics::{FinishedLabels, Metrics};
+use crate::secrets::generate_id;
+use crate::store::{NewTask, Store, TaskRecord, TransitionInfo};
+use assistants::{Assistants, PromptDelivery};
+use state::TaskState;
+use tmux::{sh_quote, SessionSpec, Tmux};
+use watch::{DirEvent, DirWatcher, EXIT_FILE};
+
+/// Keys a client may send to a task's pane (tmux key names).
+pub const ALLOWED_KEYS: &[&str] = &[
+    "Enter", "Escape", "Tab", "BTab", "Space", "BSpace", "Up", "Down", "Left", "Right", "Home",
+    "End", "PPage", "NPage", "C-c", "C-d", "C-z", "C-l", "C-u", "y", "n", "0", "1", "2", "3", "4",
+    "5", "6", "7", "8", "9",
+];
+
+const MAX_NAME: usize = 200;
+const MAX_ENV: usize = 64;
+
+/// Environment names a task may not override: they would redirect tmux or
+/// the server's own bookkeeping.
+const RESERVED_ENV: &[&str] = &["TMUX", "TMUX_PANE", "KUBE_CODER_TASK_ID"];
+
+pub fn valid_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && k.len() <= 128
+}
+
+/// The latest news about a live task.
+#[derive(Debug, Clone, Copy)]
+pub struct Pulse {
+    /// Bumped whenever its log changes.
+    pub output: u64,
+    pub state: TaskState,
+}
+
+/// A task as the API shows it. Secrets and env values are never included.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub name: Option<String>,
+    pub assistant: String,
+    pub prompt: Option<String>,
+    pub workdir: String,
+    pub env_keys: Vec<String>,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub tmux_session: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl From<&TaskRecord> for TaskView {
+    fn from(r: &TaskRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            assistant: r.assistant.clone(),
+            prompt: r.prompt.clone(),
+            workdir: r.workdir.clone(),
+            env_keys: r.env_keys.clone(),
+            state: r.state,
+            exit_code: r.exit_code,
+            error: r.error.clone(),
+            tmux_session: r.tmux_session.clone(),
+            created_at: rfc3339(r.created_at),
+            started_at: r.started_at.map(rfc3339),
+            finished_at: r.finished_at.map(rfc3339),
+            updated_at: rfc3339(r.updated_at),
+        }
+    }
+}
+
+/// `POST /api/tasks` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub prompt: Option<String>,
+    pub assistant: Option<String>,
+    pub workdir: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub env: HashMap<String, String>,
+}
+
+pub struct TaskManager {
+    store: Store,
+    tmux: Tmux,
+    assistants: Assistants,
+    /// Canonical workspace root.
+    home: PathBuf,
+    tasks_dir: PathBuf,
+    pipe_log_command: Vec<String>,
+    limits: Limits,
+    events: EventBus,
+    metrics: Arc<Metrics>,
+    watcher: DirWatcher,
+    /// Live tasks' pulses. Its size is the live-task count the cap checks.
+    live: Mutex<HashMap<String, tokio_watch::Sender<Pulse>>>,
+    /// Serialises the cap check with the insert, so concurrent creates
+    /// cannot overshoot `max_tasks`.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+pub struct TaskManagerParts {
+    pub store: Store,
+    pub tmux: Tmux,
+    pub assistants: Assistants,
+    pub home: PathBuf,
+    pub data_dir: PathBuf,
+    pub pipe_log_command: Vec<String>,
+    pub limits: Limits,
+    pub events: EventBus,
+    pub metrics: Arc<Metrics>,
+}
+
+impl TaskManager {
+    /// Build the manager and start its background work: the inotify event
+    /// loop, the sweep for vanished sessions, and re-attachment to tasks
+    /// left running by a previous process.
+    pub async fn start(p: TaskManagerParts) -> std::io::Result<Arc<Self>> {
+        let tasks_dir = p.data_dir.join("tasks");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tasks_dir)?;
+        let (watcher, mut rx) = DirWatcher::new(tasks_dir.clone()).map_err(std::io::Error::other)?;
+        let home = p.home.canonicalize()?;
+        let mgr = Arc::new(Self {
+            store: p.store,
+            tmux: p.tmux,
+            assistants: p.assistants,
+            home,
+            tasks_dir,
+            pipe_log_command: p.pipe_log_command,
+            limits: p.limits,
+            events: p.events,
+            metrics: p.metrics,
+            watcher,
+            live: Mutex::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&mgr);
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let Some(mgr) = weak.upgrade() else { break };
+                match ev {
+                    DirEvent::Output(id) => mgr.bump_output(&id),
+                    DirEvent::Exited(id) => {
+                        tokio::spawn(async move { mgr.finish_from_exit_record(&id).await });
+                    }
+                }
+            }
+        });
+        mgr.recover().await;
+        let weak = Arc::downgrade(&mgr);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(mgr) = weak.upgrade() else { break };
+                mgr.sweep_vanished().await;
+            }
+        });
+        Ok(mgr)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn assistants(&self) -> &Assistants {
+        &self.assistants
+    }
+
+    pub fn tmux(&self) -> &Tmux {
+        &self.tmux
+    }
+
+    pub fn task_dir(&self, id: &str) -> PathBuf {
+        self.tasks_dir.join(id)
+    }
+
+    /// Subscribe to a live task; `None` once it has finished.
+    pub fn pulse(&self, id: &str) -> Option<tokio_watch::Receiver<Pulse>> {
+        self.live.lock().ok()?.get(id).map(|tx| tx.subscribe())
+    }
+
+    fn live_count(&self) -> usize {
+        self.live.lock().map(|m| m.len()).unwrap_or(usize::MAX)
+    }
+
+    fn bump_output(&self, id: &str) {
+        if let Ok(m) = self.live.lock() {
+            if let Some(tx) = m.get(id) {
+                tx.send_modify(|p| p.output += 1);
+            }
+        }
+    }
+
+    fn register_live(&self, id: &str, state: TaskState) -> std::io::Result<()> {
+        let (tx, _) = tokio_watch::channel(Pulse { output: 0, state });
+        if let Ok(mut m) = self.live.lock() {
+            m.insert(id.to_string(), tx);
+        }
+        self.watcher
+            .watch(&self.task_dir(id))
+            .map_err(std::io::Error::other)
+    }
+
+    pub async fn get(&self, id: &str) -> ApiResult<TaskRecord> {
+        self.store
+            .get_task(id)
+            .await?
+            .ok_or_else(|| ApiError::task_not_found(id))
+    }
+
+    /// Validate a create request, write the task, start its tmux session.
+    pub async fn create(self: &Arc<Self>, req: CreateTask) -> ApiResult<TaskRecord> {
+        let assistant_name = req
+            .assistant
+            .clone()
+            .unwrap_or_else(|| self.assistants.default_name().to_string());
+        let assistant = self.assistants.get(&assistant_name).ok_or_else(|| {
+            let known: Vec<_> = self.assistants.all().iter().map(|a| a.name.as_str()).collect();
+            ApiError::bad_request(
+                "unknown_assistant",
+                format!(
+                    "assistant `{assistant_name}` is not configured (known: {})",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        if let Some(n) = &req.name {
+            if n.chars().count() > MAX_NAME || n.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "invalid_name",
+                    format!("name must be at most {MAX_NAME} characters without control characters"),
+                ));
+            }
+        }
+        let prompt = req.prompt.filter(|p| !p.trim().is_empty());
+        if prompt.as_deref().is_some_and(|p| p.contains('\0')) {
+            return Err(ApiError::bad_request("invalid_prompt", "prompt contains a NUL byte"));
+        }
+        let workdir = self.resolve_workdir(req.workdir.as_deref())?;
+        let env = self.task_env(&assistant.env, req.env)?;
+
+        let _guard = self.create_lock.lock().await;
+        if self.live_count() >= self.limits.max_tasks {
+            return Err(ApiError::too_many(
+                "task_limit",
+                format!(
+                    "{} tasks are live, the most this workspace allows (--max-tasks); wait for one to finish or kill one",
+                    self.limits.max_tasks
+                ),
+            ));
+        }
+        let id = generate_id();
+        let dir = self.task_dir(&id);
+        let session = format!("kc-{id}");
+        let prompt_file = dir.join("prompt.txt");
+        let command = assistant.command_line(prompt.as_deref(), &prompt_file);
+        self.write_task_files(&dir, prompt.as_deref(), &command)
+            .map_err(|e| ApiError::internal("could not write the task's files", e))?;
+        let rec = self
+            .store
+            .insert_task(NewTask {
+                id: id.clone(),
+                name: req.name,
+                assistant: assistant.name.clone(),
+                prompt: prompt.clone(),
+                workdir: workdir.to_string_lossy().into_owned(),
+                env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
+                tmux_session: session.clone(),
+            })
+            .await?;
+        self.register_live(&id, TaskState::Starting)
+            .map_err(|e| ApiError::internal("could not watch the task directory", e))?;
+        drop(_guard);
+        self.metrics.tasks_created.inc();
+        self.events.publish(ServerEvent::TaskCreated {
+            task: TaskView::from(&rec),
+        });
+
+        let run = format!("exec sh {}", sh_quote(&dir.join("run.sh").to_string_lossy()));
+        let pipe = self.pipe_command(&dir);
+        let spec = SessionSpec {
+            name: &session,
+            workdir: &workdir,
+            env: &env,
+            command: &run,
+            pipe_command: &pipe,
+        };
+        if let Err(e) = self.tmux.new_session(&spec).await {
+            let msg = format!("could not start the tmux session: {e}");
+            self.move_to(
+                &id,
+                TaskState::Failed,
+                TransitionInfo {
+                    error: Some(msg.clone()),
+                    reason: Some("tmux failed".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
+            return Err(ApiError::unavailable("tmux_failed", msg));
+        }
+        let rec = self
+            .move_to(&id, TaskState::Running, reason("session started"))
+            .await
+            .unwrap_or(rec);
+        self.spawn_monitor(&id);
+        if let (Some(p), PromptDelivery::Typed) = (prompt, assistant.prompt_delivery) {
+            let mgr = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move { mgr.type_prompt_when_ready(&id, &session, &p).await });
+        }
+        Ok(rec)
+    }
+
+    fn resolve_workdir(&self, asked: Option<&str>) -> ApiResult<PathBuf> {
+        let Some(asked) = asked.filter(|w| !w.is_empty()) else {
+            return Ok(self.home.clone());
+        };
+        if asked.contains('\0') {
+            return Err(ApiError::bad_request("invalid_workdir", "workdir contains a NUL byte"));
+        }
+        let candidate = self.home.join(asked);
+        // Canonicalising resolves `..` and every symlink, so the prefix test
+        // below compares real locations, not spellings.
+        let real = candidate.canonicalize().map_err(|_| {
+            ApiError::bad_request(
+                "workdir_not_found",
+                format!("workdir `{asked}` does not exist"),
+            )
+        })?;
+        if !real.starts_with(&self.home) {
+            return Err(ApiError::bad_request(
+                "workdir_outside_home",
+                format!("workdir `{asked}` is outside the workspace home"),
+            ));
+        }
+        if !real.is_dir() {
+            return Err(ApiError::bad_request(
+                "workdir_not_a_directory",
+                format!("workdir `{asked}` is not a directory"),
+            ));
+        }
+        Ok(real)
+    }
+
+    fn task_env(
+        &self,
+        assistant_env: &std::collections::BTreeMap<String, String>,
+        asked: HashMap<String, String>,
+    ) -> ApiResult<Vec<(String, String)>> {
+        if asked.len() > MAX_ENV {
+            return Err(ApiError::bad_request(
+                "invalid_env",
+                format!("at most {MAX_ENV} environment variables"),
+            ));
+        }
+        let mut env: std::collections::BTreeMap<String, String> = assistant_env.clone();
+        for (k, v) in asked {
+            if !valid_env_name(&k) || RESERVED_ENV.contains(&k.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid_env",
+                    format!("`{k}` is not an environment variable name a task may set"),
+                ));
+            }
+            if v.contains('\0') {
+                return Err(ApiError::bad_request(
+                    "invalid_env",
+                    format!("the value of `{k}` contains a NUL byte"),
+                ));
+            }
+            env.insert(k, v);
+        }
+        Ok(env.into_iter().collect())
+    }
+
+    fn write_task_files(&self, dir: &Path, prompt: Option<&str>, command: &str) -> std::io::Result<()> {
+        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+        if let Some(p) = prompt {
+            write_private(&dir.join("prompt.txt"), p.as_bytes())?;
+        }
+        let exit_tmp = sh_quote(&dir.join("exit_code.tmp").to_string_lossy());
+        let exit_file = sh_quote(&dir.join(EXIT_FILE).to_string_lossy());
+        let script = format!(
+            "# kube-coder task: runs the assistant, then records its exit status.\n\
+             {command}\n\
+             code=$?\n\
+             printf '%s\\n' \"$code\" > {exit_tmp} && mv -f {exit_tmp} {exit_file}\n\
+             exit \"$code\"\n"
+        );
+        write_private(&dir.join("run.sh"), script.as_bytes())
+    }
+
+    fn pipe_command(&self, dir: &Path) -> String {
+        let mut parts: Vec<String> = self.pipe_log_command.iter().map(|s| sh_quote(s)).collect();
+        parts.push("--max-bytes".into());
+        parts.push(self.limits.output_log_bytes.to_string());
+        parts.push(sh_quote(&dir.to_string_lossy()));
+        format!("exec {}", parts.join(" "))
+    }
+
+    /// Record a transition from any live state; publish it; finish the
+    /// bookkeeping when it is final.
+    async fn move_to(&self, id: &str, to: TaskState, info: TransitionInfo) -> Option<TaskRecord> {
+        let moved = match self.store.transition(id, &TaskState::LIVE, to, info).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(task.id = id, error = %e, "could not record a task transition");
+                return None;
+            }
+        };
+        let (from, rec) = moved?;
+        tracing::info!(task.id = id, from = %from, to = %to, exit_code = ?rec.exit_code, "task state changed");
+        let finished = to.is_final();
+        if let Ok(mut m) = self.live.lock() {
+            if let Some(tx) = m.get(id) {
+                tx.send_modify(|p| p.state = to);
+            }
+            if finished {
+                m.remove(id);
+            }
+        }
+        if finished {
+            self.watcher.unwatch(&self.task_dir(id));
+            if let Some(started) = rec.started_at {
+                let secs = (rec.finished_at.unwrap_or(started) - started).max(0) as f64 / 1000.0;
+                self.metrics
+                    .task_duration
+                    .get_or_create(&FinishedLabels {
+                        assistant: rec.assistant.clone(),
+                        state: to.as_str().into(),
+                    })
+                    .observe(secs);
+            }
+        }
+        self.events.publish(ServerEvent::TaskState {
+            task: TaskView::from(&rec),
+            from: from.as_str().into(),
+        });
+        Some(rec)
+    }
+
+    fn read_exit_record(&self, id: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.task_dir(id).join(EXIT_FILE)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    async fn finish_from_exit_record(&self, id: &str) {
+        let Some(code) = self.read_exit_record(id) else { return };
+        let to = if code == 0 {
+            TaskState::Succeeded
+        } else {
+            TaskState::Failed
+        };
+        self.move_to(
+            id,
+            to,
+            TransitionInfo {
+                exit_code: Some(code),
+                reason: Some("exited".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    /// Watch for quiet: `running` ↔ `waiting_for_input` by output activity.
+    fn spawn_monitor(self: &Arc<Self>, id: &str) {
+        let Some(mut rx) = self.pulse(id) else { return };
+        let weak = Arc::downgrade(self);
+        let id = id.to_string();
+        let idle = self.limits.input_idle;
+        tokio::spawn(async move {
+            let mut seen = rx.borrow().output;
+            loop {
+                let changed = tokio::time::timeout(idle, rx.changed()).await;
+                let Some(mgr) = weak.upgrade() else { return };
+                match changed {
+                    Ok(Err(_)) => return, // the task finished
+                    Ok(Ok(())) => {
+                        let p = *rx.borrow_and_update();
+                        if p.state.is_final() {
+                            return;
+                        }
+                        if p.output != seen {
+                            seen = p.output;
+                            if p.state == TaskState::WaitingForInput {
+                                mgr.move_between(&id, TaskState::WaitingForInput, TaskState::Running, "output")
+                                    .await;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let state = rx.borrow().state;
+                        if state == TaskState::Running {
+                            mgr.move_between(&id, TaskState::Running, TaskState::WaitingForInput, "quiet")
+                                .await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn move_between(&self, id: &str, from: TaskState, to: TaskState, why: &str) {
+        const RUNNING: &[TaskState] = &[TaskState::Running];
+        const WAITING: &[TaskState] = &[TaskState::WaitingForInput];
+        let allowed = if from == TaskState::Running { RUNNING } else { WAITING };
+        match self.store.transition(id, allowed, to, reason(why)).await {
+            Ok(Some((from, rec))) => {
+                if let Ok(m) = self.live.lock() {
+                    if let Some(tx) = m.get(id) {
+                        tx.send_modify(|p| p.state = to);
+                    }
+                }
+                self.events.publish(ServerEvent::TaskState {
+                    task: TaskView::from(&rec),
+                    from: from.as_str().into(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(task.id = id, error = %e, "could not record a task transition"),
+        }
+    }
+
+    async fn type_prompt_when_ready(&self, id: &str, session: &str, prompt: &str) {
+        // Ready means: the program drew something and then paused briefly.
+        let Some(mut rx) = self.pulse(id) else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let _ = tokio::time::timeout_at(deadline, async {
+            while rx.borrow_and_update().output == 0 {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {}
+        })
+        .await;
+        if let Err(e) = self.tmux.send_text(session, prompt).await {
+            tracing::warn!(task.id = id, error = %e, "could not type the prompt");
+            return;
+        }
+        let _ = self.tmux.send_keys(session, &["Enter"]).await;
+    }
+
+    /// Type a follow-up message into a live task.
+    pub async fn message(&self, id: &str, text: &str, enter: bool) -> ApiResult<()> {
+        let rec = self.get(id).await?;
+        self.require_live(&rec)?;
+        if text.contains('\0') {
+            return Err(ApiError::bad_request("invalid_text", "text contains a NUL byte"));
+        }
+        if !text.is_empty() {
+            self.tmux
+                .send_text(&rec.tmux_session, text)
+                .await
+                .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not type into the task: {e}")))?;
+        }
+        if enter {
+            self.tmux
+                .send_keys(&rec.tmux_session, &["Enter"])
+                .await
+                .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not type into the task: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Send allowlisted keys to a live task.
+    pub async fn keys(&self, id: &str, keys: &[String]) -> ApiResult<()> {
+        if keys.is_empty() || keys.len() > 32 {
+            return Err(ApiError::bad_request("invalid_keys", "send between 1 and 32 keys"));
+        }
+        if let Some(bad) = keys.iter().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(
+                "key_not_allowed",
+                format!("key `{bad}` is not allowed (allowed: {})", ALLOWED_KEYS.join(" ")),
+            ));
+        }
+        let rec = self.get(id).await?;
+        self.require_live(&rec)?;
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.tmux
+            .send_keys(&rec.tmux_session, &refs)
+            .await
+            .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not send keys: {e}")))
+    }
+
+    /// Kill a live task's session; it ends `killed`.
+    pub async fn kill(&self, id: &str) -> ApiResult<TaskRecord> {
+        let rec = self.get(id).await?;
+        self.require_live(&rec)?;
+        // Record the kill first, so the exit the kill causes is not taken
+        // for the task's own ending.
+        let killed = self.move_to(id, TaskState::Killed, reason("killed by request")).await;
+        if let Err(e) = self.tmux.kill_session(&rec.tmux_session).await {
+            tracing::warn!(task.id = id, error = %e, "could not kill the tmux session");
+        }
+        match killed {
+            Some(r) => Ok(r),
+            // It finished on its own in the meantime.
+            None => self.get(id).await,
+        }
+    }
+
+    fn require_live(&self, rec: &TaskRecord) -> ApiResult<()> {
+        if rec.state.is_final() {
+            return Err(ApiError::conflict(
+                "task_finished",
+                format!("task `{}` has already finished ({})", rec.id, rec.state),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Re-attach to live tasks after a start: finished while we were down,
+    /// still running in tmux, or lost.
+    async fn recover(self: &Arc<Self>) {
+        let tasks = match self.store.live_tasks().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read live tasks to re-attach");
+                return;
+            }
+        };
+        let sessions = self.tmux.list_sessions().await.unwrap_or_default();
+        for t in tasks {
+            if let Err(e) = self.register_live(&t.id, t.state) {
+                tracing::warn!(task.id = %t.id, error = %e, "could not watch a task directory");
+            }
+            if self.read_exit_record(&t.id).is_some() {
+                self.finish_from_exit_record(&t.id).await;
+            } else if sessions.contains(&t.tmux_session) {
+                tracing::info!(task.id = %t.id, "re-attached to a running task");
+                if t.state == TaskState::Starting {
+                    self.move_to(&t.id, TaskState::Running, reason("re-attached")).await;
+                }
+                self.spawn_monitor(&t.id);
+            } else {
+                self.move_to(&t.id, TaskState::Lost, reason("session vanished while the server was down"))
+                    .await;
+            }
+        }
+    }
+
+    /// Backstop for sessions that vanish without an exit record (killed
+    /// from outside, tmux server died).
+    async fn sweep_vanished(&self) {
+        let ids: Vec<String> = match self.live.lock() {
+            Ok(m) => m.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(sessions) = self.tmux.list_sessions().await else { return };
+        for id in ids {
+            if sessions.contains(&format!("kc-{id}")) {
+                continue;
+            }
+            let Ok(Some(rec)) = self.store.get_task(&id).await else { continue };
+            // A session being created is not yet listed.
+            if rec.state == TaskState::Starting {
+                continue;
+            }
+            if self.read_exit_record(&id).is_some() {
+                self.finish_from_exit_record(&id).await;
+            } else {
+                self.move_to(&id, TaskState::Lost, reason("session vanished")).await;
+            }
+        }
+    }
+}
+
+fn reason(r: &str) -> TransitionInfo {
+    TransitionInfo {
+        reason: Some(r.into()),
+        ..Default::default()
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
