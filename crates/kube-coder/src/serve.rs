@@ -257,20 +257,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let s = &server.started;
-        let ro = if read_only { ", read-only" } else { "" };
-        println!("dashboard: http://{} (auth: {}{ro})", s.dashboard, auth.as_str());
-        println!("api:       http://{} (Authorization: Bearer <token>)", s.api);
-        match &s.new_token {
-            Some(t) => println!(
-                "api token: {t}\n           (generated now and saved to {}; it is not printed again)",
-                s.token_file.display()
-            ),
-            None => println!("api token: in {}", s.token_file.display()),
-        }
-        if auth == AuthMode::Token {
-            println!("log in:    open the dashboard and paste the API token");
-        }
+        print_banner(&server.started, auth, read_only);
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
@@ -286,6 +273,32 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// One line per listener and how to log in. Written with `writeln!` and
+/// errors ignored: a closed stdout must not take the server down.
+fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
+    use std::io::Write;
+    let ro = if read_only { ", read-only" } else { "" };
+    let mut text = format!(
+        "dashboard: http://{} (auth: {}{ro})\napi:       http://{} (Authorization: Bearer <token>)\n",
+        s.dashboard,
+        auth.as_str(),
+        s.api
+    );
+    match &s.new_token {
+        Some(t) => text.push_str(&format!(
+            "api token: {t}\n           (generated now and saved to {}; it is not printed again)\n",
+            s.token_file.display()
+        )),
+        None => text.push_str(&format!("api token: in {}\n", s.token_file.display())),
+    }
+    if auth == AuthMode::Token {
+        text.push_str("log in:    open the dashboard and paste the API token\n");
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 fn which_tmux() -> Option<PathBuf> {

@@ -428,6 +428,9 @@ impl TaskManager {
         let exit_file = sh_quote(&dir.join(EXIT_FILE).to_string_lossy());
         let script = format!(
             "# kube-coder task: runs the assistant, then records its exit status.\n\
+             # A trap (not an ignore, which children would inherit) keeps this\n\
+             # script alive through Ctrl-C so the interrupted exit is recorded.\n\
+             trap : INT QUIT\n\
              {command}\n\
              code=$?\n\
              printf '%s\\n' \"$code\" > {exit_tmp} && mv -f {exit_tmp} {exit_file}\n\

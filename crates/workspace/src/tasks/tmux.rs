@@ -136,14 +136,14 @@ impl Tmux {
 
     /// Type literal text into the session's pane.
     pub async fn send_text(&self, name: &str, text: &str) -> Result<(), TmuxError> {
-        self.run(&["send-keys", "-t", &exact(name), "-l", "--", text])
+        self.run(&["send-keys", "-t", &exact_pane(name), "-l", "--", text])
             .await
             .map(|_| ())
     }
 
     /// Send named keys (already checked against the allowlist).
     pub async fn send_keys(&self, name: &str, keys: &[&str]) -> Result<(), TmuxError> {
-        let target = exact(name);
+        let target = exact_pane(name);
         let mut args = vec!["send-keys", "-t", &target, "--"];
         args.extend_from_slice(keys);
         self.run(&args).await.map(|_| ())
@@ -160,7 +160,7 @@ impl Tmux {
 
     /// The pane's current screen as text (for the terminal-less tail view).
     pub async fn capture(&self, name: &str) -> Result<String, TmuxError> {
-        self.run(&["capture-pane", "-p", "-t", &exact(name)]).await
+        self.run(&["capture-pane", "-p", "-t", &exact_pane(name)]).await
     }
 
     pub async fn kill_server(&self) -> Result<(), TmuxError> {
@@ -171,6 +171,11 @@ impl Tmux {
 /// `=name` makes tmux match the session name exactly, not as a prefix.
 fn exact(name: &str) -> String {
     format!("={name}")
+}
+
+/// The active pane of the exactly-named session.
+fn exact_pane(name: &str) -> String {
+    format!("={name}:")
 }
 
 /// Quote a string for POSIX `sh` inside single quotes.

@@ -1,0 +1,345 @@
+//! Test harness: starts the real `kube-coder serve` binary on 127.0.0.1
+//! with its own data dir, home and tmux socket, and a fake assistant
+//! script. Dropping a [`Workspace`] kills the server and its tmux server.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fake-agent.sh");
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kube-coder")
+}
+
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub dashboard: String,
+    pub api: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Workspace {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("data/tmux.sock")
+    }
+
+    /// Start a workspace with the fake assistants and extra flags.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("kc-test").tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let assistants = dir.path().join("assistants.toml");
+        std::fs::write(
+            &assistants,
+            format!(
+                r#"default = "fake"
+[[assistant]]
+name = "fake"
+command = "sh {agent} {{prompt}}"
+interactive_command = "sh {agent}"
+env = {{ FAKE_GREETING = "hello from config" }}
+
+[[assistant]]
+name = "fake-typed"
+command = "sh {agent}"
+prompt_delivery = "typed"
+
+[[assistant]]
+name = "fake-stdin"
+command = "cat"
+prompt_delivery = "stdin"
+"#,
+                agent = FAKE_AGENT
+            ),
+        )
+        .unwrap();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--home".into(),
+            dir.path().join("home").display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--api-listen".into(),
+            "127.0.0.1:0".into(),
+            "--assistants-config".into(),
+            assistants.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut ws = Self {
+            dir,
+            args,
+            child: None,
+            dashboard: String::new(),
+            api: String::new(),
+            token: String::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            stdout_lines: Vec::new(),
+        };
+        ws.spawn().await;
+        ws
+    }
+
+    /// Start (or restart) the server process with the same directories.
+    pub async fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .args(&self.args)
+            .env_remove("KUBE_CODER_CONFIG")
+            .env("KUBE_CODER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("server.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .expect("start kube-coder");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after start-up so the server never writes to a closed pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut dash, mut api) = (None, None);
+        self.stdout_lines.clear();
+        while dash.is_none() || api.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "server did not start; log:\n{}",
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+                )
+            });
+            if let Some(rest) = line.strip_prefix("dashboard: http://") {
+                dash = rest.split_whitespace().next().map(|s| format!("http://{s}"));
+            }
+            if let Some(rest) = line.strip_prefix("api:       http://") {
+                api = rest.split_whitespace().next().map(|s| format!("http://{s}"));
+            }
+            self.stdout_lines.push(line);
+        }
+        self.dashboard = dash.unwrap();
+        self.api = api.unwrap();
+        self.token = std::fs::read_to_string(self.data_dir().join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        self.child = Some(child);
+    }
+
+    /// kill -9, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.api))
+            .header("authorization", self.bearer())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.api))
+            .header("authorization", self.bearer())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn api_delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(format!("{}{path}", self.api))
+            .header("authorization", self.bearer())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Create a task with the fake agent; panics unless 201.
+    pub async fn create(&self, body: Value) -> Value {
+        let (s, v) = self.api_post("/api/tasks", body).await;
+        assert_eq!(s, 201, "create: {v}");
+        v
+    }
+
+    pub async fn create_fake(&self) -> String {
+        self.create(json!({"assistant": "fake"})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Wait until the task reaches `state` (polling the API is fine in a test).
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, t) = self.api_get(&format!("/api/tasks/{id}")).await;
+            if t["state"] == state {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("task {id} never reached {state}: {t}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until the plain-text output contains `needle`.
+    pub async fn wait_output(&self, id: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self
+                .client
+                .get(format!("{}/api/tasks/{id}/output?tail=1000", self.api))
+                .header("authorization", self.bearer())
+                .send()
+                .await
+                .unwrap();
+            let text = r.text().await.unwrap();
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("output of {id} never contained {needle:?}: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn say(&self, id: &str, text: &str) {
+        let (s, v) = self
+            .api_post(&format!("/api/tasks/{id}/message"), json!({"text": text}))
+            .await;
+        assert_eq!(s, 202, "message: {v}");
+    }
+
+    pub fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.log());
+        }
+        self.crash();
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(self.socket())
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Read SSE events from a response until `stop` says so or time runs out.
+pub async fn read_sse(
+    resp: reqwest::Response,
+    timeout: Duration,
+    mut stop: impl FnMut(&SseEvent) -> bool,
+) -> Vec<SseEvent> {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(Some(Ok(bytes))) = next else { return out };
+        buf.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(pos) = buf.find("\n\n") {
+            let block: String = buf.drain(..pos + 2).collect();
+            let mut ev = SseEvent::default();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    ev.event = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    ev.data.push_str(v);
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    ev.id = Some(v.to_string());
+                }
+            }
+            if ev.event.is_empty() && ev.data.is_empty() {
+                continue; // keep-alive comment
+            }
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+pub fn write_htpasswd(path: &Path, user: &str, password: &str) {
+    let hash = bcrypt::hash(password, 4).unwrap().replacen("$2b$", "$2y$", 1);
+    std::fs::write(path, format!("{user}:{hash}\n")).unwrap();
+}

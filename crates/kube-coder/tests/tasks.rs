@@ -1,0 +1,370 @@
+//! The task API against the real binary, real tmux and a real SQLite file.
+//! Starts: `kube-coder serve` on 127.0.0.1 with its own tmux socket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{read_sse, Workspace};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_task_runs_takes_messages_and_reports_its_exit_code() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws
+        .create(json!({"assistant": "fake", "prompt": "fix the $(bug) 'now'", "name": "first"}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    assert_eq!(t["state"], "running");
+    assert_eq!(t["name"], "first");
+    // The prompt arrives as one argument, untouched by the shell.
+    ws.wait_output(id, "prompt: fix the $(bug) 'now'").await;
+    // Assistant env from the config file reaches the process.
+    ws.wait_output(id, "greeting: hello from config").await;
+    ws.say(id, "hello there").await;
+    ws.wait_output(id, "you said: hello there").await;
+    ws.say(id, "exit 7").await;
+    let done = ws.wait_state(id, "failed").await;
+    assert_eq!(done["exit_code"], 7);
+    assert!(done["finished_at"].is_string());
+    let states: Vec<_> = done["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states.first().unwrap(), "starting");
+    assert_eq!(states.last().unwrap(), "failed");
+    // Finished tasks take no more input.
+    let (s, v) = ws
+        .api_post(&format!("/api/tasks/{id}/message"), json!({"text": "hi"}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("task_finished")));
+}
+
+#[tokio::test]
+async fn exit_zero_succeeds_and_output_is_served_as_text_or_json() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "printf 'a\\nb\\nc\\n'; printf '\\033[31mred\\033[0m\\n'"}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    let done = ws.wait_state(id, "succeeded").await;
+    assert_eq!(done["exit_code"], 0);
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/output?tail=2", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap().trim_end(), "c\nred");
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/output?tail=1&raw=true", ws.api))
+        .header("authorization", ws.bearer())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "succeeded");
+    assert!(v["output"].as_str().unwrap().contains("\u{1b}[31mred"));
+}
+
+#[tokio::test]
+async fn stream_pushes_output_live_and_resumes_from_last_event_id() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    let resp = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/stream", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let ws2 = &ws;
+    let idc = id.clone();
+    let sender = async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ws2.say(&idc, "streamed words").await;
+    };
+    let reader = read_sse(resp, Duration::from_secs(15), |e| {
+        e.event == "output" && e.json()["data"].as_str().unwrap_or("").contains("you said: streamed words")
+    });
+    let (events, ()) = tokio::join!(reader, sender);
+    let outputs: Vec<_> = events.iter().filter(|e| e.event == "output").collect();
+    assert!(!outputs.is_empty());
+    assert!(events.iter().any(|e| e.event == "state" && e.json()["state"] == "running"));
+    // Offsets are contiguous: each chunk starts where the previous ended.
+    let mut expect = 0u64;
+    let mut all = String::new();
+    for e in &outputs {
+        let v = e.json();
+        assert_eq!(v["offset"].as_u64().unwrap(), expect);
+        let data = v["data"].as_str().unwrap();
+        all.push_str(data);
+        expect += data.len() as u64;
+        assert_eq!(e.id.as_deref().unwrap().parse::<u64>().unwrap(), expect);
+    }
+    assert!(all.contains("fake-agent ready"));
+
+    // Resume after the first chunk: the rest arrives, the first does not.
+    let first_end = outputs[0].id.clone().unwrap();
+    ws.say(&id, "exit 0").await;
+    let resp = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/stream", ws.api))
+        .header("authorization", ws.bearer())
+        .header("last-event-id", &first_end)
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(resp, Duration::from_secs(15), |e| e.event == "end").await;
+    let resumed: String = events
+        .iter()
+        .filter(|e| e.event == "output")
+        .map(|e| e.json()["data"].as_str().unwrap().to_string())
+        .collect();
+    let first_data = outputs[0].json()["data"].as_str().unwrap().to_string();
+    assert_eq!(
+        events.iter().find(|e| e.event == "output").unwrap().json()["offset"],
+        json!(first_end.parse::<u64>().unwrap())
+    );
+    assert!(resumed.contains("bye"), "{resumed}");
+    assert!(!resumed.starts_with(&first_data));
+    let end = events.last().unwrap();
+    assert_eq!(end.event, "end");
+    assert_eq!(end.json()["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn events_announce_creation_and_state_changes() {
+    let ws = Workspace::start(&[]).await;
+    let resp = ws
+        .client
+        .get(format!("{}/api/events", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ws2 = &ws;
+    let driver = async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let id = ws2.create_fake().await;
+        ws2.say(&id, "exit 3").await;
+        id
+    };
+    let reader = read_sse(resp, Duration::from_secs(15), |e| {
+        e.event == "task_state" && e.json()["task"]["state"] == "failed"
+    });
+    let (events, id) = tokio::join!(reader, driver);
+    let created = events.iter().find(|e| e.event == "task_created").unwrap();
+    assert_eq!(created.json()["task"]["id"], id.as_str());
+    let last = events.last().unwrap().json();
+    assert_eq!(last["task"]["exit_code"], 3);
+    assert_eq!(last["from"], "running");
+}
+
+#[tokio::test]
+async fn keys_are_allowlisted_and_ctrl_c_interrupts() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    let (s, v) = ws
+        .api_post(&format!("/api/tasks/{id}/keys"), json!({"keys": ["C-b"]}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("key_not_allowed")));
+    let (s, _) = ws
+        .api_post(&format!("/api/tasks/{id}/keys"), json!({"keys": ["y", "Enter"]}))
+        .await;
+    assert_eq!(s, 202);
+    ws.wait_output(&id, "you said: y").await;
+    let (s, _) = ws
+        .api_post(&format!("/api/tasks/{id}/keys"), json!({"keys": ["C-c"]}))
+        .await;
+    assert_eq!(s, 202);
+    let done = ws.wait_state(&id, "failed").await;
+    assert_eq!(done["exit_code"], 130);
+}
+
+#[tokio::test]
+async fn kill_ends_a_task_as_killed_and_its_session_is_gone() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws.create(json!({"assistant": "fake"})).await;
+    let id = t["id"].as_str().unwrap();
+    let session = t["tmux_session"].as_str().unwrap();
+    assert!(ws.tmux(&["has-session", "-t", &format!("={session}")]).status.success());
+    let (s, v) = ws.api_delete(&format!("/api/tasks/{id}")).await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("killed")));
+    assert!(!ws.tmux(&["has-session", "-t", &format!("={session}")]).status.success());
+    // The kill's own exit does not overwrite the state.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, t) = ws.api_get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(t["state"], "killed");
+    assert_eq!(t["exit_code"], serde_json::Value::Null);
+    let (s, v) = ws.api_delete(&format!("/api/tasks/{id}")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("task_finished")));
+}
+
+#[tokio::test]
+async fn a_session_that_vanishes_is_lost() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws.create(json!({"assistant": "fake"})).await;
+    let id = t["id"].as_str().unwrap();
+    let out = ws.tmux(&["kill-session", "-t", &format!("={}", t["tmux_session"].as_str().unwrap())]);
+    assert!(out.status.success());
+    let lost = ws.wait_state(id, "lost").await;
+    assert_eq!(lost["exit_code"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn live_task_cap_answers_429() {
+    let ws = Workspace::start(&["--max-tasks", "2"]).await;
+    let a = ws.create_fake().await;
+    ws.create_fake().await;
+    let (s, v) = ws.api_post("/api/tasks", json!({"assistant": "fake"})).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["code"], "task_limit");
+    assert!(v["error"].as_str().unwrap().contains("--max-tasks"));
+    // A finished task frees its slot.
+    ws.say(&a, "exit 0").await;
+    ws.wait_state(&a, "succeeded").await;
+    ws.create_fake().await;
+}
+
+#[tokio::test]
+async fn workdir_is_confined_to_the_home() {
+    let ws = Workspace::start(&[]).await;
+    let home = ws.home();
+    std::fs::create_dir_all(home.join("proj/sub")).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("escape")).unwrap();
+    std::fs::write(home.join("file.txt"), "x").unwrap();
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "pwd", "workdir": "proj/sub"}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    ws.wait_state(id, "succeeded").await;
+    let out = ws.wait_output(id, "proj/sub").await;
+    assert!(out.contains(home.join("proj/sub").canonicalize().unwrap().to_str().unwrap()));
+    for (wd, code) in [
+        ("../", "workdir_outside_home"),
+        ("/etc", "workdir_outside_home"),
+        ("proj/../../..", "workdir_outside_home"),
+        ("escape", "workdir_outside_home"),
+        ("nope", "workdir_not_found"),
+        ("file.txt", "workdir_not_a_directory"),
+    ] {
+        let (s, v) = ws.api_post("/api/tasks", json!({"assistant": "fake", "workdir": wd})).await;
+        assert_eq!((s, v["code"].as_str()), (400, Some(code)), "workdir {wd}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn env_typed_and_stdin_prompts_reach_the_program() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "echo value=$MY_VAR", "env": {"MY_VAR": "it works"}}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    assert_eq!(t["env_keys"], json!(["MY_VAR"]));
+    ws.wait_output(id, "value=it works").await;
+    let (s, v) = ws
+        .api_post("/api/tasks", json!({"assistant": "shell", "env": {"TMUX": "x"}}))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_env")));
+
+    let t = ws.create(json!({"assistant": "fake-typed", "prompt": "typed prompt"})).await;
+    ws.wait_output(t["id"].as_str().unwrap(), "you said: typed prompt").await;
+
+    let t = ws.create(json!({"assistant": "fake-stdin", "prompt": "from stdin"})).await;
+    let id = t["id"].as_str().unwrap();
+    ws.wait_output(id, "from stdin").await;
+    ws.wait_state(id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn quiet_tasks_wait_for_input_and_wake_on_output() {
+    let ws = Workspace::start(&["--input-idle-secs", "1"]).await;
+    let id = ws.create_fake().await;
+    ws.wait_state(&id, "waiting_for_input").await;
+    ws.say(&id, "wake up").await;
+    ws.wait_output(&id, "you said: wake up").await;
+    // waiting → running follows the output (recorded asynchronously).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, t) = ws.api_get(&format!("/api/tasks/{id}")).await;
+        let tos: Vec<_> = t["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["to"].as_str().unwrap().to_string())
+            .collect();
+        let w = tos.iter().position(|s| s == "waiting_for_input").unwrap();
+        if tos[w..].iter().any(|s| s == "running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tos:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn list_filters_paginates_and_the_claude_alias_answers() {
+    let ws = Workspace::start(&[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let t = ws
+            .create(json!({"assistant": "shell", "prompt": "true", "name": format!("job-{i}")}))
+            .await;
+        ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        ws.wait_state(id, "succeeded").await;
+    }
+    let (_, p1) = ws.api_get("/api/tasks?limit=2").await;
+    let got: Vec<_> = p1["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(got, vec![json!(ids[4]), json!(ids[3])]);
+    let cursor = p1["next_cursor"].as_i64().unwrap();
+    let (_, p2) = ws.api_get(&format!("/api/tasks?limit=2&cursor={cursor}")).await;
+    assert_eq!(p2["tasks"][0]["id"], json!(ids[2]));
+    let (_, f) = ws.api_get("/api/tasks?state=succeeded,failed&name=job-1").await;
+    assert_eq!(f["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(f["next_cursor"], serde_json::Value::Null);
+    let (s, alias) = ws.api_get(&format!("/api/claude/tasks/{}", ids[0])).await;
+    assert_eq!((s, alias["id"].clone()), (200, json!(ids[0])));
+    let (s, _) = ws.api_get("/api/claude/tasks").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn output_log_is_capped_and_rotated() {
+    let ws = Workspace::start(&["--output-log-bytes", "65536"]).await;
+    let id = ws.create_fake().await;
+    ws.say(&id, "spam 3000").await;
+    ws.wait_output(&id, "spam line 2999").await;
+    let dir = ws.data_dir().join("tasks").join(&id);
+    let kept: u64 = ["output.log", "output.log.1"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    // ~260 KB were written; at most the cap plus one pipe read is kept.
+    assert!(kept <= 65536 + 65536, "kept {kept}");
+    let offset: u64 = std::fs::read_to_string(dir.join("output.offset")).unwrap().trim().parse().unwrap();
+    assert!(offset > 0);
+    // A stream from 0 starts at the oldest kept byte, not at 0.
+    let resp = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/stream", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    let ev = read_sse(resp, Duration::from_secs(10), |e| e.event == "output").await;
+    assert!(ev.last().unwrap().json()["offset"].as_u64().unwrap() > 0);
+}
