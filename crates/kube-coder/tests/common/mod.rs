@@ -124,9 +124,9 @@ prompt_delivery = "stdin"
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (mut dash, mut api) = (None, None);
+        let (mut dash, mut api, mut token_line) = (None, None, false);
         self.stdout_lines.clear();
-        while dash.is_none() || api.is_none() {
+        while dash.is_none() || api.is_none() || !token_line {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 panic!(
@@ -140,6 +140,7 @@ prompt_delivery = "stdin"
             if let Some(rest) = line.strip_prefix("api:       http://") {
                 api = rest.split_whitespace().next().map(|s| format!("http://{s}"));
             }
+            token_line |= line.starts_with("api token:");
             self.stdout_lines.push(line);
         }
         self.dashboard = dash.unwrap();

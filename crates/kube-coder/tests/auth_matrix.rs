@@ -1,0 +1,524 @@
+//! The auth matrix: every route × every auth mode × every kind of
+//! credential, on both listeners, against the real binary. Each answer is
+//! pinned by the rules of workspace-server.md, written out in `expected`.
+//! Starts: one `kube-coder serve` per mode, tmux.
+
+mod common;
+
+use std::fmt;
+
+use common::{write_htpasswd, Workspace};
+use reqwest::Method;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Auth {
+    Basic,
+    Oauth2,
+    Token,
+    None,
+}
+
+struct Mode {
+    name: &'static str,
+    auth: Auth,
+    read_only: bool,
+    /// Our test client (127.0.0.1) is a trusted proxy peer.
+    proxy_trusted: bool,
+    flags: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cred {
+    Nothing,
+    /// The dashboard mode's own credential: basic password, proxy headers,
+    /// session cookie (nothing in `none` mode).
+    ModeCredential,
+    /// `X-Auth-Request-User` sent straight by the client.
+    ForgedIdentity,
+    GoodBearer,
+    WrongBearer,
+}
+
+const CREDS: [Cred; 5] = [
+    Cred::Nothing,
+    Cred::ModeCredential,
+    Cred::ForgedIdentity,
+    Cred::GoodBearer,
+    Cred::WrongBearer,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Listener {
+    Dashboard,
+    Api,
+}
+
+#[derive(Clone, Copy)]
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    /// Answer when allowed, in a writable workspace with a live task.
+    ok: u16,
+}
+
+impl Route {
+    fn writes(&self) -> bool {
+        self.method != "GET"
+    }
+    fn needs_task(&self) -> bool {
+        self.path.contains("{id}")
+    }
+}
+
+const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/livez", body: None, ok: 200 },
+    Route { method: "GET", path: "/readyz", body: None, ok: 200 },
+    Route { method: "GET", path: "/", body: None, ok: 200 },
+    Route { method: "GET", path: "/metrics", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/tasks", body: None, ok: 200 },
+    Route { method: "POST", path: "/api/tasks", body: Some(r#"{"assistant":"fake"}"#), ok: 201 },
+    Route { method: "GET", path: "/api/tasks/{id}", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/tasks/{id}/output", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/tasks/{id}/stream", body: None, ok: 200 },
+    Route { method: "POST", path: "/api/tasks/{id}/message", body: Some(r#"{"text":"hi"}"#), ok: 202 },
+    Route { method: "POST", path: "/api/tasks/{id}/keys", body: Some(r#"{"keys":["Enter"]}"#), ok: 202 },
+    Route { method: "DELETE", path: "/api/tasks/{id}", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/claude/tasks", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/claude/tasks/{id}", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/events", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/assistants", body: None, ok: 200 },
+    Route { method: "GET", path: "/api/whoami", body: None, ok: 200 },
+    Route { method: "GET", path: "/no/such/route", body: None, ok: 404 },
+    Route { method: "GET", path: "/Cargo.toml", body: None, ok: 404 },
+];
+
+/// The rules, from the spec, in one place.
+fn expected(mode: &Mode, l: Listener, cred: Cred, r: &Route) -> u16 {
+    if r.path == "/livez" || r.path == "/readyz" {
+        return 200;
+    }
+    // Unknown paths never fall through to files (weakness 5).
+    if r.ok == 404 {
+        return 404;
+    }
+    match l {
+        Listener::Api => {
+            if r.path == "/" {
+                return 404;
+            }
+            if cred != Cred::GoodBearer {
+                return 401;
+            }
+        }
+        Listener::Dashboard => {
+            if r.path == "/metrics" {
+                return 404;
+            }
+            if r.path == "/" && mode.auth == Auth::Token {
+                return 200;
+            }
+            let authed = match cred {
+                Cred::GoodBearer => true,
+                Cred::WrongBearer => false,
+                Cred::Nothing => mode.auth == Auth::None,
+                Cred::ModeCredential => match mode.auth {
+                    Auth::Oauth2 => mode.proxy_trusted,
+                    _ => true,
+                },
+                // Identity headers count only from a trusted proxy peer.
+                Cred::ForgedIdentity => match mode.auth {
+                    Auth::Oauth2 => mode.proxy_trusted,
+                    Auth::None => true,
+                    _ => false,
+                },
+            };
+            if !authed {
+                return 401;
+            }
+        }
+    }
+    if r.writes() && mode.read_only {
+        return 403;
+    }
+    // Read-only workspaces have no task: the id is unknown.
+    if r.needs_task() && mode.read_only {
+        return 404;
+    }
+    r.ok
+}
+
+fn modes(dir: &std::path::Path) -> Vec<Mode> {
+    let htpasswd = dir.join("htpasswd");
+    write_htpasswd(&htpasswd, "alice", "alice-pw");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        Mode {
+            name: "basic",
+            auth: Auth::Basic,
+            read_only: false,
+            proxy_trusted: false,
+            flags: s(&["--auth", "basic", "--htpasswd-file", htpasswd.to_str().unwrap()]),
+        },
+        Mode {
+            name: "oauth2 (client is the trusted proxy)",
+            auth: Auth::Oauth2,
+            read_only: false,
+            proxy_trusted: true,
+            flags: s(&["--auth", "oauth2", "--trusted-proxy-cidrs", "127.0.0.1/32"]),
+        },
+        Mode {
+            name: "oauth2 (client outside trusted CIDRs)",
+            auth: Auth::Oauth2,
+            read_only: false,
+            proxy_trusted: false,
+            flags: s(&["--auth", "oauth2", "--trusted-proxy-cidrs", "10.0.0.0/8"]),
+        },
+        Mode {
+            name: "oauth2 (TRUSTED_PROXY=false)",
+            auth: Auth::Oauth2,
+            read_only: false,
+            proxy_trusted: false,
+            flags: s(&["--auth", "oauth2", "--trusted-proxy", "false"]),
+        },
+        Mode {
+            name: "token",
+            auth: Auth::Token,
+            read_only: false,
+            proxy_trusted: false,
+            flags: s(&["--auth", "token"]),
+        },
+        Mode {
+            name: "token read-only",
+            auth: Auth::Token,
+            read_only: true,
+            proxy_trusted: false,
+            flags: s(&["--auth", "token", "--read-only"]),
+        },
+        Mode {
+            name: "none read-only (public demo)",
+            auth: Auth::None,
+            read_only: true,
+            proxy_trusted: false,
+            flags: s(&["--auth", "none", "--read-only"]),
+        },
+        Mode {
+            name: "basic read-only",
+            auth: Auth::Basic,
+            read_only: true,
+            proxy_trusted: false,
+            flags: s(&["--auth", "basic", "--read-only", "--htpasswd-file", htpasswd.to_str().unwrap()]),
+        },
+    ]
+}
+
+struct Row {
+    mode: &'static str,
+    listener: Listener,
+    cred: Cred,
+    method: &'static str,
+    path: &'static str,
+    want: u16,
+    got: u16,
+    note: String,
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<40} {:<9} {:<15} {:<6} {:<28} want {} got {} {}",
+            self.mode,
+            format!("{:?}", self.listener),
+            format!("{:?}", self.cred),
+            self.method,
+            self.path,
+            self.want,
+            self.got,
+            self.note
+        )
+    }
+}
+
+async fn session_cookie(ws: &Workspace) -> String {
+    let r = ws
+        .client
+        .post(format!("{}/auth/login", ws.dashboard))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"token": ws.token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    set.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn every_route_every_mode_every_credential() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for mode in modes(scratch.path()) {
+        let flags: Vec<&str> = mode.flags.iter().map(String::as_str).collect();
+        let mut all = flags.clone();
+        all.extend(["--max-tasks", "200"]);
+        let ws = Workspace::start(&all).await;
+        let cookie = if mode.auth == Auth::Token {
+            Some(session_cookie(&ws).await)
+        } else {
+            None
+        };
+        for listener in [Listener::Dashboard, Listener::Api] {
+            for cred in CREDS {
+                for route in ROUTES {
+                    let id = if route.needs_task() && !mode.read_only {
+                        ws.create_fake().await
+                    } else {
+                        "0123456789ab".to_string()
+                    };
+                    let base = match listener {
+                        Listener::Dashboard => &ws.dashboard,
+                        Listener::Api => &ws.api,
+                    };
+                    let url = format!("{base}{}", route.path.replace("{id}", &id));
+                    let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+                    let mut req = ws.client.request(method, &url);
+                    if let Some(b) = route.body {
+                        req = req.header("content-type", "application/json").body(b);
+                    }
+                    // Browser credentials come from our own page.
+                    if route.writes() && cred != Cred::GoodBearer && cred != Cred::WrongBearer {
+                        req = req.header("sec-fetch-site", "same-origin");
+                    }
+                    req = match cred {
+                        Cred::Nothing => req,
+                        Cred::GoodBearer => req.header("authorization", ws.bearer()),
+                        Cred::WrongBearer => req.header("authorization", "Bearer not-the-token-0000000000"),
+                        Cred::ForgedIdentity => req
+                            .header("x-auth-request-user", "alice")
+                            .header("x-auth-request-email", "alice@example.com"),
+                        Cred::ModeCredential => match mode.auth {
+                            Auth::Basic => req.basic_auth("alice", Some("alice-pw")),
+                            Auth::Oauth2 => req
+                                .header("x-auth-request-user", "alice")
+                                .header("x-auth-request-email", "alice@example.com"),
+                            Auth::Token => req.header("cookie", cookie.clone().unwrap()),
+                            Auth::None => req,
+                        },
+                    };
+                    let resp = req.send().await.unwrap();
+                    let got = resp.status().as_u16();
+                    let is_sse = resp
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+                    let www = resp
+                        .headers()
+                        .get("www-authenticate")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let body = if is_sse { String::new() } else { resp.text().await.unwrap() };
+                    let want = expected(&mode, listener, cred, route);
+                    let mut note = String::new();
+                    // No answer ever carries the API token (weakness 2).
+                    if body.contains(&ws.token) {
+                        note.push_str("LEAKS THE TOKEN ");
+                    }
+                    if got >= 400 {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                        if !v["code"].is_string() || !v["error"].is_string() {
+                            note.push_str(&format!("not a JSON error: {body:.80} "));
+                        }
+                        if got == 403 && v["code"] != "read_only" {
+                            note.push_str(&format!("403 code {} ", v["code"]));
+                        }
+                    }
+                    if got == 401 && listener == Listener::Dashboard && mode.auth == Auth::Basic && www.is_none() {
+                        note.push_str("no Basic challenge ");
+                    }
+                    if route.path == "/api/whoami" && got == 200 {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        let want_user = match cred {
+                            Cred::GoodBearer => "api-token",
+                            _ => match mode.auth {
+                                Auth::Basic | Auth::Oauth2 => "alice",
+                                Auth::Token => "token",
+                                Auth::None => "anonymous",
+                            },
+                        };
+                        if v["user"] != want_user {
+                            note.push_str(&format!("whoami user {} ", v["user"]));
+                        }
+                    }
+                    rows.push(Row {
+                        mode: mode.name,
+                        listener,
+                        cred,
+                        method: route.method,
+                        path: route.path,
+                        want,
+                        got,
+                        note,
+                    });
+                }
+            }
+        }
+    }
+    let bad: Vec<_> = rows.iter().filter(|r| r.want != r.got || !r.note.is_empty()).collect();
+    eprintln!("auth matrix: {} answers checked", rows.len());
+    if !bad.is_empty() {
+        for r in &bad {
+            eprintln!("{r}");
+        }
+        panic!("{} of {} answers differ from the rules", bad.len(), rows.len());
+    }
+}
+
+#[tokio::test]
+async fn browser_writes_must_prove_same_origin_bearer_is_exempt() {
+    let ws = Workspace::start(&["--auth", "token"]).await;
+    let cookie = session_cookie(&ws).await;
+    let host = ws.dashboard.trim_start_matches("http://").to_string();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = ws
+            .client
+            .post(format!("{}/api/tasks", ws.dashboard))
+            .header("cookie", &cookie)
+            .header("content-type", "application/json")
+            .body(r#"{"assistant":"fake"}"#);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    for (headers, want) in [
+        (vec![], 403),
+        (vec![("sec-fetch-site", "cross-site".to_string())], 403),
+        (vec![("sec-fetch-site", "same-site".to_string())], 403),
+        (vec![("origin", "https://evil.example".to_string())], 403),
+        (vec![("origin", format!("http://{host}.evil.example"))], 403),
+        (vec![("origin", format!("http://{host}"))], 201),
+        (vec![("sec-fetch-site", "same-origin".to_string())], 201),
+    ] {
+        let label = format!("{headers:?}");
+        let r = post(headers).await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{label}");
+        if want == 403 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["code"], "cross_origin");
+        }
+    }
+    // A form post cannot send JSON: a text/plain body is refused.
+    let r = ws
+        .client
+        .post(format!("{}/api/tasks", ws.dashboard))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "text/plain")
+        .body(r#"{"assistant":"fake"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // Bearer requests need no origin proof.
+    let r = ws
+        .client
+        .post(format!("{}/api/tasks", ws.dashboard))
+        .header("authorization", ws.bearer())
+        .json(&json!({"assistant": "fake"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Login itself is CSRF-protected.
+    let r = ws
+        .client
+        .post(format!("{}/auth/login", ws.dashboard))
+        .header("origin", "https://evil.example")
+        .json(&json!({"token": ws.token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn oauth2_allowlist_and_api_listener_ignores_identity_headers() {
+    let ws = Workspace::start(&[
+        "--auth",
+        "oauth2",
+        "--trusted-proxy-cidrs",
+        "127.0.0.1/32",
+        "--allowed-users",
+        "alice@example.com",
+    ])
+    .await;
+    let get = |base: &str, user: &str, email: &str| {
+        ws.client
+            .get(format!("{base}/api/whoami"))
+            .header("x-auth-request-user", user)
+            .header("x-auth-request-email", email)
+            .send()
+    };
+    let r = get(&ws.dashboard, "alice", "alice@example.com").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get(&ws.dashboard, "mallory", "mallory@example.com").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "not_allowed");
+    // On the api listener the same headers mean nothing.
+    let r = get(&ws.api, "alice", "alice@example.com").await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn token_regeneration_is_shown_once_revokes_the_old_token_and_sessions() {
+    let ws = Workspace::start(&["--auth", "token"]).await;
+    let cookie = session_cookie(&ws).await;
+    let (s, v) = ws.api_post("/api/token", json!({})).await;
+    assert_eq!(s, 201);
+    let new = v["token"].as_str().unwrap().to_string();
+    assert_ne!(new, ws.token);
+    // The old token and the old session no longer work; the new one does.
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 401);
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks", ws.dashboard))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks", ws.api))
+        .header("authorization", format!("Bearer {new}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Saved for the next start, mode 0600.
+    let on_disk = std::fs::read_to_string(ws.data_dir().join("api-token")).unwrap();
+    assert_eq!(on_disk.trim(), new);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ws.data_dir().join("api-token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Read-only: the token can be neither regenerated nor read.
+    let ro = Workspace::start(&["--auth", "none", "--read-only"]).await;
+    for base in [&ro.dashboard, &ro.api] {
+        let r = ro
+            .client
+            .post(format!("{base}/api/token"))
+            .header("authorization", ro.bearer())
+            .header("x-auth-request-user", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("read_only") && !body.contains(&ro.token));
+    }
+}
