@@ -25,6 +25,7 @@ pub struct Workspace {
     pub token: String,
     pub client: reqwest::Client,
     pub stdout_lines: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Workspace {
@@ -40,6 +41,11 @@ impl Workspace {
 
     /// Start a workspace with the fake assistants and extra flags.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_env(extra, &[]).await
+    }
+
+    /// Start with extra flags and environment variables.
+    pub async fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("kc-test").tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let assistants = dir.path().join("assistants.toml");
@@ -93,6 +99,7 @@ prompt_delivery = "stdin"
                 .build()
                 .unwrap(),
             stdout_lines: Vec::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         ws.spawn().await;
         ws
@@ -104,6 +111,7 @@ prompt_delivery = "stdin"
             .args(&self.args)
             .env_remove("KUBE_CODER_CONFIG")
             .env("KUBE_CODER_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new()

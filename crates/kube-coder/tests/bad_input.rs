@@ -1,0 +1,172 @@
+//! Bad input everywhere: malformed JSON, wrong types, oversize bodies,
+//! unknown ids, unknown routes and methods. Every answer must be a 4xx JSON
+//! error whose message names the problem; never a 5xx, never a panic.
+//! Starts: `kube-coder serve`, tmux.
+
+mod common;
+
+use common::Workspace;
+use reqwest::Method;
+
+struct Case {
+    method: &'static str,
+    path: String,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+    status: u16,
+    /// A word the error message must contain.
+    mentions: &'static str,
+}
+
+fn case(method: &'static str, path: impl Into<String>, body: &str, status: u16, mentions: &'static str) -> Case {
+    Case {
+        method,
+        path: path.into(),
+        content_type: if body.is_empty() { None } else { Some("application/json") },
+        body: body.as_bytes().to_vec(),
+        headers: Vec::new(),
+        status,
+        mentions,
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
+    let ws = Workspace::start(&["--max-json-bytes", "65536"]).await;
+    let id = ws.create_fake().await;
+    let t = |p: &str| p.replace("{id}", &id);
+    let big = format!(r#"{{"prompt":"{}"}}"#, "x".repeat(70_000));
+    let mut cases = vec![
+        // create
+        case("POST", "/api/tasks", "{", 400, "EOF"),
+        case("POST", "/api/tasks", r#"{"prompt": 5}"#, 400, "prompt"),
+        case("POST", "/api/tasks", r#"{"env": "x"}"#, 400, "env"),
+        case("POST", "/api/tasks", r#"{"env": {"A": 1}}"#, 400, "env"),
+        case("POST", "/api/tasks", r#"{"bogus": 1}"#, 400, "bogus"),
+        case("POST", "/api/tasks", "[]", 400, "struct"),
+        case("POST", "/api/tasks", "null", 400, "null"),
+        case("POST", "/api/tasks", r#"{"assistant":"nope"}"#, 400, "nope"),
+        case("POST", "/api/tasks", r#"{"prompt":"a\u0000b"}"#, 400, "NUL"),
+        case("POST", "/api/tasks", &format!(r#"{{"name":"{}"}}"#, "n".repeat(300)), 400, "name"),
+        case("POST", "/api/tasks", r#"{"name":"a\nb"}"#, 400, "control"),
+        case("POST", "/api/tasks", r#"{"workdir":"/etc"}"#, 400, "outside"),
+        case("POST", "/api/tasks", r#"{"env":{"1BAD":"x"}}"#, 400, "1BAD"),
+        case("POST", "/api/tasks", &big, 413, "length limit"),
+        // message and keys
+        case("POST", t("/api/tasks/{id}/message"), "{", 400, "EOF"),
+        case("POST", t("/api/tasks/{id}/message"), r#"{"text": ["a"]}"#, 400, "text"),
+        case("POST", t("/api/tasks/{id}/message"), "{}", 400, "text"),
+        case("POST", t("/api/tasks/{id}/message"), r#"{"text":"a\u0000"}"#, 400, "NUL"),
+        case("POST", "/api/tasks/0123456789ab/message", r#"{"text":"hi"}"#, 404, "0123456789ab"),
+        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":"Enter"}"#, 400, "keys"),
+        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":[]}"#, 400, "between 1 and 32"),
+        case("POST", t("/api/tasks/{id}/keys"), &format!(r#"{{"keys":[{}]}}"#, vec!["\"y\""; 33].join(",")), 400, "between 1 and 32"),
+        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":["rm -rf /"]}"#, 400, "rm -rf /"),
+        case("POST", "/api/tasks/0123456789ab/keys", r#"{"keys":["y"]}"#, 404, "0123456789ab"),
+        // list, detail, output, stream, kill
+        case("GET", "/api/tasks?limit=abc", "", 400, "limit"),
+        case("GET", "/api/tasks?limit=0", "", 400, "limit"),
+        case("GET", "/api/tasks?limit=100000", "", 400, "limit"),
+        case("GET", "/api/tasks?state=done", "", 400, "done"),
+        case("GET", "/api/tasks?cursor=x", "", 400, "cursor"),
+        case("GET", "/api/tasks?color=red", "", 400, "color"),
+        case("GET", "/api/tasks/0123456789ab", "", 404, "0123456789ab"),
+        case("GET", "/api/tasks/..%2F..%2Fetc%2Fpasswd", "", 404, "etc/passwd"),
+        case("GET", format!("/api/tasks/{}", "z".repeat(5000)), "", 404, "zzz"),
+        case("GET", t("/api/tasks/{id}/output?tail=-1"), "", 400, "tail"),
+        case("GET", t("/api/tasks/{id}/output?tail=abc"), "", 400, "tail"),
+        case("GET", t("/api/tasks/{id}/output?tail=99999999"), "", 400, "tail"),
+        case("GET", "/api/tasks/0123456789ab/output", "", 404, "0123456789ab"),
+        case("GET", t("/api/tasks/{id}/stream?from=abc"), "", 400, "from"),
+        case("GET", "/api/tasks/0123456789ab/stream", "", 404, "0123456789ab"),
+        case("DELETE", "/api/tasks/0123456789ab", "", 404, "0123456789ab"),
+        case("GET", "/api/claude/tasks/0123456789ab", "", 404, "0123456789ab"),
+        // unknown routes and methods
+        case("GET", "/api/nothing", "", 404, "/api/nothing"),
+        case("GET", "/api/tasks/a/b/c/d", "", 404, "/api/tasks/a/b/c/d"),
+        case("GET", "/../../etc/passwd", "", 404, "no route"),
+        case("PUT", "/api/tasks", "{}", 405, "PUT"),
+        case("PATCH", t("/api/tasks/{id}"), "{}", 405, "PATCH"),
+        case("DELETE", "/api/events", "", 405, "DELETE"),
+        case("POST", "/metrics", "", 405, "POST"),
+        case("POST", "/livez", "", 405, "POST"),
+        case("GET", t("/api/tasks/{id}/message"), "", 405, "GET"),
+        case("POST", "/api/whoami", "", 405, "POST"),
+    ];
+    // No content type, and a body that is not UTF-8.
+    cases.push(Case {
+        content_type: None,
+        ..case("POST", "/api/tasks", r#"{"assistant":"fake"}"#, 415, "Content-Type")
+    });
+    cases.push(Case {
+        body: vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'],
+        ..case("POST", "/api/tasks", "x", 400, "")
+    });
+    cases.push(Case {
+        headers: vec![("last-event-id", "yesterday".into())],
+        ..case("GET", t("/api/tasks/{id}/stream"), "", 400, "Last-Event-ID")
+    });
+
+    let mut failures = Vec::new();
+    for c in &cases {
+        let mut req = ws
+            .client
+            .request(Method::from_bytes(c.method.as_bytes()).unwrap(), format!("{}{}", ws.api, c.path))
+            .header("authorization", ws.bearer())
+            .body(c.body.clone());
+        if let Some(ct) = c.content_type {
+            req = req.header("content-type", ct);
+        }
+        for (k, v) in &c.headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = r.text().await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let msg = v["error"].as_str().unwrap_or("");
+        let ok = status == c.status
+            && ctype.starts_with("application/json")
+            && v["code"].is_string()
+            && msg.contains(c.mentions);
+        if !ok {
+            failures.push(format!(
+                "{} {:.60} → {status} {ctype} {body:.200} (want {} mentioning {:?})",
+                c.method, c.path, c.status, c.mentions
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} bad answers:\n{}", failures.len(), failures.join("\n"));
+
+    // The same checks hold on the dashboard listener, and the server is fine.
+    let r = ws
+        .client
+        .post(format!("{}/auth/login", ws.dashboard))
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "same-origin")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, _) = ws.api_get("/livez").await;
+    assert_eq!(s, 200);
+    let metrics = ws
+        .client
+        .get(format!("{}/metrics", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("status=\"5"), "a 5xx was answered:\n{metrics}");
+    assert!(!ws.log().contains("panicked"));
+}
