@@ -1,1 +1,306 @@
-fn main(){}
+//! Benchmarks of a running kube-coder workspace server (or any server with
+//! the same API). Prints a table of figures and the command that produced
+//! them; asserts nothing. `bench/run.sh` starts a fresh server and runs it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Measure a kube-coder workspace server's task API")]
+struct Args {
+    /// Base URL of the api listener, e.g. http://127.0.0.1:6081
+    #[arg(long)]
+    base_url: String,
+    /// API token (or use --token-file).
+    #[arg(long, env = "KUBE_CODER_TOKEN")]
+    token: Option<String>,
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// PID of the server, for RSS figures.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Assistant that runs shell commands given as the prompt.
+    #[arg(long, default_value = "shell")]
+    assistant: String,
+    /// Create-task samples.
+    #[arg(long, default_value_t = 30)]
+    create_samples: usize,
+    /// Seconds of concurrent load per throughput figure.
+    #[arg(long, default_value_t = 5)]
+    load_secs: u64,
+    /// Concurrent clients for throughput.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Open SSE streams for the RSS-under-load figure.
+    #[arg(long, default_value_t = 200)]
+    streams: usize,
+}
+
+struct Bench {
+    client: reqwest::Client,
+    base: String,
+    auth: String,
+    assistant: String,
+}
+
+struct Row(String, String);
+
+fn stats(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    format!(
+        "p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms (n={})",
+        pct(0.5),
+        pct(0.95),
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+impl Bench {
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+
+    async fn post(&self, p: &str, body: Value) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(self.url(p))
+            .header("authorization", &self.auth)
+            .json(&body)
+            .send()
+            .await?;
+        let s = r.status().as_u16();
+        Ok((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, p: &str) -> Result<(u16, Value)> {
+        let r = self.client.get(self.url(p)).header("authorization", &self.auth).send().await?;
+        let s = r.status().as_u16();
+        Ok((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Create a task, retrying while the live-task cap is reached.
+    async fn create(&self, prompt: Option<&str>) -> Result<(Duration, Value)> {
+        loop {
+            let mut body = json!({"assistant": self.assistant, "name": "bench"});
+            if let Some(p) = prompt {
+                body["prompt"] = json!(p);
+            }
+            let t0 = Instant::now();
+            let (s, v) = self.post("/api/tasks", body).await?;
+            let took = t0.elapsed();
+            match s {
+                201 => return Ok((took, v)),
+                429 => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => bail!("create answered {s}: {v}"),
+            }
+        }
+    }
+
+    async fn kill(&self, id: &str) -> Result<()> {
+        self.client
+            .delete(self.url(&format!("/api/tasks/{id}")))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn history(&self) -> Result<usize> {
+        let mut n = 0;
+        let mut cursor: Option<i64> = None;
+        loop {
+            let p = match cursor {
+                Some(c) => format!("/api/tasks?limit=500&cursor={c}"),
+                None => "/api/tasks?limit=500".into(),
+            };
+            let (_, v) = self.get(&p).await?;
+            n += v["tasks"].as_array().map(|a| a.len()).unwrap_or(0);
+            match v["next_cursor"].as_i64() {
+                Some(c) => cursor = Some(c),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    async fn grow_history_to(&self, target: usize) -> Result<()> {
+        let have = self.history().await?;
+        for _ in have..target {
+            self.create(Some("true")).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_figures(&self, load: Duration, concurrency: usize) -> Result<(String, String)> {
+        let mut lat = Vec::new();
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            let (s, _) = self.get("/api/tasks").await?;
+            if s != 200 {
+                bail!("list answered {s}");
+            }
+            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let deadline = Instant::now() + load;
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let client = self.client.clone();
+            let url = self.url("/api/tasks");
+            let auth = self.auth.clone();
+            workers.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    if let Ok(r) = client.get(&url).header("authorization", &auth).send().await {
+                        if r.status() == 200 && r.bytes().await.is_ok() {
+                            n += 1;
+                        }
+                    }
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for w in workers {
+            total += w.await?;
+        }
+        Ok((stats(lat), format!("{:.0} req/s ({concurrency} clients, {}s)", total as f64 / load.as_secs_f64(), load.as_secs())))
+    }
+
+    /// Time from a line being printed in the task to its SSE event arriving.
+    async fn output_to_sse(&self) -> Result<String> {
+        let (_, task) = self.create(None).await?;
+        let id = task["id"].as_str().context("task id")?.to_string();
+        let resp = self
+            .client
+            .get(self.url(&format!("/api/tasks/{id}/stream")))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        let mut stream = resp.bytes_stream();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut lat = Vec::new();
+        let mut buf = String::new();
+        for _ in 0..30 {
+            // The shell prints its own clock; we compare on arrival.
+            self.post(&format!("/api/tasks/{id}/message"), json!({"text": "echo T$(date +%s%N)E"}))
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            'wait: while Instant::now() < deadline {
+                let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await else {
+                    break;
+                };
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+                buf.push_str(&String::from_utf8_lossy(&chunk?));
+                while let Some(start) = buf.find('T') {
+                    let rest = &buf[start + 1..];
+                    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    if digits.len() >= 19 && rest[digits.len()..].starts_with('E') {
+                        let printed: u128 = digits.parse()?;
+                        lat.push((now.saturating_sub(printed)) as f64 / 1e6);
+                        buf.clear();
+                        break 'wait;
+                    }
+                    buf.drain(..start + 1);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.kill(&id).await?;
+        if lat.is_empty() {
+            bail!("no timestamps came back over SSE");
+        }
+        Ok(stats(lat))
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a (no --pid)".into())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).context("reading --token-file")?.trim().to_string(),
+        (None, None) => bail!("give --token or --token-file"),
+    };
+    let b = Bench {
+        client: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+        base: args.base_url.trim_end_matches('/').to_string(),
+        auth: format!("Bearer {token}"),
+        assistant: args.assistant.clone(),
+    };
+    let mut rows = Vec::new();
+    let idle = args.pid.and_then(rss_kib);
+    rows.push(Row("RSS idle".into(), mib(idle)));
+
+    let load = Duration::from_secs(args.load_secs);
+    for target in [0usize, 200, 1000] {
+        let have = b.history().await?;
+        if have > target {
+            rows.push(Row(format!("GET /api/tasks with {target} tasks"), format!("skipped: {have} already in history")));
+            continue;
+        }
+        b.grow_history_to(target).await?;
+        let (l, t) = b.list_figures(load, args.concurrency).await?;
+        rows.push(Row(format!("GET /api/tasks latency, {target} in history"), l));
+        rows.push(Row(format!("GET /api/tasks throughput, {target} in history"), t));
+    }
+
+    // Create latency: POST until the answer, which comes once tmux runs it.
+    let mut lat = Vec::new();
+    for _ in 0..args.create_samples {
+        let (took, v) = b.create(Some("sleep 30")).await?;
+        if v["state"] != "running" {
+            bail!("created task is {}, not running", v["state"]);
+        }
+        lat.push(took.as_secs_f64() * 1000.0);
+        b.kill(v["id"].as_str().unwrap_or_default()).await?;
+    }
+    rows.push(Row("create task → running tmux session".into(), stats(lat)));
+
+    rows.push(Row("task output → SSE client".into(), b.output_to_sse().await?));
+
+    // RSS with many open event streams.
+    let mut open = Vec::new();
+    for _ in 0..args.streams {
+        let r = b
+            .client
+            .get(b.url("/api/events"))
+            .header("authorization", &b.auth)
+            .send()
+            .await?;
+        if r.status() != 200 {
+            bail!("opening stream answered {}", r.status());
+        }
+        open.push(r);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rows.push(Row(format!("RSS with {} open SSE streams", open.len()), mib(args.pid.and_then(rss_kib))));
+    drop(open);
+
+    let cmd: Vec<String> = std::env::args().collect();
+    println!("\n| measurement | figure |\n|---|---|");
+    for Row(k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    println!("\ncommand: {}", cmd.join(" ").replace(&token, "<token>"));
+    Ok(())
+}

@@ -52,7 +52,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TRUSTED_PROXY", default_value_t = true, action = clap::ArgAction::Set)]
     trusted_proxy: bool,
     /// Peers allowed to set identity headers (comma-separated CIDRs).
-    #[arg(long, env = "KUBE_CODER_TRUSTED_PROXY_CIDRS", value_delimiter = ',', default_value = "127.0.0.1/32,::1/128")]
+    #[arg(
+        long,
+        env = "KUBE_CODER_TRUSTED_PROXY_CIDRS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1/32,::1/128"
+    )]
     trusted_proxy_cidrs: Vec<IpNet>,
     /// Users or emails allowed in oauth2 mode (comma-separated; empty: all).
     #[arg(long, env = "KUBE_CODER_ALLOWED_USERS", value_delimiter = ',')]
@@ -114,7 +119,10 @@ pub fn parse_with_config_file() -> Result<Cli, ExitCode> {
     merged.extend_from_slice(&argv[serve_pos + 1..]);
     let cmd = Cli::command().args_override_self(true);
     let cmd = cmd.mut_subcommand("serve", |s| s.args_override_self(true));
-    match cmd.try_get_matches_from(merged).and_then(|m| Cli::from_arg_matches(&m)) {
+    match cmd
+        .try_get_matches_from(merged)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => Ok(cli),
         Err(e) => {
             eprintln!("kube-coder: in config file {}:", path.display());
@@ -127,8 +135,8 @@ pub fn parse_with_config_file() -> Result<Cli, ExitCode> {
 fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
     let cmd = Cli::command();
     let serve = cmd
         .find_subcommand("serve")
@@ -155,7 +163,11 @@ fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
                     other => other.to_string(),
                 })
                 .collect(),
-            other => return Err(format!("config file: `{key}` has an unsupported value {other}")),
+            other => {
+                return Err(format!(
+                    "config file: `{key}` has an unsupported value {other}"
+                ))
+            }
         };
         let is_switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
         if is_switch {
@@ -172,7 +184,9 @@ fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -195,18 +209,25 @@ fn home_dir() -> PathBuf {
 
 fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let config = ServeConfig {
         home: a.home.unwrap_or_else(home_dir),
         listen: a.listen,
         api_listen: a.api_listen,
         auth: a.auth,
         read_only: a.read_only,
-        api_token_file: a.api_token_file.unwrap_or_else(|| data_dir.join("api-token")),
+        api_token_file: a
+            .api_token_file
+            .unwrap_or_else(|| data_dir.join("api-token")),
         htpasswd_file: a.htpasswd_file,
         trusted_proxy: a.trusted_proxy,
         trusted_proxy_cidrs: a.trusted_proxy_cidrs,
-        allowed_users: a.allowed_users.into_iter().filter(|u| !u.is_empty()).collect(),
+        allowed_users: a
+            .allowed_users
+            .into_iter()
+            .filter(|u| !u.is_empty())
+            .collect(),
         assistants_config: a.assistants_config,
         tmux_socket: a.tmux_socket.unwrap_or_else(|| data_dir.join("tmux.sock")),
         pipe_log_command: vec![exe.to_string_lossy().into_owned(), "pipe-log".into()],
@@ -236,7 +257,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if which_tmux().is_none() {
-        eprintln!("kube-coder: tmux is not installed; install it (apt-get install tmux) and start again");
+        eprintln!(
+            "kube-coder: tmux is not installed; install it (apt-get install tmux) and start again"
+        );
         return ExitCode::from(2);
     }
     init_logging(&log_format);

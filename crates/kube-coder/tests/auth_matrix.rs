@@ -73,25 +73,120 @@ impl Route {
 }
 
 const ROUTES: &[Route] = &[
-    Route { method: "GET", path: "/livez", body: None, ok: 200 },
-    Route { method: "GET", path: "/readyz", body: None, ok: 200 },
-    Route { method: "GET", path: "/", body: None, ok: 200 },
-    Route { method: "GET", path: "/metrics", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/tasks", body: None, ok: 200 },
-    Route { method: "POST", path: "/api/tasks", body: Some(r#"{"assistant":"fake"}"#), ok: 201 },
-    Route { method: "GET", path: "/api/tasks/{id}", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/tasks/{id}/output", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/tasks/{id}/stream", body: None, ok: 200 },
-    Route { method: "POST", path: "/api/tasks/{id}/message", body: Some(r#"{"text":"hi"}"#), ok: 202 },
-    Route { method: "POST", path: "/api/tasks/{id}/keys", body: Some(r#"{"keys":["Enter"]}"#), ok: 202 },
-    Route { method: "DELETE", path: "/api/tasks/{id}", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/claude/tasks", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/claude/tasks/{id}", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/events", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/assistants", body: None, ok: 200 },
-    Route { method: "GET", path: "/api/whoami", body: None, ok: 200 },
-    Route { method: "GET", path: "/no/such/route", body: None, ok: 404 },
-    Route { method: "GET", path: "/Cargo.toml", body: None, ok: 404 },
+    Route {
+        method: "GET",
+        path: "/livez",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/tasks",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "POST",
+        path: "/api/tasks",
+        body: Some(r#"{"assistant":"fake"}"#),
+        ok: 201,
+    },
+    Route {
+        method: "GET",
+        path: "/api/tasks/{id}",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/tasks/{id}/output",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/tasks/{id}/stream",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "POST",
+        path: "/api/tasks/{id}/message",
+        body: Some(r#"{"text":"hi"}"#),
+        ok: 202,
+    },
+    Route {
+        method: "POST",
+        path: "/api/tasks/{id}/keys",
+        body: Some(r#"{"keys":["Enter"]}"#),
+        ok: 202,
+    },
+    Route {
+        method: "DELETE",
+        path: "/api/tasks/{id}",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/claude/tasks",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/claude/tasks/{id}",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/events",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/assistants",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/whoami",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/no/such/route",
+        body: None,
+        ok: 404,
+    },
+    Route {
+        method: "GET",
+        path: "/Cargo.toml",
+        body: None,
+        ok: 404,
+    },
 ];
 
 /// The rules, from the spec, in one place.
@@ -159,7 +254,12 @@ fn modes(dir: &std::path::Path) -> Vec<Mode> {
             auth: Auth::Basic,
             read_only: false,
             proxy_trusted: false,
-            flags: s(&["--auth", "basic", "--htpasswd-file", htpasswd.to_str().unwrap()]),
+            flags: s(&[
+                "--auth",
+                "basic",
+                "--htpasswd-file",
+                htpasswd.to_str().unwrap(),
+            ]),
         },
         Mode {
             name: "oauth2 (client is the trusted proxy)",
@@ -208,7 +308,13 @@ fn modes(dir: &std::path::Path) -> Vec<Mode> {
             auth: Auth::Basic,
             read_only: true,
             proxy_trusted: false,
-            flags: s(&["--auth", "basic", "--read-only", "--htpasswd-file", htpasswd.to_str().unwrap()]),
+            flags: s(&[
+                "--auth",
+                "basic",
+                "--read-only",
+                "--htpasswd-file",
+                htpasswd.to_str().unwrap(),
+            ]),
         },
     ]
 }
@@ -252,7 +358,10 @@ async fn session_cookie(ws: &Workspace) -> String {
         .unwrap();
     assert_eq!(r.status(), 200, "login");
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
     set.split(';').next().unwrap().to_string()
 }
 
@@ -295,7 +404,9 @@ async fn every_route_every_mode_every_credential() {
                     req = match cred {
                         Cred::Nothing => req,
                         Cred::GoodBearer => req.header("authorization", ws.bearer()),
-                        Cred::WrongBearer => req.header("authorization", "Bearer not-the-token-0000000000"),
+                        Cred::WrongBearer => {
+                            req.header("authorization", "Bearer not-the-token-0000000000")
+                        }
                         Cred::ForgedIdentity => req
                             .header("x-auth-request-user", "alice")
                             .header("x-auth-request-email", "alice@example.com"),
@@ -318,7 +429,11 @@ async fn every_route_every_mode_every_credential() {
                         .headers()
                         .get("www-authenticate")
                         .map(|v| v.to_str().unwrap().to_string());
-                    let body = if is_sse { String::new() } else { resp.text().await.unwrap() };
+                    let body = if is_sse {
+                        String::new()
+                    } else {
+                        resp.text().await.unwrap()
+                    };
                     let want = expected(&mode, listener, cred, route);
                     let mut note = String::new();
                     // No answer ever carries the API token (weakness 2).
@@ -334,7 +449,11 @@ async fn every_route_every_mode_every_credential() {
                             note.push_str(&format!("403 code {} ", v["code"]));
                         }
                     }
-                    if got == 401 && listener == Listener::Dashboard && mode.auth == Auth::Basic && www.is_none() {
+                    if got == 401
+                        && listener == Listener::Dashboard
+                        && mode.auth == Auth::Basic
+                        && www.is_none()
+                    {
                         note.push_str("no Basic challenge ");
                     }
                     if route.path == "/api/whoami" && got == 200 {
@@ -365,13 +484,20 @@ async fn every_route_every_mode_every_credential() {
             }
         }
     }
-    let bad: Vec<_> = rows.iter().filter(|r| r.want != r.got || !r.note.is_empty()).collect();
+    let bad: Vec<_> = rows
+        .iter()
+        .filter(|r| r.want != r.got || !r.note.is_empty())
+        .collect();
     eprintln!("auth matrix: {} answers checked", rows.len());
     if !bad.is_empty() {
         for r in &bad {
             eprintln!("{r}");
         }
-        panic!("{} of {} answers differ from the rules", bad.len(), rows.len());
+        panic!(
+            "{} of {} answers differ from the rules",
+            bad.len(),
+            rows.len()
+        );
     }
 }
 
@@ -461,9 +587,13 @@ async fn oauth2_allowlist_and_api_listener_ignores_identity_headers() {
             .header("x-auth-request-email", email)
             .send()
     };
-    let r = get(&ws.dashboard, "alice", "alice@example.com").await.unwrap();
+    let r = get(&ws.dashboard, "alice", "alice@example.com")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = get(&ws.dashboard, "mallory", "mallory@example.com").await.unwrap();
+    let r = get(&ws.dashboard, "mallory", "mallory@example.com")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_allowed");
@@ -503,7 +633,10 @@ async fn token_regeneration_is_shown_once_revokes_the_old_token_and_sessions() {
     let on_disk = std::fs::read_to_string(ws.data_dir().join("api-token")).unwrap();
     assert_eq!(on_disk.trim(), new);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(ws.data_dir().join("api-token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(ws.data_dir().join("api-token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Read-only: the token can be neither regenerated nor read.

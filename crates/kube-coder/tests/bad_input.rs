@@ -19,11 +19,21 @@ struct Case {
     mentions: &'static str,
 }
 
-fn case(method: &'static str, path: impl Into<String>, body: &str, status: u16, mentions: &'static str) -> Case {
+fn case(
+    method: &'static str,
+    path: impl Into<String>,
+    body: &str,
+    status: u16,
+    mentions: &'static str,
+) -> Case {
     Case {
         method,
         path: path.into(),
-        content_type: if body.is_empty() { None } else { Some("application/json") },
+        content_type: if body.is_empty() {
+            None
+        } else {
+            Some("application/json")
+        },
         body: body.as_bytes().to_vec(),
         headers: Vec::new(),
         status,
@@ -48,22 +58,82 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
         case("POST", "/api/tasks", "null", 400, "null"),
         case("POST", "/api/tasks", r#"{"assistant":"nope"}"#, 400, "nope"),
         case("POST", "/api/tasks", r#"{"prompt":"a\u0000b"}"#, 400, "NUL"),
-        case("POST", "/api/tasks", &format!(r#"{{"name":"{}"}}"#, "n".repeat(300)), 400, "name"),
+        case(
+            "POST",
+            "/api/tasks",
+            &format!(r#"{{"name":"{}"}}"#, "n".repeat(300)),
+            400,
+            "name",
+        ),
         case("POST", "/api/tasks", r#"{"name":"a\nb"}"#, 400, "control"),
-        case("POST", "/api/tasks", r#"{"workdir":"/etc"}"#, 400, "outside"),
+        case(
+            "POST",
+            "/api/tasks",
+            r#"{"workdir":"/etc"}"#,
+            400,
+            "outside",
+        ),
         case("POST", "/api/tasks", r#"{"env":{"1BAD":"x"}}"#, 400, "1BAD"),
         case("POST", "/api/tasks", &big, 413, "length limit"),
         // message and keys
         case("POST", t("/api/tasks/{id}/message"), "{", 400, "EOF"),
-        case("POST", t("/api/tasks/{id}/message"), r#"{"text": ["a"]}"#, 400, "text"),
+        case(
+            "POST",
+            t("/api/tasks/{id}/message"),
+            r#"{"text": ["a"]}"#,
+            400,
+            "text",
+        ),
         case("POST", t("/api/tasks/{id}/message"), "{}", 400, "text"),
-        case("POST", t("/api/tasks/{id}/message"), r#"{"text":"a\u0000"}"#, 400, "NUL"),
-        case("POST", "/api/tasks/0123456789ab/message", r#"{"text":"hi"}"#, 404, "0123456789ab"),
-        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":"Enter"}"#, 400, "keys"),
-        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":[]}"#, 400, "between 1 and 32"),
-        case("POST", t("/api/tasks/{id}/keys"), &format!(r#"{{"keys":[{}]}}"#, vec!["\"y\""; 33].join(",")), 400, "between 1 and 32"),
-        case("POST", t("/api/tasks/{id}/keys"), r#"{"keys":["rm -rf /"]}"#, 400, "rm -rf /"),
-        case("POST", "/api/tasks/0123456789ab/keys", r#"{"keys":["y"]}"#, 404, "0123456789ab"),
+        case(
+            "POST",
+            t("/api/tasks/{id}/message"),
+            r#"{"text":"a\u0000"}"#,
+            400,
+            "NUL",
+        ),
+        case(
+            "POST",
+            "/api/tasks/0123456789ab/message",
+            r#"{"text":"hi"}"#,
+            404,
+            "0123456789ab",
+        ),
+        case(
+            "POST",
+            t("/api/tasks/{id}/keys"),
+            r#"{"keys":"Enter"}"#,
+            400,
+            "keys",
+        ),
+        case(
+            "POST",
+            t("/api/tasks/{id}/keys"),
+            r#"{"keys":[]}"#,
+            400,
+            "between 1 and 32",
+        ),
+        case(
+            "POST",
+            t("/api/tasks/{id}/keys"),
+            &format!(r#"{{"keys":[{}]}}"#, vec!["\"y\""; 33].join(",")),
+            400,
+            "between 1 and 32",
+        ),
+        case(
+            "POST",
+            t("/api/tasks/{id}/keys"),
+            r#"{"keys":["rm -rf /"]}"#,
+            400,
+            "rm -rf /",
+        ),
+        case(
+            "POST",
+            "/api/tasks/0123456789ab/keys",
+            r#"{"keys":["y"]}"#,
+            404,
+            "0123456789ab",
+        ),
         // list, detail, output, stream, kill
         case("GET", "/api/tasks?limit=abc", "", 400, "limit"),
         case("GET", "/api/tasks?limit=0", "", 400, "limit"),
@@ -72,16 +142,52 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
         case("GET", "/api/tasks?cursor=x", "", 400, "cursor"),
         case("GET", "/api/tasks?color=red", "", 400, "color"),
         case("GET", "/api/tasks/0123456789ab", "", 404, "0123456789ab"),
-        case("GET", "/api/tasks/..%2F..%2Fetc%2Fpasswd", "", 404, "etc/passwd"),
-        case("GET", format!("/api/tasks/{}", "z".repeat(5000)), "", 404, "zzz"),
+        case(
+            "GET",
+            "/api/tasks/..%2F..%2Fetc%2Fpasswd",
+            "",
+            404,
+            "etc/passwd",
+        ),
+        case(
+            "GET",
+            format!("/api/tasks/{}", "z".repeat(5000)),
+            "",
+            404,
+            "zzz",
+        ),
         case("GET", t("/api/tasks/{id}/output?tail=-1"), "", 400, "tail"),
         case("GET", t("/api/tasks/{id}/output?tail=abc"), "", 400, "tail"),
-        case("GET", t("/api/tasks/{id}/output?tail=99999999"), "", 400, "tail"),
-        case("GET", "/api/tasks/0123456789ab/output", "", 404, "0123456789ab"),
+        case(
+            "GET",
+            t("/api/tasks/{id}/output?tail=99999999"),
+            "",
+            400,
+            "tail",
+        ),
+        case(
+            "GET",
+            "/api/tasks/0123456789ab/output",
+            "",
+            404,
+            "0123456789ab",
+        ),
         case("GET", t("/api/tasks/{id}/stream?from=abc"), "", 400, "from"),
-        case("GET", "/api/tasks/0123456789ab/stream", "", 404, "0123456789ab"),
+        case(
+            "GET",
+            "/api/tasks/0123456789ab/stream",
+            "",
+            404,
+            "0123456789ab",
+        ),
         case("DELETE", "/api/tasks/0123456789ab", "", 404, "0123456789ab"),
-        case("GET", "/api/claude/tasks/0123456789ab", "", 404, "0123456789ab"),
+        case(
+            "GET",
+            "/api/claude/tasks/0123456789ab",
+            "",
+            404,
+            "0123456789ab",
+        ),
         // unknown routes and methods
         case("GET", "/api/nothing", "", 404, "/api/nothing"),
         case("GET", "/api/tasks/a/b/c/d", "", 404, "/api/tasks/a/b/c/d"),
@@ -97,7 +203,13 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
     // No content type, and a body that is not UTF-8.
     cases.push(Case {
         content_type: None,
-        ..case("POST", "/api/tasks", r#"{"assistant":"fake"}"#, 415, "Content-Type")
+        ..case(
+            "POST",
+            "/api/tasks",
+            r#"{"assistant":"fake"}"#,
+            415,
+            "Content-Type",
+        )
     });
     cases.push(Case {
         body: vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'],
@@ -112,7 +224,10 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
     for c in &cases {
         let mut req = ws
             .client
-            .request(Method::from_bytes(c.method.as_bytes()).unwrap(), format!("{}{}", ws.api, c.path))
+            .request(
+                Method::from_bytes(c.method.as_bytes()).unwrap(),
+                format!("{}{}", ws.api, c.path),
+            )
             .header("authorization", ws.bearer())
             .body(c.body.clone());
         if let Some(ct) = c.content_type {
@@ -142,7 +257,12 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} bad answers:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} bad answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // The same checks hold on the dashboard listener, and the server is fine.
     let r = ws
@@ -167,6 +287,9 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
         .text()
         .await
         .unwrap();
-    assert!(!metrics.contains("status=\"5"), "a 5xx was answered:\n{metrics}");
+    assert!(
+        !metrics.contains("status=\"5"),
+        "a 5xx was answered:\n{metrics}"
+    );
     assert!(!ws.log().contains("panicked"));
 }

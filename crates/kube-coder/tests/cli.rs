@@ -20,7 +20,10 @@ fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -43,7 +46,11 @@ fn other_refusals_name_the_fix() {
     let (code, err) = serve_fails(&["--max-tasks", "0"], &[]);
     assert_eq!((code, err.contains("--max-tasks")), (2, true), "{err}");
     let (code, err) = serve_fails(&["--home", "/nonexistent/home"], &[]);
-    assert_eq!((code, err.contains("/nonexistent/home")), (2, true), "{err}");
+    assert_eq!(
+        (code, err.contains("/nonexistent/home")),
+        (2, true),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,11 +73,22 @@ fn unknown_config_file_keys_are_refused() {
 
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
-    let out = Command::new(bin()).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--data-dir", "--home", "--listen", "--api-listen", "--auth", "--read-only",
-        "--api-token-file", "--trusted-proxy-cidrs", "--max-tasks", "--assistants-config",
+        "--data-dir",
+        "--home",
+        "--listen",
+        "--api-listen",
+        "--auth",
+        "--read-only",
+        "--api-token-file",
+        "--trusted-proxy-cidrs",
+        "--max-tasks",
+        "--assistants-config",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -90,7 +108,10 @@ async fn config_file_applies_and_env_then_flags_override_it() {
 
     let ws = Workspace::start(&["--config", c]).await;
     let v = whoami(&ws).await;
-    assert_eq!((v["auth_mode"].as_str(), v["read_only"].as_bool()), (Some("none"), Some(true)));
+    assert_eq!(
+        (v["auth_mode"].as_str(), v["read_only"].as_bool()),
+        (Some("none"), Some(true))
+    );
     drop(ws);
 
     // The environment beats the file.
@@ -99,7 +120,11 @@ async fn config_file_applies_and_env_then_flags_override_it() {
     drop(ws);
 
     // Flags beat both.
-    let ws = Workspace::start_env(&["--config", c, "--auth", "token"], &[("KUBE_CODER_AUTH", "none")]).await;
+    let ws = Workspace::start_env(
+        &["--config", c, "--auth", "token"],
+        &[("KUBE_CODER_AUTH", "none")],
+    )
+    .await;
     assert_eq!(whoami(&ws).await["auth_mode"], "token");
     // max-tasks = 1 from the file applies: the second task is refused.
     std::fs::write(&cfg, "max-tasks = 1\n").unwrap();

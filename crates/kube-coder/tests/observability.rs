@@ -8,10 +8,17 @@ use serde_json::json;
 #[tokio::test]
 async fn metrics_are_bearer_only_and_count_tasks_and_requests() {
     let ws = Workspace::start(&[]).await;
-    let t = ws.create(json!({"assistant": "shell", "prompt": "exit 4"})).await;
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "exit 4"}))
+        .await;
     ws.wait_state(t["id"].as_str().unwrap(), "failed").await;
     ws.create_fake().await;
-    let r = ws.client.get(format!("{}/metrics", ws.api)).send().await.unwrap();
+    let r = ws
+        .client
+        .get(format!("{}/metrics", ws.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = ws
         .client
@@ -39,7 +46,10 @@ async fn metrics_are_bearer_only_and_count_tasks_and_requests() {
         for p in ["/livez", "/readyz"] {
             let r = ws.client.get(format!("{base}{p}")).send().await.unwrap();
             assert_eq!(r.status(), 200);
-            assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({"status": "ok"}));
+            assert_eq!(
+                r.json::<serde_json::Value>().await.unwrap(),
+                json!({"status": "ok"})
+            );
         }
     }
 }
@@ -57,8 +67,20 @@ async fn logs_carry_request_ids_and_never_secrets() {
         .await
         .unwrap();
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
-    let session = cookie.split(';').next().unwrap().split('=').nth(1).unwrap().to_string();
-    let (_, v) = ws.api_post("/api/tasks", json!({"assistant": "fake", "env": {"API_KEY": "sk-very-secret-value"}})).await;
+    let session = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (_, v) = ws
+        .api_post(
+            "/api/tasks",
+            json!({"assistant": "fake", "env": {"API_KEY": "sk-very-secret-value"}}),
+        )
+        .await;
     let id = v["id"].as_str().unwrap().to_string();
     let (_, v) = ws.api_post("/api/token", json!({})).await;
     let new = v["token"].as_str().unwrap().to_string();

@@ -19,7 +19,13 @@ async fn a_task_survives_kill_9_of_the_server_and_ends_with_its_exit_code() {
     // While the server is down the task keeps running and its output is kept.
     let session = format!("=kc-{id}");
     assert!(ws.tmux(&["has-session", "-t", &session]).status.success());
-    let out = ws.tmux(&["send-keys", "-t", &format!("{session}:"), "-l", "typed while down"]);
+    let out = ws.tmux(&[
+        "send-keys",
+        "-t",
+        &format!("{session}:"),
+        "-l",
+        "typed while down",
+    ]);
     assert!(out.status.success());
     ws.tmux(&["send-keys", "-t", &format!("{session}:"), "Enter"]);
 
@@ -49,24 +55,48 @@ async fn exits_and_vanished_sessions_while_down_are_recorded_on_start() {
         ws.wait_output(id, "fake-agent ready").await;
     }
     ws.crash();
-    ws.tmux(&["send-keys", "-t", &format!("=kc-{ends_ok}:"), "-l", "exit 0"]);
+    ws.tmux(&[
+        "send-keys",
+        "-t",
+        &format!("=kc-{ends_ok}:"),
+        "-l",
+        "exit 0",
+    ]);
     ws.tmux(&["send-keys", "-t", &format!("=kc-{ends_ok}:"), "Enter"]);
-    ws.tmux(&["send-keys", "-t", &format!("=kc-{ends_bad}:"), "-l", "exit 9"]);
+    ws.tmux(&[
+        "send-keys",
+        "-t",
+        &format!("=kc-{ends_bad}:"),
+        "-l",
+        "exit 9",
+    ]);
     ws.tmux(&["send-keys", "-t", &format!("=kc-{ends_bad}:"), "Enter"]);
     ws.tmux(&["kill-session", "-t", &format!("=kc-{vanishes}")]);
     // Let the two exits happen while nobody is listening.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while ws.tmux(&["has-session", "-t", &format!("=kc-{ends_bad}")]).status.success()
-        || ws.tmux(&["has-session", "-t", &format!("=kc-{ends_ok}")]).status.success()
+    while ws
+        .tmux(&["has-session", "-t", &format!("=kc-{ends_bad}")])
+        .status
+        .success()
+        || ws
+            .tmux(&["has-session", "-t", &format!("=kc-{ends_ok}")])
+            .status
+            .success()
     {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ws.spawn().await;
     let (_, a) = ws.api_get(&format!("/api/tasks/{ends_ok}")).await;
-    assert_eq!((a["state"].as_str(), a["exit_code"].as_i64()), (Some("succeeded"), Some(0)));
+    assert_eq!(
+        (a["state"].as_str(), a["exit_code"].as_i64()),
+        (Some("succeeded"), Some(0))
+    );
     let (_, b) = ws.api_get(&format!("/api/tasks/{ends_bad}")).await;
-    assert_eq!((b["state"].as_str(), b["exit_code"].as_i64()), (Some("failed"), Some(9)));
+    assert_eq!(
+        (b["state"].as_str(), b["exit_code"].as_i64()),
+        (Some("failed"), Some(9))
+    );
     let (_, c) = ws.api_get(&format!("/api/tasks/{vanishes}")).await;
     assert_eq!(c["state"], "lost");
     let reasons: Vec<_> = c["transitions"]
@@ -75,10 +105,18 @@ async fn exits_and_vanished_sessions_while_down_are_recorded_on_start() {
         .iter()
         .filter_map(|t| t["reason"].as_str())
         .collect();
-    assert!(reasons.iter().any(|r| r.contains("server was down")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("server was down")),
+        "{reasons:?}"
+    );
     // History survives in the SQLite file, newest first.
     let (_, list) = ws.api_get("/api/tasks").await;
-    let ids: Vec<_> = list["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    let ids: Vec<_> = list["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
     assert_eq!(ids, vec![json!(vanishes), json!(ends_bad), json!(ends_ok)]);
 }
 
@@ -95,7 +133,13 @@ async fn the_token_and_sessions_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     // The first start printed the token; later starts only say where it is.
     assert!(ws.stdout_lines.iter().any(|l| l.contains(&token)));
     ws.crash();

@@ -58,7 +58,10 @@ async fn exit_zero_succeeds_and_output_is_served_as_text_or_json() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     assert_eq!(r.text().await.unwrap().trim_end(), "c\nred");
     let r = ws
         .client
@@ -93,12 +96,18 @@ async fn stream_pushes_output_live_and_resumes_from_last_event_id() {
         ws2.say(&idc, "streamed words").await;
     };
     let reader = read_sse(resp, Duration::from_secs(15), |e| {
-        e.event == "output" && e.json()["data"].as_str().unwrap_or("").contains("you said: streamed words")
+        e.event == "output"
+            && e.json()["data"]
+                .as_str()
+                .unwrap_or("")
+                .contains("you said: streamed words")
     });
     let (events, ()) = tokio::join!(reader, sender);
     let outputs: Vec<_> = events.iter().filter(|e| e.event == "output").collect();
     assert!(!outputs.is_empty());
-    assert!(events.iter().any(|e| e.event == "state" && e.json()["state"] == "running"));
+    assert!(events
+        .iter()
+        .any(|e| e.event == "state" && e.json()["state"] == "running"));
     // Offsets are contiguous: each chunk starts where the previous ended.
     let mut expect = 0u64;
     let mut all = String::new();
@@ -180,7 +189,10 @@ async fn keys_are_allowlisted_and_ctrl_c_interrupts() {
         .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("key_not_allowed")));
     let (s, _) = ws
-        .api_post(&format!("/api/tasks/{id}/keys"), json!({"keys": ["y", "Enter"]}))
+        .api_post(
+            &format!("/api/tasks/{id}/keys"),
+            json!({"keys": ["y", "Enter"]}),
+        )
         .await;
     assert_eq!(s, 202);
     ws.wait_output(&id, "you said: y").await;
@@ -198,10 +210,16 @@ async fn kill_ends_a_task_as_killed_and_its_session_is_gone() {
     let t = ws.create(json!({"assistant": "fake"})).await;
     let id = t["id"].as_str().unwrap();
     let session = t["tmux_session"].as_str().unwrap();
-    assert!(ws.tmux(&["has-session", "-t", &format!("={session}")]).status.success());
+    assert!(ws
+        .tmux(&["has-session", "-t", &format!("={session}")])
+        .status
+        .success());
     let (s, v) = ws.api_delete(&format!("/api/tasks/{id}")).await;
     assert_eq!((s, v["state"].as_str()), (200, Some("killed")));
-    assert!(!ws.tmux(&["has-session", "-t", &format!("={session}")]).status.success());
+    assert!(!ws
+        .tmux(&["has-session", "-t", &format!("={session}")])
+        .status
+        .success());
     // The kill's own exit does not overwrite the state.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, t) = ws.api_get(&format!("/api/tasks/{id}")).await;
@@ -216,7 +234,11 @@ async fn a_session_that_vanishes_is_lost() {
     let ws = Workspace::start(&[]).await;
     let t = ws.create(json!({"assistant": "fake"})).await;
     let id = t["id"].as_str().unwrap();
-    let out = ws.tmux(&["kill-session", "-t", &format!("={}", t["tmux_session"].as_str().unwrap())]);
+    let out = ws.tmux(&[
+        "kill-session",
+        "-t",
+        &format!("={}", t["tmux_session"].as_str().unwrap()),
+    ]);
     assert!(out.status.success());
     let lost = ws.wait_state(id, "lost").await;
     assert_eq!(lost["exit_code"], serde_json::Value::Null);
@@ -227,7 +249,9 @@ async fn live_task_cap_answers_429() {
     let ws = Workspace::start(&["--max-tasks", "2"]).await;
     let a = ws.create_fake().await;
     ws.create_fake().await;
-    let (s, v) = ws.api_post("/api/tasks", json!({"assistant": "fake"})).await;
+    let (s, v) = ws
+        .api_post("/api/tasks", json!({"assistant": "fake"}))
+        .await;
     assert_eq!(s, 429);
     assert_eq!(v["code"], "task_limit");
     assert!(v["error"].as_str().unwrap().contains("--max-tasks"));
@@ -250,7 +274,13 @@ async fn workdir_is_confined_to_the_home() {
     let id = t["id"].as_str().unwrap();
     ws.wait_state(id, "succeeded").await;
     let out = ws.wait_output(id, "proj/sub").await;
-    assert!(out.contains(home.join("proj/sub").canonicalize().unwrap().to_str().unwrap()));
+    assert!(out.contains(
+        home.join("proj/sub")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    ));
     for (wd, code) in [
         ("../", "workdir_outside_home"),
         ("/etc", "workdir_outside_home"),
@@ -259,8 +289,14 @@ async fn workdir_is_confined_to_the_home() {
         ("nope", "workdir_not_found"),
         ("file.txt", "workdir_not_a_directory"),
     ] {
-        let (s, v) = ws.api_post("/api/tasks", json!({"assistant": "fake", "workdir": wd})).await;
-        assert_eq!((s, v["code"].as_str()), (400, Some(code)), "workdir {wd}: {v}");
+        let (s, v) = ws
+            .api_post("/api/tasks", json!({"assistant": "fake", "workdir": wd}))
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some(code)),
+            "workdir {wd}: {v}"
+        );
     }
 }
 
@@ -274,14 +310,22 @@ async fn env_typed_and_stdin_prompts_reach_the_program() {
     assert_eq!(t["env_keys"], json!(["MY_VAR"]));
     ws.wait_output(id, "value=it works").await;
     let (s, v) = ws
-        .api_post("/api/tasks", json!({"assistant": "shell", "env": {"TMUX": "x"}}))
+        .api_post(
+            "/api/tasks",
+            json!({"assistant": "shell", "env": {"TMUX": "x"}}),
+        )
         .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_env")));
 
-    let t = ws.create(json!({"assistant": "fake-typed", "prompt": "typed prompt"})).await;
-    ws.wait_output(t["id"].as_str().unwrap(), "you said: typed prompt").await;
+    let t = ws
+        .create(json!({"assistant": "fake-typed", "prompt": "typed prompt"}))
+        .await;
+    ws.wait_output(t["id"].as_str().unwrap(), "you said: typed prompt")
+        .await;
 
-    let t = ws.create(json!({"assistant": "fake-stdin", "prompt": "from stdin"})).await;
+    let t = ws
+        .create(json!({"assistant": "fake-stdin", "prompt": "from stdin"}))
+        .await;
     let id = t["id"].as_str().unwrap();
     ws.wait_output(id, "from stdin").await;
     ws.wait_state(id, "succeeded").await;
@@ -327,12 +371,21 @@ async fn list_filters_paginates_and_the_claude_alias_answers() {
         ws.wait_state(id, "succeeded").await;
     }
     let (_, p1) = ws.api_get("/api/tasks?limit=2").await;
-    let got: Vec<_> = p1["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    let got: Vec<_> = p1["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
     assert_eq!(got, vec![json!(ids[4]), json!(ids[3])]);
     let cursor = p1["next_cursor"].as_i64().unwrap();
-    let (_, p2) = ws.api_get(&format!("/api/tasks?limit=2&cursor={cursor}")).await;
+    let (_, p2) = ws
+        .api_get(&format!("/api/tasks?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(p2["tasks"][0]["id"], json!(ids[2]));
-    let (_, f) = ws.api_get("/api/tasks?state=succeeded,failed&name=job-1").await;
+    let (_, f) = ws
+        .api_get("/api/tasks?state=succeeded,failed&name=job-1")
+        .await;
     assert_eq!(f["tasks"].as_array().unwrap().len(), 1);
     assert_eq!(f["next_cursor"], serde_json::Value::Null);
     let (s, alias) = ws.api_get(&format!("/api/claude/tasks/{}", ids[0])).await;
@@ -355,7 +408,11 @@ async fn output_log_is_capped_and_rotated() {
         .sum();
     // ~260 KB were written; at most the cap plus one pipe read is kept.
     assert!(kept <= 65536 + 65536, "kept {kept}");
-    let offset: u64 = std::fs::read_to_string(dir.join("output.offset")).unwrap().trim().parse().unwrap();
+    let offset: u64 = std::fs::read_to_string(dir.join("output.offset"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(offset > 0);
     // A stream from 0 starts at the oldest kept byte, not at 0.
     let resp = ws

@@ -87,7 +87,9 @@ pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret"),
         generate_id()
     ));
     let mut f = fs::OpenOptions::new()

@@ -41,7 +41,10 @@ pub enum ServeError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot bind {addr}: {err}")]
-    Bind { addr: SocketAddr, err: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("the task manager failed to start: {0}")]
     Tasks(std::io::Error),
     #[error("server error: {0}")]
@@ -68,7 +71,11 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         config.validate()?;
         let assistants = Assistants::load(config.assistants_config.as_deref())?;
-        let htpasswd = config.htpasswd_file.as_deref().map(Htpasswd::load).transpose()?;
+        let htpasswd = config
+            .htpasswd_file
+            .as_deref()
+            .map(Htpasswd::load)
+            .transpose()?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -140,7 +147,8 @@ impl Server {
 
     /// Serve both listeners until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let serve = |(listener, router): (TcpListener, axum::Router), shutdown: CancellationToken| async move {
+        let serve = |(listener, router): (TcpListener, axum::Router),
+                     shutdown: CancellationToken| async move {
             axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use crate::tasks::state::TaskState;
 
@@ -126,10 +128,16 @@ pub fn now_ms() -> i64 {
 
 #[derive(Clone)]
 pub struct Store {
-    // One connection: SQLite serialises writers anyway, and a single
-    // connection keeps transactions simple. Reads are short.
+    // One writer connection: SQLite serialises writers anyway, and one
+    // connection keeps transactions simple.
     conn: Arc<Mutex<Connection>>,
+    // Read-only connections: in WAL mode readers never wait for the writer,
+    // so listing tasks does not queue behind state changes or each other.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<AtomicUsize>,
 }
+
+const READERS: usize = 4;
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -139,9 +147,42 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            readers.push(Mutex::new(r));
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Run a read-only `f` on one of the reader connections.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Take the first idle reader, else wait for the one in turn.
+            let n = readers.len();
+            for i in 0..n {
+                if let Ok(guard) = readers[(start + i) % n].try_lock() {
+                    return f(&guard);
+                }
+            }
+            let guard = readers[start % n].lock().map_err(|_| StoreError::Poisoned)?;
+            f(&guard)
+        })
+        .await?
     }
 
     /// Run `f` with the connection on a blocking thread.
@@ -193,7 +234,7 @@ impl Store {
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| get_task(c, &id)).await
+        self.read(move |c| get_task(c, &id)).await
     }
 
     /// Move a task to `to` if it is currently in one of `from`. Returns the
@@ -238,8 +279,8 @@ impl Store {
     }
 
     pub async fn list_tasks(&self, f: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        self.call(move |c| {
-            let mut sql = String::from("SELECT * FROM tasks WHERE 1=1");
+        self.read(move |c| {
+            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if !f.states.is_empty() {
                 sql.push_str(" AND state IN (");
@@ -287,7 +328,7 @@ impl Store {
     }
 
     pub async fn count_by_state(&self) -> Result<Vec<(TaskState, i64)>, StoreError> {
-        self.call(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             let mut out = Vec::new();
@@ -304,7 +345,7 @@ impl Store {
 
     pub async fn transitions(&self, id: &str) -> Result<Vec<Transition>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT from_state, to_state, at, reason FROM task_transitions
                  WHERE task_id = ?1 ORDER BY id",
@@ -347,7 +388,7 @@ impl Store {
     }
 
     pub async fn session_valid(&self, digest: String) -> Result<bool, StoreError> {
-        self.call(move |c| {
+        self.read(move |c| {
             let found: Option<i64> = c
                 .query_row(
                     "SELECT expires_at FROM sessions WHERE digest = ?1",
@@ -389,35 +430,39 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 fn get_task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-    let mut stmt = c.prepare_cached("SELECT * FROM tasks WHERE id = ?1")?;
+    let mut stmt = c.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?;
     match stmt.query_row([id], task_from_row).optional()? {
         Some(r) => Ok(Some(r?)),
         None => Ok(None),
     }
 }
 
+/// The columns `task_from_row` reads, by position (cheaper than by name).
+const TASK_COLUMNS: &str = "seq, id, name, assistant, prompt, workdir, env_keys, state, exit_code, \
+     error, tmux_session, created_at, started_at, finished_at, updated_at";
+
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
-    let state: String = r.get("state")?;
-    let env_keys: String = r.get("env_keys")?;
+    let env_keys: String = r.get(6)?;
+    let state: String = r.get(7)?;
     let Some(state) = TaskState::parse(&state) else {
         return Ok(Err(StoreError::Corrupt(format!("unknown state `{state}`"))));
     };
     Ok(Ok(TaskRecord {
-        seq: r.get("seq")?,
-        id: r.get("id")?,
-        name: r.get("name")?,
-        assistant: r.get("assistant")?,
-        prompt: r.get("prompt")?,
-        workdir: r.get("workdir")?,
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        assistant: r.get(3)?,
+        prompt: r.get(4)?,
+        workdir: r.get(5)?,
         env_keys: serde_json::from_str(&env_keys).unwrap_or_default(),
         state,
-        exit_code: r.get("exit_code")?,
-        error: r.get("error")?,
-        tmux_session: r.get("tmux_session")?,
-        created_at: r.get("created_at")?,
-        started_at: r.get("started_at")?,
-        finished_at: r.get("finished_at")?,
-        updated_at: r.get("updated_at")?,
+        exit_code: r.get(8)?,
+        error: r.get(9)?,
+        tmux_session: r.get(10)?,
+        created_at: r.get(11)?,
+        started_at: r.get(12)?,
+        finished_at: r.get(13)?,
+        updated_at: r.get(14)?,
     }))
 }
 
@@ -443,7 +488,12 @@ mod tests {
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
         store.insert_task(new_task("a")).await.unwrap();
         let moved = store
-            .transition("a", &TaskState::LIVE, TaskState::Running, Default::default())
+            .transition(
+                "a",
+                &TaskState::LIVE,
+                TaskState::Running,
+                Default::default(),
+            )
             .await
             .unwrap();
         assert!(moved.unwrap().1.started_at.is_some());
@@ -492,7 +542,12 @@ mod tests {
             store.insert_task(new_task(&format!("t{i}"))).await.unwrap();
         }
         store
-            .transition("t1", &TaskState::LIVE, TaskState::Running, Default::default())
+            .transition(
+                "t1",
+                &TaskState::LIVE,
+                TaskState::Running,
+                Default::default(),
+            )
             .await
             .unwrap();
         let page = store

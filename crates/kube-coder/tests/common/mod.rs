@@ -46,7 +46,10 @@ impl Workspace {
 
     /// Start with extra flags and environment variables.
     pub async fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::Builder::new().prefix("kc-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("kc-test")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let assistants = dir.path().join("assistants.toml");
         std::fs::write(
@@ -99,7 +102,10 @@ prompt_delivery = "stdin"
                 .build()
                 .unwrap(),
             stdout_lines: Vec::new(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         ws.spawn().await;
         ws
@@ -143,10 +149,16 @@ prompt_delivery = "stdin"
                 )
             });
             if let Some(rest) = line.strip_prefix("dashboard: http://") {
-                dash = rest.split_whitespace().next().map(|s| format!("http://{s}"));
+                dash = rest
+                    .split_whitespace()
+                    .next()
+                    .map(|s| format!("http://{s}"));
             }
             if let Some(rest) = line.strip_prefix("api:       http://") {
-                api = rest.split_whitespace().next().map(|s| format!("http://{s}"));
+                api = rest
+                    .split_whitespace()
+                    .next()
+                    .map(|s| format!("http://{s}"));
             }
             token_line |= line.starts_with("api token:");
             self.stdout_lines.push(line);
@@ -309,7 +321,9 @@ pub async fn read_sse(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let next = tokio::time::timeout_at(deadline, stream.next()).await;
-        let Ok(Some(Ok(bytes))) = next else { return out };
+        let Ok(Some(Ok(bytes))) = next else {
+            return out;
+        };
         buf.push_str(&String::from_utf8_lossy(&bytes));
         while let Some(pos) = buf.find("\n\n") {
             let block: String = buf.drain(..pos + 2).collect();
@@ -349,6 +363,8 @@ impl SseEvent {
 }
 
 pub fn write_htpasswd(path: &Path, user: &str, password: &str) {
-    let hash = bcrypt::hash(password, 4).unwrap().replacen("$2b$", "$2y$", 1);
+    let hash = bcrypt::hash(password, 4)
+        .unwrap()
+        .replacen("$2b$", "$2y$", 1);
     std::fs::write(path, format!("{user}:{hash}\n")).unwrap();
 }

@@ -15,7 +15,11 @@ pub enum HtpasswdError {
     #[error("cannot read htpasswd file {path}: {err}")]
     Read { path: String, err: std::io::Error },
     #[error("htpasswd file {path}, line {line}: {why}")]
-    Line { path: String, line: usize, why: String },
+    Line {
+        path: String,
+        line: usize,
+        why: String,
+    },
     #[error("htpasswd file {0} has no users")]
     Empty(String),
 }
@@ -35,18 +39,19 @@ impl Htpasswd {
             path: path.display().to_string(),
             err,
         })?;
-        Self::parse(&text).map_err(|(line, why)| HtpasswdError::Line {
-            path: path.display().to_string(),
-            line,
-            why,
-        })
-        .and_then(|h| {
-            if h.users.is_empty() {
-                Err(HtpasswdError::Empty(path.display().to_string()))
-            } else {
-                Ok(h)
-            }
-        })
+        Self::parse(&text)
+            .map_err(|(line, why)| HtpasswdError::Line {
+                path: path.display().to_string(),
+                line,
+                why,
+            })
+            .and_then(|h| {
+                if h.users.is_empty() {
+                    Err(HtpasswdError::Empty(path.display().to_string()))
+                } else {
+                    Ok(h)
+                }
+            })
     }
 
     pub fn parse(text: &str) -> Result<Self, (usize, String)> {

@@ -99,7 +99,10 @@ impl Auth {
     }
 
     pub fn token_matches(&self, presented: &str) -> bool {
-        self.token.read().map(|d| d.matches(presented)).unwrap_or(false)
+        self.token
+            .read()
+            .map(|d| d.matches(presented))
+            .unwrap_or(false)
     }
 
     pub fn replace_token(&self, token: &str) {
@@ -114,7 +117,9 @@ impl Auth {
 
     fn bearer_caller(&self, headers: &HeaderMap) -> Option<Result<Caller, ApiError>> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
         Some(if self.token_matches(token.trim()) {
             Ok(Caller {
                 user: "api-token".into(),
@@ -175,7 +180,11 @@ impl Auth {
         })
     }
 
-    fn proxy_caller(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<Caller, ApiError> {
+    fn proxy_caller(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Caller, ApiError> {
         let trusted = self.trusted_proxy
             && peer.is_some_and(|p| self.trusted_proxy_cidrs.iter().any(|c| c.contains(&p.ip())));
         if !trusted {
@@ -200,10 +209,11 @@ impl Auth {
             ));
         };
         if !self.allowed_users.is_empty() {
-            let allowed = [&user, &email]
-                .into_iter()
-                .flatten()
-                .any(|id| self.allowed_users.iter().any(|a| a.eq_ignore_ascii_case(id)));
+            let allowed = [&user, &email].into_iter().flatten().any(|id| {
+                self.allowed_users
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(id))
+            });
             if !allowed {
                 return Err(ApiError::forbidden(
                     "not_allowed",
@@ -237,7 +247,11 @@ impl Auth {
     }
 
     /// The dashboard listener's decision for one request.
-    async fn dashboard_caller(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<Caller, ApiError> {
+    async fn dashboard_caller(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Caller, ApiError> {
         if let Some(bearer) = self.bearer_caller(headers) {
             return bearer;
         }
@@ -287,8 +301,10 @@ fn basic_refused() -> ApiError {
 
 fn with_challenge(err: ApiError, challenge: &'static str) -> Response {
     let mut resp = err.into_response();
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     resp
 }
 
@@ -318,11 +334,17 @@ pub async fn api_layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Ne
 }
 
 /// Middleware for the dashboard listener: per auth mode.
-pub async fn dashboard_layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+pub async fn dashboard_layer(
+    State(auth): State<Arc<Auth>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let peer = peer_of(&req);
     let caller = match auth.dashboard_caller(req.headers(), peer).await {
         Ok(c) => c,
-        Err(e) if auth.mode == AuthMode::Basic && e.status == axum::http::StatusCode::UNAUTHORIZED => {
+        Err(e)
+            if auth.mode == AuthMode::Basic && e.status == axum::http::StatusCode::UNAUTHORIZED =>
+        {
             return with_challenge(e, "Basic realm=\"kube-coder\", charset=\"UTF-8\"")
         }
         Err(e) => return e.into_response(),

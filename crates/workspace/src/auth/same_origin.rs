@@ -64,12 +64,28 @@ mod tests {
         assert!(check(&h(&[("sec-fetch-site", "same-origin")])).is_ok());
         assert!(check(&h(&[("sec-fetch-site", "cross-site")])).is_err());
         assert!(check(&h(&[("sec-fetch-site", "same-site")])).is_err());
-        assert!(check(&h(&[("origin", "http://ws.example:6080"), ("host", "ws.example:6080")])).is_ok());
-        assert!(check(&h(&[("origin", "https://WS.example"), ("host", "ws.example")])).is_ok());
-        assert!(check(&h(&[("origin", "https://evil.example"), ("host", "ws.example")])).is_err());
+        assert!(check(&h(&[
+            ("origin", "http://ws.example:6080"),
+            ("host", "ws.example:6080")
+        ]))
+        .is_ok());
+        assert!(check(&h(&[
+            ("origin", "https://WS.example"),
+            ("host", "ws.example")
+        ]))
+        .is_ok());
+        assert!(check(&h(&[
+            ("origin", "https://evil.example"),
+            ("host", "ws.example")
+        ]))
+        .is_err());
         assert!(check(&h(&[("origin", "null"), ("host", "ws.example")])).is_err());
         assert!(check(&h(&[("host", "ws.example")])).is_err());
         // A lookalike that only starts with the host.
-        assert!(check(&h(&[("origin", "https://ws.example.evil"), ("host", "ws.example")])).is_err());
+        assert!(check(&h(&[
+            ("origin", "https://ws.example.evil"),
+            ("host", "ws.example")
+        ]))
+        .is_err());
     }
 }

@@ -59,7 +59,10 @@ pub fn dashboard_router(state: AppState) -> Router {
     } else {
         protected = protected.route("/", get(dashboard::index));
     }
-    let protected = protected.layer(from_fn_with_state(state.auth.clone(), auth::dashboard_layer));
+    let protected = protected.layer(from_fn_with_state(
+        state.auth.clone(),
+        auth::dashboard_layer,
+    ));
     finish(public.merge(protected), state, Listener::dashboard)
 }
 

@@ -90,7 +90,13 @@ impl Assistants {
                     PromptDelivery::Argument,
                     "Claude Code",
                 ),
-                a("codex", "codex {prompt}", "codex", PromptDelivery::Argument, "OpenAI Codex CLI"),
+                a(
+                    "codex",
+                    "codex {prompt}",
+                    "codex",
+                    PromptDelivery::Argument,
+                    "OpenAI Codex CLI",
+                ),
                 a(
                     "gemini",
                     "gemini --prompt-interactive {prompt}",
@@ -165,8 +171,7 @@ impl Assistants {
 fn validate(a: &Assistant) -> Result<(), AssistantsError> {
     let ok_name = !a.name.is_empty()
         && a.name.len() <= 64
-        && a
-            .name
+        && a.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok_name {
@@ -201,9 +206,9 @@ impl Assistant {
                 .interactive_command
                 .clone()
                 .unwrap_or_else(|| self.command.replace("{prompt}", "")),
-            (Some(_), PromptDelivery::Argument) => {
-                self.command.replace("{prompt}", &format!("\"$(cat {file})\""))
-            }
+            (Some(_), PromptDelivery::Argument) => self
+                .command
+                .replace("{prompt}", &format!("\"$(cat {file})\"")),
             (Some(_), PromptDelivery::Stdin) => {
                 format!("{} < {file}", self.command.replace("{prompt}", ""))
             }
@@ -256,12 +261,18 @@ env = { FAKE_MODE = "1" }
         let a = Assistants::load(Some(&p)).unwrap();
         assert_eq!(a.default_name(), "fake");
         assert_eq!(
-            a.get("fake").unwrap().command_line(Some("x"), Path::new("/p")),
+            a.get("fake")
+                .unwrap()
+                .command_line(Some("x"), Path::new("/p")),
             "fake-agent  < '/p'"
         );
         std::fs::write(&p, "[[assistant]]\nname = \"bad name\"\ncommand = \"x\"\n").unwrap();
         assert!(Assistants::load(Some(&p)).is_err());
-        std::fs::write(&p, "[[assistant]]\nname = \"x\"\ncommand = \"x\"\nbogus = 1\n").unwrap();
+        std::fs::write(
+            &p,
+            "[[assistant]]\nname = \"x\"\ncommand = \"x\"\nbogus = 1\n",
+        )
+        .unwrap();
         assert!(Assistants::load(Some(&p)).is_err());
     }
 }

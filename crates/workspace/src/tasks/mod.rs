@@ -162,7 +162,8 @@ impl TaskManager {
             .recursive(true)
             .mode(0o700)
             .create(&tasks_dir)?;
-        let (watcher, mut rx) = DirWatcher::new(tasks_dir.clone()).map_err(std::io::Error::other)?;
+        let (watcher, mut rx) =
+            DirWatcher::new(tasks_dir.clone()).map_err(std::io::Error::other)?;
         let home = p.home.canonicalize()?;
         let mgr = Arc::new(Self {
             store: p.store,
@@ -261,7 +262,12 @@ impl TaskManager {
             .clone()
             .unwrap_or_else(|| self.assistants.default_name().to_string());
         let assistant = self.assistants.get(&assistant_name).ok_or_else(|| {
-            let known: Vec<_> = self.assistants.all().iter().map(|a| a.name.as_str()).collect();
+            let known: Vec<_> = self
+                .assistants
+                .all()
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
             ApiError::bad_request(
                 "unknown_assistant",
                 format!(
@@ -274,13 +280,18 @@ impl TaskManager {
             if n.chars().count() > MAX_NAME || n.chars().any(char::is_control) {
                 return Err(ApiError::bad_request(
                     "invalid_name",
-                    format!("name must be at most {MAX_NAME} characters without control characters"),
+                    format!(
+                        "name must be at most {MAX_NAME} characters without control characters"
+                    ),
                 ));
             }
         }
         let prompt = req.prompt.filter(|p| !p.trim().is_empty());
         if prompt.as_deref().is_some_and(|p| p.contains('\0')) {
-            return Err(ApiError::bad_request("invalid_prompt", "prompt contains a NUL byte"));
+            return Err(ApiError::bad_request(
+                "invalid_prompt",
+                "prompt contains a NUL byte",
+            ));
         }
         let workdir = self.resolve_workdir(req.workdir.as_deref())?;
         let env = self.task_env(&assistant.env, req.env)?;
@@ -322,7 +333,10 @@ impl TaskManager {
             task: TaskView::from(&rec),
         });
 
-        let run = format!("exec sh {}", sh_quote(&dir.join("run.sh").to_string_lossy()));
+        let run = format!(
+            "exec sh {}",
+            sh_quote(&dir.join("run.sh").to_string_lossy())
+        );
         let pipe = self.pipe_command(&dir);
         let spec = SessionSpec {
             name: &session,
@@ -363,7 +377,10 @@ impl TaskManager {
             return Ok(self.home.clone());
         };
         if asked.contains('\0') {
-            return Err(ApiError::bad_request("invalid_workdir", "workdir contains a NUL byte"));
+            return Err(ApiError::bad_request(
+                "invalid_workdir",
+                "workdir contains a NUL byte",
+            ));
         }
         let candidate = self.home.join(asked);
         // Canonicalising resolves `..` and every symlink, so the prefix test
@@ -419,7 +436,12 @@ impl TaskManager {
         Ok(env.into_iter().collect())
     }
 
-    fn write_task_files(&self, dir: &Path, prompt: Option<&str>, command: &str) -> std::io::Result<()> {
+    fn write_task_files(
+        &self,
+        dir: &Path,
+        prompt: Option<&str>,
+        command: &str,
+    ) -> std::io::Result<()> {
         std::fs::DirBuilder::new().mode(0o700).create(dir)?;
         if let Some(p) = prompt {
             write_private(&dir.join("prompt.txt"), p.as_bytes())?;
@@ -494,7 +516,9 @@ impl TaskManager {
     }
 
     async fn finish_from_exit_record(&self, id: &str) {
-        let Some(code) = self.read_exit_record(id) else { return };
+        let Some(code) = self.read_exit_record(id) else {
+            return;
+        };
         let to = if code == 0 {
             TaskState::Succeeded
         } else {
@@ -533,16 +557,26 @@ impl TaskManager {
                         if p.output != seen {
                             seen = p.output;
                             if p.state == TaskState::WaitingForInput {
-                                mgr.move_between(&id, TaskState::WaitingForInput, TaskState::Running, "output")
-                                    .await;
+                                mgr.move_between(
+                                    &id,
+                                    TaskState::WaitingForInput,
+                                    TaskState::Running,
+                                    "output",
+                                )
+                                .await;
                             }
                         }
                     }
                     Err(_) => {
                         let state = rx.borrow().state;
                         if state == TaskState::Running {
-                            mgr.move_between(&id, TaskState::Running, TaskState::WaitingForInput, "quiet")
-                                .await;
+                            mgr.move_between(
+                                &id,
+                                TaskState::Running,
+                                TaskState::WaitingForInput,
+                                "quiet",
+                            )
+                            .await;
                         }
                     }
                 }
@@ -553,7 +587,11 @@ impl TaskManager {
     async fn move_between(&self, id: &str, from: TaskState, to: TaskState, why: &str) {
         const RUNNING: &[TaskState] = &[TaskState::Running];
         const WAITING: &[TaskState] = &[TaskState::WaitingForInput];
-        let allowed = if from == TaskState::Running { RUNNING } else { WAITING };
+        let allowed = if from == TaskState::Running {
+            RUNNING
+        } else {
+            WAITING
+        };
         match self.store.transition(id, allowed, to, reason(why)).await {
             Ok(Some((from, rec))) => {
                 if let Ok(m) = self.live.lock() {
@@ -567,7 +605,9 @@ impl TaskManager {
                 });
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(task.id = id, error = %e, "could not record a task transition"),
+            Err(e) => {
+                tracing::error!(task.id = id, error = %e, "could not record a task transition")
+            }
         }
     }
 
@@ -581,7 +621,9 @@ impl TaskManager {
                     return;
                 }
             }
-            while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {}
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(500), rx.changed()).await
+            {}
         })
         .await;
         if let Err(e) = self.tmux.send_text(session, prompt).await {
@@ -596,19 +638,32 @@ impl TaskManager {
         let rec = self.get(id).await?;
         self.require_live(&rec)?;
         if text.contains('\0') {
-            return Err(ApiError::bad_request("invalid_text", "text contains a NUL byte"));
+            return Err(ApiError::bad_request(
+                "invalid_text",
+                "text contains a NUL byte",
+            ));
         }
         if !text.is_empty() {
             self.tmux
                 .send_text(&rec.tmux_session, text)
                 .await
-                .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not type into the task: {e}")))?;
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "tmux_failed",
+                        format!("could not type into the task: {e}"),
+                    )
+                })?;
         }
         if enter {
             self.tmux
                 .send_keys(&rec.tmux_session, &["Enter"])
                 .await
-                .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not type into the task: {e}")))?;
+                .map_err(|e| {
+                    ApiError::unavailable(
+                        "tmux_failed",
+                        format!("could not type into the task: {e}"),
+                    )
+                })?;
         }
         Ok(())
     }
@@ -616,12 +671,18 @@ impl TaskManager {
     /// Send allowlisted keys to a live task.
     pub async fn keys(&self, id: &str, keys: &[String]) -> ApiResult<()> {
         if keys.is_empty() || keys.len() > 32 {
-            return Err(ApiError::bad_request("invalid_keys", "send between 1 and 32 keys"));
+            return Err(ApiError::bad_request(
+                "invalid_keys",
+                "send between 1 and 32 keys",
+            ));
         }
         if let Some(bad) = keys.iter().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
             return Err(ApiError::bad_request(
                 "key_not_allowed",
-                format!("key `{bad}` is not allowed (allowed: {})", ALLOWED_KEYS.join(" ")),
+                format!(
+                    "key `{bad}` is not allowed (allowed: {})",
+                    ALLOWED_KEYS.join(" ")
+                ),
             ));
         }
         let rec = self.get(id).await?;
@@ -639,7 +700,9 @@ impl TaskManager {
         self.require_live(&rec)?;
         // Record the kill first, so the exit the kill causes is not taken
         // for the task's own ending.
-        let killed = self.move_to(id, TaskState::Killed, reason("killed by request")).await;
+        let killed = self
+            .move_to(id, TaskState::Killed, reason("killed by request"))
+            .await;
         if let Err(e) = self.tmux.kill_session(&rec.tmux_session).await {
             tracing::warn!(task.id = id, error = %e, "could not kill the tmux session");
         }
@@ -680,12 +743,17 @@ impl TaskManager {
             } else if sessions.contains(&t.tmux_session) {
                 tracing::info!(task.id = %t.id, "re-attached to a running task");
                 if t.state == TaskState::Starting {
-                    self.move_to(&t.id, TaskState::Running, reason("re-attached")).await;
+                    self.move_to(&t.id, TaskState::Running, reason("re-attached"))
+                        .await;
                 }
                 self.spawn_monitor(&t.id);
             } else {
-                self.move_to(&t.id, TaskState::Lost, reason("session vanished while the server was down"))
-                    .await;
+                self.move_to(
+                    &t.id,
+                    TaskState::Lost,
+                    reason("session vanished while the server was down"),
+                )
+                .await;
             }
         }
     }
@@ -700,12 +768,16 @@ impl TaskManager {
         if ids.is_empty() {
             return;
         }
-        let Ok(sessions) = self.tmux.list_sessions().await else { return };
+        let Ok(sessions) = self.tmux.list_sessions().await else {
+            return;
+        };
         for id in ids {
             if sessions.contains(&format!("kc-{id}")) {
                 continue;
             }
-            let Ok(Some(rec)) = self.store.get_task(&id).await else { continue };
+            let Ok(Some(rec)) = self.store.get_task(&id).await else {
+                continue;
+            };
             // A session being created is not yet listed.
             if rec.state == TaskState::Starting {
                 continue;
@@ -713,7 +785,8 @@ impl TaskManager {
             if self.read_exit_record(&id).is_some() {
                 self.finish_from_exit_record(&id).await;
             } else {
-                self.move_to(&id, TaskState::Lost, reason("session vanished")).await;
+                self.move_to(&id, TaskState::Lost, reason("session vanished"))
+                    .await;
             }
         }
     }

@@ -160,7 +160,8 @@ impl Tmux {
 
     /// The pane's current screen as text (for the terminal-less tail view).
     pub async fn capture(&self, name: &str) -> Result<String, TmuxError> {
-        self.run(&["capture-pane", "-p", "-t", &exact_pane(name)]).await
+        self.run(&["capture-pane", "-p", "-t", &exact_pane(name)])
+            .await
     }
 
     pub async fn kill_server(&self) -> Result<(), TmuxError> {

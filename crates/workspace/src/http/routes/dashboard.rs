@@ -9,7 +9,11 @@ use crate::http::AppState;
 
 pub async fn index(State(app): State<AppState>) -> impl IntoResponse {
     let mode = app.auth.mode().as_str();
-    let ro = if app.auth.read_only() { " (read-only)" } else { "" };
+    let ro = if app.auth.read_only() {
+        " (read-only)"
+    } else {
+        ""
+    };
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\

@@ -31,12 +31,15 @@ pub async fn event_stream(
                 Ok(ev) => {
                     seq += 1;
                     let data = serde_json::to_string(&ev).unwrap_or_default();
-                    Event::default().event(ev.name()).id(seq.to_string()).data(data)
+                    Event::default()
+                        .event(ev.name())
+                        .id(seq.to_string())
+                        .data(data)
                 }
                 // Too slow to keep up: tell the client to reload its view.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    Event::default().event("resync").data(format!("{{\"missed\":{n}}}"))
-                }
+                Err(broadcast::error::RecvError::Lagged(n)) => Event::default()
+                    .event("resync")
+                    .data(format!("{{\"missed\":{n}}}")),
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if tx.send(Ok(event)).await.is_err() {
@@ -44,5 +47,6 @@ pub async fn event_stream(
             }
         }
     });
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

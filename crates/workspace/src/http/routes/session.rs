@@ -50,7 +50,9 @@ pub async fn login(
     // Login CSRF: a foreign page must not log the browser into our session.
     require_same_origin(&headers)?;
     if !app.auth.token_matches(body.token.trim()) {
-        return Err(ApiError::unauthorized("that is not this workspace's API token"));
+        return Err(ApiError::unauthorized(
+            "that is not this workspace's API token",
+        ));
     }
     let session = generate_token();
     app.auth

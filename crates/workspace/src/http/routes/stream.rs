@@ -75,14 +75,20 @@ pub async fn task_stream(
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an output offset"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be an output offset",
+                )
+            })?,
         None => q.from.unwrap_or(0),
     };
     let rec = app.tasks.get(&id).await?;
     let slot = take_slot(&app)?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(produce(app, rec.id, rec.state, from, tx, slot));
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 type Tx = mpsc::Sender<Result<Event, Infallible>>;
@@ -90,7 +96,11 @@ type Tx = mpsc::Sender<Result<Event, Infallible>>;
 async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: Tx, _slot: SseSlot) {
     let dir = app.tasks.task_dir(&id);
     let mut pulse = app.tasks.pulse(&id);
-    let mut reader = Reader { dir, pos: from, pending: Vec::new() };
+    let mut reader = Reader {
+        dir,
+        pos: from,
+        pending: Vec::new(),
+    };
     let mut sent_state = None;
     let mut state = pulse.as_ref().map(|p| p.borrow().state).unwrap_or(initial);
     loop {
@@ -160,15 +170,16 @@ impl Reader {
     async fn drain(&mut self, tx: &Tx) -> bool {
         loop {
             let (dir, pos) = (self.dir.clone(), self.pos);
-            let chunk = match tokio::task::spawn_blocking(move || read_from(&dir, pos, READ_CHUNK)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return true,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not read task output");
-                    return true;
-                }
-                Err(_) => return true,
-            };
+            let chunk =
+                match tokio::task::spawn_blocking(move || read_from(&dir, pos, READ_CHUNK)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not read task output");
+                        return true;
+                    }
+                    Err(_) => return true,
+                };
             if chunk.data.is_empty() {
                 return true;
             }
@@ -185,7 +196,15 @@ impl Reader {
             let start = self.pos - (self.pending.len() + text.len()) as u64;
             let end = self.pos - self.pending.len() as u64;
             let data = json!({"offset": start, "data": text}).to_string();
-            if !send(tx, Event::default().event("output").id(end.to_string()).data(data)).await {
+            if !send(
+                tx,
+                Event::default()
+                    .event("output")
+                    .id(end.to_string())
+                    .data(data),
+            )
+            .await
+            {
                 return false;
             }
         }

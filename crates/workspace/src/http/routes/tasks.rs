@@ -38,7 +38,10 @@ pub struct Page {
     next_cursor: Option<i64>,
 }
 
-pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<axum::Json<Page>> {
+pub async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page>> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(
@@ -47,7 +50,12 @@ pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Ap
         ));
     }
     let mut states = Vec::new();
-    for s in q.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for s in q
+        .state
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         states.push(TaskState::parse(s).ok_or_else(|| {
             ApiError::bad_request("invalid_query", format!("unknown state `{s}`"))
         })?);
@@ -65,14 +73,21 @@ pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Ap
         .await?;
     let more = tasks.len() > limit;
     let tasks: Vec<_> = tasks.into_iter().take(limit).collect();
-    let next_cursor = if more { tasks.last().map(|t| t.seq) } else { None };
+    let next_cursor = if more {
+        tasks.last().map(|t| t.seq)
+    } else {
+        None
+    };
     Ok(axum::Json(Page {
         tasks: tasks.iter().map(TaskView::from).collect(),
         next_cursor,
     }))
 }
 
-pub async fn create(State(app): State<AppState>, Json(req): Json<CreateTask>) -> ApiResult<Response> {
+pub async fn create(
+    State(app): State<AppState>,
+    Json(req): Json<CreateTask>,
+) -> ApiResult<Response> {
     let rec = app.tasks.create(req).await?;
     let location = format!("/api/tasks/{}", rec.id);
     Ok((
@@ -178,7 +193,9 @@ pub async fn message(
     Path(id): Path<String>,
     Json(m): Json<Message>,
 ) -> ApiResult<Response> {
-    app.tasks.message(&id, &m.text, m.enter.unwrap_or(true)).await?;
+    app.tasks
+        .message(&id, &m.text, m.enter.unwrap_or(true))
+        .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"sent": true}))).into_response())
 }
 
@@ -188,12 +205,23 @@ pub struct Keys {
     keys: Vec<String>,
 }
 
-pub async fn keys(State(app): State<AppState>, Path(id): Path<String>, Json(k): Json<Keys>) -> ApiResult<Response> {
+pub async fn keys(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(k): Json<Keys>,
+) -> ApiResult<Response> {
     app.tasks.keys(&id, &k.keys).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"sent": k.keys.len()}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"sent": k.keys.len()})),
+    )
+        .into_response())
 }
 
-pub async fn kill(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<TaskView>> {
+pub async fn kill(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TaskView>> {
     let rec = app.tasks.kill(&id).await?;
     Ok(axum::Json(TaskView::from(&rec)))
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what `make run` and `make test` need when it is missing, or says
+# in one line how to get it. Safe to run again: it only acts on what is absent.
+set -euo pipefail
+
+need_apt=()
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have cargo; then
+  echo "setup: Rust is missing: install it with rustup (https://rustup.rs), then run make again" >&2
+  exit 1
+fi
+
+have tmux || need_apt+=(tmux)
+
+if ((${#need_apt[@]})); then
+  if have apt-get && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  elif have apt-get && have sudo; then
+    echo "setup: installing ${need_apt[*]} with sudo apt-get"
+    sudo apt-get update -qq >/dev/null 2>&1 || true
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: missing ${need_apt[*]}: install with your package manager (e.g. apt-get install ${need_apt[*]}), then run make again" >&2
+    exit 1
+  fi
+fi
