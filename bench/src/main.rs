@@ -79,7 +79,12 @@ impl Bench {
     }
 
     async fn get(&self, p: &str) -> Result<(u16, Value)> {
-        let r = self.client.get(self.url(p)).header("authorization", &self.auth).send().await?;
+        let r = self
+            .client
+            .get(self.url(p))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
         let s = r.status().as_u16();
         Ok((s, r.json().await.unwrap_or(Value::Null)))
     }
@@ -168,7 +173,14 @@ impl Bench {
         for w in workers {
             total += w.await?;
         }
-        Ok((stats(lat), format!("{:.0} req/s ({concurrency} clients, {}s)", total as f64 / load.as_secs_f64(), load.as_secs())))
+        Ok((
+            stats(lat),
+            format!(
+                "{:.0} req/s ({concurrency} clients, {}s)",
+                total as f64 / load.as_secs_f64(),
+                load.as_secs()
+            ),
+        ))
     }
 
     /// Time from a line being printed in the task to its SSE event arriving.
@@ -187,14 +199,21 @@ impl Bench {
         let mut buf = String::new();
         for _ in 0..30 {
             // The shell prints its own clock; we compare on arrival.
-            self.post(&format!("/api/tasks/{id}/message"), json!({"text": "echo T$(date +%s%N)E"}))
-                .await?;
+            self.post(
+                &format!("/api/tasks/{id}/message"),
+                json!({"text": "echo T$(date +%s%N)E"}),
+            )
+            .await?;
             let deadline = Instant::now() + Duration::from_secs(5);
             'wait: while Instant::now() < deadline {
-                let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await else {
+                let Ok(Some(chunk)) =
+                    tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+                else {
                     break;
                 };
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos();
                 buf.push_str(&String::from_utf8_lossy(&chunk?));
                 while let Some(start) = buf.find('T') {
                     let rest = &buf[start + 1..];
@@ -230,7 +249,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn mib(kib: Option<u64>) -> String {
-    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a (no --pid)".into())
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a (no --pid)".into())
 }
 
 #[tokio::main]
@@ -238,11 +258,16 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).context("reading --token-file")?.trim().to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .context("reading --token-file")?
+            .trim()
+            .to_string(),
         (None, None) => bail!("give --token or --token-file"),
     };
     let b = Bench {
-        client: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
         base: args.base_url.trim_end_matches('/').to_string(),
         auth: format!("Bearer {token}"),
         assistant: args.assistant.clone(),
@@ -255,13 +280,22 @@ async fn main() -> Result<()> {
     for target in [0usize, 200, 1000] {
         let have = b.history().await?;
         if have > target {
-            rows.push(Row(format!("GET /api/tasks with {target} tasks"), format!("skipped: {have} already in history")));
+            rows.push(Row(
+                format!("GET /api/tasks with {target} tasks"),
+                format!("skipped: {have} already in history"),
+            ));
             continue;
         }
         b.grow_history_to(target).await?;
         let (l, t) = b.list_figures(load, args.concurrency).await?;
-        rows.push(Row(format!("GET /api/tasks latency, {target} in history"), l));
-        rows.push(Row(format!("GET /api/tasks throughput, {target} in history"), t));
+        rows.push(Row(
+            format!("GET /api/tasks latency, {target} in history"),
+            l,
+        ));
+        rows.push(Row(
+            format!("GET /api/tasks throughput, {target} in history"),
+            t,
+        ));
     }
 
     // Create latency: POST until the answer, which comes once tmux runs it.
@@ -276,7 +310,10 @@ async fn main() -> Result<()> {
     }
     rows.push(Row("create task → running tmux session".into(), stats(lat)));
 
-    rows.push(Row("task output → SSE client".into(), b.output_to_sse().await?));
+    rows.push(Row(
+        "task output → SSE client".into(),
+        b.output_to_sse().await?,
+    ));
 
     // RSS with many open event streams.
     let mut open = Vec::new();
@@ -293,7 +330,10 @@ async fn main() -> Result<()> {
         open.push(r);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rows.push(Row(format!("RSS with {} open SSE streams", open.len()), mib(args.pid.and_then(rss_kib))));
+    rows.push(Row(
+        format!("RSS with {} open SSE streams", open.len()),
+        mib(args.pid.and_then(rss_kib)),
+    ));
     drop(open);
 
     let cmd: Vec<String> = std::env::args().collect();

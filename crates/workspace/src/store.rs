@@ -179,7 +179,9 @@ impl Store {
                     return f(&guard);
                 }
             }
-            let guard = readers[start % n].lock().map_err(|_| StoreError::Poisoned)?;
+            let guard = readers[start % n]
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?;
             f(&guard)
         })
         .await?
@@ -438,7 +440,8 @@ fn get_task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> 
 }
 
 /// The columns `task_from_row` reads, by position (cheaper than by name).
-const TASK_COLUMNS: &str = "seq, id, name, assistant, prompt, workdir, env_keys, state, exit_code, \
+const TASK_COLUMNS: &str =
+    "seq, id, name, assistant, prompt, workdir, env_keys, state, exit_code, \
      error, tmux_session, created_at, started_at, finished_at, updated_at";
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
