@@ -425,3 +425,37 @@ async fn output_log_is_capped_and_rotated() {
     let ev = read_sse(resp, Duration::from_secs(10), |e| e.event == "output").await;
     assert!(ev.last().unwrap().json()["offset"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn event_stream_cap_answers_429_and_frees_slots_on_disconnect() {
+    let ws = Workspace::start(&["--max-sse", "2"]).await;
+    let open = || {
+        ws.client
+            .get(format!("{}/api/events", ws.api))
+            .header("authorization", ws.bearer())
+            .send()
+    };
+    let a = open().await.unwrap();
+    let b = open().await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let c = open().await.unwrap();
+    assert_eq!(c.status(), 429);
+    let v: serde_json::Value = c.json().await.unwrap();
+    assert_eq!(v["code"], "sse_limit");
+    // Task streams count against the same cap.
+    let id = ws.create_fake().await;
+    let (s, _) = ws.api_get(&format!("/api/tasks/{id}/stream")).await;
+    assert_eq!(s, 429);
+    drop(a);
+    // The slot comes back once the server notices the disconnect.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = open().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(b);
+}
