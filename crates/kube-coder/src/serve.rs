@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
+use workspace::files::FileLimits;
 use workspace::{AuthMode, Limits, ServeConfig, Server};
 
 use crate::Cli;
@@ -83,6 +84,18 @@ pub struct ServeArgs {
     /// Seconds without output before a running task counts as waiting for input.
     #[arg(long, env = "KUBE_CODER_INPUT_IDLE_SECS", default_value_t = Limits::default().input_idle.as_secs())]
     input_idle_secs: u64,
+    /// Largest upload, in bytes.
+    #[arg(long, env = "KUBE_CODER_MAX_UPLOAD_BYTES", default_value_t = FileLimits::default().upload_bytes)]
+    max_upload_bytes: u64,
+    /// Most entries a zip archive may have to be extracted.
+    #[arg(long, env = "KUBE_CODER_ZIP_MAX_ENTRIES", default_value_t = FileLimits::default().zip_entries)]
+    zip_max_entries: usize,
+    /// Most bytes a zip archive may expand to.
+    #[arg(long, env = "KUBE_CODER_ZIP_MAX_BYTES", default_value_t = FileLimits::default().zip_bytes)]
+    zip_max_bytes: u64,
+    /// Largest expansion ratio of a zip entry or archive.
+    #[arg(long, env = "KUBE_CODER_ZIP_MAX_RATIO", default_value_t = FileLimits::default().zip_ratio)]
+    zip_max_ratio: u64,
     /// Log format: text or json.
     #[arg(long, env = "KUBE_CODER_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -237,6 +250,13 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
             sse_connections: a.max_sse,
             output_log_bytes: a.output_log_bytes,
             input_idle: Duration::from_secs(a.input_idle_secs.max(1)),
+        },
+        file_limits: FileLimits {
+            upload_bytes: a.max_upload_bytes,
+            zip_entries: a.zip_max_entries,
+            zip_bytes: a.zip_max_bytes,
+            zip_ratio: a.zip_max_ratio.max(1),
+            ..FileLimits::default()
         },
         data_dir,
     };

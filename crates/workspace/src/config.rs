@@ -104,6 +104,7 @@ pub struct ServeConfig {
     /// (this binary's hidden `pipe-log` subcommand).
     pub pipe_log_command: Vec<String>,
     pub limits: Limits,
+    pub file_limits: crate::files::FileLimits,
 }
 
 #[derive(Debug, thiserror::Error)]

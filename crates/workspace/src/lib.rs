@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod secrets;

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub tasks_created: Counter,
     pub task_duration: Family<FinishedLabels, Histogram>,
     pub sse_streams: Gauge,
+    pub upload_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -100,7 +101,14 @@ impl Metrics {
             "Open server-sent-event streams",
             sse_streams.clone(),
         );
+        let upload_bytes = Counter::default();
+        registry.register(
+            "upload_bytes",
+            "Bytes received by completed uploads",
+            upload_bytes.clone(),
+        );
         Self {
+            upload_bytes,
             registry,
             http_requests,
             http_duration,

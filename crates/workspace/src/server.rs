@@ -17,6 +17,7 @@ use crate::auth::htpasswd::{Htpasswd, HtpasswdError};
 use crate::auth::{Auth, AuthParts};
 use crate::config::{ConfigError, ServeConfig};
 use crate::events::EventBus;
+use crate::files::Files;
 use crate::http::router::{api_router, dashboard_router};
 use crate::http::AppState;
 use crate::metrics::Metrics;
@@ -116,8 +117,14 @@ impl Server {
             allowed_users: config.allowed_users.clone(),
             store,
         }));
+        let files = Files::open(&config.home, config.read_only, config.file_limits.clone())
+            .map_err(|err| ServeError::DataDir {
+                path: config.home.clone(),
+                err,
+            })?;
         let state = AppState {
             tasks,
+            files,
             auth,
             metrics,
             events,

@@ -80,15 +80,19 @@ prompt_delivery = "stdin"
             "serve".into(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
-            "--home".into(),
-            dir.path().join("home").display().to_string(),
+        ];
+        if !extra.contains(&"--home") {
+            args.push("--home".into());
+            args.push(dir.path().join("home").display().to_string());
+        }
+        args.extend([
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--api-listen".into(),
             "127.0.0.1:0".into(),
             "--assistants-config".into(),
             assistants.display().to_string(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut ws = Self {
             dir,

@@ -14,12 +14,14 @@ use tokio::sync::Semaphore;
 use crate::auth::Auth;
 use crate::config::Limits;
 use crate::events::EventBus;
+use crate::files::Files;
 use crate::metrics::Metrics;
 use crate::tasks::TaskManager;
 
 #[derive(Clone)]
 pub struct AppState {
     pub tasks: Arc<TaskManager>,
+    pub files: Files,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub events: EventBus,

@@ -18,7 +18,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use super::routes::{dashboard, events, health, metrics as metrics_route, session, stream, tasks};
+use super::routes::{
+    dashboard, events, files, health, metrics as metrics_route, session, stream, tasks,
+};
 use super::AppState;
 use crate::auth;
 use crate::config::AuthMode;
@@ -42,7 +44,16 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/events", get(events::event_stream))
         .route("/assistants", get(tasks::assistants))
         .route("/whoami", get(session::whoami))
-        .route("/token", post(session::regenerate_token));
+        .route("/token", post(session::regenerate_token))
+        .route("/files", get(files::list).delete(files::delete))
+        .route(
+            "/files/content",
+            get(files::content).head(files::content).put(files::upload),
+        )
+        .route("/files/upload", post(files::upload))
+        .route("/files/mkdir", post(files::mkdir))
+        .route("/files/rename", post(files::rename))
+        .route("/files/extract", post(files::extract));
     Router::new()
         .nest("/api/claude", task_routes())
         .nest("/api", api)

@@ -2,6 +2,7 @@
 
 pub mod dashboard;
 pub mod events;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod session;

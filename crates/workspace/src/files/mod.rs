@@ -1,0 +1,300 @@
+//! The file API's operations, confined to the workspace home.
+//!
+//! **Only this module opens user paths**, and only through one
+//! `cap_std::fs::Dir` opened on the home at start: every path resolves
+//! beneath it (openat2 `RESOLVE_BENEATH` where the kernel has it, manual
+//! no-follow resolution otherwise), so no spelling, symlink or race leads
+//! outside. Writes are atomic: a temp file in the target directory, fsync,
+//! rename. The HTTP handlers live in `http/routes/files.rs`.
+
+pub mod download;
+pub mod upload;
+pub mod user_path;
+pub mod zip_extract;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use cap_std::fs::{Dir, MetadataExt};
+use serde::Serialize;
+
+use crate::error::ApiError;
+pub use user_path::UserPath;
+
+#[derive(Debug, Clone)]
+pub struct FileLimits {
+    /// Largest upload body (413 above it).
+    pub upload_bytes: u64,
+    /// Entries returned by one listing.
+    pub list_entries: usize,
+    pub zip_entries: usize,
+    /// Total uncompressed bytes one archive may expand to.
+    pub zip_bytes: u64,
+    /// Largest uncompressed/compressed ratio of an entry or the whole archive.
+    pub zip_ratio: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            upload_bytes: 10 * 1024 * 1024 * 1024,
+            list_entries: 10_000,
+            zip_entries: 10_000,
+            zip_bytes: 1024 * 1024 * 1024,
+            zip_ratio: 100,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Files {
+    root: Arc<Dir>,
+    read_only: bool,
+    pub limits: FileLimits,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: &'static str,
+    pub size: u64,
+    pub mtime: String,
+    /// Permission bits in octal, e.g. `0644`.
+    pub mode: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub path: String,
+    pub entries: Vec<Entry>,
+    /// More entries exist than the listing limit returned.
+    pub truncated: bool,
+}
+
+/// Map an I/O error on `path` to a client answer.
+pub fn io_error(path: &UserPath, e: io::Error) -> ApiError {
+    let p = path.display();
+    match e.kind() {
+        io::ErrorKind::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("`{p}` does not exist"),
+        ),
+        io::ErrorKind::PermissionDenied => ApiError::forbidden(
+            "forbidden_path",
+            format!("`{p}` is outside the workspace home or not accessible"),
+        ),
+        io::ErrorKind::AlreadyExists => {
+            ApiError::conflict("exists", format!("`{p}` already exists"))
+        }
+        io::ErrorKind::NotADirectory => ApiError::bad_request(
+            "not_a_directory",
+            format!("a part of `{p}` is not a directory"),
+        ),
+        io::ErrorKind::IsADirectory => {
+            ApiError::bad_request("is_a_directory", format!("`{p}` is a directory"))
+        }
+        io::ErrorKind::DirectoryNotEmpty => ApiError::conflict(
+            "dir_not_empty",
+            format!("`{p}` is a directory that is not empty; pass recursive=true to delete it"),
+        ),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!("no space left to write `{p}`"),
+            )
+        }
+        io::ErrorKind::InvalidFilename => {
+            ApiError::bad_request("invalid_path", format!("`{p}` is not a valid name"))
+        }
+        _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            ApiError::forbidden(
+                "forbidden_path",
+                format!("`{p}` is outside the workspace home or not accessible"),
+            )
+        }
+        _ => ApiError::internal("a file operation failed", e),
+    }
+}
+
+fn kind_of(ft: cap_std::fs::FileType) -> &'static str {
+    if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_file() {
+        "file"
+    } else {
+        "other"
+    }
+}
+
+fn rfc3339_secs(secs: i64, nanos: i64) -> String {
+    crate::tasks::rfc3339(secs * 1000 + nanos / 1_000_000)
+}
+
+/// Run blocking file work off the async runtime.
+pub async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a file operation failed", e))?
+}
+
+impl Files {
+    pub fn open(home: &Path, read_only: bool, limits: FileLimits) -> io::Result<Self> {
+        let root = Dir::open_ambient_dir(home, cap_std::ambient_authority())?;
+        Ok(Self {
+            root: Arc::new(root),
+            read_only,
+            limits,
+        })
+    }
+
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// Parse a client path; in read-only mode dot-paths do not exist.
+    pub fn path(&self, raw: &str) -> Result<UserPath, ApiError> {
+        let p = UserPath::parse(raw)?;
+        if self.read_only && p.is_hidden() {
+            return Err(io_error(&p, io::ErrorKind::NotFound.into()));
+        }
+        Ok(p)
+    }
+
+    /// Open the directory that holds `path`'s final component.
+    pub fn parent_of<'a>(
+        &self,
+        path: &'a UserPath,
+    ) -> Result<(Dir, &'a std::ffi::OsStr), ApiError> {
+        let (parent, name) = path.split().ok_or_else(|| {
+            ApiError::bad_request("is_root", "this operation needs a path below the home root")
+        })?;
+        let dir = self.root.open_dir(parent).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("the directory of `{}` does not exist", path.display()),
+                )
+            } else {
+                io_error(path, e)
+            }
+        })?;
+        Ok((dir, name))
+    }
+
+    pub fn list(&self, path: &UserPath) -> Result<Listing, ApiError> {
+        let read = if path.is_root() {
+            self.root.entries()
+        } else {
+            self.root.read_dir(path.as_path())
+        }
+        .map_err(|e| io_error(path, e))?;
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for entry in read {
+            let entry = entry.map_err(|e| io_error(path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.read_only && name.starts_with('.') {
+                continue;
+            }
+            if entries.len() == self.limits.list_entries {
+                truncated = true;
+                break;
+            }
+            // The entry itself, not what a symlink points at.
+            let Ok(meta) = entry.metadata() else { continue };
+            entries.push(Entry {
+                name,
+                kind: kind_of(meta.file_type()),
+                size: meta.len(),
+                mtime: rfc3339_secs(meta.mtime(), meta.mtime_nsec()),
+                mode: format!("{:04o}", meta.mode() & 0o7777),
+            });
+        }
+        entries.sort_by(|a, b| {
+            (a.kind != "dir")
+                .cmp(&(b.kind != "dir"))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(Listing {
+            path: path.display(),
+            entries,
+            truncated,
+        })
+    }
+
+    pub fn mkdir(&self, path: &UserPath, parents: bool) -> Result<(), ApiError> {
+        if path.is_root() {
+            return Err(io_error(path, io::ErrorKind::AlreadyExists.into()));
+        }
+        let r = if parents {
+            self.root.create_dir_all(path.as_path())
+        } else {
+            self.root.create_dir(path.as_path())
+        };
+        r.map_err(|e| io_error(path, e))
+    }
+
+    /// Move `from` to `to`; refuses to replace `to` unless `overwrite`.
+    pub fn rename(&self, from: &UserPath, to: &UserPath, overwrite: bool) -> Result<(), ApiError> {
+        let (from_dir, from_name) = self.parent_of(from)?;
+        let (to_dir, to_name) = self.parent_of(to)?;
+        let flags = if overwrite {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        // Both names are single components inside directories opened
+        // beneath the root, so the rename cannot reach outside it.
+        rustix::fs::renameat_with(&from_dir, from_name, &to_dir, to_name, flags).map_err(|e| {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io_error(to, e)
+            } else {
+                io_error(from, e)
+            }
+        })?;
+        sync_dir(&to_dir);
+        Ok(())
+    }
+
+    pub fn delete(&self, path: &UserPath, recursive: bool) -> Result<(), ApiError> {
+        if path.is_root() {
+            return Err(ApiError::bad_request(
+                "is_root",
+                "refusing to delete the workspace home itself",
+            ));
+        }
+        let (dir, name) = self.parent_of(path)?;
+        let meta = dir.symlink_metadata(name).map_err(|e| io_error(path, e))?;
+        let r = if meta.is_dir() {
+            if recursive {
+                dir.remove_dir_all(name)
+            } else {
+                dir.remove_dir(name)
+            }
+        } else {
+            // A symlink is removed itself, never what it points at.
+            dir.remove_file(name)
+        };
+        r.map_err(|e| io_error(path, e))?;
+        sync_dir(&dir);
+        Ok(())
+    }
+}
+
+/// Make a rename or unlink in `dir` durable.
+pub fn sync_dir(dir: &Dir) {
+    if let Ok(d) = dir.open(".") {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,151 @@
+//! Streaming, atomic uploads.
+//!
+//! The body goes to a fresh temp file (`create_new`, never following a
+//! link) in the target's own directory, chunk by chunk as it arrives; only
+//! a complete body under the cap is fsynced and renamed over the target.
+//! The rename replaces whatever is at the name, a symlink included, without
+//! following it. A disconnect, an oversize body or a full disk leaves the
+//! old file untouched, and the [`TempGuard`] removes the temp file even if
+//! the request future is dropped midway.
+
+use std::ffi::OsString;
+
+use axum::body::Body;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{io_error, sync_dir, Files, UserPath};
+use crate::error::ApiError;
+use crate::secrets::generate_id;
+
+/// Removes the temp file unless the upload was committed.
+struct TempGuard {
+    dir: Option<Dir>,
+    name: OsString,
+}
+
+impl TempGuard {
+    fn dir(&self) -> Option<&Dir> {
+        self.dir.as_ref()
+    }
+
+    fn commit(mut self) -> Option<Dir> {
+        self.dir.take()
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = dir.remove_file(&self.name);
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Uploaded {
+    pub path: String,
+    pub size: u64,
+}
+
+pub async fn upload(
+    files: &Files,
+    path: UserPath,
+    declared_len: Option<u64>,
+    body: Body,
+) -> Result<Uploaded, ApiError> {
+    let cap = files.limits.upload_bytes;
+    let too_big = || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!("uploads are limited to {cap} bytes (--max-upload-bytes)"),
+        )
+    };
+    if declared_len.is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    // Open the parent and create the temp file beside the target.
+    let f = files.clone();
+    let p = path.clone();
+    let (guard, file) = super::blocking(move || {
+        let (dir, name) = f.parent_of(&p)?;
+        if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
+            return Err(ApiError::conflict(
+                "is_a_directory",
+                format!("`{}` is a directory", p.display()),
+            ));
+        }
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".kc-upload-{}", generate_id()));
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true).mode(0o644);
+        let file = dir.open_with(&tmp, &opts).map_err(|e| io_error(&p, e))?;
+        Ok((
+            TempGuard {
+                dir: Some(dir),
+                name: tmp,
+            },
+            file.into_std(),
+        ))
+    })
+    .await?;
+    let mut out = tokio::fs::File::from_std(file);
+    let mut written: u64 = 0;
+    // A write failure (full disk) is answered after the body has been read
+    // to its end (within the cap), so the client sees the answer instead of
+    // a reset connection.
+    let mut failed: Option<ApiError> = None;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "upload_interrupted",
+                format!("the upload body ended early: {e}"),
+            )
+        })?;
+        written += chunk.len() as u64;
+        if written > cap {
+            return Err(too_big());
+        }
+        if failed.is_none() {
+            if let Err(e) = out.write_all(&chunk).await {
+                failed = Some(io_error(&path, e));
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if declared_len.is_some_and(|n| n != written) {
+        return Err(ApiError::bad_request(
+            "upload_interrupted",
+            "the upload body is shorter than its Content-Length",
+        ));
+    }
+    out.flush().await.map_err(|e| io_error(&path, e))?;
+    out.sync_all().await.map_err(|e| io_error(&path, e))?;
+    drop(out);
+    let p = path.clone();
+    super::blocking(move || {
+        let (_, name) = p
+            .split()
+            .ok_or_else(|| ApiError::bad_request("is_root", "cannot upload onto the home root"))?;
+        let dir = guard
+            .dir()
+            .ok_or_else(|| ApiError::internal("upload state lost", "no dir"))?;
+        dir.rename(&guard.name, dir, name)
+            .map_err(|e| io_error(&p, e))?;
+        if let Some(dir) = guard.commit() {
+            sync_dir(&dir);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Uploaded {
+        path: path.display(),
+        size: written,
+    })
+}
