@@ -374,6 +374,7 @@ async fn every_route_every_mode_every_credential() {
         let mut all = flags.clone();
         all.extend(["--max-tasks", "200"]);
         let ws = Workspace::start(&all).await;
+        std::fs::write(ws.home().join("seed.txt"), "seed").unwrap();
         let cookie = if mode.auth == Auth::Token {
             Some(session_cookie(&ws).await)
         } else {
