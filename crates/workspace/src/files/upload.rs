@@ -19,6 +19,8 @@ use super::{io_error, sync_dir, Files, UserPath};
 use crate::error::ApiError;
 use crate::secrets::generate_id;
 
+const WRITE_BATCH: usize = 1024 * 1024;
+
 /// Removes the temp file unless the upload was committed.
 struct TempGuard {
     dir: Option<Dir>,
@@ -98,6 +100,7 @@ pub async fn upload(
     // to its end (within the cap), so the client sees the answer instead of
     // a reset connection.
     let mut failed: Option<ApiError> = None;
+    let mut pending = bytes::BytesMut::with_capacity(WRITE_BATCH);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -111,9 +114,19 @@ pub async fn upload(
             return Err(too_big());
         }
         if failed.is_none() {
-            if let Err(e) = out.write_all(&chunk).await {
-                failed = Some(io_error(&path, e));
+            // Network chunks are small; hand the disk a megabyte at a time.
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= WRITE_BATCH {
+                if let Err(e) = out.write_all(&pending).await {
+                    failed = Some(io_error(&path, e));
+                }
+                pending.clear();
             }
+        }
+    }
+    if failed.is_none() && !pending.is_empty() {
+        if let Err(e) = out.write_all(&pending).await {
+            failed = Some(io_error(&path, e));
         }
     }
     if let Some(e) = failed {
