@@ -30,6 +30,7 @@ fmt:
 # Benchmarks print figures; they assert nothing. See bench/README.md.
 bench: setup
 	bench/run.sh
+	bench/files.sh
 
 clean:
 	$(CARGO) clean

@@ -5,6 +5,7 @@
 #   bench/files.sh            # 100 MiB and 1 GiB
 #   bench/files.sh 256        # sizes in MiB
 set -euo pipefail
+command -v curl >/dev/null || { echo "bench/files.sh needs curl (apt-get install curl)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100 1024)
 cargo build --release -q -p kube-coder
@@ -33,7 +34,7 @@ median3() {
   for _ in 1 2 3; do
     eval "$prep"
     local t0 t1; t0=$(now); "$@"; t1=$(now)
-    ts+=("$(echo "$t1 - $t0" | bc)")
+    ts+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
   done
   printf '%s\n' "${ts[@]}" | sort -g | sed -n 2p
 }
