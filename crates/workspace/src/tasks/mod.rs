@@ -469,10 +469,21 @@ impl TaskManager {
         format!("exec {}", parts.join(" "))
     }
 
-    /// Record a transition from any live state; publish it; finish the
-    /// bookkeeping when it is final.
+    /// Record a transition from any live state.
     async fn move_to(&self, id: &str, to: TaskState, info: TransitionInfo) -> Option<TaskRecord> {
-        let moved = match self.store.transition(id, &TaskState::LIVE, to, info).await {
+        self.transition(id, &TaskState::LIVE, to, info).await
+    }
+
+    /// Record a transition if the task is in one of `from`; tell its pulse
+    /// and the event bus; finish the bookkeeping when it is final.
+    async fn transition(
+        &self,
+        id: &str,
+        from: &'static [TaskState],
+        to: TaskState,
+        info: TransitionInfo,
+    ) -> Option<TaskRecord> {
+        let moved = match self.store.transition(id, from, to, info).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(task.id = id, error = %e, "could not record a task transition");
@@ -557,11 +568,11 @@ impl TaskManager {
                         if p.output != seen {
                             seen = p.output;
                             if p.state == TaskState::WaitingForInput {
-                                mgr.move_between(
+                                mgr.transition(
                                     &id,
-                                    TaskState::WaitingForInput,
+                                    &[TaskState::WaitingForInput],
                                     TaskState::Running,
-                                    "output",
+                                    reason("output"),
                                 )
                                 .await;
                             }
@@ -570,11 +581,11 @@ impl TaskManager {
                     Err(_) => {
                         let state = rx.borrow().state;
                         if state == TaskState::Running {
-                            mgr.move_between(
+                            mgr.transition(
                                 &id,
-                                TaskState::Running,
+                                &[TaskState::Running],
                                 TaskState::WaitingForInput,
-                                "quiet",
+                                reason("quiet"),
                             )
                             .await;
                         }
@@ -582,33 +593,6 @@ impl TaskManager {
                 }
             }
         });
-    }
-
-    async fn move_between(&self, id: &str, from: TaskState, to: TaskState, why: &str) {
-        const RUNNING: &[TaskState] = &[TaskState::Running];
-        const WAITING: &[TaskState] = &[TaskState::WaitingForInput];
-        let allowed = if from == TaskState::Running {
-            RUNNING
-        } else {
-            WAITING
-        };
-        match self.store.transition(id, allowed, to, reason(why)).await {
-            Ok(Some((from, rec))) => {
-                if let Ok(m) = self.live.lock() {
-                    if let Some(tx) = m.get(id) {
-                        tx.send_modify(|p| p.state = to);
-                    }
-                }
-                self.events.publish(ServerEvent::TaskState {
-                    task: TaskView::from(&rec),
-                    from: from.as_str().into(),
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(task.id = id, error = %e, "could not record a task transition")
-            }
-        }
     }
 
     async fn type_prompt_when_ready(&self, id: &str, session: &str, prompt: &str) {
@@ -647,23 +631,13 @@ impl TaskManager {
             self.tmux
                 .send_text(&rec.tmux_session, text)
                 .await
-                .map_err(|e| {
-                    ApiError::unavailable(
-                        "tmux_failed",
-                        format!("could not type into the task: {e}"),
-                    )
-                })?;
+                .map_err(tmux_unavailable("could not type into the task"))?;
         }
         if enter {
             self.tmux
                 .send_keys(&rec.tmux_session, &["Enter"])
                 .await
-                .map_err(|e| {
-                    ApiError::unavailable(
-                        "tmux_failed",
-                        format!("could not type into the task: {e}"),
-                    )
-                })?;
+                .map_err(tmux_unavailable("could not type into the task"))?;
         }
         Ok(())
     }
@@ -691,7 +665,7 @@ impl TaskManager {
         self.tmux
             .send_keys(&rec.tmux_session, &refs)
             .await
-            .map_err(|e| ApiError::unavailable("tmux_failed", format!("could not send keys: {e}")))
+            .map_err(tmux_unavailable("could not send keys"))
     }
 
     /// Kill a live task's session; it ends `killed`.
@@ -790,6 +764,11 @@ impl TaskManager {
             }
         }
     }
+}
+
+/// A tmux failure as a 503 that names what could not be done.
+fn tmux_unavailable(what: &'static str) -> impl Fn(tmux::TmuxError) -> ApiError {
+    move |e| ApiError::unavailable("tmux_failed", format!("{what}: {e}"))
 }
 
 fn reason(r: &str) -> TransitionInfo {
