@@ -177,6 +177,30 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/files?path=",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/files/content?path=seed.txt",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "PUT",
+        path: "/api/files/content?path=up.txt",
+        body: Some("uploaded"),
+        ok: 201,
+    },
+    Route {
+        method: "POST",
+        path: "/api/files/mkdir",
+        body: Some(r#"{"path":"made","parents":true}"#),
+        ok: 201,
+    },
+    Route {
+        method: "GET",
         path: "/no/such/route",
         body: None,
         ok: 404,
