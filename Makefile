@@ -1,15 +1,19 @@
 # The two commands of the README:
 #   make run   set up what is missing, build, start `kube-coder serve`
 #   make test  set up what is missing, check formatting and lints, run every test
+#              (the cluster tests start a real control plane built from Go modules)
 # ARGS passes extra flags to serve: make run ARGS="--auth basic --htpasswd-file ~/.htpasswd"
 
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test setup build lint fmt bench clean
+.PHONY: run test setup setup-test build lint fmt bench clean cluster
 
 setup:
-	@hack/setup.sh
+	@hack/setup.sh run
+
+setup-test:
+	@hack/setup.sh test
 
 build: setup
 	$(CARGO) build --release -p kube-coder
@@ -17,12 +21,17 @@ build: setup
 run: build
 	./target/release/kube-coder serve $(ARGS)
 
-lint: setup
+lint: setup-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude kube-coder-cluster-tests
+	hack/with-cluster $(CARGO) test -p kube-coder-cluster-tests
+
+# The test control plane alone: hack/cluster up|down|env (see hack/README.md).
+cluster: setup-test
+	hack/cluster up
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what `make run` and `make test` need when it is missing, or says
-# in one line how to get it. Safe to run again: it only acts on what is absent.
+# Installs what `make run` (hack/setup.sh run) and `make test` (hack/setup.sh
+# test) need when it is missing, or says in one line how to get it. Safe to
+# run again: it only acts on what is absent.
 set -euo pipefail
+purpose=${1:-run}
 
 need_apt=()
 
@@ -13,6 +15,15 @@ if ! have cargo; then
 fi
 
 have tmux || need_apt+=(tmux)
+if [ "$purpose" = test ]; then
+  if ! have go; then
+    echo "setup: Go is missing (it builds the test control plane): install Go 1.26 (https://go.dev/dl), then run make test again" >&2
+    exit 1
+  fi
+  have openssl || need_apt+=(openssl)
+  have curl || need_apt+=(curl)
+  have python3 || need_apt+=(python3)
+fi
 
 if ((${#need_apt[@]})); then
   if have apt-get && [ "$(id -u)" = 0 ]; then
