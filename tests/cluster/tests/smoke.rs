@@ -10,12 +10,19 @@ use serde_json::json;
 
 const MANAGER: &str = "kube-coder-smoke";
 
+/// Create a namespace and wait for its `default` ServiceAccount, as any
+/// client creating pods must (the controller-manager makes it).
 async fn namespace(c: &kube::Client, name: &str, labels: serde_json::Value) -> Api<Namespace> {
     let nss: Api<Namespace> = Api::all(c.clone());
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
     nss.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
         .await
         .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), name);
+    eventually("the default ServiceAccount", 60, || async {
+        sas.get_opt("default").await.ok().flatten().map(|_| ())
+    })
+    .await;
     nss
 }
 
