@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod files;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod secrets;
