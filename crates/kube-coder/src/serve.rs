@@ -15,6 +15,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use workspace::files::FileLimits;
+use workspace::hooks::deliver::HookSettings;
+use workspace::hooks::HookSpec;
 use workspace::{AuthMode, Limits, ServeConfig, Server};
 
 use crate::Cli;
@@ -96,6 +98,24 @@ pub struct ServeArgs {
     /// Largest expansion ratio of a zip entry or archive.
     #[arg(long, env = "KUBE_CODER_ZIP_MAX_RATIO", default_value_t = FileLimits::default().zip_ratio)]
     zip_max_ratio: u64,
+    /// Let completion hooks reach private, loopback and metadata addresses.
+    #[arg(long, env = "ALLOW_INTERNAL_HOOKS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_internal_hooks: bool,
+    /// Completion hook for tasks that name none (and whose assistant has none).
+    #[arg(long, env = "KUBE_CODER_HOOK_URL")]
+    hook_url: Option<String>,
+    /// File holding the secret that signs the default hook's deliveries.
+    #[arg(long, env = "KUBE_CODER_HOOK_SECRET_FILE")]
+    hook_secret_file: Option<PathBuf>,
+    /// Seconds one hook delivery attempt may take.
+    #[arg(long, env = "KUBE_CODER_HOOK_TIMEOUT_SECS", default_value_t = HookSettings::default().timeout.as_secs())]
+    hook_timeout_secs: u64,
+    /// Attempts before a delivery becomes a dead letter.
+    #[arg(long, env = "KUBE_CODER_HOOK_MAX_ATTEMPTS", default_value_t = HookSettings::default().max_attempts)]
+    hook_max_attempts: u32,
+    /// First retry delay in milliseconds (doubled per attempt, with jitter).
+    #[arg(long, env = "KUBE_CODER_HOOK_RETRY_BASE_MS", default_value_t = HookSettings::default().retry_base.as_millis() as u64)]
+    hook_retry_base_ms: u64,
     /// Log format: text or json.
     #[arg(long, env = "KUBE_CODER_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -224,6 +244,19 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let hook_secret = match &a.hook_secret_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read --hook-secret-file {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let default_hook = a.hook_url.clone().map(|url| HookSpec {
+        url,
+        secret: hook_secret,
+    });
     let config = ServeConfig {
         home: a.home.unwrap_or_else(home_dir),
         listen: a.listen,
@@ -258,6 +291,14 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
             zip_ratio: a.zip_max_ratio.max(1),
             ..FileLimits::default()
         },
+        hooks: HookSettings {
+            timeout: Duration::from_secs(a.hook_timeout_secs.max(1)),
+            max_attempts: a.hook_max_attempts.max(1),
+            retry_base: Duration::from_millis(a.hook_retry_base_ms.max(1)),
+            ..HookSettings::default()
+        },
+        allow_internal_hooks: a.allow_internal_hooks,
+        default_hook,
         data_dir,
     };
     Ok((config, a.log_format))

@@ -105,6 +105,11 @@ pub struct ServeConfig {
     pub pipe_log_command: Vec<String>,
     pub limits: Limits,
     pub file_limits: crate::files::FileLimits,
+    pub hooks: crate::hooks::deliver::HookSettings,
+    /// Lift the SSRF guard's range check (`ALLOW_INTERNAL_HOOKS`).
+    pub allow_internal_hooks: bool,
+    /// Hook for tasks that name none (and whose assistant has none).
+    pub default_hook: Option<crate::hooks::HookSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,20 @@ use crate::tasks::TaskView;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
-    TaskCreated { task: TaskView },
-    TaskState { task: TaskView, from: String },
+    TaskCreated {
+        task: TaskView,
+    },
+    TaskState {
+        task: TaskView,
+        from: String,
+    },
+    /// A hook delivery ended: `delivered` or `dead`.
+    HookDelivery {
+        delivery_id: String,
+        task_id: String,
+        state: String,
+        status: Option<u16>,
+    },
 }
 
 impl ServerEvent {
@@ -20,6 +32,7 @@ impl ServerEvent {
         match self {
             ServerEvent::TaskCreated { .. } => "task_created",
             ServerEvent::TaskState { .. } => "task_state",
+            ServerEvent::HookDelivery { .. } => "hook_delivery",
         }
     }
 }

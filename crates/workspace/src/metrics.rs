@@ -44,6 +44,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishedLabels {
     pub assistant: String,
     pub state: String,
@@ -58,6 +64,8 @@ pub struct Metrics {
     pub task_duration: Family<FinishedLabels, Histogram>,
     pub sse_streams: Gauge,
     pub upload_bytes: Counter,
+    pub hook_attempts: Family<HookLabels, Counter>,
+    pub hook_dead_letters: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,12 +110,26 @@ impl Metrics {
             sse_streams.clone(),
         );
         let upload_bytes = Counter::default();
+        let hook_attempts = Family::<HookLabels, Counter>::default();
+        let hook_dead_letters = Gauge::default();
+        registry.register(
+            "hook_attempts",
+            "Completion-hook delivery attempts by outcome",
+            hook_attempts.clone(),
+        );
+        registry.register(
+            "hook_dead_letters",
+            "Hook deliveries that gave up (re-deliverable through the API)",
+            hook_dead_letters.clone(),
+        );
         registry.register(
             "upload_bytes",
             "Bytes received by completed uploads",
             upload_bytes.clone(),
         );
         Self {
+            hook_attempts,
+            hook_dead_letters,
             upload_bytes,
             registry,
             http_requests,

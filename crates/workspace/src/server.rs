@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::htpasswd::{Htpasswd, HtpasswdError};
@@ -18,6 +18,8 @@ use crate::auth::{Auth, AuthParts};
 use crate::config::{ConfigError, ServeConfig};
 use crate::events::EventBus;
 use crate::files::Files;
+use crate::hooks::deliver::Deliverer;
+use crate::hooks::ssrf::{Guard, Resolve, SystemResolver};
 use crate::http::router::{api_router, dashboard_router};
 use crate::http::AppState;
 use crate::metrics::Metrics;
@@ -94,6 +96,23 @@ impl Server {
         let store = Store::open(&config.data_dir.join("kube-coder.sqlite"))?;
         let metrics = Arc::new(Metrics::new());
         let events = EventBus::new();
+        let resolver: Arc<dyn Resolve> = match SystemResolver::new() {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "no system DNS resolver; hooks to host names will fail");
+                Arc::new(NoResolver(e))
+            }
+        };
+        let hook_guard = Guard::new(resolver, config.allow_internal_hooks);
+        let hook_wake = Arc::new(Notify::new());
+        Deliverer::start(
+            store.clone(),
+            hook_guard.clone(),
+            config.hooks.clone(),
+            metrics.clone(),
+            events.clone(),
+            hook_wake.clone(),
+        );
         let tasks = TaskManager::start(TaskManagerParts {
             store: store.clone(),
             tmux: Tmux::new(config.tmux_socket.clone()),
@@ -104,6 +123,9 @@ impl Server {
             limits: config.limits.clone(),
             events: events.clone(),
             metrics: metrics.clone(),
+            hook_guard,
+            default_hook: config.default_hook.clone(),
+            hook_wake: hook_wake.clone(),
         })
         .await
         .map_err(ServeError::Tasks)?;
@@ -131,6 +153,7 @@ impl Server {
             sse_slots: Arc::new(Semaphore::new(config.limits.sse_connections)),
             token_file: config.api_token_file.clone(),
             limits: config.limits.clone(),
+            hook_wake,
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -169,5 +192,21 @@ impl Server {
         );
         a.map_err(ServeError::Serve)?;
         b.map_err(ServeError::Serve)
+    }
+}
+
+/// Stands in when the system has no resolver configuration: every lookup
+/// fails with the reason, so hooks by name are refused clearly.
+struct NoResolver(String);
+
+impl Resolve for NoResolver {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send + 'a>,
+    > {
+        let why = format!("no DNS resolver: {}", self.0);
+        Box::pin(async move { Err(why) })
     }
 }

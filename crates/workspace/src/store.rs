@@ -61,6 +61,35 @@ const SCHEMA: &[&str] = &[
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
      );",
+    // v2: completion hooks and their durable outbox
+    "ALTER TABLE tasks ADD COLUMN hook_url TEXT;
+     ALTER TABLE tasks ADD COLUMN hook_secret TEXT;
+     CREATE TABLE hook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        task_id TEXT NOT NULL REFERENCES tasks(id),
+        url TEXT NOT NULL,
+        secret TEXT,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+     );
+     CREATE INDEX hook_deliveries_due ON hook_deliveries(state, next_attempt_at);
+     CREATE INDEX hook_deliveries_task ON hook_deliveries(task_id);
+     CREATE TABLE hook_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL REFERENCES hook_deliveries(id),
+        at INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms INTEGER NOT NULL
+     );
+     CREATE INDEX hook_attempts_delivery ON hook_attempts(delivery_id);",
 ];
 
 /// One task as stored.
@@ -81,6 +110,7 @@ pub struct TaskRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
+    pub hook_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +130,9 @@ pub struct NewTask {
     pub workdir: String,
     pub env_keys: Vec<String>,
     pub tmux_session: String,
+    pub hook_url: Option<String>,
+    /// Kept to sign deliveries; never returned by any read.
+    pub hook_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -119,6 +152,51 @@ pub struct TransitionInfo {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub reason: Option<String>,
+    /// The end of the output, for a completion hook's payload.
+    pub output_tail: Option<String>,
+}
+
+/// What a transition did.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub from: TaskState,
+    pub task: TaskRecord,
+    /// The outbox row written with a final state, if the task has a hook.
+    pub delivery: Option<String>,
+}
+
+/// A completion-hook delivery in the outbox.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub task_id: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One try at delivering.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAttempt {
+    Delivered,
+    RetryAt(i64),
+    Dead,
 }
 
 pub fn now_ms() -> i64 {
@@ -207,8 +285,8 @@ impl Store {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO tasks (id, name, assistant, prompt, workdir, env_keys, state,
-                                    tmux_session, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                                    tmux_session, created_at, updated_at, hook_url, hook_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
                 params![
                     t.id,
                     t.name,
@@ -218,7 +296,9 @@ impl Store {
                     serde_json::to_string(&t.env_keys).unwrap_or_else(|_| "[]".into()),
                     TaskState::Starting.as_str(),
                     t.tmux_session,
-                    now
+                    now,
+                    t.hook_url,
+                    t.hook_secret
                 ],
             )?;
             tx.execute(
@@ -247,7 +327,7 @@ impl Store {
         from: &'static [TaskState],
         to: TaskState,
         info: TransitionInfo,
-    ) -> Result<Option<(TaskState, TaskRecord)>, StoreError> {
+    ) -> Result<Option<Moved>, StoreError> {
         let id = id.to_string();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -274,8 +354,29 @@ impl Store {
             )?;
             let rec = get_task(&tx, &id)?
                 .ok_or_else(|| StoreError::Corrupt("updated task vanished".into()))?;
+            // The hook's outbox row commits with the final state, or not at all.
+            let mut delivery = None;
+            if to.is_final() {
+                if let Some(url) = &rec.hook_url {
+                    let secret: Option<String> =
+                        tx.query_row("SELECT hook_secret FROM tasks WHERE id = ?1", [&id], |r| r.get(0))?;
+                    let delivery_id = crate::secrets::generate_token()[..24].to_string();
+                    let payload = crate::hooks::payload::completion(&rec, info.output_tail.as_deref(), &delivery_id);
+                    tx.execute(
+                        "INSERT INTO hook_deliveries (id, task_id, url, secret, payload, state,
+                                                      next_attempt_at, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                        params![delivery_id, id, url, secret, payload, now],
+                    )?;
+                    delivery = Some(delivery_id);
+                }
+            }
             tx.commit()?;
-            Ok(Some((current.state, rec)))
+            Ok(Some(Moved {
+                from: current.state,
+                task: rec,
+                delivery,
+            }))
         })
         .await
     }
@@ -420,6 +521,154 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Pending deliveries due by `now`, oldest first.
+    pub async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM hook_deliveries
+                 WHERE state = 'pending' AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![now, limit as i64], delivery_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_at) FROM hook_deliveries WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Record one attempt and where the delivery goes next, together.
+    pub async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: Attempt,
+        next: AfterAttempt,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO hook_attempts (delivery_id, at, status, error, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, attempt.at, attempt.status, attempt.error, attempt.duration_ms],
+            )?;
+            let (state, next_at, finished) = match next {
+                AfterAttempt::Delivered => ("delivered", attempt.at, Some(attempt.at)),
+                AfterAttempt::RetryAt(t) => ("pending", t, None),
+                AfterAttempt::Dead => ("dead", attempt.at, Some(attempt.at)),
+            };
+            tx.execute(
+                "UPDATE hook_deliveries SET state = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+                    last_status = ?4, last_error = ?5, finished_at = ?6
+                 WHERE id = ?1",
+                params![id, state, next_at, attempt.status, attempt.error, finished],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        state: Option<String>,
+        task_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Vec<Attempt>)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM hook_deliveries
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR task_id = ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![state, task_id, limit as i64], delivery_from_row)?;
+            let deliveries = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut attempts = c.prepare_cached(
+                "SELECT at, status, error, duration_ms FROM hook_attempts
+                 WHERE delivery_id = ?1 ORDER BY id",
+            )?;
+            let mut out = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let a = attempts
+                    .query_map([&d.id], |r| {
+                        Ok(Attempt {
+                            at: r.get(0)?,
+                            status: r.get(1)?,
+                            error: r.get(2)?,
+                            duration_ms: r.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push((d, a));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn count_dead_deliveries(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM hook_deliveries WHERE state = 'dead'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Put a delivered or dead delivery back in the queue, due now.
+    pub async fn redeliver(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE hook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                    finished_at = NULL
+                 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, task_id, url, secret, payload, state, attempts, next_attempt_at, \
+     last_status, last_error, created_at, finished_at";
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        task_id: r.get(1)?,
+        url: r.get(2)?,
+        secret: r.get(3)?,
+        payload: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        last_status: r.get(8)?,
+        last_error: r.get(9)?,
+        created_at: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, step) in SCHEMA.iter().enumerate().skip(version as usize) {
@@ -442,7 +691,7 @@ fn get_task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> 
 /// The columns `task_from_row` reads, by position (cheaper than by name).
 const TASK_COLUMNS: &str =
     "seq, id, name, assistant, prompt, workdir, env_keys, state, exit_code, \
-     error, tmux_session, created_at, started_at, finished_at, updated_at";
+     error, tmux_session, created_at, started_at, finished_at, updated_at, hook_url";
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
     let env_keys: String = r.get(6)?;
@@ -466,6 +715,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>
         started_at: r.get(12)?,
         finished_at: r.get(13)?,
         updated_at: r.get(14)?,
+        hook_url: r.get(15)?,
     }))
 }
 
@@ -482,6 +732,8 @@ mod tests {
             workdir: "/tmp".into(),
             env_keys: vec!["A".into()],
             tmux_session: format!("kc-{id}"),
+            hook_url: None,
+            hook_secret: None,
         }
     }
 
@@ -499,13 +751,13 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(moved.unwrap().1.started_at.is_some());
+        assert!(moved.unwrap().task.started_at.is_some());
         let killed = store
             .transition("a", &TaskState::LIVE, TaskState::Killed, Default::default())
             .await
             .unwrap()
             .unwrap();
-        assert!(killed.1.finished_at.is_some());
+        assert!(killed.task.finished_at.is_some());
         // An exit arriving after the kill changes nothing.
         let late = store
             .transition(

@@ -29,4 +29,6 @@ pub struct AppState {
     pub sse_slots: Arc<Semaphore>,
     pub token_file: PathBuf,
     pub limits: Limits,
+    /// Wakes the hook deliverer after a redelivery is queued.
+    pub hook_wake: Arc<tokio::sync::Notify>,
 }

@@ -19,7 +19,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::routes::{
-    dashboard, events, files, health, metrics as metrics_route, session, stream, tasks,
+    dashboard, events, files, health, hooks, metrics as metrics_route, session, stream, tasks,
 };
 use super::AppState;
 use crate::auth;
@@ -53,7 +53,9 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/files/upload", post(files::upload))
         .route("/files/mkdir", post(files::mkdir))
         .route("/files/rename", post(files::rename))
-        .route("/files/extract", post(files::extract));
+        .route("/files/extract", post(files::extract))
+        .route("/hooks/deliveries", get(hooks::list))
+        .route("/hooks/deliveries/{id}/redeliver", post(hooks::redeliver));
     Router::new()
         .nest("/api/claude", task_routes())
         .nest("/api", api)

@@ -39,6 +39,9 @@ pub struct Assistant {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Completion hook for this assistant's tasks unless a task names one.
+    #[serde(default, skip_serializing)]
+    pub hook: Option<crate::hooks::HookSpec>,
 }
 
 fn default_delivery() -> PromptDelivery {
@@ -80,6 +83,7 @@ impl Assistants {
             prompt_delivery: delivery,
             env: BTreeMap::new(),
             description: Some(desc.into()),
+            hook: None,
         };
         Self {
             list: vec![

@@ -25,12 +25,15 @@ use tokio::sync::watch as tokio_watch;
 use crate::config::Limits;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventBus, ServerEvent};
+use crate::hooks::ssrf::Guard;
+use crate::hooks::HookSpec;
 use crate::metrics::{FinishedLabels, Metrics};
 use crate::secrets::generate_id;
-use crate::store::{NewTask, Store, TaskRecord, TransitionInfo};
+use crate::store::{Moved, NewTask, Store, TaskRecord, TransitionInfo};
 use assistants::{Assistants, PromptDelivery};
 use state::TaskState;
 use tmux::{sh_quote, SessionSpec, Tmux};
+use tokio::sync::Notify;
 use watch::{DirEvent, DirWatcher, EXIT_FILE};
 
 /// Keys a client may send to a task's pane (tmux key names).
@@ -41,6 +44,8 @@ pub const ALLOWED_KEYS: &[&str] = &[
 ];
 
 const MAX_NAME: usize = 200;
+const HOOK_TAIL_LINES: usize = 50;
+const HOOK_TAIL_BYTES: u64 = 64 * 1024;
 const MAX_ENV: usize = 64;
 
 /// Environment names a task may not override: they would redirect tmux or
@@ -119,6 +124,8 @@ pub struct CreateTask {
     pub name: Option<String>,
     #[serde(default)]
     pub env: HashMap<String, String>,
+    /// Called when the task reaches a final state.
+    pub hook: Option<HookSpec>,
 }
 
 pub struct TaskManager {
@@ -138,6 +145,10 @@ pub struct TaskManager {
     /// Serialises the cap check with the insert, so concurrent creates
     /// cannot overshoot `max_tasks`.
     create_lock: tokio::sync::Mutex<()>,
+    hook_guard: Guard,
+    default_hook: Option<HookSpec>,
+    /// Wakes the hook deliverer when a final state wrote an outbox row.
+    hook_wake: Arc<Notify>,
 }
 
 pub struct TaskManagerParts {
@@ -150,6 +161,9 @@ pub struct TaskManagerParts {
     pub limits: Limits,
     pub events: EventBus,
     pub metrics: Arc<Metrics>,
+    pub hook_guard: Guard,
+    pub default_hook: Option<HookSpec>,
+    pub hook_wake: Arc<Notify>,
 }
 
 impl TaskManager {
@@ -178,6 +192,9 @@ impl TaskManager {
             watcher,
             live: Mutex::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
+            hook_guard: p.hook_guard,
+            default_hook: p.default_hook,
+            hook_wake: p.hook_wake,
         });
         let weak = Arc::downgrade(&mgr);
         tokio::spawn(async move {
@@ -295,6 +312,13 @@ impl TaskManager {
         }
         let workdir = self.resolve_workdir(req.workdir.as_deref())?;
         let env = self.task_env(&assistant.env, req.env)?;
+        let hook = req
+            .hook
+            .or_else(|| assistant.hook.clone())
+            .or_else(|| self.default_hook.clone());
+        if let Some(h) = &hook {
+            self.check_hook(h).await?;
+        }
 
         let _guard = self.create_lock.lock().await;
         if self.live_count() >= self.limits.max_tasks {
@@ -323,6 +347,8 @@ impl TaskManager {
                 workdir: workdir.to_string_lossy().into_owned(),
                 env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
                 tmux_session: session.clone(),
+                hook_url: hook.as_ref().map(|h| h.url.clone()),
+                hook_secret: hook.and_then(|h| h.secret),
             })
             .await?;
         self.register_live(&id, TaskState::Starting)
@@ -370,6 +396,24 @@ impl TaskManager {
             tokio::spawn(async move { mgr.type_prompt_when_ready(&id, &session, &p).await });
         }
         Ok(rec)
+    }
+
+    /// A hook URL is checked when the task is created, so a refused one is
+    /// a 400 now rather than a dead letter later.
+    async fn check_hook(&self, h: &HookSpec) -> ApiResult<()> {
+        if let Some(s) = &h.secret {
+            if s.is_empty() || s.len() > 1024 || s.contains('\0') {
+                return Err(ApiError::bad_request(
+                    "invalid_hook",
+                    "the hook secret must be 1 to 1024 bytes without NUL",
+                ));
+            }
+        }
+        self.hook_guard
+            .check(&h.url)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::bad_request("hook_refused", e.to_string()))
     }
 
     fn resolve_workdir(&self, asked: Option<&str>) -> ApiResult<PathBuf> {
@@ -481,8 +525,20 @@ impl TaskManager {
         id: &str,
         from: &'static [TaskState],
         to: TaskState,
-        info: TransitionInfo,
+        mut info: TransitionInfo,
     ) -> Option<TaskRecord> {
+        if to.is_final() {
+            // For a completion hook's payload, read before the transaction.
+            let dir = self.task_dir(id);
+            info.output_tail = tokio::task::spawn_blocking(move || {
+                output_log::tail(&dir, HOOK_TAIL_LINES, HOOK_TAIL_BYTES)
+                    .ok()
+                    .map(|b| output_log::to_plain_text(&b))
+            })
+            .await
+            .ok()
+            .flatten();
+        }
         let moved = match self.store.transition(id, from, to, info).await {
             Ok(m) => m,
             Err(e) => {
@@ -490,7 +546,14 @@ impl TaskManager {
                 return None;
             }
         };
-        let (from, rec) = moved?;
+        let Moved {
+            from,
+            task: rec,
+            delivery,
+        } = moved?;
+        if delivery.is_some() {
+            self.hook_wake.notify_one();
+        }
         tracing::info!(task.id = id, from = %from, to = %to, exit_code = ?rec.exit_code, "task state changed");
         let finished = to.is_final();
         if let Ok(mut m) = self.live.lock() {

@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod events;
 pub mod files;
 pub mod health;
+pub mod hooks;
 pub mod metrics;
 pub mod session;
 pub mod stream;
