@@ -201,6 +201,12 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/hooks/deliveries",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/no/such/route",
         body: None,
         ok: 404,
