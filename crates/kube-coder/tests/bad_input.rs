@@ -378,16 +378,7 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
     assert_eq!(r.status(), 400);
     let (s, _) = ws.api_get("/livez").await;
     assert_eq!(s, 200);
-    let metrics = ws
-        .client
-        .get(format!("{}/metrics", ws.api))
-        .header("authorization", ws.bearer())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ws.metrics_text().await;
     assert!(
         !metrics.contains("status=\"5"),
         "a 5xx was answered:\n{metrics}"

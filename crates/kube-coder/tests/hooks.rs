@@ -235,16 +235,7 @@ async fn failures_retry_with_backoff_then_deliver_or_die_and_can_be_redelivered(
     let dead = wait_delivery(&ws, t["id"].as_str().unwrap(), "dead").await;
     assert_eq!(dead["attempts"], 4);
     assert!(dead["last_error"].as_str().unwrap().contains("connect"));
-    let metrics = ws
-        .client
-        .get(format!("{}/metrics", ws.api))
-        .header("authorization", ws.bearer())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ws.metrics_text().await;
     assert!(
         metrics.contains("kube_coder_hook_dead_letters 1"),
         "{metrics}"

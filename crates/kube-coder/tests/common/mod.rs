@@ -200,6 +200,19 @@ prompt_delivery = "stdin"
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `GET /metrics` (Bearer).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.api))
+            .header("authorization", self.bearer())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client
