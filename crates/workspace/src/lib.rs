@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod triggers;
 
 pub use config::{AuthMode, Limits, ServeConfig};
 pub use server::{ServeError, Server, Started};

@@ -50,6 +50,12 @@ pub struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiptLabels {
+    /// `accepted`, `duplicate`, `rejected` (signature) or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishedLabels {
     pub assistant: String,
     pub state: String,
@@ -66,6 +72,7 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     pub hook_attempts: Family<HookLabels, Counter>,
     pub hook_dead_letters: Gauge,
+    pub webhook_receipts: Family<ReceiptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,6 +119,12 @@ impl Metrics {
         let upload_bytes = Counter::default();
         let hook_attempts = Family::<HookLabels, Counter>::default();
         let hook_dead_letters = Gauge::default();
+        let webhook_receipts = Family::<ReceiptLabels, Counter>::default();
+        registry.register(
+            "webhook_receipts",
+            "Inbound webhook deliveries by result",
+            webhook_receipts.clone(),
+        );
         registry.register(
             "hook_attempts",
             "Completion-hook delivery attempts by outcome",
@@ -130,6 +143,7 @@ impl Metrics {
         Self {
             hook_attempts,
             hook_dead_letters,
+            webhook_receipts,
             upload_bytes,
             registry,
             http_requests,

@@ -8,6 +8,7 @@
 //! a file handler.
 
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{Method, Request, Uri};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ use tracing::Level;
 
 use super::routes::{
     dashboard, events, files, health, hooks, metrics as metrics_route, session, stream, tasks,
+    webhooks,
 };
 use super::AppState;
 use crate::auth;
@@ -80,10 +82,22 @@ pub fn dashboard_router(state: AppState) -> Router {
 }
 
 pub fn api_router(state: AppState) -> Router {
+    let bearer = from_fn_with_state(state.auth.clone(), auth::api_layer);
     let protected = authenticated_routes()
         .route("/metrics", get(metrics_route::metrics))
-        .layer(from_fn_with_state(state.auth.clone(), auth::api_layer));
-    finish(Router::new().merge(protected), state, Listener::api)
+        .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
+        .layer(bearer.clone());
+    // Webhook senders prove themselves with the HMAC signature, not the
+    // token; deleting a definition still needs the token.
+    let signed = Router::new().route(
+        "/api/webhooks/{id}",
+        post(webhooks::receive).delete(webhooks::delete.layer(bearer)),
+    );
+    finish(
+        Router::new().merge(protected).merge(signed),
+        state,
+        Listener::api,
+    )
 }
 
 /// Layers shared by both listeners, outermost last.

@@ -400,7 +400,7 @@ impl TaskManager {
 
     /// A hook URL is checked when the task is created, so a refused one is
     /// a 400 now rather than a dead letter later.
-    async fn check_hook(&self, h: &HookSpec) -> ApiResult<()> {
+    pub async fn check_hook(&self, h: &HookSpec) -> ApiResult<()> {
         if let Some(s) = &h.secret {
             if s.is_empty() || s.len() > 1024 || s.contains('\0') {
                 return Err(ApiError::bad_request(

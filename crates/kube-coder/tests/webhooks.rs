@@ -1,0 +1,231 @@
+//! Inbound webhooks against the real binary: definitions, HMAC in both
+//! header styles, replay protection, body cap, and answers that do not tell
+//! an unknown webhook from a bad signature. Starts: `kube-coder serve`, tmux.
+
+mod common;
+
+use common::Workspace;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(
+    ws: &Workspace,
+    id: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, Value) {
+    let mut req = ws
+        .client
+        .post(format!("{}/api/webhooks/{id}", ws.api))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn define(ws: &Workspace) -> (String, String) {
+    let (s, v) = ws
+        .api_post(
+            "/api/webhooks",
+            json!({"name": "ci", "assistant": "shell",
+                   "prompt_template": "echo review {{repository.full_name}} at {{after}}"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_signed_delivery_starts_a_task_once() {
+    let ws = Workspace::start(&[]).await;
+    let (id, secret) = define(&ws).await;
+    // The secret is shown once, never listed.
+    let (_, list) = ws.api_get("/api/webhooks").await;
+    assert_eq!(list["webhooks"][0]["id"], id.as_str());
+    assert!(!list.to_string().contains(&secret));
+
+    let body = br#"{"repository": {"full_name": "acme/app"}, "after": "abc123"}"#;
+    let github = vec![
+        ("x-hub-signature-256", sign(&secret, body)),
+        ("x-github-delivery", "d-1".to_string()),
+    ];
+    let (s, v) = deliver(&ws, &id, body, &github).await;
+    assert_eq!(s, 202, "{v}");
+    let task = v["task_id"].as_str().unwrap().to_string();
+    let t = ws.wait_state(&task, "succeeded").await;
+    assert_eq!(t["prompt"], "echo review acme/app at abc123");
+    assert_eq!(t["name"], "webhook: ci");
+    ws.wait_output(&task, "review acme/app at abc123").await;
+
+    // The same delivery again is recognised, and starts nothing.
+    let (s, v) = deliver(&ws, &id, body, &github).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)));
+    let (_, tasks) = ws.api_get("/api/tasks").await;
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
+
+    // The generic header style works too.
+    let generic = vec![
+        ("x-kube-coder-signature-256", sign(&secret, body)),
+        ("x-kube-coder-delivery", "d-2".to_string()),
+        (
+            "x-kube-coder-timestamp",
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs())
+            .to_string(),
+        ),
+    ];
+    let (s, _) = deliver(&ws, &id, body, &generic).await;
+    assert_eq!(s, 202);
+    let metrics = ws.metrics_text().await;
+    assert!(
+        metrics.contains("kube_coder_webhook_receipts_total{result=\"accepted\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kube_coder_webhook_receipts_total{result=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_clear() {
+    let ws = Workspace::start(&["--max-json-bytes", "4096"]).await;
+    let (id, secret) = define(&ws).await;
+    let body = br#"{"after": "x"}"#;
+    let bad = deliver(
+        &ws,
+        &id,
+        body,
+        &[
+            ("x-hub-signature-256", sign("wrong", body)),
+            ("x-github-delivery", "a".into()),
+        ],
+    )
+    .await;
+    let unknown = deliver(
+        &ws,
+        "0123456789ab",
+        body,
+        &[
+            ("x-hub-signature-256", sign(&secret, body)),
+            ("x-github-delivery", "a".into()),
+        ],
+    )
+    .await;
+    let missing = deliver(&ws, &id, body, &[("x-github-delivery", "a".into())]).await;
+    assert_eq!(bad.0, 401);
+    assert_eq!(bad, unknown);
+    assert_eq!(bad, missing);
+    // A Bearer token is not a webhook signature.
+    let r = ws
+        .client
+        .post(format!("{}/api/webhooks/{id}", ws.api))
+        .header("authorization", ws.bearer())
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let signed = |b: &[u8], extra: Vec<(&'static str, String)>| {
+        let mut h = vec![("x-hub-signature-256", sign(&secret, b))];
+        h.extend(extra);
+        h
+    };
+    let (s, v) = deliver(&ws, &id, body, &signed(body, vec![])).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("missing_delivery_id")));
+    let stale = signed(
+        body,
+        vec![
+            ("x-github-delivery", "s".into()),
+            ("x-kube-coder-timestamp", "1000000000".into()),
+        ],
+    );
+    let (s, v) = deliver(&ws, &id, body, &stale).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("stale_delivery")));
+    let not_json = b"not json";
+    let (s, v) = deliver(
+        &ws,
+        &id,
+        not_json,
+        &signed(not_json, vec![("x-github-delivery", "j".into())]),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_json")));
+    let big = vec![b' '; 5000];
+    let (s, v) = deliver(
+        &ws,
+        &id,
+        &big,
+        &signed(&big, vec![("x-github-delivery", "b".into())]),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("body_too_large")));
+
+    // Managing definitions needs the token; the dashboard listener has no receiver.
+    let r = ws
+        .client
+        .get(format!("{}/api/webhooks", ws.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = ws
+        .client
+        .delete(format!("{}/api/webhooks/{id}", ws.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = ws
+        .client
+        .post(format!("{}/api/webhooks/{id}", ws.dashboard))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = ws
+        .client
+        .delete(format!("{}/api/webhooks/{id}", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, _) = deliver(
+        &ws,
+        &id,
+        body,
+        &signed(body, vec![("x-github-delivery", "z".into())]),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, v) = ws
+        .api_post(
+            "/api/webhooks",
+            json!({"name": "x", "prompt_template": "y", "assistant": "nope"}),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("unknown_assistant")));
+    let (s, _) = ws
+        .api_post("/api/webhooks", json!({"name": "", "prompt_template": "y"}))
+        .await;
+    assert_eq!(s, 400);
+}

@@ -1,0 +1,109 @@
+//! Inbound webhooks: signature checks and the prompt template.
+//!
+//! A sender signs the raw body with the webhook's secret (HMAC-SHA256, hex,
+//! `sha256=` prefix) in `X-Hub-Signature-256` (GitHub) or
+//! `X-Kube-Coder-Signature-256`. Comparison is constant-time, and an
+//! unknown webhook is checked against a throwaway key so that it answers
+//! exactly like a bad signature.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+pub const SIGNATURE_HEADERS: [&str; 2] = ["x-hub-signature-256", "x-kube-coder-signature-256"];
+pub const DELIVERY_HEADERS: [&str; 2] = ["x-github-delivery", "x-kube-coder-delivery"];
+pub const TIMESTAMP_HEADER: &str = "x-kube-coder-timestamp";
+/// How far a signed timestamp may be from now, in seconds.
+pub const MAX_SKEW_SECS: i64 = 300;
+const MAX_PROMPT: usize = 64 * 1024;
+
+/// Does `header` (`sha256=<hex>`) sign `body` with `secret`?
+pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
+    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Fill `{{path.to.field}}` from the JSON body (`{{body}}` is all of it).
+/// Missing fields become empty; strings are inserted as they are, other
+/// values as JSON. The result is capped at 64 KiB.
+pub fn render(template: &str, body: &Value) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let path = after[..end].trim();
+        let value = if path == "body" {
+            Some(body)
+        } else {
+            path.split('.').try_fold(body, |v, key| match v {
+                Value::Object(m) => m.get(key),
+                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            })
+        };
+        match value {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    if out.len() > MAX_PROMPT {
+        let mut cut = MAX_PROMPT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn verifies_only_the_right_signature() {
+        let body = br#"{"a":1}"#;
+        let good = crate::hooks::payload::signature("k", body);
+        assert!(verify("k", body, &good));
+        assert!(!verify("other", body, &good));
+        assert!(!verify("k", br#"{"a":2}"#, &good));
+        assert!(!verify("k", body, good.trim_start_matches("sha256=")));
+        assert!(!verify("k", body, "sha256=zz"));
+        assert!(!verify("k", body, ""));
+    }
+
+    #[test]
+    fn renders_paths_and_ignores_missing_ones() {
+        let body = json!({"repository": {"full_name": "o/r"}, "commits": [{"id": "abc"}], "n": 3, "x": null});
+        assert_eq!(
+            render(
+                "Review {{ repository.full_name }} at {{commits.0.id}} ({{n}}){{missing}}{{x}}",
+                &body
+            ),
+            "Review o/r at abc (3)"
+        );
+        assert_eq!(render("unclosed {{ oops", &body), "unclosed {{ oops");
+        assert!(render("{{body}}", &body).contains("\"full_name\":\"o/r\""));
+        let big = json!({"s": "é".repeat(40_000)});
+        assert!(render("{{s}}", &big).len() <= 64 * 1024);
+    }
+}
