@@ -56,6 +56,12 @@ pub struct ReceiptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FiringLabels {
+    /// `fired`, `missed` or `failed`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishedLabels {
     pub assistant: String,
     pub state: String,
@@ -73,6 +79,7 @@ pub struct Metrics {
     pub hook_attempts: Family<HookLabels, Counter>,
     pub hook_dead_letters: Gauge,
     pub webhook_receipts: Family<ReceiptLabels, Counter>,
+    pub schedule_firings: Family<FiringLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,6 +127,12 @@ impl Metrics {
         let hook_attempts = Family::<HookLabels, Counter>::default();
         let hook_dead_letters = Gauge::default();
         let webhook_receipts = Family::<ReceiptLabels, Counter>::default();
+        let schedule_firings = Family::<FiringLabels, Counter>::default();
+        registry.register(
+            "schedule_firings",
+            "Schedule firings by outcome (missed ones included)",
+            schedule_firings.clone(),
+        );
         registry.register(
             "webhook_receipts",
             "Inbound webhook deliveries by result",
@@ -144,6 +157,7 @@ impl Metrics {
             hook_attempts,
             hook_dead_letters,
             webhook_receipts,
+            schedule_firings,
             upload_bytes,
             registry,
             http_requests,

@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 use crate::tasks::assistants::{Assistants, AssistantsError};
 use crate::tasks::tmux::Tmux;
 use crate::tasks::{TaskManager, TaskManagerParts};
+use crate::triggers::schedule::Scheduler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -129,6 +130,13 @@ impl Server {
         })
         .await
         .map_err(ServeError::Tasks)?;
+        let schedule_wake = Arc::new(Notify::new());
+        Scheduler::start(
+            store.clone(),
+            tasks.clone(),
+            metrics.clone(),
+            schedule_wake.clone(),
+        );
         let auth = Arc::new(Auth::new(AuthParts {
             mode: config.auth,
             read_only: config.read_only,
@@ -154,6 +162,7 @@ impl Server {
             token_file: config.api_token_file.clone(),
             limits: config.limits.clone(),
             hook_wake,
+            schedule_wake,
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

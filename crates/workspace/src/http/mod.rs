@@ -31,4 +31,6 @@ pub struct AppState {
     pub limits: Limits,
     /// Wakes the hook deliverer after a redelivery is queued.
     pub hook_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the scheduler when schedules change.
+    pub schedule_wake: Arc<tokio::sync::Notify>,
 }

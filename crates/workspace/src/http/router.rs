@@ -20,8 +20,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::routes::{
-    dashboard, events, files, health, hooks, metrics as metrics_route, session, stream, tasks,
-    webhooks,
+    dashboard, events, files, health, hooks, metrics as metrics_route, schedules, session, stream,
+    tasks, webhooks,
 };
 use super::AppState;
 use crate::auth;
@@ -57,7 +57,10 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/files/rename", post(files::rename))
         .route("/files/extract", post(files::extract))
         .route("/hooks/deliveries", get(hooks::list))
-        .route("/hooks/deliveries/{id}/redeliver", post(hooks::redeliver));
+        .route("/hooks/deliveries/{id}/redeliver", post(hooks::redeliver))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route("/schedules/{id}", axum::routing::delete(schedules::delete))
+        .route("/schedules/{id}/firings", get(schedules::firings));
     Router::new()
         .nest("/api/claude", task_routes())
         .nest("/api", api)

@@ -1,4 +1,5 @@
 //! Triggers: things that create tasks without a person — inbound webhooks
-//! (and, next, schedules).
+//! and cron schedules.
 
+pub mod schedule;
 pub mod webhook;

@@ -6,6 +6,7 @@ pub mod files;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod schedules;
 pub mod session;
 pub mod stream;
 pub mod tasks;
