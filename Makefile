@@ -40,6 +40,7 @@ fmt:
 bench: setup
 	bench/run.sh
 	bench/files.sh
+	bench/hooks.sh
 
 clean:
 	$(CARGO) clean
