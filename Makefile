@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test setup setup-test build lint fmt bench clean cluster
+.PHONY: run test setup setup-test build lint fmt bench clean cluster fuzz
 
 setup:
 	@hack/setup.sh run
@@ -44,3 +44,10 @@ bench: setup
 
 clean:
 	$(CARGO) clean
+
+# Fuzz the parsers of untrusted input (cargo-fuzz; stable Rust via RUSTC_BOOTSTRAP).
+FUZZ_SECS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in ssrf_url user_path webhook_template; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECS) || exit 1; done
