@@ -322,3 +322,30 @@ async fn a_pending_delivery_survives_kill_9_and_is_delivered_once_the_receiver_i
         (Some(id.as_str()), Some("succeeded"))
     );
 }
+
+#[tokio::test]
+async fn the_server_default_hook_applies_to_tasks_that_name_none() {
+    let rx = Receiver::start(vec![200]).await;
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "default-secret\n").unwrap();
+    let url = rx.url();
+    let ws = Workspace::start(&[
+        "--allow-internal-hooks",
+        "true",
+        "--hook-url",
+        &url,
+        "--hook-secret-file",
+        secret_file.path().to_str().unwrap(),
+    ])
+    .await;
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "true"}))
+        .await;
+    let d = wait_delivery(&ws, t["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(d["signed"], true);
+    let got = rx.received();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"default-secret").unwrap();
+    mac.update(got[0].body.as_bytes());
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert!(got[0].headers.contains(&want), "{}", got[0].headers);
+}
