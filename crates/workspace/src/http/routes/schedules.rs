@@ -15,6 +15,7 @@ use crate::secrets::generate_id;
 use crate::store::{now_ms, Schedule};
 use crate::tasks::rfc3339;
 use crate::triggers::schedule::{next_after, parse_cron, parse_tz};
+use crate::triggers::validate_target;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,15 +53,7 @@ pub async fn create(
     State(app): State<AppState>,
     Json(n): Json<NewSchedule>,
 ) -> ApiResult<Response> {
-    if n.name.trim().is_empty()
-        || n.name.chars().count() > 200
-        || n.name.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "name must be 1 to 200 characters without control characters",
-        ));
-    }
+    validate_target(&app.tasks, &n.name, n.assistant.as_deref(), n.hook.as_ref()).await?;
     let cron = parse_cron(&n.cron).map_err(|e| ApiError::bad_request("invalid_cron", e))?;
     let tz_name = n.timezone.unwrap_or_else(|| "UTC".into());
     let tz = parse_tz(&tz_name).map_err(|e| ApiError::bad_request("invalid_timezone", e))?;
@@ -70,17 +63,6 @@ pub async fn create(
             "invalid_missed",
             "missed must be `run_once` or `skip`",
         ));
-    }
-    if let Some(a) = &n.assistant {
-        if app.tasks.assistants().get(a).is_none() {
-            return Err(ApiError::bad_request(
-                "unknown_assistant",
-                format!("assistant `{a}` is not configured"),
-            ));
-        }
-    }
-    if let Some(h) = &n.hook {
-        app.tasks.check_hook(h).await?;
     }
     let now = now_ms();
     let next_at = next_after(&cron, tz, now).ok_or_else(|| {

@@ -19,6 +19,7 @@ use crate::metrics::ReceiptLabels;
 use crate::secrets::{generate_id, generate_token};
 use crate::store::{now_ms, Webhook};
 use crate::tasks::{rfc3339, CreateTask};
+use crate::triggers::validate_target;
 use crate::triggers::webhook::{
     render, verify, DELIVERY_HEADERS, MAX_SKEW_SECS, SIGNATURE_HEADERS, TIMESTAMP_HEADER,
 };
@@ -48,31 +49,12 @@ fn view(w: &Webhook) -> Value {
 }
 
 pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> ApiResult<Response> {
-    if n.name.trim().is_empty()
-        || n.name.chars().count() > 200
-        || n.name.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "name must be 1 to 200 characters without control characters",
-        ));
-    }
+    validate_target(&app.tasks, &n.name, n.assistant.as_deref(), n.hook.as_ref()).await?;
     if n.prompt_template.trim().is_empty() || n.prompt_template.len() > 64 * 1024 {
         return Err(ApiError::bad_request(
             "invalid_template",
             "prompt_template must be 1 byte to 64 KiB",
         ));
-    }
-    if let Some(a) = &n.assistant {
-        if app.tasks.assistants().get(a).is_none() {
-            return Err(ApiError::bad_request(
-                "unknown_assistant",
-                format!("assistant `{a}` is not configured"),
-            ));
-        }
-    }
-    if let Some(h) = &n.hook {
-        app.tasks.check_hook(h).await?;
     }
     let secret = generate_token();
     let w = Webhook {
