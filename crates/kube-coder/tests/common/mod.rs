@@ -188,16 +188,35 @@ prompt_delivery = "stdin"
         format!("Bearer {}", self.token)
     }
 
-    pub async fn api_get(&self, path: &str) -> (u16, Value) {
-        let r = self
+    /// Send a request to the api listener with the Bearer token.
+    async fn api_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
             .client
-            .get(format!("{}{path}", self.api))
-            .header("authorization", self.bearer())
-            .send()
-            .await
-            .unwrap();
+            .request(method, format!("{}{path}", self.api))
+            .header("authorization", self.bearer());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        self.api_send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api_send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn api_delete(&self, path: &str) -> (u16, Value) {
+        self.api_send(reqwest::Method::DELETE, path, None).await
     }
 
     /// The Prometheus text of `GET /metrics` (Bearer).
@@ -211,31 +230,6 @@ prompt_delivery = "stdin"
             .text()
             .await
             .unwrap()
-    }
-
-    pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.api))
-            .header("authorization", self.bearer())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn api_delete(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .delete(format!("{}{path}", self.api))
-            .header("authorization", self.bearer())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Create a task with the fake agent; panics unless 201.

@@ -233,6 +233,11 @@ fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
     u128::from(ip) & mask == u128::from(Ipv6Addr::from(net)) & mask
 }
 
+/// The IPv4 address carried in two IPv6 segments.
+fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
 fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let seg = ip.segments();
     if ip.is_unspecified() {
@@ -253,22 +258,12 @@ fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("Teredo (2001::/32), which tunnels to an IPv4 address");
     }
     if in_v6(ip, [0x2002, 0, 0, 0, 0, 0, 0, 0], 16) {
-        let v4 = Ipv4Addr::new(
-            (seg[1] >> 8) as u8,
-            seg[1] as u8,
-            (seg[2] >> 8) as u8,
-            seg[2] as u8,
-        );
-        return refusal_v4(v4).map(|_| "6to4 (2002::/16) embedding a refused IPv4 address");
+        return refusal_v4(v4_from(seg[1], seg[2]))
+            .map(|_| "6to4 (2002::/16) embedding a refused IPv4 address");
     }
     if in_v6(ip, [0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96) {
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return refusal_v4(v4).map(|_| "NAT64 (64:ff9b::/96) embedding a refused IPv4 address");
+        return refusal_v4(v4_from(seg[6], seg[7]))
+            .map(|_| "NAT64 (64:ff9b::/96) embedding a refused IPv4 address");
     }
     const RANGES: &[([u16; 8], u32, &str)] = &[
         (
