@@ -43,3 +43,36 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Install (server-side apply) the checked-in Workspace CRD and wait
+/// until the API server serves it.
+pub async fn install_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(operator::CRD_PATH);
+    let text = std::fs::read_to_string(&path).expect("read the CRD");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("parse the CRD");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "workspaces.kube-coder.dev",
+        &PatchParams::apply("kube-coder-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the API server refused the CRD: {e}"));
+    eventually("the Workspace CRD to be established", 30, || {
+        let api = api.clone();
+        async move {
+            let crd = api.get("workspaces.kube-coder.dev").await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+}

@@ -1,0 +1,445 @@
+//! The `Workspace` custom resource (`kube-coder.dev/v1alpha1`, cluster-scoped).
+//!
+//! These types are the single source of the CRD: `charts/kube-coder/crds/`
+//! holds the YAML generated from them (`kube-coder crd`), and a test fails
+//! when the two drift. Unsafe combinations are refused by the API server
+//! itself through CEL rules (`x-kubernetes-validations`), not only by us.
+//! Every default is the safe one from `docs/security.md`'s table.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The longest workspace name: `ws-` + name must fit a namespace name (63),
+/// and `<name>-api.` must fit a DNS label; 40 leaves room for both.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// One person's (or agent's) workspace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kube-coder.dev",
+    version = "v1alpha1",
+    kind = "Workspace",
+    plural = "workspaces",
+    shortname = "ws",
+    status = "WorkspaceStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Auth", type_ = "string", json_path = ".spec.auth.type"),
+    printcolumn(name = "Running", type_ = "boolean", json_path = ".spec.running"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')")
+        .message("the workspace name must be a DNS label of at most 40 characters: lower-case letters, digits and '-', starting with a letter"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// Who the workspace is for.
+    pub owner: Owner,
+    /// false scales the workload to zero; the home volume is kept.
+    #[serde(default = "yes")]
+    pub running: bool,
+    #[serde(default)]
+    pub image: Image,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub auth: Auth,
+    /// Public routes; without it the workspace is reachable only in-cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub build: Build,
+    /// Stop the workload after this long without HTTP activity and without
+    /// running tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Idle>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The person's user name (also the basic-auth login).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 39),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$")
+    )]
+    pub github_login: Option<String>,
+}
+
+/// The workspace image; the default is the project's own.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), regex(pattern = r"^[a-z0-9]+([._/:-][a-z0-9]+)*$"))]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(@sha256:[a-f0-9]{64})?$")
+    )]
+    pub tag: Option<String>,
+    /// A docker-registry Secret in the operator's namespace, copied in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub pull_secret: Option<String>,
+}
+
+const QUANTITY: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$";
+
+/// CPU and memory of the workspace container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("quantity(self.limits.cpu).compareTo(quantity(self.requests.cpu)) >= 0 && quantity(self.limits.memory).compareTo(quantity(self.requests.memory)) >= 0")
+        .message("resources.limits must be at least resources.requests"),
+)]
+pub struct Resources {
+    #[serde(default = "default_requests")]
+    pub requests: CpuMemory,
+    #[serde(default = "default_limits")]
+    pub limits: CpuMemory,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            requests: default_requests(),
+            limits: default_limits(),
+        }
+    }
+}
+
+fn default_requests() -> CpuMemory {
+    CpuMemory {
+        cpu: "500m".into(),
+        memory: "1Gi".into(),
+    }
+}
+
+fn default_limits() -> CpuMemory {
+    CpuMemory {
+        cpu: "2".into(),
+        memory: "4Gi".into(),
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuMemory {
+    /// A Kubernetes quantity, e.g. `500m` or `2`.
+    #[schemars(length(max = 32), regex(pattern = QUANTITY))]
+    pub cpu: String,
+    /// A Kubernetes quantity, e.g. `4Gi`.
+    #[schemars(length(max = 32), regex(pattern = QUANTITY))]
+    pub memory: String,
+}
+
+/// The home volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    #[serde(default = "default_size")]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]+(Mi|Gi|Ti)$"))]
+    pub size: String,
+    /// Unset: the cluster's default storage class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Keep the home volume (and its namespace) when the Workspace is deleted.
+    #[serde(default = "yes")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            size: default_size(),
+            storage_class_name: None,
+            retain_on_delete: true,
+        }
+    }
+}
+
+fn default_size() -> String {
+    "20Gi".into()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// The workspace server checks an htpasswd file (generated password).
+    #[default]
+    Basic,
+    /// oauth2-proxy in front of the dashboard, as a sidecar on loopback.
+    Oauth2,
+    /// No login: only allowed read-only (a public demo).
+    None,
+}
+
+/// How people reach the dashboard. The API always takes the Bearer token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type != 'none' || self.readOnly").message("auth.type none requires auth.readOnly: true (a public dashboard must not be writable)"),
+    validation = Rule::new("self.type != 'oauth2' || has(self.oauth2)").message("auth.type oauth2 requires auth.oauth2 (provider, client id and client secret)"),
+)]
+pub struct Auth {
+    #[serde(default, rename = "type")]
+    pub kind: AuthType,
+    /// Refuse every state-changing request.
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth2Provider {
+    #[default]
+    Github,
+    Google,
+    Oidc,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.provider != 'oidc' || has(self.issuerUrl)").message("auth.oauth2.provider oidc requires auth.oauth2.issuerUrl"),
+)]
+pub struct OAuth2 {
+    #[serde(default)]
+    pub provider: OAuth2Provider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https://"))]
+    pub issuer_url: Option<String>,
+    /// A Secret in the operator's namespace with keys `client-id` and
+    /// `client-secret`; the operator copies it into the workspace namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret_ref: String,
+    /// Logins or e-mails let in; empty with no orgs: nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 254)))]
+    pub allowed_users: Vec<String>,
+    /// GitHub organisations whose members are let in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 39)))]
+    pub allowed_orgs: Vec<String>,
+}
+
+const HOST: &str = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.apiHost) || self.apiHost != self.host").message("ingress.apiHost must differ from ingress.host (the dashboard and the API are separate origins)"),
+)]
+pub struct IngressSpec {
+    /// The dashboard's host name.
+    #[schemars(length(max = 253), regex(pattern = HOST))]
+    pub host: String,
+    /// The API's host name. Default: `<first label>-api.<rest of host>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = HOST))]
+    pub api_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// Certificates go to `<secretName>-dashboard` and `<secretName>-api`
+    /// (created by cert-manager when an issuer is named).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// A cert-manager ClusterIssuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub issuer: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    #[serde(default)]
+    pub egress: Egress,
+    /// Let completion hooks reach private, loopback and metadata addresses.
+    #[serde(default)]
+    pub allow_internal_hooks: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Egress {
+    /// Ranges the workspace may not reach. Unset: every private, loopback,
+    /// link-local (metadata), CGNAT and multicast range, IPv4 and IPv6.
+    #[serde(default, rename = "denyCIDRs", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("network.egress.denyCIDRs must hold CIDRs such as 10.0.0.0/8"))]
+    pub deny_cidrs: Option<Vec<String>>,
+    /// Ranges allowed even though a deny range covers them (an internal git
+    /// server, say).
+    #[serde(default, rename = "allowCIDRs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("network.egress.allowCIDRs must hold CIDRs such as 10.20.0.0/16"))]
+    pub allow_cidrs: Vec<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildMode {
+    /// Builds run as locked-down Jobs the operator creates.
+    #[default]
+    Kaniko,
+    /// A rootless BuildKit builder with more privilege: needs the
+    /// acknowledgement below.
+    Buildkit,
+    None,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.mode != 'buildkit' || self.acknowledgeBuildkitRisk").message("build.mode buildkit runs a builder with more privilege; set build.acknowledgeBuildkitRisk: true to accept that"),
+)]
+pub struct Build {
+    #[serde(default)]
+    pub mode: BuildMode,
+    #[serde(default)]
+    pub acknowledge_buildkit_risk: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Idle {
+    /// A duration such as `2h`, `90m` or `1h30m` (at least one minute).
+    #[schemars(length(max = 16), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('60s')").message("idle.stopAfter must be a duration of at least 1m, such as 2h"))]
+    pub stop_after: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Provisioning,
+    Ready,
+    Stopped,
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Stopped => "Stopped",
+            Phase::Failed => "Failed",
+        })
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The task API (Bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Last HTTP request or running task seen by the idle check (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    /// What is happening or what went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Idle {
+    /// `stopAfter` in seconds (the CRD guarantees the format).
+    pub fn seconds(&self) -> Option<u64> {
+        parse_duration(&self.stop_after)
+    }
+}
+
+/// `2h`, `90m`, `1h30m10s` → seconds. None for anything else.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+    }
+    (num.is_empty() && total > 0).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("1h30m10s"), Some(5410));
+        assert_eq!(parse_duration("90m"), Some(5400));
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("3d"), None);
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_safe_defaults() {
+        let spec: WorkspaceSpec = serde_json::from_str(r#"{"owner":{"name":"alice"}}"#).unwrap();
+        assert!(spec.running);
+        assert_eq!(spec.auth.kind, AuthType::Basic);
+        assert!(!spec.auth.read_only);
+        assert!(spec.storage.retain_on_delete);
+        assert_eq!(spec.build.mode, BuildMode::Kaniko);
+        assert!(!spec.network.allow_internal_hooks);
+        assert!(spec.network.egress.deny_cidrs.is_none());
+    }
+}

@@ -1,0 +1,200 @@
+//! Builders: one Workspace (plus the operator's settings) in, the plain
+//! Kubernetes objects it becomes out. No I/O here, so `kube-coder render`
+//! and the reconciler print and apply exactly the same objects.
+//!
+//! One file per concern: where the Namespace is built, where the
+//! Deployment is built, and so on. Secrets are built separately
+//! (`credentials.rs`) because their values come from the cluster.
+
+pub mod credentials;
+pub mod limits;
+pub mod namespace;
+pub mod network_policy;
+pub mod oauth2_proxy;
+pub mod quantity;
+pub mod routing;
+pub mod storage;
+pub mod workload;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::core::ApiResource;
+use kube::Resource;
+use serde::Serialize;
+
+use crate::crd::{AuthType, BuildMode, Workspace};
+use crate::names;
+use crate::settings::Settings;
+
+/// The kinds of object a workspace is made of, in the order they are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    ServiceAccount,
+    Secret,
+    PersistentVolumeClaim,
+    ResourceQuota,
+    LimitRange,
+    NetworkPolicy,
+    Deployment,
+    Service,
+    Ingress,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Namespace,
+        Kind::ServiceAccount,
+        Kind::Secret,
+        Kind::PersistentVolumeClaim,
+        Kind::ResourceQuota,
+        Kind::LimitRange,
+        Kind::NetworkPolicy,
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Ingress,
+    ];
+
+    pub fn api_resource(self) -> ApiResource {
+        use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, networking::v1 as net};
+        match self {
+            Kind::Namespace => ApiResource::erase::<core::Namespace>(&()),
+            Kind::ServiceAccount => ApiResource::erase::<core::ServiceAccount>(&()),
+            Kind::Secret => ApiResource::erase::<core::Secret>(&()),
+            Kind::PersistentVolumeClaim => ApiResource::erase::<core::PersistentVolumeClaim>(&()),
+            Kind::ResourceQuota => ApiResource::erase::<core::ResourceQuota>(&()),
+            Kind::LimitRange => ApiResource::erase::<core::LimitRange>(&()),
+            Kind::NetworkPolicy => ApiResource::erase::<net::NetworkPolicy>(&()),
+            Kind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
+            Kind::Service => ApiResource::erase::<core::Service>(&()),
+            Kind::Ingress => ApiResource::erase::<net::Ingress>(&()),
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+/// One object ready to apply: its kind, name, namespace and full body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    pub kind: Kind,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("workspace {0:?}: {1}")]
+    Invalid(String, String),
+    #[error("could not serialise a {0:?}: {1}")]
+    Serialise(Kind, serde_json::Error),
+}
+
+impl Manifest {
+    pub fn new<K: Resource + Serialize>(kind: Kind, object: &K) -> Result<Self, BuildError> {
+        let meta = object.meta();
+        Ok(Self {
+            kind,
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone(),
+            body: serde_json::to_value(object).map_err(|e| BuildError::Serialise(kind, e))?,
+        })
+    }
+}
+
+/// Refuse what the CRD's CEL rules refuse, for `render` (no API server to
+/// ask) and as a second line in the reconciler.
+pub fn validate(ws: &Workspace) -> Result<(), BuildError> {
+    let name = names::workspace_name(ws);
+    let bad = |why: &str| Err(BuildError::Invalid(name.to_string(), why.to_string()));
+    let valid_name = !name.is_empty()
+        && name.len() <= crate::crd::MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid_name {
+        return bad("the name must be a DNS label of at most 40 characters: lower-case letters, digits and '-', starting with a letter");
+    }
+    let s = &ws.spec;
+    if s.auth.kind == AuthType::None && !s.auth.read_only {
+        return bad(
+            "auth.type none requires auth.readOnly: true (a public dashboard must not be writable)",
+        );
+    }
+    if s.auth.kind == AuthType::Oauth2 && s.auth.oauth2.is_none() {
+        return bad(
+            "auth.type oauth2 requires auth.oauth2 (provider, client id and client secret)",
+        );
+    }
+    if s.build.mode == BuildMode::Buildkit && !s.build.acknowledge_buildkit_risk {
+        return bad("build.mode buildkit runs a builder with more privilege; set build.acknowledgeBuildkitRisk: true to accept that");
+    }
+    Ok(())
+}
+
+/// Everything but the Secrets, in apply order.
+pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, BuildError> {
+    validate(ws)?;
+    let mut out = vec![
+        Manifest::new(Kind::Namespace, &namespace::namespace(ws))?,
+        Manifest::new(Kind::ServiceAccount, &namespace::service_account(ws))?,
+        Manifest::new(Kind::PersistentVolumeClaim, &storage::home_volume(ws))?,
+        Manifest::new(Kind::ResourceQuota, &limits::resource_quota(ws)?)?,
+        Manifest::new(Kind::LimitRange, &limits::limit_range(ws))?,
+    ];
+    for policy in network_policy::policies(ws, settings)? {
+        out.push(Manifest::new(Kind::NetworkPolicy, &policy)?);
+    }
+    out.push(Manifest::new(
+        Kind::Deployment,
+        &workload::deployment(ws, settings),
+    )?);
+    out.push(Manifest::new(Kind::Service, &routing::service(ws))?);
+    for ingress in routing::ingresses(ws) {
+        out.push(Manifest::new(Kind::Ingress, &ingress)?);
+    }
+    Ok(out)
+}
+
+/// Metadata of an object of this workspace: its labels, and an owner
+/// reference to the Workspace when `owned` (and the Workspace has a uid,
+/// which `render` inputs do not), so that deleting the Workspace lets the
+/// garbage collector remove the object.
+pub fn meta(ws: &Workspace, name: &str, namespaced: bool, owned: bool) -> ObjectMeta {
+    let ws_name = names::workspace_name(ws);
+    let owner_references = match (&ws.metadata.uid, owned) {
+        (Some(uid), true) => Some(vec![OwnerReference {
+            api_version: "kube-coder.dev/v1alpha1".into(),
+            kind: "Workspace".into(),
+            name: ws_name.to_string(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]),
+        _ => None,
+    };
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespaced.then(|| names::namespace(ws_name)),
+        labels: Some(names::labels(ws_name)),
+        owner_references,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::crd::{Workspace, WorkspaceSpec};
+
+    /// A Workspace as the API server would hand it over (defaults filled).
+    pub fn workspace(name: &str, spec: serde_json::Value) -> Workspace {
+        let spec: WorkspaceSpec = serde_json::from_value(spec).expect("test spec");
+        let mut ws = Workspace::new(name, spec);
+        ws.metadata.uid = Some("0f0e0d0c-0000-4000-8000-000000000001".into());
+        ws
+    }
+}

@@ -1,0 +1,247 @@
+//! Where the NetworkPolicies are built.
+//!
+//! Everything in a workspace namespace is denied by default, both ways.
+//! The workspace pod then may receive traffic only from the ingress
+//! controller's namespace (dashboard and api ports) and the operator's
+//! namespace (api port, for idle checks), and may send traffic only to
+//! cluster DNS and to addresses outside the denied ranges. The default
+//! denied ranges are every private, loopback, link-local (cloud metadata),
+//! CGNAT, multicast and reserved range, so the policy fails closed on any
+//! cloud, not only one provider's CIDRs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{meta, BuildError};
+use crate::crd::{AuthType, Workspace};
+use crate::names;
+use crate::settings::Settings;
+
+/// Denied by default (IPv4).
+pub const DENY_V4: [&str; 14] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// Denied by default (IPv6): unique-local, link-local, multicast, and the
+/// forms that embed an IPv4 address (mapped, NAT64, 6to4).
+pub const DENY_V6: [&str; 7] = [
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy>, BuildError> {
+    Ok(vec![
+        default_deny(ws),
+        ingress(ws, settings),
+        egress(ws, settings)?,
+    ])
+}
+
+fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(ws, name, true, true),
+        spec: Some(spec),
+    }
+}
+
+fn workspace_pod(ws: &Workspace) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(names::pod_labels(names::workspace_name(ws))),
+        ..Default::default()
+    }
+}
+
+fn namespace_peer(namespace: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                namespace.into(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some("TCP".into()),
+        port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    }
+}
+
+fn default_deny(ws: &Workspace) -> NetworkPolicy {
+    policy(
+        ws,
+        "default-deny",
+        NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ..Default::default()
+        },
+    )
+}
+
+fn ingress(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
+    let dashboard = if ws.spec.auth.kind == AuthType::Oauth2 {
+        names::OAUTH2_PORT
+    } else {
+        names::DASHBOARD_PORT
+    };
+    policy(
+        ws,
+        "workspace-ingress",
+        NetworkPolicySpec {
+            pod_selector: Some(workspace_pod(ws)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![namespace_peer(&settings.ingress_namespace)]),
+                    ports: Some(vec![tcp(dashboard), tcp(names::API_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![namespace_peer(&settings.operator_namespace)]),
+                    ports: Some(vec![tcp(names::API_PORT)]),
+                },
+            ]),
+            ..Default::default()
+        },
+    )
+}
+
+fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildError> {
+    let e = &ws.spec.network.egress;
+    let deny: Vec<String> = match &e.deny_cidrs {
+        Some(list) => list.clone(),
+        None => DENY_V4
+            .iter()
+            .chain(DENY_V6.iter())
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let (v6, v4): (Vec<String>, Vec<String>) = deny.into_iter().partition(|c| c.contains(':'));
+    let block = |cidr: &str, except: Vec<String>| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.into(),
+            except: (!except.is_empty()).then_some(except),
+        }),
+        ..Default::default()
+    };
+    let mut public = vec![block("0.0.0.0/0", v4), block("::/0", v6)];
+    public.extend(e.allow_cidrs.iter().map(|c| block(c, vec![])));
+
+    let (label_key, label_value) = settings.dns_pod_label.split_once('=').ok_or_else(|| {
+        BuildError::Invalid(
+            names::workspace_name(ws).into(),
+            format!(
+                "the operator's DNS pod label {:?} is not key=value",
+                settings.dns_pod_label
+            ),
+        )
+    })?;
+    let mut dns_peer = namespace_peer(&settings.dns_namespace);
+    dns_peer.pod_selector = Some(LabelSelector {
+        match_labels: Some(BTreeMap::from([(label_key.into(), label_value.into())])),
+        ..Default::default()
+    });
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(53)),
+        ..Default::default()
+    };
+    Ok(policy(
+        ws,
+        "workspace-egress",
+        NetworkPolicySpec {
+            pod_selector: Some(workspace_pod(ws)),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    to: Some(vec![dns_peer]),
+                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+                },
+                NetworkPolicyEgressRule {
+                    to: Some(public),
+                    ports: None,
+                },
+            ]),
+            ..Default::default()
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::test_support::workspace;
+    use serde_json::json;
+
+    fn egress_blocks(ws: &Workspace) -> Vec<IPBlock> {
+        let p = egress(ws, &Settings::default()).unwrap();
+        p.spec.unwrap().egress.unwrap()[1]
+            .to
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|peer| peer.ip_block)
+            .collect()
+    }
+
+    #[test]
+    fn egress_denies_private_and_metadata_ranges_by_default() {
+        let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
+        let blocks = egress_blocks(&ws);
+        let v4 = blocks[0].except.clone().unwrap();
+        for cidr in [
+            "10.0.0.0/8",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        ] {
+            assert!(v4.contains(&cidr.to_string()), "{cidr} is not denied");
+        }
+        let v6 = blocks[1].except.clone().unwrap();
+        assert!(v6.contains(&"fc00::/7".to_string()));
+        assert_eq!(blocks.len(), 2);
+    }
+
+    #[test]
+    fn configured_ranges_replace_the_defaults_and_allow_ranges_are_added() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"},
+                   "network": {"egress": {"denyCIDRs": ["10.0.0.0/8"], "allowCIDRs": ["10.20.0.0/16"]}}}),
+        );
+        let blocks = egress_blocks(&ws);
+        assert_eq!(blocks[0].except, Some(vec!["10.0.0.0/8".to_string()]));
+        assert_eq!(blocks[1].except, None);
+        assert_eq!(blocks[2].cidr, "10.20.0.0/16");
+    }
+}

@@ -1,0 +1,327 @@
+//! Where the workspace Deployment is built: one replica (zero when
+//! stopped), Recreate (the home volume is ReadWriteOnce), non-root,
+//! no privilege escalation, no capabilities, RuntimeDefault seccomp, a
+//! read-only root filesystem with writable home and /tmp, no service
+//! account token, probes on the api port.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath,
+    LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{meta, oauth2_proxy};
+use crate::crd::{AuthType, Workspace};
+use crate::names;
+use crate::settings::Settings;
+
+const CREDENTIALS_DIR: &str = "/etc/kube-coder/credentials";
+
+/// The container security context every container of a workspace gets.
+pub fn hardened() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(names::UID),
+        run_as_group: Some(names::UID),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let q = |(cpu, memory): (&str, &str)| {
+        Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ]))
+    };
+    ResourceRequirements {
+        requests: q(requests),
+        limits: q(limits),
+        ..Default::default()
+    }
+}
+
+pub fn http_probe(path: &str, port: i32, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// The arguments of `kube-coder serve` in the pod.
+pub fn serve_args(ws: &Workspace) -> Vec<String> {
+    let auth = &ws.spec.auth;
+    // With oauth2-proxy as a sidecar the dashboard listens on loopback
+    // only: nothing outside the pod reaches it without the proxy, and the
+    // server's trusted-proxy range stays its loopback default.
+    let dashboard_host = if auth.kind == AuthType::Oauth2 {
+        "127.0.0.1"
+    } else {
+        "0.0.0.0"
+    };
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        format!("--listen={dashboard_host}:{}", names::DASHBOARD_PORT),
+        format!("--api-listen=0.0.0.0:{}", names::API_PORT),
+        format!("--home={}", names::HOME),
+        format!("--data-dir={}/.kube-coder", names::HOME),
+        format!("--api-token-file={CREDENTIALS_DIR}/api-token"),
+        "--log-format=json".into(),
+    ];
+    match auth.kind {
+        AuthType::Basic => {
+            args.push("--auth=basic".into());
+            args.push(format!("--htpasswd-file={CREDENTIALS_DIR}/htpasswd"));
+        }
+        AuthType::Oauth2 => {
+            args.push("--auth=oauth2".into());
+            let users = oauth2_proxy::allowed_users(ws);
+            if !users.is_empty() {
+                args.push(format!("--allowed-users={}", users.join(",")));
+            }
+        }
+        AuthType::None => args.push("--auth=none".into()),
+    }
+    if auth.read_only {
+        args.push("--read-only".into());
+    }
+    args
+}
+
+pub fn image(ws: &Workspace, settings: &Settings) -> String {
+    let i = &ws.spec.image;
+    let repo = i
+        .repository
+        .as_deref()
+        .unwrap_or(&settings.image_repository);
+    let tag = i.tag.as_deref().unwrap_or(&settings.image_tag);
+    format!("{repo}:{tag}")
+}
+
+fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
+    let r = &ws.spec.resources;
+    let mut ports = vec![ContainerPort {
+        name: Some("api".into()),
+        container_port: names::API_PORT,
+        ..Default::default()
+    }];
+    if ws.spec.auth.kind != AuthType::Oauth2 {
+        ports.insert(
+            0,
+            ContainerPort {
+                name: Some("dashboard".into()),
+                container_port: names::DASHBOARD_PORT,
+                ..Default::default()
+            },
+        );
+    }
+    Container {
+        name: "workspace".into(),
+        image: Some(image(ws, settings)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(serve_args(ws)),
+        env: Some(vec![
+            EnvVar {
+                name: "HOME".into(),
+                value: Some(names::HOME.into()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "ALLOW_INTERNAL_HOOKS".into(),
+                value: Some(ws.spec.network.allow_internal_hooks.to_string()),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(ports),
+        liveness_probe: Some(http_probe("/livez", names::API_PORT, 20)),
+        readiness_probe: Some(http_probe("/readyz", names::API_PORT, 5)),
+        resources: Some(resources(
+            (&r.requests.cpu, &r.requests.memory),
+            (&r.limits.cpu, &r.limits.memory),
+        )),
+        security_context: Some(hardened()),
+        volume_mounts: Some(vec![
+            mount("home", names::HOME, false),
+            mount("tmp", "/tmp", false),
+            mount("credentials", CREDENTIALS_DIR, true),
+        ]),
+        ..Default::default()
+    }
+}
+
+pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
+    let name = names::workspace_name(ws);
+    let pod_labels = names::pod_labels(name);
+    let mut containers = vec![workspace_container(ws, settings)];
+    if ws.spec.auth.kind == AuthType::Oauth2 {
+        containers.push(oauth2_proxy::sidecar(ws, settings));
+    }
+    // Only the keys the server needs: the plain login password in the same
+    // Secret is for the admin, never mounted.
+    let mut keys = vec!["api-token"];
+    if ws.spec.auth.kind == AuthType::Basic {
+        keys.push("htpasswd");
+    }
+    let credentials = Volume {
+        name: "credentials".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names::CREDENTIALS_SECRET.into()),
+            default_mode: Some(0o440),
+            items: Some(
+                keys.into_iter()
+                    .map(|k| KeyToPath {
+                        key: k.into(),
+                        path: k.into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(names::SERVICE_ACCOUNT.into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: ws.spec.image.pull_secret.as_ref().map(|_| {
+            vec![LocalObjectReference {
+                name: names::PULL_SECRET.into(),
+            }]
+        }),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(names::UID),
+            run_as_group: Some(names::UID),
+            fs_group: Some(names::UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers,
+        volumes: Some(vec![
+            Volume {
+                name: "home".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: names::HOME_PVC.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            credentials,
+        ]),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(ws, names::WORKLOAD, true, true),
+        spec: DeploymentSpec {
+            replicas: Some(if ws.spec.running { 1 } else { 0 }),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(pod_labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::test_support::workspace;
+    use serde_json::json;
+
+    #[test]
+    fn every_container_is_locked_down() {
+        for auth in [
+            json!({}),
+            json!({"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}),
+        ] {
+            let ws = workspace("alice", json!({"owner": {"name": "alice"}, "auth": auth}));
+            let d = deployment(&ws, &Settings::default());
+            let pod = d.spec.template.spec.unwrap();
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            for c in &pod.containers {
+                let sc = c.security_context.clone().unwrap();
+                assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+                assert_eq!(sc.run_as_non_root, Some(true));
+                assert_eq!(sc.read_only_root_filesystem, Some(true));
+                assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+                assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn stopped_means_zero_replicas() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "running": false}),
+        );
+        assert_eq!(deployment(&ws, &Settings::default()).spec.replicas, Some(0));
+    }
+
+    #[test]
+    fn with_oauth2_the_dashboard_listens_on_loopback_only() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
+        );
+        let args = serve_args(&ws);
+        assert!(args.contains(&"--listen=127.0.0.1:6080".to_string()));
+        assert!(args.contains(&"--auth=oauth2".to_string()));
+        let basic = workspace("bob", json!({"owner": {"name": "bob"}}));
+        assert!(serve_args(&basic).contains(&"--listen=0.0.0.0:6080".to_string()));
+    }
+}

@@ -1,0 +1,82 @@
+//! Names, labels and ports every builder agrees on, so the reconciler, the
+//! CLI and the tests find the same objects.
+
+use std::collections::BTreeMap;
+
+use crate::crd::{IngressSpec, Workspace};
+
+/// The single field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "kube-coder-operator";
+/// `app.kubernetes.io/managed-by` value on every object we make.
+pub const MANAGED_BY: &str = "kube-coder";
+/// The label naming the Workspace an object belongs to.
+pub const WORKSPACE_LABEL: &str = "kube-coder.dev/workspace";
+
+/// Deployment, Service and the selector value of the workspace pod.
+pub const WORKLOAD: &str = "workspace";
+pub const SERVICE_ACCOUNT: &str = "workspace";
+pub const HOME_PVC: &str = "home";
+/// API token, basic-auth hash and login password.
+pub const CREDENTIALS_SECRET: &str = "workspace-credentials";
+/// oauth2-proxy client id, client secret and cookie secret.
+pub const OAUTH2_SECRET: &str = "oauth2-proxy";
+pub const PULL_SECRET: &str = "image-pull";
+
+pub const DASHBOARD_PORT: i32 = 6080;
+pub const API_PORT: i32 = 6081;
+pub const OAUTH2_PORT: i32 = 4180;
+
+/// Home directory and UID inside the workspace image.
+pub const HOME: &str = "/home/coder";
+pub const UID: i64 = 1000;
+
+/// `ws-<name>`: the namespace a workspace lives in.
+pub fn namespace(workspace: &str) -> String {
+    format!("ws-{workspace}")
+}
+
+pub fn workspace_name(ws: &Workspace) -> &str {
+    ws.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// Labels on every object of one workspace.
+pub fn labels(workspace: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+        (WORKSPACE_LABEL.into(), workspace.into()),
+    ])
+}
+
+/// Labels selecting the workspace pod.
+pub fn pod_labels(workspace: &str) -> BTreeMap<String, String> {
+    let mut l = labels(workspace);
+    l.insert("app.kubernetes.io/name".into(), WORKLOAD.into());
+    l
+}
+
+/// The API's host: `apiHost`, or `<first label>-api.<rest>` of the host.
+pub fn api_host(ingress: &IngressSpec) -> String {
+    if let Some(h) = &ingress.api_host {
+        return h.clone();
+    }
+    match ingress.host.split_once('.') {
+        Some((first, rest)) => format!("{first}-api.{rest}"),
+        None => format!("{}-api", ingress.host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_host_is_a_sibling_of_the_dashboard_host() {
+        let mut i = IngressSpec {
+            host: "alice.dev.example.com".into(),
+            ..Default::default()
+        };
+        assert_eq!(api_host(&i), "alice-api.dev.example.com");
+        i.api_host = Some("api.example.com".into());
+        assert_eq!(api_host(&i), "api.example.com");
+    }
+}
