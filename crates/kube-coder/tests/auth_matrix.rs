@@ -99,6 +99,12 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/activity",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/api/tasks",
         body: None,
         ok: 200,
@@ -238,7 +244,8 @@ fn expected(mode: &Mode, l: Listener, cred: Cred, r: &Route) -> u16 {
             }
         }
         Listener::Dashboard => {
-            if r.path == "/metrics" {
+            // Scrapes and the operator's idle check are api-listener only.
+            if r.path == "/metrics" || r.path == "/api/activity" {
                 return 404;
             }
             if r.path == "/" && mode.auth == Auth::Token {

@@ -110,3 +110,37 @@ async fn logs_carry_request_ids_and_never_secrets() {
         .collect();
     assert!(lines.iter().any(|l| l["span"]["request_id"].is_string()));
 }
+
+/// The operator's idle stop reads this: probes and scrapes do not count
+/// as activity, other requests do, and live tasks are reported.
+#[tokio::test]
+async fn activity_reports_idle_time_and_live_tasks() {
+    let ws = Workspace::start(&[]).await;
+    let (status, a) = ws.api_get("/api/activity").await;
+    assert_eq!(status, 200);
+    assert_eq!(a["running_tasks"], 0);
+    let started = a["last_activity"].as_str().unwrap().to_string();
+    assert!(started.ends_with('Z'), "{started}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for path in ["/livez", "/readyz"] {
+        ws.client
+            .get(format!("{}{path}", ws.api))
+            .send()
+            .await
+            .unwrap();
+    }
+    ws.metrics_text().await;
+    let (_, a) = ws.api_get("/api/activity").await;
+    assert!(a["idle_seconds"].as_u64().unwrap() >= 2, "{a}");
+    assert_eq!(a["last_activity"], started.as_str());
+
+    let id = ws.create_fake().await;
+    let (_, a) = ws.api_get("/api/activity").await;
+    assert_eq!(a["running_tasks"], 1, "{a}");
+    assert!(a["idle_seconds"].as_u64().unwrap() < 2, "{a}");
+    ws.api_delete(&format!("/api/tasks/{id}")).await;
+    ws.wait_state(&id, "killed").await;
+    let (_, a) = ws.api_get("/api/activity").await;
+    assert_eq!(a["running_tasks"], 0, "{a}");
+}

@@ -1,6 +1,7 @@
 //! The kube-coder workspace server as a library: everything `kube-coder
 //! serve` does, from auth to tasks in tmux. See ARCHITECTURE.md for the map.
 
+pub mod activity;
 pub mod auth;
 pub mod config;
 pub mod error;

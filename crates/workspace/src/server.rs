@@ -159,6 +159,7 @@ impl Server {
             metrics,
             events,
             sse_slots: Arc::new(Semaphore::new(config.limits.sse_connections)),
+            activity: Arc::default(),
             token_file: config.api_token_file.clone(),
             limits: config.limits.clone(),
             hook_wake,

@@ -27,6 +27,8 @@ pub struct AppState {
     pub events: EventBus,
     /// One permit per open SSE stream, across both listeners: the SSE cap.
     pub sse_slots: Arc<Semaphore>,
+    /// Last request that was someone using the workspace (idle stop).
+    pub activity: Arc<crate::activity::Activity>,
     pub token_file: PathBuf,
     pub limits: Limits,
     /// Wakes the hook deliverer after a redelivery is queued.

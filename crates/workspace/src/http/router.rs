@@ -88,6 +88,7 @@ pub fn api_router(state: AppState) -> Router {
     let bearer = from_fn_with_state(state.auth.clone(), auth::api_layer);
     let protected = authenticated_routes()
         .route("/metrics", get(metrics_route::metrics))
+        .route("/api/activity", get(health::activity))
         .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
         .layer(bearer.clone());
     // Webhook senders prove themselves with the HMAC signature, not the
@@ -106,6 +107,7 @@ pub fn api_router(state: AppState) -> Router {
 /// Layers shared by both listeners, outermost last.
 fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Router {
     let metrics = state.metrics.clone();
+    let activity = state.activity.clone();
     let body_limit = state.limits.json_body_bytes;
     router
         .route("/livez", get(health::livez))
@@ -115,6 +117,7 @@ fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Rout
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(activity, crate::activity::record))
         .layer(from_fn_with_state((metrics, listener), metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked", "panic").into_response()

@@ -243,7 +243,8 @@ impl TaskManager {
         self.live.lock().ok()?.get(id).map(|tx| tx.subscribe())
     }
 
-    fn live_count(&self) -> usize {
+    /// Tasks running or waiting for input.
+    pub fn live_count(&self) -> usize {
         self.live.lock().map(|m| m.len()).unwrap_or(usize::MAX)
     }
 

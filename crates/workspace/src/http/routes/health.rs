@@ -1,4 +1,5 @@
-//! `GET /livez` and `GET /readyz`: no auth, no details.
+//! `GET /livez` and `GET /readyz`: no auth, no details; and
+//! `GET /api/activity` (api listener, Bearer) for the operator's idle stop.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,4 +24,18 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
             )
         }
     }
+}
+
+/// When someone last used the workspace, and how many tasks are live.
+pub async fn activity(State(app): State<AppState>) -> Json<Value> {
+    let last = app
+        .activity
+        .last()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Json(json!({
+        "last_activity": last,
+        "idle_seconds": app.activity.idle_seconds(),
+        "running_tasks": app.tasks.live_count(),
+    }))
 }

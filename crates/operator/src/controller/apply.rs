@@ -1,0 +1,86 @@
+//! Applying one desired object without writing when nothing changed.
+//!
+//! The desired body is compared with the cached live object: when every
+//! field we set already has our value (the live object may hold more:
+//! defaults, status, other managers' fields), there is no write at all.
+//! Otherwise one server-side apply under our field manager, forced, so
+//! our fields win over drift.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+use super::caches::Caches;
+use super::Error;
+use crate::manifests::Manifest;
+use crate::names;
+
+/// Whether every field of `desired` is present in `live` with the same
+/// value. Lists must match element by element (same length).
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)) || v.is_null()),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (d, l) => d == l,
+    }
+}
+
+/// Apply `m` unless the cache shows it already as desired.
+/// Returns whether a write was made.
+pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Result<bool, Error> {
+    if let Some(live) = caches.get(m.kind, &m.name, m.namespace.as_deref()) {
+        let live = serde_json::to_value(&*live).unwrap_or(Value::Null);
+        if is_subset(&m.body, &live) {
+            return Ok(false);
+        }
+    }
+    let ar = m.kind.api_resource();
+    let api: Api<DynamicObject> = match &m.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        &m.name,
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&m.body),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: m.kind,
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        source,
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_subset;
+    use serde_json::json;
+
+    #[test]
+    fn extra_live_fields_do_not_count_as_drift() {
+        let desired = json!({"spec": {"replicas": 1, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 1, "paused": false, "ports": [{"port": 80, "protocol": "TCP"}]},
+                          "status": {"readyReplicas": 1}});
+        assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn changed_or_missing_fields_and_list_lengths_do() {
+        let desired = json!({"spec": {"replicas": 1, "ports": [{"port": 80}]}});
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 0, "ports": [{"port": 80}]}})
+        ));
+        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 1}})));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 1, "ports": [{"port": 80}, {"port": 81}]}})
+        ));
+    }
+}

@@ -1,0 +1,80 @@
+//! Watches of every kind a workspace is made of, each kept in a reflector
+//! cache. The caches let a reconcile compare desired with live objects
+//! without a single API request, and their watch streams wake the
+//! reconcile of the Workspace an object belongs to (by label), so nothing
+//! is polled.
+
+use std::collections::HashMap;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+
+use crate::manifests::Kind;
+use crate::names;
+
+pub struct Caches {
+    stores: HashMap<Kind, Store<DynamicObject>>,
+}
+
+/// A change to one of our objects, for the controller to map to its Workspace.
+pub type Changes = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
+
+impl Caches {
+    /// Start one watch per kind; returns the caches and the change streams
+    /// (which drive the watches and must be polled: the controller does).
+    pub fn start(client: &kube::Client) -> (Self, Vec<(Changes, ApiResource)>) {
+        let config = watcher::Config::default().labels(&format!(
+            "app.kubernetes.io/managed-by={}",
+            names::MANAGED_BY
+        ));
+        let mut stores = HashMap::new();
+        let mut streams = Vec::new();
+        for kind in crate::manifests::Kind::ALL {
+            let ar = kind.api_resource();
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let writer = Writer::new(ar.clone());
+            stores.insert(kind, writer.as_reader());
+            let stream = reflector::reflector(writer, watcher(api, config.clone()))
+                .default_backoff()
+                .touched_objects()
+                .boxed();
+            streams.push((stream, ar));
+        }
+        (Self { stores }, streams)
+    }
+
+    pub fn get(
+        &self,
+        kind: Kind,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<std::sync::Arc<DynamicObject>> {
+        let store = self.stores.get(&kind)?;
+        let mut key = ObjectRef::new_with(name, kind.api_resource());
+        if let Some(ns) = namespace {
+            key = key.within(ns);
+        }
+        store.get(&key)
+    }
+
+    /// Wait until every watch has listed once (before the first reconcile,
+    /// so a restarted operator does not mistake a cold cache for drift).
+    pub async fn ready(&self) {
+        for store in self.stores.values() {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// How many objects are cached (for the operator's metrics).
+    pub fn len(&self) -> usize {
+        self.stores.values().map(|s| s.state().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

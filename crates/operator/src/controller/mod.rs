@@ -1,0 +1,257 @@
+//! The reconciler: one Workspace in, its objects applied, its status
+//! written. Level-triggered and idempotent; reads come from watch caches,
+//! and a reconcile of an unchanged Workspace makes no API writes.
+//!
+//! Read top to bottom: [`run`] wires watches to the controller,
+//! [`reconcile`] does one pass, [`error_policy`] decides the retry.
+
+pub mod apply;
+pub mod caches;
+pub mod idle;
+pub mod secrets;
+pub mod status;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{Phase, Workspace};
+use crate::manifests::{self, BuildError, Kind};
+use crate::names;
+use crate::settings::Settings;
+use caches::Caches;
+use status::Outcome;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not apply {kind:?} {}{name}: {source}", namespace.as_ref().map(|n| format!("{n}/")).unwrap_or_default())]
+    Apply {
+        kind: Kind,
+        name: String,
+        namespace: Option<String>,
+        source: kube::Error,
+    },
+    #[error("could not read {what}: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("could not write the Workspace status: {source}")]
+    Status { source: kube::Error },
+    #[error("the Secret {namespace}/{name} named by the Workspace does not exist; create it in the operator's namespace")]
+    MissingSecret { name: String, namespace: String },
+    #[error("{0}")]
+    BadSecret(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl Error {
+    /// A short CamelCase reason for events and conditions.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Read { .. } => "ReadFailed",
+            Error::Status { .. } => "StatusFailed",
+            Error::MissingSecret { .. } | Error::BadSecret(_) => "SecretMissing",
+            Error::Build(_) => "InvalidSpec",
+        }
+    }
+}
+
+/// Counters the operator reports (and tests read).
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub reconciles: AtomicU64,
+    pub failures: AtomicU64,
+    /// Writes to the API server: applies, creates, status patches, stops.
+    pub writes: AtomicU64,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub settings: Settings,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    /// How often a running workspace with an idle limit is asked for activity.
+    pub idle_check: Duration,
+}
+
+/// Run the operator until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    idle_check: Duration,
+    stats: Arc<Stats>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (caches, changes) = Caches::start(&client);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: names::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        caches,
+        recorder,
+        http,
+        stats,
+        idle_check,
+    });
+    let mut controller = Controller::new(Api::<Workspace>::all(client), watcher::Config::default())
+        .graceful_shutdown_on(shutdown);
+    for (stream, ar) in changes {
+        controller = controller.watches_stream_with(
+            stream,
+            |obj: DynamicObject| {
+                obj.labels()
+                    .get(names::WORKSPACE_LABEL)
+                    .map(|name| ObjectRef::<Workspace>::new(name))
+            },
+            ar,
+        );
+    }
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not finish");
+            }
+        })
+        .await;
+}
+
+/// One pass over one Workspace.
+pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+    ctx.caches.ready().await;
+    if ws.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the objects;
+        // a retained namespace and home volume carry none and stay.
+        return Ok(Action::await_change());
+    }
+    let name = names::workspace_name(&ws).to_string();
+    let result = apply_all(&ws, &ctx).await;
+    let (phase, message) = status::workload_phase(&ctx.caches, &ws);
+    let mut outcome = Outcome {
+        phase,
+        message,
+        applied: Ok(()),
+        last_activity: None,
+    };
+    let mut token = None;
+    match &result {
+        Ok(t) => token = Some(t.clone()),
+        Err(e) => {
+            outcome.applied = Err((e.reason().into(), e.to_string()));
+            if matches!(
+                e,
+                Error::Build(_) | Error::MissingSecret { .. } | Error::BadSecret(_)
+            ) {
+                outcome.phase = Phase::Failed;
+                outcome.message = e.to_string();
+            }
+            tracing::warn!(workspace = %name, error = %e, "reconcile failed");
+            publish(&ctx, &ws, EventType::Warning, e.reason(), &e.to_string()).await;
+        }
+    }
+
+    // Idle stop, for running workspaces that ask for it.
+    let mut requeue = None;
+    if let (Some(idle), Some(token), true) = (&ws.spec.idle, &token, ws.spec.running) {
+        if let Some(limit) = idle.seconds() {
+            requeue = Some(ctx.idle_check);
+            if outcome.phase == Phase::Ready {
+                match idle::fetch(&ctx.http, &ctx.settings, &ws, token).await {
+                    Ok(activity) => {
+                        outcome.last_activity = Some(activity.last_activity.clone());
+                        if idle::should_stop(&activity, limit) {
+                            idle::stop(&ctx.client, &ws).await?;
+                            ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+                            let note = format!(
+                                "stopped after {} without activity and without running tasks; `kube-coder user start {name}` starts it again",
+                                idle.stop_after
+                            );
+                            publish(&ctx, &ws, EventType::Normal, "IdleStopped", &note).await;
+                            return Ok(Action::await_change());
+                        }
+                    }
+                    Err(why) => tracing::debug!(workspace = %name, %why, "idle check failed"),
+                }
+            }
+        }
+    }
+
+    let desired = status::desired(&ws, &outcome);
+    if status::update(&ctx.client, &ws, desired).await? {
+        ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    result?;
+    Ok(requeue
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// Apply every object; returns the API token (for the idle check).
+async fn apply_all(ws: &Workspace, ctx: &Context) -> Result<String, Error> {
+    let built = manifests::build(ws, &ctx.settings)?;
+    let (creds, credentials_secret) = secrets::credentials(&ctx.client, &ctx.caches, ws).await?;
+    let copied = secrets::copied(&ctx.client, &ctx.caches, ws, &ctx.settings).await?;
+    let mut all = built;
+    // Secrets go right after the ServiceAccount: the Deployment mounts them.
+    let at = all
+        .iter()
+        .position(|m| m.kind > Kind::Secret)
+        .unwrap_or(all.len());
+    all.splice(at..at, std::iter::once(credentials_secret).chain(copied));
+    for m in &all {
+        if apply::ensure(&ctx.client, &ctx.caches, m).await? {
+            ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(workspace = %names::workspace_name(ws), kind = ?m.kind, name = %m.name, "applied");
+        }
+    }
+    Ok(creds.api_token)
+}
+
+async fn publish(ctx: &Context, ws: &Workspace, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ws.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish an event");
+    }
+}
+
+/// When to try a failed reconcile again.
+pub fn error_policy(_ws: Arc<Workspace>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+    match error {
+        // Only an edit of the Workspace can mend its spec.
+        Error::Build(_) => Action::await_change(),
+        // Someone has to create the Secret; look again now and then.
+        Error::MissingSecret { .. } | Error::BadSecret(_) => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}

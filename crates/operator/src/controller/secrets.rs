@@ -1,0 +1,135 @@
+//! The workspace's Secrets: credentials generated once and kept, and the
+//! Secrets copied from the operator's namespace (oauth2 client, image pull).
+//!
+//! A cold or lagging cache must never lead to a second, different token,
+//! so a cache miss is confirmed with a GET, and a first credentials Secret
+//! is created with POST (which fails if another reconcile won the race)
+//! rather than applied.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+
+use super::caches::Caches;
+use super::Error;
+use crate::crd::{AuthType, Workspace};
+use crate::manifests::credentials::{self, Credentials};
+use crate::manifests::{Kind, Manifest};
+use crate::names;
+use crate::settings::Settings;
+
+fn cached_secret(caches: &Caches, name: &str, ns: &str) -> Option<Secret> {
+    let obj = caches.get(Kind::Secret, name, Some(ns))?;
+    serde_json::from_value(serde_json::to_value(&*obj).ok()?).ok()
+}
+
+async fn live_secret(
+    client: &kube::Client,
+    caches: &Caches,
+    name: &str,
+    ns: &str,
+) -> Result<Option<Secret>, Error> {
+    if let Some(s) = cached_secret(caches, name, ns) {
+        return Ok(Some(s));
+    }
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        what: format!("Secret {ns}/{name}"),
+        source,
+    })
+}
+
+/// The credentials of `ws`, creating their Secret on first sight.
+/// Returns the Secret manifest to keep applied.
+pub async fn credentials(
+    client: &kube::Client,
+    caches: &Caches,
+    ws: &Workspace,
+) -> Result<(Credentials, Manifest), Error> {
+    let ns = names::namespace(names::workspace_name(ws));
+    let user = &ws.spec.owner.name;
+    let existing = live_secret(client, caches, names::CREDENTIALS_SECRET, &ns).await?;
+    let (creds, _) = Credentials::keep_or_generate(user, existing.as_ref());
+    let secret = credentials::credentials_secret(ws, &creds);
+    if existing.is_none() {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(names::FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Another reconcile created it first: use what is stored.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let stored =
+                    api.get(names::CREDENTIALS_SECRET)
+                        .await
+                        .map_err(|source| Error::Read {
+                            what: format!("Secret {ns}/{}", names::CREDENTIALS_SECRET),
+                            source,
+                        })?;
+                let (creds, _) = Credentials::keep_or_generate(user, Some(&stored));
+                let m = Manifest::new(Kind::Secret, &credentials::credentials_secret(ws, &creds))?;
+                return Ok((creds, m));
+            }
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: Kind::Secret,
+                    name: names::CREDENTIALS_SECRET.into(),
+                    namespace: Some(ns),
+                    source,
+                })
+            }
+        }
+    }
+    Ok((creds, Manifest::new(Kind::Secret, &secret)?))
+}
+
+/// Secrets copied in from the operator's namespace, as manifests to apply.
+pub async fn copied(
+    client: &kube::Client,
+    caches: &Caches,
+    ws: &Workspace,
+    settings: &Settings,
+) -> Result<Vec<Manifest>, Error> {
+    let ns = names::namespace(names::workspace_name(ws));
+    let source_api: Api<Secret> = Api::namespaced(client.clone(), &settings.operator_namespace);
+    let source = |name: String| {
+        let api = source_api.clone();
+        let op_ns = settings.operator_namespace.clone();
+        async move {
+            api.get_opt(&name)
+                .await
+                .map_err(|source| Error::Read {
+                    what: format!("Secret {op_ns}/{name}"),
+                    source,
+                })?
+                .ok_or_else(|| Error::MissingSecret {
+                    name: name.clone(),
+                    namespace: op_ns,
+                })
+        }
+    };
+    let mut out = Vec::new();
+    if ws.spec.auth.kind == AuthType::Oauth2 {
+        if let Some(o) = &ws.spec.auth.oauth2 {
+            let client_secret = source(o.client_secret_ref.clone()).await?;
+            let existing = live_secret(client, caches, names::OAUTH2_SECRET, &ns).await?;
+            let secret = credentials::oauth2_secret(ws, &client_secret, existing.as_ref())
+                .map_err(Error::BadSecret)?;
+            out.push(Manifest::new(Kind::Secret, &secret)?);
+        }
+    }
+    if let Some(pull) = &ws.spec.image.pull_secret {
+        let src = source(pull.clone()).await?;
+        out.push(Manifest::new(
+            Kind::Secret,
+            &credentials::pull_secret(ws, &src),
+        )?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,70 @@
+//! When this server last served a person or a script: the operator's idle
+//! stop asks for it (`GET /api/activity` on the api listener).
+//! Probes, metrics scrapes and the activity question itself do not count.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The time of the last counted request, in Unix seconds.
+#[derive(Debug)]
+pub struct Activity {
+    last: AtomicI64,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Default for Activity {
+    /// Starting counts as activity: a fresh pod is not idle already.
+    fn default() -> Self {
+        Self {
+            last: AtomicI64::new(now()),
+        }
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        self.last.store(now(), Ordering::Relaxed);
+    }
+
+    pub fn last(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(self.last.load(Ordering::Relaxed))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    pub fn idle_seconds(&self) -> u64 {
+        (now() - self.last.load(Ordering::Relaxed)).max(0) as u64
+    }
+}
+
+/// Paths that are not someone using the workspace.
+fn counts(path: &str) -> bool {
+    !matches!(path, "/livez" | "/readyz" | "/metrics" | "/api/activity")
+}
+
+/// Middleware: note the time of every counted request.
+pub async fn record(State(activity): State<Arc<Activity>>, req: Request, next: Next) -> Response {
+    if counts(req.uri().path()) {
+        activity.touch();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_do_not_count() {
+        assert!(!counts("/livez"));
+        assert!(!counts("/api/activity"));
+        assert!(counts("/api/tasks"));
+        assert!(counts("/"));
+    }
+}
