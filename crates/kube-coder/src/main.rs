@@ -3,6 +3,9 @@
 //! This file only parses the command line and calls into the libraries;
 //! exit codes: 0 success, 1 runtime failure, 2 bad usage or refused config.
 
+mod admin;
+mod cluster;
+mod operator_cmd;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,6 +27,19 @@ struct Cli {
 enum Command {
     /// Run the workspace server (dashboard, task API, terminal) on this machine.
     Serve(Box<serve::ServeArgs>),
+    /// Run the operator: turn Workspace resources into running workspaces.
+    Operator(Box<operator_cmd::OperatorArgs>),
+    /// Create, list, show, stop, start and delete workspaces.
+    #[command(subcommand)]
+    User(admin::user::UserCommand),
+    /// Print a workspace's API token (or its dashboard login).
+    Token(admin::token::TokenArgs),
+    /// Print the manifests of one workspace, for GitOps without the operator.
+    Render(Box<admin::render::RenderArgs>),
+    /// Check that a cluster is ready for workspaces.
+    Doctor(admin::doctor::DoctorArgs),
+    /// Print the Workspace CRD (YAML).
+    Crd,
     /// Copy a tmux pane's output into a task's capped log (run by tmux).
     #[command(hide = true)]
     PipeLog {
@@ -42,6 +58,21 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Operator(args) => operator_cmd::run(*args),
+        Command::User(cmd) => cluster::block_on(admin::user::run(cmd)),
+        Command::Token(args) => cluster::block_on(admin::token::run(args)),
+        Command::Render(args) => match admin::render::run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("kube-coder: {msg}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Doctor(args) => cluster::block_on(admin::doctor::run(args)),
+        Command::Crd => {
+            print!("{}", operator::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::PipeLog { max_bytes, dir } => {
             match workspace::tasks::output_log::run_pipe_log(&dir, max_bytes) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -214,7 +214,7 @@ fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn init_logging(format: &str) {
+pub(crate) fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

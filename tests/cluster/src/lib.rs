@@ -76,3 +76,160 @@ pub async fn install_crd(client: &kube::Client) {
     })
     .await;
 }
+
+/// The test storage class: no provisioner; [`provide_volume`] makes the
+/// volumes by hand, each reserved for one workspace's home claim.
+pub const STORAGE_CLASS: &str = "kube-coder-test";
+
+/// A PersistentVolume reserved for `ws-<name>/home`, so the home claim
+/// binds and the pod can be scheduled on the fake nodes.
+pub async fn provide_volume(client: &kube::Client, workspace: &str) {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::{Api, Patch, PatchParams};
+    let pp = PatchParams::apply("kube-coder-tests").force();
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    classes
+        .patch(
+            STORAGE_CLASS,
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": STORAGE_CLASS},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "Immediate",
+                "reclaimPolicy": "Retain",
+            })),
+        )
+        .await
+        .expect("apply the test storage class");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let name = format!("home-{workspace}");
+    volumes
+        .patch(
+            &name,
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "100Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": STORAGE_CLASS,
+                    "hostPath": {"path": format!("/tmp/kube-coder-test-volumes/{workspace}")},
+                    "claimRef": {"namespace": format!("ws-{workspace}"), "name": "home"},
+                }
+            })),
+        )
+        .await
+        .expect("apply a test volume");
+}
+
+/// The operator, run in this test process on a runtime of its own (so it
+/// outlives any one test), restartable.
+pub struct OperatorHandle {
+    pub stats: std::sync::Arc<operator::controller::Stats>,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    runtime: tokio::runtime::Runtime,
+    pub activity_port: u16,
+}
+
+impl OperatorHandle {
+    pub fn settings(&self) -> operator::settings::Settings {
+        operator::settings::Settings {
+            activity_url: format!("http://127.0.0.1:{}", self.activity_port),
+            ..Default::default()
+        }
+    }
+
+    /// Start (or start again) the operator.
+    pub fn start(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stats = self.stats.clone();
+        let settings = self.settings();
+        self.runtime.spawn(async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default().await.expect("operator client");
+            operator::controller::run(
+                client,
+                settings,
+                Duration::from_secs(2),
+                stats,
+                async move {
+                    let _ = rx.await;
+                },
+            )
+            .await;
+        });
+        *self.stop.lock().unwrap() = Some(tx);
+    }
+
+    /// Stop it, as a crash or a rollout would.
+    pub fn stop(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The one operator of this test process (started on first use).
+pub fn operator_running() -> &'static OperatorHandle {
+    static OP: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
+    OP.get_or_init(|| {
+        // KUBE_CODER_LOG=debug shows the operator's log in test output.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("operator runtime");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let handle = OperatorHandle {
+            stats: Default::default(),
+            stop: std::sync::Mutex::new(None),
+            runtime,
+            activity_port: port,
+        };
+        handle.start();
+        handle
+    })
+}
+
+/// A Workspace body for tests: fake-node friendly storage, and `extra`
+/// merged into the spec.
+pub fn workspace_json(name: &str, extra: serde_json::Value) -> operator::crd::Workspace {
+    let mut spec = serde_json::json!({
+        "owner": {"name": name},
+        "storage": {"storageClassName": STORAGE_CLASS, "size": "1Gi"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    let spec: operator::crd::WorkspaceSpec = serde_json::from_value(spec).expect("test spec");
+    operator::crd::Workspace::new(name, spec)
+}
+
+/// A short workspace name no other test run uses (names are at most 40).
+pub fn ws_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{:x}{:x}",
+        std::process::id() % 4096,
+        nanos % 0xfffff
+    )
+}

@@ -28,14 +28,45 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
     }
 }
 
+/// The first path where `live` lacks `desired`'s value (for the log line
+/// that says why a write was made).
+pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, v)| match l.get(k) {
+            None if v.is_null() => None,
+            None => Some(format!(".{k} (missing)")),
+            Some(lv) => first_difference(v, lv).map(|p| format!(".{k}{p}")),
+        }),
+        (Value::Array(d), Value::Array(l)) if d.len() != l.len() => {
+            Some(format!(" (length {} instead of {})", l.len(), d.len()))
+        }
+        (Value::Array(d), Value::Array(l)) => d
+            .iter()
+            .zip(l)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b).map(|p| format!("[{i}]{p}"))),
+        (d, l) if d == l => None,
+        _ => Some(String::new()),
+    }
+}
+
 /// Apply `m` unless the cache shows it already as desired.
 /// Returns whether a write was made.
 pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Result<bool, Error> {
     if let Some(live) = caches.get(m.kind, &m.name, m.namespace.as_deref()) {
         let live = serde_json::to_value(&*live).unwrap_or(Value::Null);
-        if is_subset(&m.body, &live) {
+        // Objects from a watch's initial list carry no apiVersion/kind;
+        // the cache is keyed by kind anyway.
+        let mut desired = m.body.clone();
+        if let Some(d) = desired.as_object_mut() {
+            d.remove("apiVersion");
+            d.remove("kind");
+        }
+        if is_subset(&desired, &live) {
             return Ok(false);
         }
+        let path = first_difference(&desired, &live).unwrap_or_default();
+        tracing::info!(kind = ?m.kind, name = %m.name, path = %path, "live object differs");
     }
     let ar = m.kind.api_resource();
     let api: Api<DynamicObject> = match &m.namespace {
@@ -48,11 +79,11 @@ pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Res
         &Patch::Apply(&m.body),
     )
     .await
-    .map_err(|source| Error::Apply {
+    .map_err(|e| Error::Apply {
         kind: m.kind,
         name: m.name.clone(),
         namespace: m.namespace.clone(),
-        source,
+        message: super::describe(e),
     })?;
     Ok(true)
 }
@@ -68,6 +99,17 @@ mod tests {
         let live = json!({"spec": {"replicas": 1, "paused": false, "ports": [{"port": 80, "protocol": "TCP"}]},
                           "status": {"readyReplicas": 1}});
         assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn the_first_difference_is_named() {
+        let desired = json!({"spec": {"replicas": 1, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 1, "ports": [{"port": 81}]}});
+        assert_eq!(
+            super::first_difference(&desired, &live).as_deref(),
+            Some(".spec.ports[0].port")
+        );
+        assert_eq!(super::first_difference(&desired, &desired), None);
     }
 
     #[test]

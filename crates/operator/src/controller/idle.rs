@@ -64,7 +64,9 @@ pub async fn stop(client: &kube::Client, ws: &Workspace) -> Result<(), Error> {
         &Patch::Merge(json!({"spec": {"running": false}})),
     )
     .await
-    .map_err(|source| Error::Status { source })?;
+    .map_err(|e| Error::Status {
+        message: super::describe(e),
+    })?;
     Ok(())
 }
 

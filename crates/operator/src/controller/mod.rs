@@ -32,23 +32,31 @@ use status::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("could not apply {kind:?} {}{name}: {source}", namespace.as_ref().map(|n| format!("{n}/")).unwrap_or_default())]
+    #[error("could not apply {kind:?} {}{name}: {message}", namespace.as_ref().map(|n| format!("{n}/")).unwrap_or_default())]
     Apply {
         kind: Kind,
         name: String,
         namespace: Option<String>,
-        source: kube::Error,
+        message: String,
     },
-    #[error("could not read {what}: {source}")]
-    Read { what: String, source: kube::Error },
-    #[error("could not write the Workspace status: {source}")]
-    Status { source: kube::Error },
+    #[error("could not read {what}: {message}")]
+    Read { what: String, message: String },
+    #[error("could not write the Workspace: {message}")]
+    Status { message: String },
     #[error("the Secret {namespace}/{name} named by the Workspace does not exist; create it in the operator's namespace")]
     MissingSecret { name: String, namespace: String },
     #[error("{0}")]
     BadSecret(String),
     #[error(transparent)]
     Build(#[from] BuildError),
+}
+
+/// The API server's own words for a failed request.
+pub fn describe(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -71,6 +79,25 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Writes to the API server: applies, creates, status patches, stops.
     pub writes: AtomicU64,
+    /// The same, per Workspace name.
+    writes_by_workspace: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn wrote(&self, workspace: &str) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.writes_by_workspace.lock() {
+            *m.entry(workspace.to_string()).or_default() += 1;
+        }
+    }
+
+    /// API writes made for one Workspace since the operator started.
+    pub fn writes_for(&self, workspace: &str) -> u64 {
+        self.writes_by_workspace
+            .lock()
+            .map(|m| m.get(workspace).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 pub struct Context {
@@ -160,12 +187,12 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
         Ok(t) => token = Some(t.clone()),
         Err(e) => {
             outcome.applied = Err((e.reason().into(), e.to_string()));
+            outcome.message = e.to_string();
             if matches!(
                 e,
                 Error::Build(_) | Error::MissingSecret { .. } | Error::BadSecret(_)
             ) {
                 outcome.phase = Phase::Failed;
-                outcome.message = e.to_string();
             }
             tracing::warn!(workspace = %name, error = %e, "reconcile failed");
             publish(&ctx, &ws, EventType::Warning, e.reason(), &e.to_string()).await;
@@ -183,7 +210,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
                         outcome.last_activity = Some(activity.last_activity.clone());
                         if idle::should_stop(&activity, limit) {
                             idle::stop(&ctx.client, &ws).await?;
-                            ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+                            ctx.stats.wrote(&name);
                             let note = format!(
                                 "stopped after {} without activity and without running tasks; `kube-coder user start {name}` starts it again",
                                 idle.stop_after
@@ -200,7 +227,7 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
 
     let desired = status::desired(&ws, &outcome);
     if status::update(&ctx.client, &ws, desired).await? {
-        ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.wrote(&name);
     }
     result?;
     Ok(requeue
@@ -211,22 +238,29 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
 /// Apply every object; returns the API token (for the idle check).
 async fn apply_all(ws: &Workspace, ctx: &Context) -> Result<String, Error> {
     let built = manifests::build(ws, &ctx.settings)?;
+    // The namespace and the ServiceAccount first: the Secrets live in the
+    // namespace, and the Deployment after them mounts the Secrets.
+    let (first, rest): (Vec<_>, Vec<_>) = built.into_iter().partition(|m| m.kind < Kind::Secret);
+    for m in &first {
+        ensure(ctx, ws, m).await?;
+    }
     let (creds, credentials_secret) = secrets::credentials(&ctx.client, &ctx.caches, ws).await?;
     let copied = secrets::copied(&ctx.client, &ctx.caches, ws, &ctx.settings).await?;
-    let mut all = built;
-    // Secrets go right after the ServiceAccount: the Deployment mounts them.
-    let at = all
-        .iter()
-        .position(|m| m.kind > Kind::Secret)
-        .unwrap_or(all.len());
-    all.splice(at..at, std::iter::once(credentials_secret).chain(copied));
-    for m in &all {
-        if apply::ensure(&ctx.client, &ctx.caches, m).await? {
-            ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(workspace = %names::workspace_name(ws), kind = ?m.kind, name = %m.name, "applied");
-        }
+    for m in std::iter::once(&credentials_secret)
+        .chain(&copied)
+        .chain(&rest)
+    {
+        ensure(ctx, ws, m).await?;
     }
     Ok(creds.api_token)
+}
+
+async fn ensure(ctx: &Context, ws: &Workspace, m: &manifests::Manifest) -> Result<(), Error> {
+    if apply::ensure(&ctx.client, &ctx.caches, m).await? {
+        ctx.stats.wrote(names::workspace_name(ws));
+        tracing::info!(workspace = %names::workspace_name(ws), kind = ?m.kind, name = %m.name, "applied");
+    }
+    Ok(())
 }
 
 async fn publish(ctx: &Context, ws: &Workspace, type_: EventType, reason: &str, note: &str) {

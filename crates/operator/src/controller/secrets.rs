@@ -32,9 +32,9 @@ async fn live_secret(
         return Ok(Some(s));
     }
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    api.get_opt(name).await.map_err(|source| Error::Read {
+    api.get_opt(name).await.map_err(|e| Error::Read {
         what: format!("Secret {ns}/{name}"),
-        source,
+        message: super::describe(e),
     })
 }
 
@@ -65,23 +65,23 @@ pub async fn credentials(
             Ok(_) => {}
             // Another reconcile created it first: use what is stored.
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                let stored =
-                    api.get(names::CREDENTIALS_SECRET)
-                        .await
-                        .map_err(|source| Error::Read {
-                            what: format!("Secret {ns}/{}", names::CREDENTIALS_SECRET),
-                            source,
-                        })?;
+                let stored = api
+                    .get(names::CREDENTIALS_SECRET)
+                    .await
+                    .map_err(|e| Error::Read {
+                        what: format!("Secret {ns}/{}", names::CREDENTIALS_SECRET),
+                        message: super::describe(e),
+                    })?;
                 let (creds, _) = Credentials::keep_or_generate(user, Some(&stored));
                 let m = Manifest::new(Kind::Secret, &credentials::credentials_secret(ws, &creds))?;
                 return Ok((creds, m));
             }
-            Err(source) => {
+            Err(e) => {
                 return Err(Error::Apply {
                     kind: Kind::Secret,
                     name: names::CREDENTIALS_SECRET.into(),
                     namespace: Some(ns),
-                    source,
+                    message: super::describe(e),
                 })
             }
         }
@@ -104,9 +104,9 @@ pub async fn copied(
         async move {
             api.get_opt(&name)
                 .await
-                .map_err(|source| Error::Read {
+                .map_err(|e| Error::Read {
                     what: format!("Secret {op_ns}/{name}"),
-                    source,
+                    message: super::describe(e),
                 })?
                 .ok_or_else(|| Error::MissingSecret {
                     name: name.clone(),

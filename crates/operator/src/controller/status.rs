@@ -145,6 +145,8 @@ pub async fn update(
         &Patch::Merge(json!({ "status": status })),
     )
     .await
-    .map_err(|source| Error::Status { source })?;
+    .map_err(|e| Error::Status {
+        message: super::describe(e),
+    })?;
     Ok(true)
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::quantity::times;
+use super::quantity::{canonical, times};
 use super::{meta, BuildError};
 use crate::crd::Workspace;
 use crate::names;
@@ -57,8 +57,8 @@ pub fn limit_range(ws: &Workspace) -> LimitRange {
     let r = &ws.spec.resources;
     let q = |cpu: &str, memory: &str| {
         Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
+            ("cpu".to_string(), Quantity(canonical(cpu))),
+            ("memory".to_string(), Quantity(canonical(memory))),
         ]))
     };
     LimitRange {

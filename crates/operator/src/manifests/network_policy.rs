@@ -42,9 +42,9 @@ pub const DENY_V4: [&str; 14] = [
 ];
 
 /// Denied by default (IPv6): unique-local, link-local, multicast, and the
-/// forms that embed an IPv4 address (mapped, NAT64, 6to4).
-pub const DENY_V6: [&str; 7] = [
-    "::ffff:0:0/96",
+/// forms that embed an IPv4 address (NAT64, 6to4). IPv4-mapped addresses
+/// are matched as IPv4 (the API refuses them in a policy).
+pub const DENY_V6: [&str; 6] = [
     "64:ff9b::/96",
     "64:ff9b:1::/48",
     "2002::/16",

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::meta;
+use super::quantity::canonical;
 use crate::crd::Workspace;
 use crate::names;
 
@@ -22,7 +23,7 @@ pub fn home_volume(ws: &Workspace) -> PersistentVolumeClaim {
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".into(),
-                    Quantity(s.size.clone()),
+                    Quantity(canonical(&s.size)),
                 )])),
                 ..Default::default()
             }),

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::quantity::canonical;
 use super::{meta, oauth2_proxy};
 use crate::crd::{AuthType, Workspace};
 use crate::names;
@@ -48,8 +49,8 @@ pub fn hardened() -> SecurityContext {
 pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
     let q = |(cpu, memory): (&str, &str)| {
         Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
+            ("cpu".to_string(), Quantity(canonical(cpu))),
+            ("memory".to_string(), Quantity(canonical(memory))),
         ]))
     };
     ResourceRequirements {

@@ -1,0 +1,204 @@
+//! `kube-coder doctor`: is this cluster ready for workspaces? Each check
+//! prints ok, warn or FAIL with what to do; any FAIL exits 1.
+
+use clap::Args;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::networking::v1::{IngressClass, NetworkPolicy};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+
+use crate::cluster;
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Where the operator runs.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-coder-system")]
+    operator_namespace: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, detail: &str) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => {
+                self.failures += 1;
+                "FAIL"
+            }
+        };
+        println!("{tag}  {what}: {detail}");
+    }
+}
+
+fn is_default(annotations: Option<&std::collections::BTreeMap<String, String>>, key: &str) -> bool {
+    annotations
+        .and_then(|a| a.get(key))
+        .map(|v| v == "true")
+        .unwrap_or(false)
+}
+
+pub async fn run(args: DoctorArgs) -> Result<(), String> {
+    let mut r = Report { failures: 0 };
+    let client = match cluster::client().await {
+        Ok(c) => c,
+        Err(e) => {
+            r.line(Level::Fail, "cluster", &e);
+            return Err("1 check failed".into());
+        }
+    };
+    match client.apiserver_version().await {
+        Ok(v) => r.line(
+            Level::Ok,
+            "API server",
+            &format!("reachable, Kubernetes {}", v.git_version),
+        ),
+        Err(e) => {
+            r.line(
+                Level::Fail,
+                "API server",
+                &format!("not reachable: {e}; check KUBECONFIG"),
+            );
+            return Err("the API server is not reachable".into());
+        }
+    }
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt("workspaces.kube-coder.dev").await {
+        Ok(Some(_)) => r.line(Level::Ok, "Workspace CRD", "installed"),
+        Ok(None) => r.line(
+            Level::Fail,
+            "Workspace CRD",
+            "not installed; helm install kube-coder charts/kube-coder",
+        ),
+        Err(e) => r.line(
+            Level::Fail,
+            "Workspace CRD",
+            &format!("cannot read CRDs: {}", cluster::api_message(&e)),
+        ),
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.operator_namespace);
+    match deployments
+        .list(&ListParams::default().labels("app.kubernetes.io/name=kube-coder-operator"))
+        .await
+    {
+        Ok(list)
+            if list.items.iter().any(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    > 0
+            }) =>
+        {
+            r.line(
+                Level::Ok,
+                "operator",
+                &format!("running in {}", args.operator_namespace),
+            )
+        }
+        Ok(list) if !list.items.is_empty() => r.line(
+            Level::Fail,
+            "operator",
+            &format!(
+                "deployed in {} but not ready; kubectl -n {} logs deploy/kube-coder-operator",
+                args.operator_namespace, args.operator_namespace
+            ),
+        ),
+        Ok(_) => r.line(
+            Level::Warn,
+            "operator",
+            &format!(
+                "no operator Deployment in {}; install the chart, or pass --operator-namespace",
+                args.operator_namespace
+            ),
+        ),
+        Err(e) => r.line(
+            Level::Warn,
+            "operator",
+            &format!("cannot look: {}", cluster::api_message(&e)),
+        ),
+    }
+
+    let classes: Api<IngressClass> = Api::all(client.clone());
+    match classes.list(&ListParams::default()).await {
+        Ok(list) if list.items.is_empty() => r.line(Level::Warn, "ingress class", "none installed; workspaces are reachable in-cluster only until an ingress controller is installed"),
+        Ok(list) => {
+            let names: Vec<String> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            let default = list.items.iter().find(|c| is_default(c.metadata.annotations.as_ref(), "ingressclass.kubernetes.io/is-default-class"));
+            match default {
+                Some(d) => r.line(Level::Ok, "ingress class", &format!("default {}", d.metadata.name.clone().unwrap_or_default())),
+                None => r.line(Level::Warn, "ingress class", &format!("no default among {names:?}; pass --ingress-class to `user add`")),
+            }
+        }
+        Err(e) => r.line(Level::Warn, "ingress class", &format!("cannot list: {}", cluster::api_message(&e))),
+    }
+
+    let storage: Api<StorageClass> = Api::all(client.clone());
+    match storage.list(&ListParams::default()).await {
+        Ok(list) => match list.items.iter().find(|c| is_default(c.metadata.annotations.as_ref(), "storageclass.kubernetes.io/is-default-class")) {
+            Some(c) => r.line(Level::Ok, "storage class", &format!("default {}", c.metadata.name.clone().unwrap_or_default())),
+            None => r.line(Level::Warn, "storage class", "no default storage class; home volumes stay Pending unless each Workspace names spec.storage.storageClassName"),
+        },
+        Err(e) => r.line(Level::Warn, "storage class", &format!("cannot list: {}", cluster::api_message(&e))),
+    }
+
+    let policies: Api<NetworkPolicy> = Api::all(client.clone());
+    match policies.list(&ListParams::default().limit(1)).await {
+        Ok(_) => r.line(Level::Ok, "NetworkPolicy", "API served; enforcement needs a CNI that implements it (Calico, Cilium, …): check yours"),
+        Err(e) => r.line(Level::Fail, "NetworkPolicy", &format!("API not served: {}", cluster::api_message(&e))),
+    }
+
+    match crds.get_opt("clusterissuers.cert-manager.io").await {
+        Ok(Some(_)) => {
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "cert-manager.io",
+                "v1",
+                "ClusterIssuer",
+            ));
+            let issuers: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            match issuers.list(&ListParams::default()).await {
+                Ok(l) if !l.items.is_empty() => {
+                    let names: Vec<String> = l
+                        .items
+                        .iter()
+                        .filter_map(|i| i.metadata.name.clone())
+                        .collect();
+                    r.line(
+                        Level::Ok,
+                        "cert-manager",
+                        &format!("ClusterIssuers {names:?}"),
+                    )
+                }
+                _ => r.line(
+                    Level::Warn,
+                    "cert-manager",
+                    "installed, but no ClusterIssuer; create one to get TLS certificates",
+                ),
+            }
+        }
+        _ => r.line(
+            Level::Warn,
+            "cert-manager",
+            "not installed; TLS for workspace hosts needs certificates from elsewhere",
+        ),
+    }
+
+    match r.failures {
+        0 => Ok(()),
+        n => Err(format!("{n} check(s) failed")),
+    }
+}

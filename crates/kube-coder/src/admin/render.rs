@@ -1,0 +1,78 @@
+//! `kube-coder render NAME -f values.yaml`: the plain manifests the
+//! operator would apply, for GitOps users who run no operator. The same
+//! builders as the operator; Secrets only with `--with-secrets` (their
+//! values are generated here and belong in a secret store, not in git).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use operator::crd::{Workspace, WorkspaceSpec};
+use operator::manifests::{self, credentials, Manifest};
+use operator::settings::Settings;
+use serde::Deserialize;
+
+use crate::cluster::SettingsArgs;
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// The workspace name.
+    name: String,
+    /// A YAML file with the Workspace spec (owner, auth, ingress, …).
+    #[arg(short = 'f', long = "values")]
+    values: PathBuf,
+    /// Also print the credentials Secret, with freshly generated values.
+    #[arg(long)]
+    with_secrets: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// A values file: the Workspace spec, and optionally the settings of the
+/// operator under `operator:` (they override the flags).
+#[derive(Deserialize)]
+struct Values {
+    #[serde(flatten)]
+    spec: WorkspaceSpec,
+    #[serde(default)]
+    operator: Option<Settings>,
+}
+
+pub fn render(args: RenderArgs) -> Result<String, String> {
+    let text = std::fs::read_to_string(&args.values)
+        .map_err(|e| format!("cannot read {}: {e}", args.values.display()))?;
+    let values: Values = serde_yaml::from_str(&text)
+        .map_err(|e| format!("{}: not a Workspace spec: {e}", args.values.display()))?;
+    let settings = values.operator.unwrap_or_else(|| args.settings.into());
+    let ws = Workspace::new(&args.name, values.spec);
+    let mut objects = manifests::build(&ws, &settings).map_err(|e| e.to_string())?;
+    if args.with_secrets {
+        let (creds, _) = credentials::Credentials::keep_or_generate(&ws.spec.owner.name, None);
+        let secret = credentials::credentials_secret(&ws, &creds);
+        let m = Manifest::new(manifests::Kind::Secret, &secret).map_err(|e| e.to_string())?;
+        objects.insert(2, m);
+    }
+    let mut out = format!(
+        "# kube-coder render {}: {} objects. Apply in this order.\n",
+        args.name,
+        objects.len()
+    );
+    if !args.with_secrets {
+        out.push_str(&format!(
+            "# Not included: Secret {ns}/{cred} with keys api-token, htpasswd (user:bcrypt) and password;\n\
+             # create it from your secret store (or re-run with --with-secrets).\n",
+            ns = operator::names::namespace(&args.name),
+            cred = operator::names::CREDENTIALS_SECRET,
+        ));
+    }
+    for m in objects {
+        let yaml = serde_yaml::to_string(&m.body).map_err(|e| e.to_string())?;
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
+pub fn run(args: RenderArgs) -> Result<(), String> {
+    print!("{}", render(args)?);
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `kube-coder token NAME`: print a workspace's API token (or, with
+//! `--login`, its basic-auth login) from its Secret.
+
+use clap::Args;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use operator::names;
+
+use crate::cluster;
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The workspace.
+    name: String,
+    /// Print the dashboard login (user and password) instead.
+    #[arg(long)]
+    login: bool,
+}
+
+pub async fn run(args: TokenArgs) -> Result<(), String> {
+    let client = cluster::client().await?;
+    let ns = names::namespace(&args.name);
+    let api: Api<Secret> = Api::namespaced(client, &ns);
+    let secret = api
+        .get_opt(names::CREDENTIALS_SECRET)
+        .await
+        .map_err(|e| format!("cannot read {ns}/{}: {}", names::CREDENTIALS_SECRET, cluster::api_message(&e)))?
+        .ok_or_else(|| {
+            format!(
+                "workspace {:?} has no credentials yet; check `kube-coder user show {}` (is the operator running?)",
+                args.name, args.name
+            )
+        })?;
+    let get = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .ok_or_else(|| format!("{ns}/{} has no {key:?}", names::CREDENTIALS_SECRET))
+    };
+    if args.login {
+        let htpasswd = get("htpasswd")?;
+        let user = htpasswd.split(':').next().unwrap_or_default();
+        println!("user: {user}\npassword: {}", get("password")?);
+    } else {
+        println!("{}", get("api-token")?);
+    }
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! `kube-coder user add|list|show|stop|start|delete`: workspaces as an
+//! admin sees them. `add` and `start` wait for Ready and show progress.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use operator::crd::{
+    Auth, AuthType, IngressSpec, OAuth2, Owner, Phase, Storage, Tls, Workspace, WorkspaceSpec,
+};
+use operator::names;
+use serde_json::json;
+
+use crate::cluster;
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a workspace and wait until it is ready.
+    Add(Box<AddArgs>),
+    /// List workspaces.
+    List,
+    /// Show one workspace: status, conditions, URLs.
+    Show { name: String },
+    /// Scale a workspace to zero; its home volume is kept.
+    Stop { name: String },
+    /// Start a stopped workspace and wait until it is ready.
+    Start {
+        name: String,
+        /// Seconds to wait for Ready.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Delete a workspace (asks to retype the name unless --yes).
+    Delete {
+        name: String,
+        #[arg(long)]
+        yes: bool,
+        /// Also delete the home volume and namespace, even if retained.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Workspace name (a DNS label, at most 40 characters).
+    name: String,
+    /// The owner's user name (also the basic-auth login). Default: NAME.
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    github_login: Option<String>,
+    /// basic, oauth2 or none (none needs --read-only).
+    #[arg(long, default_value = "basic")]
+    auth: String,
+    #[arg(long)]
+    read_only: bool,
+    /// For --auth oauth2: the Secret (in the operator's namespace) with client-id and client-secret.
+    #[arg(long)]
+    oauth2_client_secret: Option<String>,
+    /// Dashboard host name; without it the workspace is reachable only in-cluster.
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    api_host: Option<String>,
+    #[arg(long)]
+    ingress_class: Option<String>,
+    /// TLS secret name prefix (with --host).
+    #[arg(long)]
+    tls_secret: Option<String>,
+    /// cert-manager ClusterIssuer (with --tls-secret).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Home volume size, e.g. 20Gi.
+    #[arg(long, default_value = "20Gi")]
+    storage: String,
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Delete the home volume with the workspace.
+    #[arg(long)]
+    no_retain: bool,
+    /// Stop after this long idle, e.g. 2h.
+    #[arg(long)]
+    idle_stop_after: Option<String>,
+    /// Return after creating, without waiting for Ready.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for Ready.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+pub async fn run(cmd: UserCommand) -> Result<(), String> {
+    let client = cluster::client().await?;
+    let api: Api<Workspace> = Api::all(client.clone());
+    match cmd {
+        UserCommand::Add(a) => add(&api, *a).await,
+        UserCommand::List => list(&api).await,
+        UserCommand::Show { name } => show(&api, &name).await,
+        UserCommand::Stop { name } => {
+            set_running(&api, &name, false).await?;
+            println!("{name}: stopping; the home volume is kept. `kube-coder user start {name}` starts it again.");
+            Ok(())
+        }
+        UserCommand::Start { name, timeout } => {
+            set_running(&api, &name, true).await?;
+            wait_ready(&api, &name, timeout).await?;
+            Ok(())
+        }
+        UserCommand::Delete { name, yes, purge } => delete(&client, &api, &name, yes, purge).await,
+    }
+}
+
+fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
+    let kind = match a.auth.as_str() {
+        "basic" => AuthType::Basic,
+        "oauth2" => AuthType::Oauth2,
+        "none" => AuthType::None,
+        other => return Err(format!("--auth {other:?}: use basic, oauth2 or none")),
+    };
+    let oauth2 = match (kind, &a.oauth2_client_secret) {
+        (AuthType::Oauth2, Some(secret)) => Some(OAuth2 {
+            client_secret_ref: secret.clone(),
+            allowed_users: Vec::new(),
+            ..Default::default()
+        }),
+        (AuthType::Oauth2, None) => {
+            return Err("--auth oauth2 needs --oauth2-client-secret NAME (a Secret in the operator's namespace with client-id and client-secret)".into())
+        }
+        _ => None,
+    };
+    let ingress = a.host.as_ref().map(|host| IngressSpec {
+        host: host.clone(),
+        api_host: a.api_host.clone(),
+        class_name: a.ingress_class.clone(),
+        tls: a.tls_secret.as_ref().map(|s| Tls {
+            secret_name: s.clone(),
+            issuer: a.issuer.clone(),
+        }),
+    });
+    Ok(WorkspaceSpec {
+        owner: Owner {
+            name: a.owner.clone().unwrap_or_else(|| a.name.clone()),
+            email: a.email.clone(),
+            github_login: a.github_login.clone(),
+        },
+        running: true,
+        image: Default::default(),
+        resources: Default::default(),
+        storage: Storage {
+            size: a.storage.clone(),
+            storage_class_name: a.storage_class.clone(),
+            retain_on_delete: !a.no_retain,
+        },
+        auth: Auth {
+            kind,
+            read_only: a.read_only,
+            oauth2,
+        },
+        ingress,
+        network: Default::default(),
+        build: Default::default(),
+        idle: a
+            .idle_stop_after
+            .clone()
+            .map(|s| operator::crd::Idle { stop_after: s }),
+    })
+}
+
+async fn add(api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {
+    let ws = Workspace::new(&a.name, spec_from(&a)?);
+    operator::manifests::validate(&ws).map_err(|e| e.to_string())?;
+    match api.create(&PostParams::default(), &ws).await {
+        Ok(_) => println!("{}: created", a.name),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            return Err(format!(
+                "workspace {:?} already exists; see `kube-coder user show {}`",
+                a.name, a.name
+            ))
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            return Err("the Workspace CRD is not installed; install the chart (helm install kube-coder charts/kube-coder) or run `kube-coder doctor`".into())
+        }
+        Err(e) => return Err(format!("the cluster refused the workspace: {}", cluster::api_message(&e))),
+    }
+    if a.no_wait {
+        return Ok(());
+    }
+    let ws = wait_ready(api, &a.name, a.timeout).await?;
+    let status = ws.status.unwrap_or_default();
+    println!(
+        "\n  dashboard: {}\n  api:       {}\n",
+        status.url.unwrap_or_default(),
+        status.api_url.unwrap_or_default()
+    );
+    println!("  API token:        kube-coder token {}", a.name);
+    if ws.spec.auth.kind == AuthType::Basic {
+        println!("  dashboard login:  kube-coder token {} --login", a.name);
+    }
+    Ok(())
+}
+
+/// Print each new phase/message until Ready (or Failed, or timeout).
+async fn wait_ready(api: &Api<Workspace>, name: &str, timeout: u64) -> Result<Workspace, String> {
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let ws = api
+            .get_opt(name)
+            .await
+            .map_err(|e| cluster::api_message(&e))?
+            .ok_or_else(|| format!("workspace {name:?} does not exist"))?;
+        let status = ws.status.clone().unwrap_or_default();
+        let current = status.observed_generation == ws.metadata.generation;
+        let line = format!(
+            "{:?}: {}",
+            status.phase.unwrap_or(Phase::Pending),
+            status
+                .message
+                .clone()
+                .unwrap_or_else(|| "waiting for the operator".into())
+        );
+        if line != last {
+            println!("  [{:>3}s] {line}", started.elapsed().as_secs());
+            let _ = std::io::stdout().flush();
+            last = line;
+        }
+        match status.phase {
+            Some(Phase::Ready) if current => return Ok(ws),
+            Some(Phase::Failed) if current => {
+                return Err(format!(
+                    "workspace {name:?} failed: {}; see `kube-coder user show {name}`",
+                    status.message.unwrap_or_default()
+                ))
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "workspace {name:?} is not ready after {timeout}s (last: {last}); is the operator running? see `kube-coder user show {name}` and `kube-coder doctor`"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn list(api: &Api<Workspace>) -> Result<(), String> {
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("cannot list workspaces: {}", cluster::api_message(&e)))?;
+    println!(
+        "{:<24} {:<16} {:<13} {:<7} {:<8} URL",
+        "NAME", "OWNER", "PHASE", "AUTH", "RUNNING"
+    );
+    for ws in list.items {
+        let s = ws.status.clone().unwrap_or_default();
+        println!(
+            "{:<24} {:<16} {:<13} {:<7} {:<8} {}",
+            names::workspace_name(&ws),
+            ws.spec.owner.name,
+            s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            format!("{:?}", ws.spec.auth.kind).to_lowercase(),
+            ws.spec.running,
+            s.url.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn get(api: &Api<Workspace>, name: &str) -> Result<Workspace, String> {
+    api.get_opt(name)
+        .await
+        .map_err(|e| cluster::api_message(&e))?
+        .ok_or_else(|| {
+            format!("workspace {name:?} does not exist; `kube-coder user list` shows them all")
+        })
+}
+
+async fn show(api: &Api<Workspace>, name: &str) -> Result<(), String> {
+    let ws = get(api, name).await?;
+    let s = ws.status.clone().unwrap_or_default();
+    println!("name:       {name}");
+    println!("owner:      {}", ws.spec.owner.name);
+    println!(
+        "phase:      {}",
+        s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    );
+    println!("message:    {}", s.message.unwrap_or_default());
+    println!("running:    {}", ws.spec.running);
+    println!(
+        "auth:       {:?}{}",
+        ws.spec.auth.kind,
+        if ws.spec.auth.read_only {
+            " (read-only)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "namespace:  {}",
+        s.namespace.unwrap_or_else(|| names::namespace(name))
+    );
+    println!("dashboard:  {}", s.url.unwrap_or_default());
+    println!("api:        {}", s.api_url.unwrap_or_default());
+    if let Some(a) = s.last_activity {
+        println!("activity:   {a}");
+    }
+    println!(
+        "storage:    {} ({})",
+        ws.spec.storage.size,
+        if ws.spec.storage.retain_on_delete {
+            "kept on delete"
+        } else {
+            "deleted with the workspace"
+        }
+    );
+    for c in s.conditions {
+        println!(
+            "condition:  {}={} ({}): {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    Ok(())
+}
+
+async fn set_running(api: &Api<Workspace>, name: &str, running: bool) -> Result<(), String> {
+    get(api, name).await?;
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"running": running}})),
+    )
+    .await
+    .map_err(|e| cluster::api_message(&e))?;
+    Ok(())
+}
+
+async fn delete(
+    client: &kube::Client,
+    api: &Api<Workspace>,
+    name: &str,
+    yes: bool,
+    purge: bool,
+) -> Result<(), String> {
+    let ws = get(api, name).await?;
+    let retained = ws.spec.storage.retain_on_delete && !purge;
+    if !yes {
+        print!(
+            "Delete workspace {name}{}? Type its name to confirm: ",
+            if retained {
+                " (its home volume is kept)"
+            } else {
+                " and its home volume"
+            }
+        );
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if line.trim() != name {
+            return Err("not confirmed; nothing deleted".into());
+        }
+    }
+    api.delete(name, &DeleteParams::foreground())
+        .await
+        .map_err(|e| cluster::api_message(&e))?;
+    if !retained {
+        let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        match ns
+            .delete(&names::namespace(name), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(format!(
+                    "deleted the workspace, but not its namespace: {}",
+                    cluster::api_message(&e)
+                ))
+            }
+        }
+    }
+    println!(
+        "{name}: deleted{}",
+        if retained {
+            format!(
+                "; namespace {} keeps the home volume (delete it to free the storage)",
+                names::namespace(name)
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

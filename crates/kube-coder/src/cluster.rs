@@ -1,0 +1,90 @@
+//! What every cluster-side subcommand shares: the settings flags, a
+//! client from the admin's kubeconfig with an error that says what to do,
+//! and the runtime.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use operator::settings::Settings;
+
+/// Cluster-wide settings (the operator's flags; `render` takes them too).
+#[derive(Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// Workspace image repository used when a Workspace names none.
+    #[arg(long, env = "KUBE_CODER_IMAGE_REPOSITORY", default_value_t = Settings::default().image_repository)]
+    image_repository: String,
+    /// Workspace image tag used when a Workspace names none.
+    #[arg(long, env = "KUBE_CODER_IMAGE_TAG", default_value_t = Settings::default().image_tag)]
+    image_tag: String,
+    /// oauth2-proxy image for workspaces with auth.type oauth2.
+    #[arg(long, env = "KUBE_CODER_OAUTH2_PROXY_IMAGE", default_value_t = Settings::default().oauth2_proxy_image)]
+    oauth2_proxy_image: String,
+    /// The operator's namespace (source of copied Secrets; allowed to reach the api port).
+    #[arg(long, env = "POD_NAMESPACE", default_value_t = Settings::default().operator_namespace)]
+    operator_namespace: String,
+    /// Namespace of the ingress controller (the only allowed source of traffic).
+    #[arg(long, env = "KUBE_CODER_INGRESS_NAMESPACE", default_value_t = Settings::default().ingress_namespace)]
+    ingress_namespace: String,
+    /// Namespace of cluster DNS.
+    #[arg(long, env = "KUBE_CODER_DNS_NAMESPACE", default_value_t = Settings::default().dns_namespace)]
+    dns_namespace: String,
+    /// Label (key=value) of the cluster DNS pods.
+    #[arg(long, env = "KUBE_CODER_DNS_POD_LABEL", default_value_t = Settings::default().dns_pod_label)]
+    dns_pod_label: String,
+    /// A workspace's api URL for idle checks; {namespace} is replaced.
+    #[arg(long, env = "KUBE_CODER_ACTIVITY_URL", default_value_t = Settings::default().activity_url)]
+    activity_url: String,
+}
+
+impl From<SettingsArgs> for Settings {
+    fn from(a: SettingsArgs) -> Self {
+        Settings {
+            image_repository: a.image_repository,
+            image_tag: a.image_tag,
+            oauth2_proxy_image: a.oauth2_proxy_image,
+            operator_namespace: a.operator_namespace,
+            ingress_namespace: a.ingress_namespace,
+            dns_namespace: a.dns_namespace,
+            dns_pod_label: a.dns_pod_label,
+            activity_url: a.activity_url,
+        }
+    }
+}
+
+/// A client from KUBECONFIG / ~/.kube/config / the in-cluster account.
+pub async fn client() -> Result<kube::Client, String> {
+    // Both ring and aws-lc-rs are linked in; pick one before any TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    kube::Client::try_default().await.map_err(|e| {
+        format!("cannot reach a Kubernetes cluster ({e}); set KUBECONFIG or run inside the cluster")
+    })
+}
+
+/// Run `body` on a fresh runtime; errors print as one line and exit 1.
+pub fn block_on<F>(body: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-coder: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("kube-coder: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The API server's own words for a refused request.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,80 @@
+//! `kube-coder operator`: run the reconciler, with `/livez`, `/readyz`
+//! and `/metrics` on a small HTTP listener for the Deployment's probes.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use operator::controller::{self, Stats};
+
+use crate::cluster::{self, SettingsArgs};
+
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Probes and metrics.
+    #[arg(
+        long,
+        env = "KUBE_CODER_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    listen: SocketAddr,
+    /// Seconds between activity checks of a running workspace with idle.stopAfter.
+    #[arg(long, env = "KUBE_CODER_IDLE_CHECK_SECS", default_value_t = 60)]
+    idle_check_secs: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "KUBE_CODER_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn metrics_text(stats: &Stats) -> String {
+    format!(
+        "# TYPE kube_coder_operator_reconciles_total counter\nkube_coder_operator_reconciles_total {}\n\
+         # TYPE kube_coder_operator_reconcile_failures_total counter\nkube_coder_operator_reconcile_failures_total {}\n\
+         # TYPE kube_coder_operator_api_writes_total counter\nkube_coder_operator_api_writes_total {}\n",
+        stats.reconciles.load(Ordering::Relaxed),
+        stats.failures.load(Ordering::Relaxed),
+        stats.writes.load(Ordering::Relaxed),
+    )
+}
+
+pub fn run(args: OperatorArgs) -> ExitCode {
+    crate::serve::init_logging(&args.log_format);
+    cluster::block_on(async move {
+        let client = cluster::client().await?;
+        let stats = Arc::new(Stats::default());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let scrape = stats.clone();
+        let app = Router::new()
+            .route("/livez", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                get(move || async move { metrics_text(&scrape) }),
+            );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        tracing::info!(listen = %args.listen, "operator started");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        controller::run(
+            client,
+            args.settings.into(),
+            Duration::from_secs(args.idle_check_secs.max(1)),
+            stats,
+            shutdown,
+        )
+        .await;
+        Ok(())
+    })
+}
