@@ -233,3 +233,39 @@ pub fn ws_name(prefix: &str) -> String {
         nanos % 0xfffff
     )
 }
+
+/// The `kube-coder` binary of this workspace (built by `make test` before
+/// the cluster tests).
+pub fn kube_coder_bin() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("debug/kube-coder");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p kube-coder` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run `kube-coder ARGS` with `stdin`; returns (exit code, stdout, stderr).
+pub async fn kube_coder(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(kube_coder_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kube-coder");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes()).await;
+    }
+    let out = child.wait_with_output().await.expect("kube-coder output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
