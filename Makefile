@@ -27,6 +27,7 @@ lint: setup-test
 
 test: lint
 	$(CARGO) test --workspace --exclude kube-coder-cluster-tests
+	$(CARGO) build -p kube-coder
 	hack/with-cluster $(CARGO) test -p kube-coder-cluster-tests
 
 # The test control plane alone: hack/cluster up|down|env (see hack/README.md).
@@ -41,6 +42,7 @@ bench: setup
 	bench/run.sh
 	bench/files.sh
 	bench/hooks.sh
+	hack/with-cluster bench/operator.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,140 @@
+//! The Helm chart: `helm lint` and `helm template` pass and render a
+//! hardened operator with least-privilege RBAC; `helm install` into the
+//! test cluster brings the operator Deployment up (on a fake node), and
+//! the real operator binary, running with nothing but the chart's
+//! ServiceAccount token, turns a Workspace into a Ready workspace — so the
+//! ClusterRole holds all the reconciler needs.
+//! Starts: the control plane, helm, the `kube-coder operator` binary.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube_coder_cluster_tests::{
+    client, eventually, install_crd, kube_coder_bin, provide_volume, workspace_json, ws_name,
+};
+use operator::crd::{Phase, Workspace};
+use serde_json::json;
+
+fn helm() -> PathBuf {
+    let path = std::env::var_os("KUBE_CODER_HELM")
+        .expect("KUBE_CODER_HELM is not set: run `make test`, or `eval $(hack/cluster env)`");
+    PathBuf::from(path)
+}
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kube-coder")
+}
+
+fn run_helm(args: &[&str]) -> String {
+    let out = std::process::Command::new(helm()).args(args).output().expect("run helm");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_chart_lints_and_renders_a_hardened_least_privilege_operator() {
+    run_helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    let rendered = run_helm(&["template", "kc", chart().to_str().unwrap(), "-n", "kc-system"]);
+    let docs: Vec<serde_json::Value> = rendered
+        .split("\n---")
+        .filter_map(|d| serde_yaml::from_str::<serde_json::Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect();
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+
+    let pod = &of("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let sc = &pod["containers"][0]["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(pod["containers"][0]["resources"]["limits"].is_object());
+
+    let rules = of("ClusterRole")["rules"].as_array().unwrap();
+    for rule in rules {
+        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let resources: Vec<&str> = rule["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(!verbs.contains(&"*") && !resources.contains(&"*"), "wildcard in {rule}");
+        for v in ["delete", "deletecollection", "escalate", "bind", "impersonate"] {
+            assert!(!verbs.contains(&v), "{v} granted in {rule}");
+        }
+        for r in ["pods", "jobs", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "nodes"] {
+            assert!(!resources.contains(&r), "{r} granted in {rule}");
+        }
+    }
+}
+
+/// A kubeconfig like the admin's, but authenticating with `token` only.
+fn kubeconfig_with_token(token: &str) -> tempfile::NamedTempFile {
+    let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    for user in config["users"].as_sequence_mut().unwrap() {
+        user["user"] = serde_yaml::to_value(json!({"token": token})).unwrap();
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_yaml::to_string(&config).unwrap()).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = "kc-system";
+    run_helm(&["install", "kc", chart().to_str().unwrap(), "-n", ns, "--create-namespace", "--wait", "--timeout", "2m"]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = deployments.get("kc-operator").await.unwrap();
+    assert_eq!(d.status.unwrap().ready_replicas, Some(1));
+
+    // The operator binary with the chart's ServiceAccount and nothing else.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}
+    }))
+    .unwrap();
+    let token = sas
+        .create_token_request("kc-operator", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .expect("a token");
+    let kubeconfig = kubeconfig_with_token(&token);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut operator = tokio::process::Command::new(kube_coder_bin())
+        .args(["operator", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", kubeconfig.path())
+        .env("POD_NAMESPACE", ns)
+        .env("KUBE_CODER_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let api: Api<Workspace> = Api::all(client.clone());
+    let name = ws_name("helm");
+    provide_volume(&client, &name).await;
+    api.create(&PostParams::default(), &workspace_json(&name, json!({"ingress": {"host": format!("{name}.example.com")}})))
+        .await
+        .unwrap();
+    let ws = eventually("the workspace to be Ready under the chart's RBAC", 90, || async {
+        let ws = api.get(&name).await.ok()?;
+        (ws.status.as_ref()?.phase == Some(Phase::Ready)).then_some(ws)
+    })
+    .await;
+    let applied = ws.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Applied").unwrap();
+    assert_eq!(applied.status, "True", "{}", applied.message);
+
+    // The operator's own metrics endpoint answers.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kube_coder_operator_reconciles_total"), "{metrics}");
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let _ = operator.kill().await;
+    run_helm(&["uninstall", "kc", "-n", ns, "--wait"]);
+}
