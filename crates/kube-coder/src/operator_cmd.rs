@@ -37,18 +37,27 @@ fn metrics_text(stats: &Stats) -> String {
     format!(
         "# TYPE kube_coder_operator_reconciles_total counter\nkube_coder_operator_reconciles_total {}\n\
          # TYPE kube_coder_operator_reconcile_failures_total counter\nkube_coder_operator_reconcile_failures_total {}\n\
-         # TYPE kube_coder_operator_api_writes_total counter\nkube_coder_operator_api_writes_total {}\n",
+         # TYPE kube_coder_operator_api_writes_total counter\nkube_coder_operator_api_writes_total {}\n\
+         # TYPE kube_coder_operator_api_requests_total counter\nkube_coder_operator_api_requests_total {}\n\
+         # TYPE kube_coder_operator_api_watch_requests_total counter\nkube_coder_operator_api_watch_requests_total {}\n",
         stats.reconciles.load(Ordering::Relaxed),
         stats.failures.load(Ordering::Relaxed),
         stats.writes.load(Ordering::Relaxed),
+        stats.requests.load(Ordering::Relaxed),
+        stats.watches.load(Ordering::Relaxed),
     )
 }
 
 pub fn run(args: OperatorArgs) -> ExitCode {
     crate::serve::init_logging(&args.log_format);
     cluster::block_on(async move {
-        let client = cluster::client().await?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let stats = Arc::new(Stats::default());
+        let config = kube::Config::infer().await.map_err(|e| {
+            format!("cannot find a cluster ({e}); set KUBECONFIG or run inside the cluster")
+        })?;
+        let client = controller::client::counting_client(config, stats.clone())
+            .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -638,6 +638,46 @@ async fn oauth2_allowlist_and_api_listener_ignores_identity_headers() {
     // On the api listener the same headers mean nothing.
     let r = get(&ws.api, "alice", "alice@example.com").await.unwrap();
     assert_eq!(r.status(), 401);
+
+    // oauth2-proxy in front of the server sends X-Forwarded-User/-Email.
+    let forwarded = |base: &str, user: &str, email: &str| {
+        ws.client
+            .get(format!("{base}/api/whoami"))
+            .header("x-forwarded-user", user)
+            .header("x-forwarded-email", email)
+            .send()
+    };
+    let r = forwarded(&ws.dashboard, "alice", "alice@example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = forwarded(&ws.dashboard, "mallory", "mallory@example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = forwarded(&ws.api, "alice", "alice@example.com")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn forwarded_identity_from_an_untrusted_peer_is_ignored() {
+    // Loopback is not a trusted proxy here, so the test client is not one.
+    let ws = Workspace::start(&["--auth", "oauth2", "--trusted-proxy-cidrs", "10.9.9.9/32"]).await;
+    for (name, value) in [
+        ("x-forwarded-user", "alice"),
+        ("x-forwarded-email", "alice@example.com"),
+    ] {
+        let r = ws
+            .client
+            .get(format!("{}/api/whoami", ws.dashboard))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -29,8 +29,15 @@ fn chart() -> PathBuf {
 }
 
 fn run_helm(args: &[&str]) -> String {
-    let out = std::process::Command::new(helm()).args(args).output().expect("run helm");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .output()
+        .expect("run helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "helm {args:?} failed:\n{text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -38,13 +45,23 @@ fn run_helm(args: &[&str]) -> String {
 #[test]
 fn the_chart_lints_and_renders_a_hardened_least_privilege_operator() {
     run_helm(&["lint", "--strict", chart().to_str().unwrap()]);
-    let rendered = run_helm(&["template", "kc", chart().to_str().unwrap(), "-n", "kc-system"]);
+    let rendered = run_helm(&[
+        "template",
+        "kc",
+        chart().to_str().unwrap(),
+        "-n",
+        "kc-system",
+    ]);
     let docs: Vec<serde_json::Value> = rendered
         .split("\n---")
         .filter_map(|d| serde_yaml::from_str::<serde_json::Value>(d).ok())
         .filter(|d| d.is_object())
         .collect();
-    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
 
     let pod = &of("Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -56,13 +73,40 @@ fn the_chart_lints_and_renders_a_hardened_least_privilege_operator() {
 
     let rules = of("ClusterRole")["rules"].as_array().unwrap();
     for rule in rules {
-        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        let resources: Vec<&str> = rule["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert!(!verbs.contains(&"*") && !resources.contains(&"*"), "wildcard in {rule}");
-        for v in ["delete", "deletecollection", "escalate", "bind", "impersonate"] {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            !verbs.contains(&"*") && !resources.contains(&"*"),
+            "wildcard in {rule}"
+        );
+        for v in [
+            "delete",
+            "deletecollection",
+            "escalate",
+            "bind",
+            "impersonate",
+        ] {
             assert!(!verbs.contains(&v), "{v} granted in {rule}");
         }
-        for r in ["pods", "jobs", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "nodes"] {
+        for r in [
+            "pods",
+            "jobs",
+            "roles",
+            "rolebindings",
+            "clusterroles",
+            "clusterrolebindings",
+            "nodes",
+        ] {
             assert!(!resources.contains(&r), "{r} granted in {rule}");
         }
     }
@@ -85,7 +129,17 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
     let client = client().await;
     install_crd(&client).await;
     let ns = "kc-system";
-    run_helm(&["install", "kc", chart().to_str().unwrap(), "-n", ns, "--create-namespace", "--wait", "--timeout", "2m"]);
+    run_helm(&[
+        "install",
+        "kc",
+        chart().to_str().unwrap(),
+        "-n",
+        ns,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "2m",
+    ]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let d = deployments.get("kc-operator").await.unwrap();
     assert_eq!(d.status.unwrap().ready_replicas, Some(1));
@@ -106,7 +160,11 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         .token
         .expect("a token");
     let kubeconfig = kubeconfig_with_token(&token);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut operator = tokio::process::Command::new(kube_coder_bin())
         .args(["operator", "--listen", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", kubeconfig.path())
@@ -119,20 +177,44 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
     let api: Api<Workspace> = Api::all(client.clone());
     let name = ws_name("helm");
     provide_volume(&client, &name).await;
-    api.create(&PostParams::default(), &workspace_json(&name, json!({"ingress": {"host": format!("{name}.example.com")}})))
-        .await
-        .unwrap();
-    let ws = eventually("the workspace to be Ready under the chart's RBAC", 90, || async {
-        let ws = api.get(&name).await.ok()?;
-        (ws.status.as_ref()?.phase == Some(Phase::Ready)).then_some(ws)
-    })
+    api.create(
+        &PostParams::default(),
+        &workspace_json(
+            &name,
+            json!({"ingress": {"host": format!("{name}.example.com")}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ws = eventually(
+        "the workspace to be Ready under the chart's RBAC",
+        90,
+        || async {
+            let ws = api.get(&name).await.ok()?;
+            (ws.status.as_ref()?.phase == Some(Phase::Ready)).then_some(ws)
+        },
+    )
     .await;
-    let applied = ws.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Applied").unwrap();
+    let applied = ws
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Applied")
+        .unwrap();
     assert_eq!(applied.status, "True", "{}", applied.message);
 
     // The operator's own metrics endpoint answers.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("kube_coder_operator_reconciles_total"), "{metrics}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kube_coder_operator_reconciles_total"),
+        "{metrics}"
+    );
 
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     let _ = operator.kill().await;

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod caches;
+pub mod client;
 pub mod idle;
 pub mod secrets;
 pub mod status;
@@ -79,6 +80,10 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Writes to the API server: applies, creates, status patches, stops.
     pub writes: AtomicU64,
+    /// Every request to the API server (when built by [`client::counting_client`]).
+    pub requests: AtomicU64,
+    /// Of which watch requests (opened or re-opened).
+    pub watches: AtomicU64,
     /// The same, per Workspace name.
     writes_by_workspace: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }

@@ -201,8 +201,10 @@ impl Auth {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        let user = get("x-auth-request-user");
-        let email = get("x-auth-request-email");
+        // oauth2-proxy in front (its upstream mode) sends X-Forwarded-*;
+        // an ingress doing auth_request passes X-Auth-Request-*.
+        let user = get("x-auth-request-user").or_else(|| get("x-forwarded-user"));
+        let email = get("x-auth-request-email").or_else(|| get("x-forwarded-email"));
         let Some(name) = user.clone().or_else(|| email.clone()) else {
             return Err(ApiError::unauthorized(
                 "sign in through the workspace's login proxy",
