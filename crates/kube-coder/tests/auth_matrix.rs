@@ -733,3 +733,93 @@ async fn token_regeneration_is_shown_once_revokes_the_old_token_and_sessions() {
         assert!(body.contains("read_only") && !body.contains(&ro.token));
     }
 }
+
+/// Rewriting the token file (as an admin, or the kubelet refreshing a
+/// mounted Secret, would) rotates the token at once, without a restart.
+#[tokio::test]
+async fn rewriting_the_token_file_rotates_the_token_without_a_restart() {
+    let mut ws = Workspace::start(&["--auth", "token"]).await;
+    let cookie = session_cookie(&ws).await;
+    let new = "0123456789abcdef0123456789abcdef-rotated";
+    // Written beside and renamed into place, like a Secret volume update.
+    let tmp = ws.data_dir().join(".api-token.new");
+    std::fs::write(&tmp, format!("{new}\n")).unwrap();
+    std::fs::rename(&tmp, ws.token_file()).unwrap();
+    let old = ws.token.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (s, _) = ws.api_get("/api/tasks").await;
+        if s == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ws.token = new.to_string();
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 200, "the new token is refused");
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks", ws.dashboard))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a browser session outlived the rotation");
+    // A file too short to be a token is ignored, not taken.
+    std::fs::write(ws.token_file(), "short").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 200);
+    assert_ne!(old, ws.token);
+}
+
+/// Unmounts when the test ends, whatever happens.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A token file on a read-only mount (a Kubernetes Secret volume) is
+/// managed elsewhere: POST /api/token says so with 409, and changes nothing.
+#[tokio::test]
+async fn a_read_only_token_file_is_not_regenerated_by_the_server() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let path = mnt.path().to_str().unwrap().to_string();
+    assert!(
+        mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs", &path]),
+        "this test mounts a tmpfs and needs root (CI and `make test` run as root)"
+    );
+    let _mount = Mount(mnt.path().to_path_buf());
+    let token_file = mnt.path().join("api-token");
+    std::fs::write(&token_file, "fedcba9876543210fedcba9876543210").unwrap();
+    assert!(mount(&["-o", "remount,ro", &path]), "remount read-only");
+    let arg = format!("--api-token-file={}", token_file.display());
+    let ws = Workspace::start(&[arg.as_str()]).await;
+    let (s, v) = ws.api_post("/api/token", json!({})).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("token_managed")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kube-coder token"),
+        "{v}"
+    );
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 200, "the token changed");
+}

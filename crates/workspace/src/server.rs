@@ -69,6 +69,8 @@ pub struct Server {
     pub started: Started,
     dashboard: (TcpListener, axum::Router),
     api: (TcpListener, axum::Router),
+    /// Rotation of the API token by its file (held to keep it running).
+    _token_watch: Option<notify::RecommendedWatcher>,
 }
 
 impl Server {
@@ -147,6 +149,14 @@ impl Server {
             allowed_users: config.allowed_users.clone(),
             store,
         }));
+        let token_watch = match crate::auth::token_file::watch(&config.api_token_file, auth.clone())
+        {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "the API token file is not watched; rotate it with POST /api/token");
+                None
+            }
+        };
         let files = Files::open(&config.home, config.read_only, config.file_limits.clone())
             .map_err(|err| ServeError::DataDir {
                 path: config.home.clone(),
@@ -182,6 +192,7 @@ impl Server {
             started,
             dashboard: (dash, dashboard_router(state.clone())),
             api: (api, api_router(state)),
+            _token_watch: token_watch,
         })
     }
 

@@ -68,6 +68,16 @@ async fn an_admin_onboards_stops_starts_and_removes_a_user() {
         "{login}"
     );
 
+    // Rotation: a new token in the Secret, kept by the operator.
+    let (code, rotated, err) = kube_coder(&["token", &name, "--rotate"], "").await;
+    assert_eq!(code, 0, "{err}");
+    let rotated = rotated.trim().to_string();
+    assert_eq!(rotated.len(), 64);
+    assert_ne!(rotated, token.trim());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, now, _) = kube_coder(&["token", &name], "").await;
+    assert_eq!(now.trim(), rotated, "the operator put the old token back");
+
     // Adding it again says so.
     let (code, _, err) = kube_coder(&["user", "add", &name, "--no-wait"], "").await;
     assert_eq!(code, 1);

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use operator::names;
 
 use crate::cluster;
@@ -15,12 +15,37 @@ pub struct TokenArgs {
     /// Print the dashboard login (user and password) instead.
     #[arg(long)]
     login: bool,
+    /// Replace the API token with a new one and print it. The workspace
+    /// takes it when the kubelet refreshes the mounted Secret (about a
+    /// minute), without a restart; the old token stops working then.
+    #[arg(long, conflicts_with = "login")]
+    rotate: bool,
 }
 
 pub async fn run(args: TokenArgs) -> Result<(), String> {
     let client = cluster::client().await?;
     let ns = names::namespace(&args.name);
     let api: Api<Secret> = Api::namespaced(client, &ns);
+    if args.rotate {
+        let token = operator::manifests::credentials::random_hex(32);
+        let patch = serde_json::json!({"stringData": {"api-token": token}});
+        api.patch(
+            names::CREDENTIALS_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 404 => format!(
+                "workspace {:?} has no credentials yet; check `kube-coder user show {}`",
+                args.name, args.name
+            ),
+            _ => format!("cannot rotate the token: {}", cluster::api_message(&e)),
+        })?;
+        println!("{token}");
+        eprintln!("the workspace takes the new token within about a minute; the old one stops working then");
+        return Ok(());
+    }
     let secret = api
         .get_opt(names::CREDENTIALS_SECRET)
         .await

@@ -35,6 +35,22 @@ impl Workspace {
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
+    /// `--api-token-file` if the test passed one, else the default.
+    pub fn token_file(&self) -> PathBuf {
+        let given = self.args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix("--api-token-file=")
+                .map(str::to_string)
+                .or_else(|| {
+                    (a == "--api-token-file")
+                        .then(|| self.args.get(i + 1).cloned())
+                        .flatten()
+                })
+        });
+        given
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.data_dir().join("api-token"))
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("data/tmux.sock")
     }
@@ -169,7 +185,7 @@ prompt_delivery = "stdin"
         }
         self.dashboard = dash.unwrap();
         self.api = api.unwrap();
-        self.token = std::fs::read_to_string(self.data_dir().join("api-token"))
+        self.token = std::fs::read_to_string(self.token_file())
             .unwrap()
             .trim()
             .to_string();

@@ -12,6 +12,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
 
 use crate::manifests::Kind;
 use crate::names;
@@ -38,7 +39,12 @@ impl Caches {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             let writer = Writer::new(ar.clone());
             stores.insert(kind, writer.as_reader());
-            let stream = reflector::reflector(writer, watcher(api, config.clone()))
+            // managedFields are most of an object's size and never compared:
+            // dropping them keeps the cache (the operator's memory) small.
+            let events = watcher(api, config.clone()).modify(|o| {
+                o.managed_fields_mut().clear();
+            });
+            let stream = reflector::reflector(writer, events)
                 .default_backoff()
                 .touched_objects()
                 .boxed();

@@ -13,6 +13,7 @@
 
 pub mod htpasswd;
 pub mod same_origin;
+pub mod token_file;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +104,11 @@ impl Auth {
             .read()
             .map(|d| d.matches(presented))
             .unwrap_or(false)
+    }
+
+    /// Whether `token` is the current API token.
+    pub fn token_is(&self, token: &str) -> bool {
+        self.token.read().map(|d| d.matches(token)).unwrap_or(false)
     }
 
     pub fn replace_token(&self, token: &str) {

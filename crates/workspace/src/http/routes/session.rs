@@ -93,10 +93,29 @@ pub async fn regenerate_token(State(app): State<AppState>) -> ApiResult<Response
     let token = generate_token();
     let file = app.token_file.clone();
     let t = token.clone();
-    tokio::task::spawn_blocking(move || write_secret_file(&file, &t))
+    let written = tokio::task::spawn_blocking(move || write_secret_file(&file, &t))
         .await
-        .map_err(|e| ApiError::internal("could not write the token file", e))?
         .map_err(|e| ApiError::internal("could not write the token file", e))?;
+    match written {
+        Ok(()) => {}
+        // A token file on a read-only mount is managed elsewhere (the
+        // operator's Secret): say where to rotate it instead.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Err(ApiError::conflict(
+                "token_managed",
+                format!(
+                    "the API token file {} is read-only here, so the token is managed outside this server; on Kubernetes rotate it with `kube-coder token NAME --rotate`",
+                    app.token_file.display()
+                ),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal("could not write the token file", e)),
+    }
     app.auth.replace_token(&token);
     app.auth.store().delete_all_sessions().await?;
     tracing::info!("API token regenerated");
