@@ -618,47 +618,33 @@ async fn oauth2_allowlist_and_api_listener_ignores_identity_headers() {
         "alice@example.com",
     ])
     .await;
-    let get = |base: &str, user: &str, email: &str| {
-        ws.client
-            .get(format!("{base}/api/whoami"))
-            .header("x-auth-request-user", user)
-            .header("x-auth-request-email", email)
-            .send()
-    };
-    let r = get(&ws.dashboard, "alice", "alice@example.com")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = get(&ws.dashboard, "mallory", "mallory@example.com")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["code"], "not_allowed");
-    // On the api listener the same headers mean nothing.
-    let r = get(&ws.api, "alice", "alice@example.com").await.unwrap();
-    assert_eq!(r.status(), 401);
-
-    // oauth2-proxy in front of the server sends X-Forwarded-User/-Email.
-    let forwarded = |base: &str, user: &str, email: &str| {
-        ws.client
-            .get(format!("{base}/api/whoami"))
-            .header("x-forwarded-user", user)
-            .header("x-forwarded-email", email)
-            .send()
-    };
-    let r = forwarded(&ws.dashboard, "alice", "alice@example.com")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = forwarded(&ws.dashboard, "mallory", "mallory@example.com")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = forwarded(&ws.api, "alice", "alice@example.com")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    // An ingress doing auth_request passes X-Auth-Request-*; oauth2-proxy
+    // as the upstream proxy sends X-Forwarded-*. Both count, from here only.
+    for (user_header, email_header) in [
+        ("x-auth-request-user", "x-auth-request-email"),
+        ("x-forwarded-user", "x-forwarded-email"),
+    ] {
+        let get = |base: &str, user: &str, email: &str| {
+            ws.client
+                .get(format!("{base}/api/whoami"))
+                .header(user_header, user)
+                .header(email_header, email)
+                .send()
+        };
+        let r = get(&ws.dashboard, "alice", "alice@example.com")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{user_header}");
+        let r = get(&ws.dashboard, "mallory", "mallory@example.com")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{user_header}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "not_allowed");
+        // On the api listener the same headers mean nothing.
+        let r = get(&ws.api, "alice", "alice@example.com").await.unwrap();
+        assert_eq!(r.status(), 401, "{user_header}");
+    }
 }
 
 #[tokio::test]
@@ -777,17 +763,6 @@ async fn rewriting_the_token_file_rotates_the_token_without_a_restart() {
     assert_ne!(old, ws.token);
 }
 
-/// Unmounts when the test ends, whatever happens.
-struct Mount(std::path::PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A token file on a read-only mount (a Kubernetes Secret volume) is
 /// managed elsewhere: POST /api/token says so with 409, and changes nothing.
 #[tokio::test]
@@ -805,7 +780,7 @@ async fn a_read_only_token_file_is_not_regenerated_by_the_server() {
         mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs", &path]),
         "this test mounts a tmpfs and needs root (CI and `make test` run as root)"
     );
-    let _mount = Mount(mnt.path().to_path_buf());
+    let _mount = common::Mount(mnt.path().to_path_buf());
     let token_file = mnt.path().join("api-token");
     std::fs::write(&token_file, "fedcba9876543210fedcba9876543210").unwrap();
     assert!(mount(&["-o", "remount,ro", &path]), "remount read-only");

@@ -638,17 +638,6 @@ async fn interrupted_and_oversize_uploads_leave_the_old_file_and_no_temp() {
     assert_eq!(r.text().await.unwrap(), "original");
 }
 
-/// Unmounts the tmpfs when the test ends, whatever happens.
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_leaves_the_old_file_and_no_temp() {
     // A real full filesystem: a 4 MiB tmpfs as the workspace home.
@@ -663,7 +652,7 @@ async fn a_full_disk_leaves_the_old_file_and_no_temp() {
         ok,
         "this test mounts a small tmpfs and needs root (CI and `make test` run as root)"
     );
-    let _mount = Mount(mnt.path().to_path_buf());
+    let _mount = common::Mount(mnt.path().to_path_buf());
     let home = mnt.path().to_str().unwrap().to_string();
     let ws = Workspace::start(&["--home", &home]).await;
     let first = random_bytes(1024 * 1024, 3);

@@ -269,3 +269,46 @@ pub async fn kube_coder(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Provide a volume for `name`, then create its Workspace (test defaults
+/// plus `extra`).
+pub async fn create_workspace(
+    client: &kube::Client,
+    api: &kube::Api<operator::crd::Workspace>,
+    name: &str,
+    extra: serde_json::Value,
+) {
+    provide_volume(client, name).await;
+    api.create(
+        &kube::api::PostParams::default(),
+        &workspace_json(name, extra),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+/// Wait until `name` reports `phase` for its current generation.
+pub async fn wait_phase(
+    api: &kube::Api<operator::crd::Workspace>,
+    name: &str,
+    phase: operator::crd::Phase,
+    secs: u64,
+) -> operator::crd::Workspace {
+    eventually(&format!("{name} to be {phase}"), secs, || async {
+        let ws = api.get(name).await.ok()?;
+        let s = ws.status.as_ref()?;
+        (s.phase == Some(phase) && s.observed_generation == ws.metadata.generation).then_some(ws)
+    })
+    .await
+}
+
+/// Wait until the namespace `ws-<name>` is gone.
+pub async fn wait_namespace_gone(client: &kube::Client, name: &str, secs: u64) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let ns = format!("ws-{name}");
+    eventually(&format!("namespace {ns} to be deleted"), secs, || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}

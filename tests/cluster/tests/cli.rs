@@ -4,10 +4,11 @@
 //! line that says what to do. Starts: the control plane, the operator
 //! in-process, the `kube-coder` binary.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, kube_coder, operator_running, provide_volume, ws_name,
+    client, eventually, install_crd, kube_coder, operator_running, provide_volume,
+    wait_namespace_gone, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 
@@ -104,16 +105,7 @@ async fn an_admin_onboards_stops_starts_and_removes_a_user() {
     let (code, out, err) =
         kube_coder(&["user", "delete", &name, "--purge"], &format!("{name}\n")).await;
     assert_eq!(code, 0, "{out}{err}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the purged namespace to go", 120, || async {
-        namespaces
-            .get_opt(&format!("ws-{name}"))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_namespace_gone(&client, &name, 120).await;
     assert!(api.get_opt(&name).await.unwrap().is_none());
 }
 

@@ -9,21 +9,14 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, operator_running, provide_volume, workspace_json, ws_name,
+    client, create_workspace, install_crd, operator_running, wait_phase, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
 
 async fn ready_workspace(client: &kube::Client, api: &Api<Workspace>, name: &str) {
-    provide_volume(client, name).await;
-    api.create(&PostParams::default(), &workspace_json(name, json!({})))
-        .await
-        .unwrap();
-    eventually(&format!("{name} to be Ready"), 90, || async {
-        let ws = api.get(name).await.ok()?;
-        (ws.status?.phase == Some(Phase::Ready)).then_some(())
-    })
-    .await;
+    create_workspace(client, api, name, json!({})).await;
+    wait_phase(api, name, Phase::Ready, 90).await;
 }
 
 /// Whether the workspace ServiceAccount of `ws_ns` may do `verb` on

@@ -12,10 +12,11 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Resource;
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, operator_running, provide_volume, workspace_json, ws_name,
+    client, create_workspace, eventually, install_crd, operator_running, wait_namespace_gone,
+    wait_phase, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
@@ -25,22 +26,6 @@ async fn setup() -> (kube::Client, Api<Workspace>) {
     install_crd(&client).await;
     operator_running();
     (client.clone(), Api::all(client))
-}
-
-async fn create(client: &kube::Client, api: &Api<Workspace>, name: &str, extra: serde_json::Value) {
-    provide_volume(client, name).await;
-    api.create(&PostParams::default(), &workspace_json(name, extra))
-        .await
-        .unwrap_or_else(|e| panic!("create {name}: {e}"));
-}
-
-async fn wait_phase(api: &Api<Workspace>, name: &str, phase: Phase, secs: u64) -> Workspace {
-    eventually(&format!("{name} to be {phase}"), secs, || async {
-        let ws = api.get(name).await.ok()?;
-        let s = ws.status.as_ref()?;
-        (s.phase == Some(phase) && s.observed_generation == ws.metadata.generation).then_some(ws)
-    })
-    .await
 }
 
 async fn deployment(client: &kube::Client, name: &str) -> Option<Deployment> {
@@ -128,7 +113,7 @@ async fn nudge(api: &Api<Workspace>, name: &str) -> String {
 async fn a_workspace_becomes_ready_converges_stops_starts_and_is_deleted_keeping_its_home() {
     let (client, api) = setup().await;
     let name = ws_name("life");
-    create(
+    create_workspace(
         &client,
         &api,
         &name,
@@ -298,26 +283,17 @@ async fn a_workspace_becomes_ready_converges_stops_starts_and_is_deleted_keeping
 async fn without_retain_delete_removes_the_namespace_and_home() {
     let (client, api) = setup().await;
     let name = ws_name("gone");
-    create(&client, &api, &name, json!({"storage": {"storageClassName": "kube-coder-test", "size": "1Gi", "retainOnDelete": false}})).await;
+    create_workspace(&client, &api, &name, json!({"storage": {"storageClassName": "kube-coder-test", "size": "1Gi", "retainOnDelete": false}})).await;
     wait_phase(&api, &name, Phase::Ready, 90).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    eventually("the namespace to be deleted", 120, || async {
-        namespaces
-            .get_opt(&format!("ws-{name}"))
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_namespace_gone(&client, &name, 120).await;
 }
 
 #[tokio::test]
 async fn an_operator_restart_changes_nothing() {
     let (client, api) = setup().await;
     let name = ws_name("restart");
-    create(&client, &api, &name, json!({})).await;
+    create_workspace(&client, &api, &name, json!({})).await;
     wait_phase(&api, &name, Phase::Ready, 90).await;
     let before = versions(&client, &name).await;
     let token_before = token(&client, &name).await;
@@ -346,7 +322,7 @@ async fn fifty_workspaces_at_once() {
     let (client, api) = setup().await;
     let names: Vec<String> = (0..50).map(|i| ws_name(&format!("many{i}"))).collect();
     for name in &names {
-        create(&client, &api, name, json!({"storage": {"storageClassName": "kube-coder-test", "size": "1Gi", "retainOnDelete": false}})).await;
+        create_workspace(&client, &api, name, json!({"storage": {"storageClassName": "kube-coder-test", "size": "1Gi", "retainOnDelete": false}})).await;
     }
     for name in &names {
         wait_phase(&api, name, Phase::Ready, 240).await;

@@ -395,3 +395,15 @@ pub fn write_htpasswd(path: &Path, user: &str, password: &str) {
         .replacen("$2b$", "$2y$", 1);
     std::fs::write(path, format!("{user}:{hash}\n")).unwrap();
 }
+
+/// Unmounts (lazily) when the test ends, whatever happens.
+pub struct Mount(pub PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

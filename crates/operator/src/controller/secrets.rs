@@ -48,7 +48,13 @@ pub async fn credentials(
     let ns = names::namespace(names::workspace_name(ws));
     let user = &ws.spec.owner.name;
     let existing = live_secret(client, caches, names::CREDENTIALS_SECRET, &ns).await?;
-    let (creds, _) = Credentials::keep_or_generate(user, existing.as_ref());
+    // Generating hashes a password: CPU work, kept off the async threads.
+    let (creds, _) = {
+        let (user, existing) = (user.clone(), existing.clone());
+        tokio::task::spawn_blocking(move || Credentials::keep_or_generate(&user, existing.as_ref()))
+            .await
+            .map_err(|e| Error::BadSecret(format!("could not generate credentials: {e}")))?
+    };
     let secret = credentials::credentials_secret(ws, &creds);
     if existing.is_none() {
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
