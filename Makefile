@@ -26,7 +26,8 @@ lint: setup-test
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --workspace --exclude kube-coder-cluster-tests
+	hack/build.sh
+	eval "$$(hack/tools-env)" && $(CARGO) test --workspace --exclude kube-coder-cluster-tests
 	$(CARGO) build -p kube-coder
 	hack/with-cluster $(CARGO) test -p kube-coder-cluster-tests
 

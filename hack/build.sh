@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the test control plane from Go modules at the versions pinned in
 # hack/versions.env: kube-apiserver, kube-controller-manager, kube-scheduler
-# (k8s.io/kubernetes through the wrapper module in hack/k8s), etcd, helm and
-# kwok. Binaries are cached by version in $KUBE_CODER_CACHE/bin (default
+# (k8s.io/kubernetes through the wrapper module in hack/k8s), etcd, helm,
+# kwok, and oauth2-proxy with a local OIDC provider (mockoidc) for the login
+# tests. Binaries are cached by version in $KUBE_CODER_CACHE/bin (default
 # ~/.cache/kube-coder/bin); only a missing or re-pinned one is built.
 set -euo pipefail
 hack=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +40,10 @@ build kube-scheduler "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kube-schedu
 build etcd "$ETCD_VERSION" etcd . ""
 build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 build kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+
+build oauth2-proxy "$OAUTH2_PROXY_VERSION" oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7 "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$OAUTH2_PROXY_VERSION"
+# Our own small main around the mockoidc module: keyed by its source.
+build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256sum | cut -c1-12)" mockoidc . ""
 
 # kwok's built-in lifecycle stages ship as YAML in its module, not in the binary.
 stages="$bin/kwok-stages-$KWOK_VERSION"

@@ -62,6 +62,14 @@ pub struct ServeArgs {
         default_value = "127.0.0.1/32,::1/128"
     )]
     trusted_proxy_cidrs: Vec<IpNet>,
+    /// Which identity headers the trusted proxy sets: x-forwarded
+    /// (oauth2-proxy in front) or x-auth-request (ingress auth_request).
+    #[arg(
+        long,
+        env = "KUBE_CODER_PROXY_IDENTITY_HEADERS",
+        default_value = "x-forwarded"
+    )]
+    proxy_identity_headers: workspace::config::IdentityHeaders,
     /// Users or emails allowed in oauth2 mode (comma-separated; empty: all).
     #[arg(long, env = "KUBE_CODER_ALLOWED_USERS", value_delimiter = ',')]
     allowed_users: Vec<String>,
@@ -269,6 +277,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         htpasswd_file: a.htpasswd_file,
         trusted_proxy: a.trusted_proxy,
         trusted_proxy_cidrs: a.trusted_proxy_cidrs,
+        identity_headers: a.proxy_identity_headers,
         allowed_users: a
             .allowed_users
             .into_iter()

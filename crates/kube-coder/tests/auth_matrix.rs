@@ -446,13 +446,13 @@ async fn every_route_every_mode_every_credential() {
                             req.header("authorization", "Bearer not-the-token-0000000000")
                         }
                         Cred::ForgedIdentity => req
-                            .header("x-auth-request-user", "alice")
-                            .header("x-auth-request-email", "alice@example.com"),
+                            .header("x-forwarded-user", "alice")
+                            .header("x-forwarded-email", "alice@example.com"),
                         Cred::ModeCredential => match mode.auth {
                             Auth::Basic => req.basic_auth("alice", Some("alice-pw")),
                             Auth::Oauth2 => req
-                                .header("x-auth-request-user", "alice")
-                                .header("x-auth-request-email", "alice@example.com"),
+                                .header("x-forwarded-user", "alice")
+                                .header("x-forwarded-email", "alice@example.com"),
                             Auth::Token => req.header("cookie", cookie.clone().unwrap()),
                             Auth::None => req,
                         },
@@ -607,43 +607,67 @@ async fn browser_writes_must_prove_same_origin_bearer_is_exempt() {
     assert_eq!(r.status(), 403);
 }
 
+/// One family of identity headers per configuration: the proxy sets (and
+/// strips) its own family but passes the other through from the client, so
+/// the other family must mean nothing even from the trusted proxy.
 #[tokio::test]
-async fn oauth2_allowlist_and_api_listener_ignores_identity_headers() {
-    let ws = Workspace::start(&[
-        "--auth",
-        "oauth2",
-        "--trusted-proxy-cidrs",
-        "127.0.0.1/32",
-        "--allowed-users",
-        "alice@example.com",
-    ])
-    .await;
-    // An ingress doing auth_request passes X-Auth-Request-*; oauth2-proxy
-    // as the upstream proxy sends X-Forwarded-*. Both count, from here only.
-    for (user_header, email_header) in [
-        ("x-auth-request-user", "x-auth-request-email"),
-        ("x-forwarded-user", "x-forwarded-email"),
+async fn oauth2_allowlist_one_header_family_and_api_listener_ignores_identity_headers() {
+    for (flag, (user_header, email_header), (other_user, other_email)) in [
+        (
+            "x-forwarded",
+            ("x-forwarded-user", "x-forwarded-email"),
+            ("x-auth-request-user", "x-auth-request-email"),
+        ),
+        (
+            "x-auth-request",
+            ("x-auth-request-user", "x-auth-request-email"),
+            ("x-forwarded-user", "x-forwarded-email"),
+        ),
     ] {
-        let get = |base: &str, user: &str, email: &str| {
+        let ws = Workspace::start(&[
+            "--auth",
+            "oauth2",
+            "--trusted-proxy-cidrs",
+            "127.0.0.1/32",
+            "--proxy-identity-headers",
+            flag,
+            "--allowed-users",
+            "alice@example.com",
+        ])
+        .await;
+        let get = |base: &str, headers: (&str, &str), user: &str, email: &str| {
             ws.client
                 .get(format!("{base}/api/whoami"))
-                .header(user_header, user)
-                .header(email_header, email)
+                .header(headers.0, user)
+                .header(headers.1, email)
                 .send()
         };
-        let r = get(&ws.dashboard, "alice", "alice@example.com")
+        let ours = (user_header, email_header);
+        let r = get(&ws.dashboard, ours, "alice", "alice@example.com")
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "{user_header}");
-        let r = get(&ws.dashboard, "mallory", "mallory@example.com")
+        assert_eq!(r.status(), 200, "{flag}");
+        let r = get(&ws.dashboard, ours, "mallory", "mallory@example.com")
             .await
             .unwrap();
-        assert_eq!(r.status(), 403, "{user_header}");
+        assert_eq!(r.status(), 403, "{flag}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["code"], "not_allowed");
-        // On the api listener the same headers mean nothing.
-        let r = get(&ws.api, "alice", "alice@example.com").await.unwrap();
-        assert_eq!(r.status(), 401, "{user_header}");
+        // The other family, even from the trusted proxy: nobody.
+        let r = get(
+            &ws.dashboard,
+            (other_user, other_email),
+            "alice",
+            "alice@example.com",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401, "{flag}: {other_user} was believed");
+        // On the api listener the headers mean nothing.
+        let r = get(&ws.api, ours, "alice", "alice@example.com")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{flag}");
     }
 }
 
@@ -710,7 +734,7 @@ async fn token_regeneration_is_shown_once_revokes_the_old_token_and_sessions() {
             .client
             .post(format!("{base}/api/token"))
             .header("authorization", ro.bearer())
-            .header("x-auth-request-user", "admin")
+            .header("x-forwarded-user", "admin")
             .send()
             .await
             .unwrap();

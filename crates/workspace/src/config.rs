@@ -36,6 +36,44 @@ impl AuthMode {
     }
 }
 
+/// Which identity headers the login proxy sets. Exactly one family is
+/// read: the proxy overwrites (or strips) its own family, but passes the
+/// other through from the client untouched, so reading both would let a
+/// logged-in person claim anyone's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityHeaders {
+    /// `X-Forwarded-User` / `X-Forwarded-Email`: oauth2-proxy as the
+    /// upstream proxy (how the operator runs it).
+    #[default]
+    Forwarded,
+    /// `X-Auth-Request-User` / `X-Auth-Request-Email`: an ingress that asks
+    /// oauth2-proxy per request (nginx `auth_request`) and sets them.
+    AuthRequest,
+}
+
+impl IdentityHeaders {
+    /// The (user, email) header names.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            IdentityHeaders::Forwarded => ("x-forwarded-user", "x-forwarded-email"),
+            IdentityHeaders::AuthRequest => ("x-auth-request-user", "x-auth-request-email"),
+        }
+    }
+}
+
+impl FromStr for IdentityHeaders {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x-forwarded" => Ok(IdentityHeaders::Forwarded),
+            "x-auth-request" => Ok(IdentityHeaders::AuthRequest),
+            other => Err(format!(
+                "unknown identity headers {other:?}: use x-forwarded (oauth2-proxy in front) or x-auth-request (ingress auth_request)"
+            )),
+        }
+    }
+}
+
 impl FromStr for AuthMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -95,6 +133,8 @@ pub struct ServeConfig {
     pub trusted_proxy: bool,
     /// Peers whose identity headers are believed.
     pub trusted_proxy_cidrs: Vec<IpNet>,
+    /// The one family of identity headers those peers set.
+    pub identity_headers: IdentityHeaders,
     /// If not empty, only these users or emails may use the dashboard (oauth2).
     pub allowed_users: Vec<String>,
     pub assistants_config: Option<PathBuf>,

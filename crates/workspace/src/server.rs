@@ -146,6 +146,7 @@ impl Server {
             htpasswd,
             trusted_proxy: config.trusted_proxy,
             trusted_proxy_cidrs: config.trusted_proxy_cidrs.clone(),
+            identity_headers: config.identity_headers,
             allowed_users: config.allowed_users.clone(),
             store,
         }));

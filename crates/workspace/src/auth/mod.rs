@@ -57,6 +57,7 @@ pub struct AuthParts {
     pub htpasswd: Option<Htpasswd>,
     pub trusted_proxy: bool,
     pub trusted_proxy_cidrs: Vec<IpNet>,
+    pub identity_headers: crate::config::IdentityHeaders,
     pub allowed_users: Vec<String>,
     pub store: Store,
 }
@@ -72,6 +73,7 @@ pub struct Auth {
     basic_ok: Mutex<HashMap<[u8; 32], Instant>>,
     trusted_proxy: bool,
     trusted_proxy_cidrs: Vec<IpNet>,
+    identity_headers: crate::config::IdentityHeaders,
     allowed_users: Vec<String>,
     store: Store,
 }
@@ -86,6 +88,7 @@ impl Auth {
             basic_ok: Mutex::new(HashMap::new()),
             trusted_proxy: p.trusted_proxy,
             trusted_proxy_cidrs: p.trusted_proxy_cidrs,
+            identity_headers: p.identity_headers,
             allowed_users: p.allowed_users,
             store: p.store,
         }
@@ -207,10 +210,11 @@ impl Auth {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
-        // oauth2-proxy in front (its upstream mode) sends X-Forwarded-*;
-        // an ingress doing auth_request passes X-Auth-Request-*.
-        let user = get("x-auth-request-user").or_else(|| get("x-forwarded-user"));
-        let email = get("x-auth-request-email").or_else(|| get("x-forwarded-email"));
+        // Only the configured family: the proxy passes the other one
+        // through from the client as it came.
+        let (user_header, email_header) = self.identity_headers.names();
+        let user = get(user_header);
+        let email = get(email_header);
         let Some(name) = user.clone().or_else(|| email.clone()) else {
             return Err(ApiError::unauthorized(
                 "sign in through the workspace's login proxy",

@@ -1,0 +1,55 @@
+// Command mockoidc runs github.com/oauth2-proxy/mockoidc, a local OpenID
+// Connect provider, for the oauth2 login tests. It prints one JSON line
+// (issuer, client id and secret, control URL) and serves until killed.
+// POST <control>/queue?email=E&username=U makes E the next user to log in;
+// without one queued, jane.doe@example.com logs in.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/oauth2-proxy/mockoidc"
+)
+
+func main() {
+	m, err := mockoidc.Run()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mockoidc:", err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mockoidc: control listener:", err)
+		os.Exit(1)
+	}
+	control := http.NewServeMux()
+	control.HandleFunc("/queue", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		q := r.URL.Query()
+		user := mockoidc.DefaultUser()
+		user.Subject = q.Get("email")
+		user.Email = q.Get("email")
+		user.PreferredUsername = q.Get("username")
+		m.QueueUser(user)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	cfg := m.Config()
+	line, _ := json.Marshal(map[string]string{
+		"issuer":        cfg.Issuer,
+		"client_id":     cfg.ClientID,
+		"client_secret": cfg.ClientSecret,
+		"control":       "http://" + ln.Addr().String(),
+	})
+	fmt.Println(string(line))
+	if err := http.Serve(ln, control); err != nil {
+		fmt.Fprintln(os.Stderr, "mockoidc:", err)
+		os.Exit(1)
+	}
+}
