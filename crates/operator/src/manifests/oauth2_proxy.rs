@@ -56,8 +56,10 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
         "--cookie-secure=true".into(),
         "--cookie-samesite=lax".into(),
         "--skip-provider-button=true".into(),
+        // The server reads X-Forwarded-User/-Email (its default identity
+        // headers); the proxy sets them and strips client-sent copies.
         "--pass-user-headers=true".into(),
-        "--set-xauthrequest=true".into(),
+        "--skip-auth-strip-headers=true".into(),
         "--email-domain=*".into(),
     ];
     if let Some(o) = &ws.spec.auth.oauth2 {
