@@ -208,6 +208,15 @@ async fn render_prints_the_operators_objects_and_crd_prints_the_checked_in_crd()
     .await;
     assert!(with.contains("kind: Secret"));
 
+    std::fs::write(
+        &values,
+        "owner: {name: carol}\nauht: {type: none}\ningress: {host: a.example.com, hots: b}\n",
+    )
+    .unwrap();
+    let (code, _, err) = kube_coder(&["render", "carol", "-f", values.to_str().unwrap()], "").await;
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown keys: auht, ingress.hots"), "{err}");
+
     std::fs::write(&values, "owner: {name: carol}\nauth: {type: none}\n").unwrap();
     let (code, _, err) = kube_coder(&["render", "carol", "-f", values.to_str().unwrap()], "").await;
     assert_eq!(code, 2);

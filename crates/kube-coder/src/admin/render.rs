@@ -9,7 +9,6 @@ use clap::Args;
 use operator::crd::{Workspace, WorkspaceSpec};
 use operator::manifests::{self, credentials, Manifest};
 use operator::settings::Settings;
-use serde::Deserialize;
 
 use crate::cluster::SettingsArgs;
 
@@ -28,22 +27,46 @@ pub struct RenderArgs {
 }
 
 /// A values file: the Workspace spec, and optionally the settings of the
-/// operator under `operator:` (they override the flags).
-#[derive(Deserialize)]
-struct Values {
-    #[serde(flatten)]
-    spec: WorkspaceSpec,
-    #[serde(default)]
-    operator: Option<Settings>,
+/// operator under `operator:` (they override the flags). Unknown keys are
+/// refused by name, so a typo does not silently become a default.
+fn parse_values(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<(WorkspaceSpec, Option<Settings>), String> {
+    let shown = path.display();
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| format!("{shown}: not YAML: {e}"))?;
+    let settings = match value.as_mapping_mut().and_then(|m| m.remove("operator")) {
+        Some(v) => {
+            let mut unknown = Vec::new();
+            let s: Settings =
+                serde_ignored::deserialize(v, |p| unknown.push(format!("operator.{p}")))
+                    .map_err(|e| format!("{shown}: operator: {e}"))?;
+            if !unknown.is_empty() {
+                return Err(format!("{shown}: unknown keys: {}", unknown.join(", ")));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let mut unknown = Vec::new();
+    let spec: WorkspaceSpec = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
+        .map_err(|e| format!("{shown}: not a Workspace spec: {e}"))?;
+    if !unknown.is_empty() {
+        return Err(format!(
+            "{shown}: unknown keys: {} (the keys are those of a Workspace spec; see docs/operator.md)",
+            unknown.join(", ")
+        ));
+    }
+    Ok((spec, settings))
 }
 
 pub fn render(args: RenderArgs) -> Result<String, String> {
     let text = std::fs::read_to_string(&args.values)
         .map_err(|e| format!("cannot read {}: {e}", args.values.display()))?;
-    let values: Values = serde_yaml::from_str(&text)
-        .map_err(|e| format!("{}: not a Workspace spec: {e}", args.values.display()))?;
-    let settings = values.operator.unwrap_or_else(|| args.settings.into());
-    let ws = Workspace::new(&args.name, values.spec);
+    let (spec, settings) = parse_values(&args.values, &text)?;
+    let settings = settings.unwrap_or_else(|| args.settings.into());
+    let ws = Workspace::new(&args.name, spec);
     let mut objects = manifests::build(&ws, &settings).map_err(|e| e.to_string())?;
     if args.with_secrets {
         let (creds, _) = credentials::Credentials::keep_or_generate(&ws.spec.owner.name, None);
