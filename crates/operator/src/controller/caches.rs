@@ -5,6 +5,7 @@
 //! is polled.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -16,6 +17,23 @@ use kube::ResourceExt;
 
 use crate::manifests::Kind;
 use crate::names;
+
+/// Retry a failed watch quickly and never wait long: after an API server
+/// restart every watch fails at once (connection refused, then 410 Gone),
+/// and the client-go style default (up to 30 s, growing over repeated
+/// failures for two minutes) would leave the operator deaf for minutes.
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        kube::runtime::watcher::ExponentialBackoff::from(exponential),
+        Duration::from_secs(30),
+    )
+}
 
 pub struct Caches {
     stores: HashMap<Kind, Store<DynamicObject>>,
@@ -44,9 +62,23 @@ impl Caches {
             let events = watcher(api, config.clone()).modify(|o| {
                 o.managed_fields_mut().clear();
             });
+            // Errors are retried here, with this stream's own backoff, and
+            // not passed on: the controller would otherwise pause every
+            // trigger for each child watch's error (its backoff wraps the
+            // merged triggers), which after an API server restart added up
+            // to most of a minute.
             let stream = reflector::reflector(writer, events)
-                .default_backoff()
+                .backoff(watch_backoff())
                 .touched_objects()
+                .filter_map(move |event| {
+                    futures_util::future::ready(match event {
+                        Ok(obj) => Some(Ok(obj)),
+                        Err(e) => {
+                            tracing::debug!(?kind, error = %e, "watch failed; retrying");
+                            None
+                        }
+                    })
+                })
                 .boxed();
             streams.push((stream, ar));
         }

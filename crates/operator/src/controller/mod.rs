@@ -147,7 +147,8 @@ pub async fn run(
         idle_check,
     });
     let mut controller = Controller::new(Api::<Workspace>::all(client), watcher::Config::default())
-        .graceful_shutdown_on(shutdown);
+        .graceful_shutdown_on(shutdown)
+        .trigger_backoff(caches::watch_backoff());
     for (stream, ar) in changes {
         controller = controller.watches_stream_with(
             stream,
@@ -172,7 +173,9 @@ pub async fn run(
 /// One pass over one Workspace.
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(workspace = ?ws.metadata.name, "reconcile: waiting for caches");
     ctx.caches.ready().await;
+    tracing::debug!(workspace = ?ws.metadata.name, "reconcile: caches ready");
     if ws.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the objects;
         // a retained namespace and home volume carry none and stay.
