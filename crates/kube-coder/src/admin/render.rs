@@ -26,6 +26,24 @@ pub struct RenderArgs {
     settings: SettingsArgs,
 }
 
+/// `ingress.hots` for a path serde_ignored reports (it marks optional
+/// values with `?`, which means nothing to the person who wrote the file).
+fn dotted(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    let join = |parent: &Path, child: String| match dotted(parent) {
+        p if p.is_empty() => child,
+        p => format!("{p}.{child}"),
+    };
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(parent, index.to_string()),
+        Path::Map { parent, key } => join(parent, key.clone()),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
 /// A values file: the Workspace spec, and optionally the settings of the
 /// operator under `operator:` (they override the flags). Unknown keys are
 /// refused by name, so a typo does not silently become a default.
@@ -40,7 +58,7 @@ fn parse_values(
         Some(v) => {
             let mut unknown = Vec::new();
             let s: Settings =
-                serde_ignored::deserialize(v, |p| unknown.push(format!("operator.{p}")))
+                serde_ignored::deserialize(v, |p| unknown.push(format!("operator.{}", dotted(&p))))
                     .map_err(|e| format!("{shown}: operator: {e}"))?;
             if !unknown.is_empty() {
                 return Err(format!("{shown}: unknown keys: {}", unknown.join(", ")));
@@ -50,7 +68,7 @@ fn parse_values(
         None => None,
     };
     let mut unknown = Vec::new();
-    let spec: WorkspaceSpec = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
+    let spec: WorkspaceSpec = serde_ignored::deserialize(value, |p| unknown.push(dotted(&p)))
         .map_err(|e| format!("{shown}: not a Workspace spec: {e}"))?;
     if !unknown.is_empty() {
         return Err(format!(
