@@ -1,7 +1,7 @@
 //! Watches of every kind a workspace is made of, each kept in a reflector
 //! cache. The caches let a reconcile compare desired with live objects
-//! without a single API request, and their watch streams wake the
-//! reconcile of the Workspace an object belongs to (by label), so nothing
+//! without a single API request, and every change they see wakes the
+//! reconcile of the Workspace the object belongs to (by label), so nothing
 //! is polled.
 
 use std::collections::HashMap;
@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
+use crate::crd::Workspace;
 use crate::manifests::Kind;
 use crate::names;
 
@@ -37,21 +37,26 @@ pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
 
 pub struct Caches {
     stores: HashMap<Kind, Store<DynamicObject>>,
+    /// The tasks driving the watches; stopped when the caches are dropped.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// A change to one of our objects, for the controller to map to its Workspace.
-pub type Changes = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
+/// Reconcile requests: the Workspace an object of ours belongs to, each
+/// time one is added, changed or deleted.
+pub type Triggers = BoxStream<'static, ObjectRef<Workspace>>;
 
 impl Caches {
-    /// Start one watch per kind; returns the caches and the change streams
-    /// (which drive the watches and must be polled: the controller does).
-    pub fn start(client: &kube::Client) -> (Self, Vec<(Changes, ApiResource)>) {
+    /// Start one watch per kind, each in a task of its own, so the caches
+    /// fill and stay current whatever the controller is doing (a reconcile
+    /// waits for them: they must not depend on the controller to be polled).
+    pub fn start(client: &kube::Client) -> (Self, Triggers) {
         let config = watcher::Config::default().labels(&format!(
             "app.kubernetes.io/managed-by={}",
             names::MANAGED_BY
         ));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Workspace>>();
         let mut stores = HashMap::new();
-        let mut streams = Vec::new();
+        let mut tasks = Vec::new();
         for kind in crate::manifests::Kind::ALL {
             let ar = kind.api_resource();
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -62,27 +67,34 @@ impl Caches {
             let events = watcher(api, config.clone()).modify(|o| {
                 o.managed_fields_mut().clear();
             });
-            // Errors are retried here, with this stream's own backoff, and
-            // not passed on: the controller would otherwise pause every
-            // trigger for each child watch's error (its backoff wraps the
-            // merged triggers), which after an API server restart added up
-            // to most of a minute.
-            let stream = reflector::reflector(writer, events)
+            let mut stream = reflector::reflector(writer, events)
                 .backoff(watch_backoff())
                 .touched_objects()
-                .filter_map(move |event| {
-                    futures_util::future::ready(match event {
-                        Ok(obj) => Some(Ok(obj)),
-                        Err(e) => {
-                            tracing::debug!(?kind, error = %e, "watch failed; retrying");
-                            None
-                        }
-                    })
-                })
                 .boxed();
-            streams.push((stream, ar));
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(obj) => {
+                            if let Some(name) = obj.labels().get(names::WORKSPACE_LABEL) {
+                                if tx.send(ObjectRef::new(name)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        // Retried by the stream's backoff.
+                        Err(e) => tracing::debug!(?kind, error = %e, "watch failed; retrying"),
+                    }
+                }
+            }));
         }
-        (Self { stores }, streams)
+        let triggers =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+            )
+            .boxed();
+        (Self { stores, tasks }, triggers)
     }
 
     pub fn get(
@@ -99,8 +111,8 @@ impl Caches {
         store.get(&key)
     }
 
-    /// Wait until every watch has listed once (before the first reconcile,
-    /// so a restarted operator does not mistake a cold cache for drift).
+    /// Wait until every watch has listed once. Call from one task only
+    /// (see `run`).
     pub async fn ready(&self) {
         for store in self.stores.values() {
             let _ = store.wait_until_ready().await;
@@ -114,5 +126,13 @@ impl Caches {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Drop for Caches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }

@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 
 use crate::crd::{Phase, Workspace};
 use crate::manifests::{self, BuildError, Kind};
@@ -124,7 +123,17 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (caches, changes) = Caches::start(&client);
+    let (caches, triggers) = Caches::start(&client);
+    // Every watch lists once before the first reconcile, so a restarted
+    // operator does not mistake a cold cache for drift. Awaited here, once:
+    // the stores' readiness signal wakes a single waiter reliably, and
+    // reconciles waiting on it concurrently were seen to hang.
+    let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+    tokio::select! {
+        _ = caches.ready() => {}
+        _ = shutdown.clone() => return,
+    }
+    tracing::info!(objects = caches.len(), "watch caches filled");
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -146,21 +155,10 @@ pub async fn run(
         stats,
         idle_check,
     });
-    let mut controller = Controller::new(Api::<Workspace>::all(client), watcher::Config::default())
+    Controller::new(Api::<Workspace>::all(client), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .trigger_backoff(caches::watch_backoff());
-    for (stream, ar) in changes {
-        controller = controller.watches_stream_with(
-            stream,
-            |obj: DynamicObject| {
-                obj.labels()
-                    .get(names::WORKSPACE_LABEL)
-                    .map(|name| ObjectRef::<Workspace>::new(name))
-            },
-            ar,
-        );
-    }
-    controller
+        .trigger_backoff(caches::watch_backoff())
+        .reconcile_on(triggers)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -173,9 +171,6 @@ pub async fn run(
 /// One pass over one Workspace.
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(workspace = ?ws.metadata.name, "reconcile: waiting for caches");
-    ctx.caches.ready().await;
-    tracing::debug!(workspace = ?ws.metadata.name, "reconcile: caches ready");
     if ws.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the objects;
         // a retained namespace and home volume carry none and stay.
