@@ -214,6 +214,17 @@ pub struct Auth {
     pub oauth2: Option<OAuth2>,
 }
 
+impl std::fmt::Display for AuthType {
+    /// As written in the spec: `basic`, `oauth2`, `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthType::Basic => "basic",
+            AuthType::Oauth2 => "oauth2",
+            AuthType::None => "none",
+        })
+    }
+}
+
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OAuth2Provider {

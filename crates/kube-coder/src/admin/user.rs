@@ -264,7 +264,7 @@ async fn list(api: &Api<Workspace>) -> Result<(), String> {
             names::workspace_name(&ws),
             ws.spec.owner.name,
             s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            format!("{:?}", ws.spec.auth.kind).to_lowercase(),
+            ws.spec.auth.kind.to_string(),
             ws.spec.running,
             s.url.unwrap_or_default()
         );
@@ -293,7 +293,7 @@ async fn show(api: &Api<Workspace>, name: &str) -> Result<(), String> {
     println!("message:    {}", s.message.unwrap_or_default());
     println!("running:    {}", ws.spec.running);
     println!(
-        "auth:       {:?}{}",
+        "auth:       {}{}",
         ws.spec.auth.kind,
         if ws.spec.auth.read_only {
             " (read-only)"
