@@ -140,16 +140,25 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-async fn next_login(oidc: &Oidc, email: &str, username: &str) {
+/// Make `user`@example.com the next to log in, then open `/api/whoami`
+/// through the proxy in a fresh browser, following the login redirects.
+async fn log_in(oidc: &Oidc, base: &str, user: &str) -> (reqwest::Client, reqwest::Response) {
     let r = reqwest::Client::new()
         .post(format!(
-            "{}/queue?email={email}&username={username}",
+            "{}/queue?email={user}@example.com&username={user}",
             oidc.control
         ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    let client = browser();
+    let r = client
+        .get(format!("{base}/api/whoami"))
+        .send()
+        .await
+        .unwrap();
+    (client, r)
 }
 
 #[tokio::test]
@@ -176,13 +185,7 @@ async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
     );
 
     // Alice logs in (proxy → provider → callback → back) and is herself.
-    next_login(&oidc, "alice@example.com", "alice").await;
-    let alice = browser();
-    let r = alice
-        .get(format!("{base}/api/whoami"))
-        .send()
-        .await
-        .unwrap();
+    let (_alice, r) = log_in(&oidc, &base, "alice").await;
     assert_eq!(r.status(), 200, "login failed at {}", r.url());
     let me: serde_json::Value = r.json().await.unwrap();
     assert_eq!(me["via"], "oauth2", "{me}");
@@ -190,13 +193,7 @@ async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
 
     // Mallory logs in too, but is not on the server's allow list, and
     // claiming to be Alice through the proxy does not help.
-    next_login(&oidc, "mallory@example.com", "mallory").await;
-    let mallory = browser();
-    let r = mallory
-        .get(format!("{base}/api/whoami"))
-        .send()
-        .await
-        .unwrap();
+    let (mallory, r) = log_in(&oidc, &base, "mallory").await;
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_allowed", "{v}");
