@@ -17,21 +17,15 @@ use crate::names;
 /// Whether every field of `desired` is present in `live` with the same
 /// value. Lists must match element by element (same length).
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)) || v.is_null()),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
-        }
-        (d, l) => d == l,
-    }
+    first_difference(desired, live).is_none()
 }
 
 /// The first path where `live` lacks `desired`'s value (for the log line
 /// that says why a write was made).
 pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
     match (desired, live) {
+        // A field we leave unset asks for nothing.
+        (Value::Null, _) => None,
         (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, v)| match l.get(k) {
             None if v.is_null() => None,
             None => Some(format!(".{k} (missing)")),

@@ -111,6 +111,17 @@ impl Caches {
         store.get(&key)
     }
 
+    /// The cached object as its typed form (a Secret, a Deployment).
+    pub fn get_as<K: serde::de::DeserializeOwned>(
+        &self,
+        kind: Kind,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<K> {
+        let obj = self.get(kind, name, namespace)?;
+        serde_json::from_value(serde_json::to_value(&*obj).ok()?).ok()
+    }
+
     /// Wait until every watch has listed once. Call from one task only
     /// (see `run`).
     pub async fn ready(&self) {

@@ -17,18 +17,13 @@ use crate::manifests::{Kind, Manifest};
 use crate::names;
 use crate::settings::Settings;
 
-fn cached_secret(caches: &Caches, name: &str, ns: &str) -> Option<Secret> {
-    let obj = caches.get(Kind::Secret, name, Some(ns))?;
-    serde_json::from_value(serde_json::to_value(&*obj).ok()?).ok()
-}
-
 async fn live_secret(
     client: &kube::Client,
     caches: &Caches,
     name: &str,
     ns: &str,
 ) -> Result<Option<Secret>, Error> {
-    if let Some(s) = cached_secret(caches, name, ns) {
+    if let Some(s) = caches.get_as::<Secret>(Kind::Secret, name, Some(ns)) {
         return Ok(Some(s));
     }
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);

@@ -15,9 +15,8 @@ use crate::names;
 /// How far the workload is, read from the cached Deployment.
 pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
     let ns = names::namespace(names::workspace_name(ws));
-    let deployment: Option<Deployment> = caches
-        .get(Kind::Deployment, names::WORKLOAD, Some(&ns))
-        .and_then(|o| serde_json::from_value(serde_json::to_value(&*o).ok()?).ok());
+    let deployment: Option<Deployment> =
+        caches.get_as(Kind::Deployment, names::WORKLOAD, Some(&ns));
     let Some(d) = deployment else {
         return (Phase::Provisioning, "creating the workload".into());
     };
