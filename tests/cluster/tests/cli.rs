@@ -105,8 +105,10 @@ async fn an_admin_onboards_stops_starts_and_removes_a_user() {
     let (code, out, err) =
         kube_coder(&["user", "delete", &name, "--purge"], &format!("{name}\n")).await;
     assert_eq!(code, 0, "{out}{err}");
-    wait_namespace_gone(&client, &name, 120).await;
+    assert!(out.contains(&format!("{name}: deleted")), "{out}");
+    // "deleted" is printed only once the Workspace is gone.
     assert!(api.get_opt(&name).await.unwrap().is_none());
+    wait_namespace_gone(&client, &name, 120).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use operator::crd::{
     Auth, AuthType, IngressSpec, OAuth2, Owner, Phase, Storage, Tls, Workspace, WorkspaceSpec,
 };
@@ -39,6 +40,9 @@ pub enum UserCommand {
         /// Also delete the home volume and namespace, even if retained.
         #[arg(long)]
         purge: bool,
+        /// Seconds to wait until the workspace and its objects are gone.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
 }
 
@@ -110,7 +114,12 @@ pub async fn run(cmd: UserCommand) -> Result<(), String> {
             wait_ready(&api, &name, timeout).await?;
             Ok(())
         }
-        UserCommand::Delete { name, yes, purge } => delete(&client, &api, &name, yes, purge).await,
+        UserCommand::Delete {
+            name,
+            yes,
+            purge,
+            timeout,
+        } => delete(&client, &api, &name, yes, purge, timeout).await,
     }
 }
 
@@ -346,6 +355,7 @@ async fn delete(
     name: &str,
     yes: bool,
     purge: bool,
+    timeout: u64,
 ) -> Result<(), String> {
     let ws = get(api, name).await?;
     let retained = ws.spec.storage.retain_on_delete && !purge;
@@ -385,6 +395,24 @@ async fn delete(
                     cluster::api_message(&e)
                 ))
             }
+        }
+    }
+    // Foreground deletion keeps the Workspace until the garbage collector has
+    // removed what it owns; "deleted" is printed only once that is true.
+    println!("{name}: deleting (waiting for its objects to be removed)");
+    let _ = std::io::stdout().flush();
+    let gone = await_condition(
+        api.clone(),
+        name,
+        conditions::is_deleted(ws.metadata.uid.as_deref().unwrap_or_default()),
+    );
+    match tokio::time::timeout(Duration::from_secs(timeout), gone).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("deletion requested; cannot watch it: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "deletion requested, but {name:?} is still there after {timeout}s; is the garbage collector (kube-controller-manager) running? see `kube-coder user show {name}`"
+            ))
         }
     }
     println!(
