@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Config file (TOML) whose keys are the long flag names.
     #[arg(long, env = "KUBE_CODER_CONFIG")]
     config: Option<PathBuf>,
+    /// The workspace's name, shown in the dashboard. Default: the host name.
+    #[arg(long, env = "KUBE_CODER_NAME")]
+    name: Option<String>,
     /// Where state lives: SQLite, task logs, the token file, the tmux socket.
     #[arg(long, env = "KUBE_CODER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -266,6 +269,10 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         secret: hook_secret,
     });
     let config = ServeConfig {
+        name: a
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(host_name),
         home: a.home.unwrap_or_else(home_dir),
         listen: a.listen,
         api_listen: a.api_listen,
@@ -392,6 +399,15 @@ fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// The kernel's host name (the pod name on a cluster), or "workspace".
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "workspace".into())
 }
 
 fn which_tmux() -> Option<PathBuf> {

@@ -193,14 +193,17 @@ async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_cle
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // The dashboard listener manages definitions but never receives
+    // deliveries: even a signed-in caller gets no receiver there.
     let r = ws
         .client
         .post(format!("{}/api/webhooks/{id}", ws.dashboard))
+        .header("authorization", ws.bearer())
         .body(body.to_vec())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 405);
     let r = ws
         .client
         .delete(format!("{}/api/webhooks/{id}", ws.api))

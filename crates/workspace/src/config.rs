@@ -118,6 +118,8 @@ impl Default for Limits {
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The workspace's name (the dashboard header; the Workspace resource's name on a cluster).
+    pub name: String,
     /// Where SQLite, task logs, the token file and the tmux socket live.
     pub data_dir: PathBuf,
     /// The workspace root: task workdirs must stay inside it.

@@ -18,6 +18,15 @@ pub enum ServerEvent {
         task: TaskView,
         from: String,
     },
+    /// CPU, memory and disk of the workspace, pushed every few seconds
+    /// while someone listens.
+    System {
+        stats: crate::system_stats::SystemStats,
+    },
+    /// The file API changed something under this directory of the home.
+    FilesChanged {
+        dir: String,
+    },
     /// A hook delivery ended: `delivered` or `dead`.
     HookDelivery {
         delivery_id: String,
@@ -33,6 +42,8 @@ impl ServerEvent {
             ServerEvent::TaskCreated { .. } => "task_created",
             ServerEvent::TaskState { .. } => "task_state",
             ServerEvent::HookDelivery { .. } => "hook_delivery",
+            ServerEvent::System { .. } => "system",
+            ServerEvent::FilesChanged { .. } => "files_changed",
         }
     }
 }
@@ -57,6 +68,11 @@ impl EventBus {
     pub fn publish(&self, ev: ServerEvent) {
         // No subscribers is fine.
         let _ = self.tx.send(ev);
+    }
+
+    /// Open `/api/events` streams (work done only for listeners checks this).
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {

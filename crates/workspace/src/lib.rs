@@ -14,8 +14,11 @@ pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod system_stats;
 pub mod tasks;
+pub mod terminal;
 pub mod triggers;
+pub mod web_assets;
 
 pub use config::{AuthMode, Limits, ServeConfig};
 pub use server::{ServeError, Server, Started};

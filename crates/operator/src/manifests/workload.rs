@@ -100,6 +100,7 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
         format!("--data-dir={}/.kube-coder", names::HOME),
         format!("--api-token-file={CREDENTIALS_DIR}/api-token"),
         "--log-format=json".into(),
+        format!("--name={}", ws.metadata.name.as_deref().unwrap_or_default()),
     ];
     match auth.kind {
         AuthType::Basic => {

@@ -20,6 +20,9 @@ use crate::tasks::TaskManager;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The workspace's name, shown in the dashboard header.
+    pub name: String,
+    pub system: crate::system_stats::Sampler,
     pub tasks: Arc<TaskManager>,
     pub files: Files,
     pub auth: Arc<Auth>,

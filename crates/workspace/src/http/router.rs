@@ -21,7 +21,7 @@ use tracing::Level;
 
 use super::routes::{
     dashboard, events, files, health, hooks, metrics as metrics_route, schedules, session, stream,
-    tasks, webhooks,
+    system, tasks, terminal, webhooks,
 };
 use super::AppState;
 use crate::auth;
@@ -38,6 +38,7 @@ fn task_routes() -> Router<AppState> {
         .route("/tasks/{id}/stream", get(stream::task_stream))
         .route("/tasks/{id}/message", post(tasks::message))
         .route("/tasks/{id}/keys", post(tasks::keys))
+        .route("/tasks/{id}/terminal", get(terminal::terminal))
 }
 
 /// Routes that need a caller, on either listener.
@@ -46,6 +47,7 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/events", get(events::event_stream))
         .route("/assistants", get(tasks::assistants))
         .route("/whoami", get(session::whoami))
+        .route("/system", get(system::system))
         .route("/token", post(session::regenerate_token))
         .route("/files", get(files::list).delete(files::delete))
         .route(
@@ -60,22 +62,32 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/hooks/deliveries/{id}/redeliver", post(hooks::redeliver))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route("/schedules/{id}", axum::routing::delete(schedules::delete))
-        .route("/schedules/{id}/firings", get(schedules::firings));
+        .route("/schedules/{id}/firings", get(schedules::firings))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create));
     Router::new()
         .nest("/api/claude", task_routes())
         .nest("/api", api)
 }
 
 pub fn dashboard_router(state: AppState) -> Router {
-    let mut protected = authenticated_routes();
+    // On the api listener this path also receives signed deliveries; here
+    // it only deletes a definition.
+    let mut protected = authenticated_routes().route(
+        "/api/webhooks/{id}",
+        axum::routing::delete(webhooks::delete),
+    );
     let mut public = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/logout", post(session::logout));
-    // In token mode the page itself is public: it is where one logs in.
+    // In token mode the app itself is public: it is where one logs in (it
+    // holds no data; every call it makes is authenticated).
+    let app = Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset));
     if state.auth.mode() == AuthMode::Token {
-        public = public.route("/", get(dashboard::index));
+        public = public.merge(app);
     } else {
-        protected = protected.route("/", get(dashboard::index));
+        protected = protected.merge(app);
     }
     let protected = protected.layer(from_fn_with_state(
         state.auth.clone(),
@@ -89,7 +101,6 @@ pub fn api_router(state: AppState) -> Router {
     let protected = authenticated_routes()
         .route("/metrics", get(metrics_route::metrics))
         .route("/api/activity", get(health::activity))
-        .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
         .layer(bearer.clone());
     // Webhook senders prove themselves with the HMAC signature, not the
     // token; deleting a definition still needs the token.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
+use crate::events::ServerEvent;
 use crate::extract::{Json, Query};
 use crate::files::{blocking, download, upload, zip_extract};
 use crate::http::AppState;
@@ -21,6 +22,12 @@ pub struct PathQuery {
     /// Delete a non-empty directory with everything in it.
     #[serde(default)]
     recursive: bool,
+}
+
+/// Tell open dashboards that the directory holding `path` changed.
+fn changed(app: &AppState, path: &str) {
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    app.events.publish(ServerEvent::FilesChanged { dir });
 }
 
 pub async fn list(State(app): State<AppState>, Query(q): Query<PathQuery>) -> ApiResult<Response> {
@@ -52,13 +59,18 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    let mut shown = String::new();
     let result = match app.files.path(&q.path) {
-        Ok(path) => upload::upload(&app.files, path, declared, body).await,
+        Ok(path) => {
+            shown = path.display();
+            upload::upload(&app.files, path, declared, body).await
+        }
         Err(e) => Err(e),
     };
     match result {
         Ok(done) => {
             app.metrics.upload_bytes.inc_by(done.size);
+            changed(&app, &shown);
             Ok((StatusCode::CREATED, axum::Json(done)).into_response())
         }
         // The body may be unread: the connection cannot carry another request.
@@ -79,6 +91,7 @@ pub async fn mkdir(State(app): State<AppState>, Json(m): Json<Mkdir>) -> ApiResu
     let path = files.path(&m.path)?;
     let shown = path.display();
     blocking(move || files.mkdir(&path, m.parents)).await?;
+    changed(&app, &shown);
     Ok((StatusCode::CREATED, axum::Json(json!({"path": shown}))).into_response())
 }
 
@@ -96,7 +109,10 @@ pub async fn rename(State(app): State<AppState>, Json(r): Json<Rename>) -> ApiRe
     let from = files.path(&r.from)?;
     let to = files.path(&r.to)?;
     let shown = to.display();
+    let old = from.display();
     blocking(move || files.rename(&from, &to, r.overwrite)).await?;
+    changed(&app, &old);
+    changed(&app, &shown);
     Ok(axum::Json(json!({"path": shown})).into_response())
 }
 
@@ -106,7 +122,9 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let files = app.files.clone();
     let path = files.path(&q.path)?;
+    let shown = path.display();
     blocking(move || files.delete(&path, q.recursive)).await?;
+    changed(&app, &shown);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -129,6 +147,8 @@ pub async fn extract(State(app): State<AppState>, Json(x): Json<Extract>) -> Api
             "extract into a new directory below the home",
         ));
     }
+    let shown = dest.display();
     let done = blocking(move || zip_extract::extract(&files, &archive, &dest)).await?;
+    changed(&app, &shown);
     Ok((StatusCode::CREATED, axum::Json(done)).into_response())
 }

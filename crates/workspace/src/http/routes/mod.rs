@@ -9,5 +9,7 @@ pub mod metrics;
 pub mod schedules;
 pub mod session;
 pub mod stream;
+pub mod system;
 pub mod tasks;
+pub mod terminal;
 pub mod webhooks;

@@ -1,0 +1,246 @@
+// The dashboard in a real browser against the real server, token mode (the
+// embedded default): log in, tasks with live output, follow-up, terminal,
+// files round trip, triggers, kill; screenshots of every view at desktop
+// and phone width in web/test-results/screenshots.
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, type Server } from "./harness";
+
+let server: Server;
+let browser: Browser;
+let ctx: BrowserContext;
+let page: Page;
+let problems: string[];
+
+async function text(sel: string): Promise<string> {
+  return (await page.locator(sel).first().innerText()).trim();
+}
+
+async function nav(view: string): Promise<void> {
+  await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: view, exact: true }).click();
+}
+
+beforeAll(async () => {
+  server = await startServer();
+  browser = await launch();
+  ctx = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
+  ({ page, problems } = await newPage(ctx));
+  page.setDefaultTimeout(15_000);
+  page.on("dialog", (d) => void d.accept());
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (server) cleanup(server);
+});
+
+describe("token mode", () => {
+  it("serves the app with a strict policy and caching rules", async () => {
+    const index = await fetch(server.url + "/");
+    expect(index.status).toBe(200);
+    expect(index.headers.get("cache-control")).toBe("no-store");
+    const csp = index.headers.get("content-security-policy") ?? "";
+    expect(csp).toContain("script-src 'self';");
+    expect(csp).not.toContain("unsafe");
+    const html = await index.text();
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    expect(asset).toBeTruthy();
+    const nonce = /'nonce-([^']+)'/.exec(csp)?.[1];
+    expect(html).toContain(`nonce="${nonce}"`);
+    expect(html).not.toContain("__CSP_NONCE__");
+    const js = await fetch(server.url + asset, { headers: { "accept-encoding": "br" } });
+    expect(js.status).toBe(200);
+    expect(js.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
+    expect(js.headers.get("content-encoding")).toBe("br");
+    const again = await fetch(server.url + asset, { headers: { "if-none-match": js.headers.get("etag")! } });
+    expect(again.status).toBe(304);
+    const missing = await fetch(server.url + "/assets/nope.js");
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { code: string }).code).toBe("not_found");
+  });
+
+  it("refuses a wrong token and logs in with the right one", async () => {
+    await page.goto(server.url);
+    await page.getByLabel("API token").fill("not-the-token");
+    await page.getByRole("button", { name: "Log in" }).click();
+    await expect.poll(() => text("[role=alert]")).toContain("not this workspace's API token");
+    await shot(page, "login-desktop");
+    await page.getByLabel("API token").fill(server.token);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByText("e2e-workspace").waitFor();
+    const cookies = await ctx.cookies();
+    const session = cookies.find((c) => c.name.startsWith("kc"));
+    expect(session?.httpOnly).toBe(true);
+    expect(session?.sameSite).toBe("Strict");
+    // The header's figures arrive.
+    await expect.poll(() => text(".meters")).toMatch(/Mem\s*[\d.]+ (KiB|MiB|GiB)/);
+  });
+
+  it("creates a task and shows its output live; a follow-up is answered", async () => {
+    await page.getByRole("button", { name: "New task" }).click();
+    await page.getByLabel("Assistant").selectOption("fake");
+    await page.getByLabel("Prompt (optional)").fill("write the tests");
+    await page.getByLabel("Name (optional)").fill("e2e task");
+    await shot(page, "new-task-desktop");
+    await page.getByRole("button", { name: "Start" }).click();
+    await expect.poll(() => text(".output"), { timeout: 15_000 }).toContain("prompt: write the tests");
+    await expect.poll(() => text(".tasks")).toContain("e2e task");
+    await page.getByLabel("Message to the task").fill("hello there");
+    await page.getByRole("button", { name: "Send" }).click();
+    await expect.poll(() => text(".output"), { timeout: 15_000 }).toContain("you said: hello there");
+    await shot(page, "tasks-desktop");
+  });
+
+  it("types a command into the terminal and shows its output", async () => {
+    await nav("Terminal");
+    await page.getByRole("button", { name: "New shell" }).click();
+    await page.locator(".term .xterm-screen").waitFor();
+    await expect.poll(() => text(".terminal-view [role=status]")).toBe("connected");
+    await page.locator(".term").click();
+    await page.keyboard.type("echo $((6*7))xyz");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => text(".term .xterm-rows"), { timeout: 15_000 }).toContain("42xyz");
+    await shot(page, "terminal-desktop");
+  });
+
+  it("reconnects the terminal after the connection drops (server restart)", async () => {
+    server = await restart(server);
+    await expect.poll(() => text(".terminal-view [role=status]"), { timeout: 20_000 }).toBe("connected");
+    await page.locator(".term").click();
+    await page.keyboard.type("echo again$((1+1))");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => text(".term .xterm-rows"), { timeout: 15_000 }).toContain("again2");
+  });
+
+  it("uploads a file and downloads it back identical; mkdir, rename, delete, errors", async () => {
+    await nav("Files");
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    await page.getByLabel("Files to upload").setInputFiles({ name: "blob.bin", mimeType: "application/octet-stream", buffer: data });
+    await page.locator('[data-entry="blob.bin"]').waitFor({ timeout: 15_000 });
+    expect(readFileSync(`${server.home}/blob.bin`).equals(data)).toBe(true);
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "blob.bin" }).click()]);
+    const saved = readFileSync((await download.path())!);
+    expect(saved.equals(data)).toBe(true);
+
+    // New folder, through the prompt dialog.
+    page.removeAllListeners("dialog");
+    page.once("dialog", (d) => void d.accept("notes"));
+    await page.getByRole("button", { name: "New folder" }).click();
+    await page.locator('[data-entry="notes"]').waitFor();
+    // The same name again: the server's message is shown.
+    page.once("dialog", (d) => void d.accept("notes"));
+    await page.getByRole("button", { name: "New folder" }).click();
+    await expect.poll(() => text(".toast.error")).toMatch(/exists/);
+    // Rename the upload, then delete it.
+    page.once("dialog", (d) => void d.accept("renamed.bin"));
+    await page.getByRole("button", { name: "Rename blob.bin" }).click();
+    await page.locator('[data-entry="renamed.bin"]').waitFor();
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Delete renamed.bin" }).click();
+    await page.locator('[data-entry="renamed.bin"]').waitFor({ state: "detached" });
+    // Into the folder and back via the breadcrumbs.
+    await page.getByRole("link", { name: "📁 notes" }).click();
+    await expect.poll(() => text(".files")).toContain("Empty folder");
+    await page.locator(".crumbs").getByRole("link", { name: "home" }).click();
+    await page.locator('[data-entry="notes"]').waitFor();
+    page.on("dialog", (d) => void d.accept());
+    await shot(page, "files-desktop");
+  });
+
+  it("shows triggers and creates and deletes a schedule", async () => {
+    await nav("Triggers");
+    await page.getByText("New schedule").click();
+    await page.getByLabel("Name").first().fill("nightly");
+    await page.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("0 3 * * *");
+    await page.getByLabel("Time zone").fill("UTC");
+    await page.getByRole("button", { name: "Create schedule" }).click();
+    await expect.poll(() => text("[aria-label=Schedules]")).toContain("nightly");
+    // A bad cron is refused with the server's reason.
+    await page.getByLabel("Name").first().fill("broken");
+    await page.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("every day");
+    await page.getByRole("button", { name: "Create schedule" }).click();
+    await expect.poll(() => page.locator(".toast.error").last().innerText()).toMatch(/cron/i);
+    await page.getByText("New webhook").click();
+    await page.getByLabel("Name").nth(1).fill("on-push");
+    await page.getByLabel("Prompt template").fill("Review {{head_commit.id}}");
+    await page.getByRole("button", { name: "Create webhook" }).click();
+    await expect.poll(() => text(".callout")).toContain("shown only now");
+    await shot(page, "triggers-desktop");
+    await page.getByRole("button", { name: "Delete schedule nightly" }).click();
+    await expect.poll(() => text("[aria-label=Schedules]")).not.toContain("nightly");
+  });
+
+  it("kills a task", async () => {
+    await nav("Tasks");
+    await page.getByRole("link", { name: /e2e task/ }).click();
+    await page.getByRole("button", { name: "Kill" }).click();
+    await expect.poll(() => text(".detail-head .badge"), { timeout: 15_000 }).toMatch(/killed/);
+    await expect.poll(() => text(`.tasks`)).toMatch(/killed/);
+    // Live state: the header's dot says the event stream is connected.
+    await expect.poll(() => page.locator(".dot").getAttribute("class")).toBe("dot up");
+  });
+
+  it("works at phone width, in both themes", async () => {
+    await page.setViewportSize(PHONE);
+    await page.goto(server.url + "/#/tasks");
+    await page.locator(".tasks").waitFor();
+    await shot(page, "tasks-list-phone");
+    await page.getByRole("link", { name: /e2e task/ }).click();
+    // The output of a task that ended before this view opened (and before a restart).
+    await expect.poll(() => text(".output")).toContain("prompt: write the tests");
+    await shot(page, "task-detail-phone");
+    // Nothing wider than the screen.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    await page.goto(server.url + "/#/files");
+    await page.locator(".entries").waitFor();
+    await shot(page, "files-phone");
+    await page.goto(server.url + "/#/triggers");
+    await page.locator(".triggers").waitFor();
+    await shot(page, "triggers-phone");
+    await page.goto(server.url + "/#/terminal");
+    await page.getByRole("button", { name: "New shell" }).click();
+    await expect.poll(() => text(".terminal-view [role=status]")).toBe("connected");
+    await shot(page, "terminal-phone");
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(server.url + "/#/tasks");
+    await page.locator(".tasks").waitFor();
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    expect(bg).toBe("rgb(17, 20, 27)");
+    await shot(page, "tasks-list-phone-dark");
+    await page.setViewportSize(DESKTOP);
+    await page.goto(server.url + "/#/tasks");
+    await page.locator(".tasks").waitFor();
+    await shot(page, "tasks-desktop-dark");
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  it("is keyboard reachable: Alt+digit switches views, Tab reaches the controls", async () => {
+    await page.goto(server.url + "/#/tasks");
+    await page.locator(".tasks").waitFor();
+    await page.keyboard.press("Alt+3");
+    await expect.poll(() => page.evaluate(() => location.hash)).toBe("#/files");
+    await page.keyboard.press("Alt+1");
+    await expect.poll(() => page.evaluate(() => location.hash)).toBe("#/tasks");
+    const seen = new Set<string>();
+    for (let i = 0; i < 25; i++) {
+      await page.keyboard.press("Tab");
+      seen.add(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.innerText?.trim() ?? ""));
+    }
+    expect([...seen]).toEqual(expect.arrayContaining(["Tasks", "Terminal", "Files", "Triggers", "New task"]));
+  });
+
+  it("logs out: the session cookie stops working", async () => {
+    await page.getByRole("button", { name: "Log out" }).click();
+    await page.getByLabel("API token").waitFor();
+    const r = await page.evaluate(async () => (await fetch("/api/tasks")).status);
+    expect(r).toBe(401);
+  });
+
+  it("made no CSP violations and no script errors", () => {
+    expect(problems).toEqual([]);
+  });
+});

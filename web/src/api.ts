@@ -1,0 +1,201 @@
+// Every call the dashboard makes. Same-origin only: the browser sends the
+// session cookie (token mode), basic credentials or passes through the
+// oauth2 proxy; writes are JSON (or a raw upload body) and carry the
+// browser's own Origin / Sec-Fetch-Site, which the server checks.
+
+import type { Task } from "./state";
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function fail(r: Response): Promise<never> {
+  let code = "http_" + r.status;
+  let message = `${r.status} ${r.statusText}`;
+  try {
+    const body = (await r.json()) as { code?: string; error?: string };
+    if (body.code) code = body.code;
+    if (body.error) message = body.error;
+  } catch {
+    // Not JSON (a proxy's page): keep the status line.
+  }
+  throw new ApiError(r.status, code, message);
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const init: RequestInit = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers = { ...init.headers, "Content-Type": "application/json" };
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
+  if (!r.ok) return fail(r);
+  if (r.status === 204 || r.status === 202) {
+    const text = await r.text();
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+  return (await r.json()) as T;
+}
+
+export interface Whoami {
+  user: string;
+  via: string;
+  auth_mode: "basic" | "oauth2" | "token" | "none";
+  read_only: boolean;
+}
+
+export interface Stats {
+  cpu_cores: number | null;
+  cpu_limit_cores: number;
+  memory_bytes: number | null;
+  memory_limit_bytes: number | null;
+  disk_used_bytes: number | null;
+  disk_total_bytes: number | null;
+}
+
+export interface SystemInfo {
+  name: string;
+  version: string;
+  read_only: boolean;
+  stats: Stats | null;
+}
+
+export interface Assistant {
+  name: string;
+  description: string | null;
+  prompt_delivery: string;
+}
+
+export interface NewTask {
+  assistant?: string;
+  workdir?: string;
+  prompt?: string;
+  name?: string;
+  hook?: { url: string; secret?: string };
+}
+
+export interface Entry {
+  name: string;
+  kind: "file" | "dir" | "symlink" | "other";
+  size: number;
+  mtime: string;
+  mode: string;
+}
+
+export interface Listing {
+  path: string;
+  entries: Entry[];
+  truncated: boolean;
+}
+
+export interface Delivery {
+  id: string;
+  task_id: string;
+  url: string;
+  state: string;
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: string;
+  finished_at: string | null;
+  next_attempt_at: string | null;
+}
+
+export interface Schedule {
+  id: string;
+  name: string;
+  cron: string;
+  timezone: string;
+  next_run: string | null;
+  assistant: string | null;
+  prompt: string | null;
+  missed: string;
+}
+
+export interface Webhook {
+  id: string;
+  name: string;
+  path: string;
+  prompt_template: string;
+  assistant: string | null;
+  created_at: string;
+  /** Only in the answer to create: shown once. */
+  secret?: string;
+}
+
+const q = encodeURIComponent;
+
+export const api = {
+  whoami: () => call<Whoami>("GET", "/api/whoami"),
+  system: () => call<SystemInfo>("GET", "/api/system"),
+  login: (token: string) => call<unknown>("POST", "/auth/login", { token }),
+  logout: () => call<void>("POST", "/auth/logout"),
+
+  assistants: () => call<{ default: string; assistants: Assistant[] }>("GET", "/api/assistants"),
+  tasks: () => call<{ tasks: Task[]; next_cursor: number | null }>("GET", "/api/tasks?limit=200"),
+  task: (id: string) => call<Task>("GET", `/api/tasks/${q(id)}`),
+  createTask: (t: NewTask) => call<Task>("POST", "/api/tasks", t),
+  message: (id: string, text: string) => call<void>("POST", `/api/tasks/${q(id)}/message`, { text }),
+  keys: (id: string, keys: string[]) => call<void>("POST", `/api/tasks/${q(id)}/keys`, { keys }),
+  kill: (id: string) => call<Task>("DELETE", `/api/tasks/${q(id)}`),
+
+  list: (path: string) => call<Listing>("GET", `/api/files?path=${q(path)}`),
+  mkdir: (path: string) => call<unknown>("POST", "/api/files/mkdir", { path }),
+  rename: (from: string, to: string) => call<unknown>("POST", "/api/files/rename", { from, to }),
+  remove: (path: string, recursive: boolean) =>
+    call<void>("DELETE", `/api/files?path=${q(path)}${recursive ? "&recursive=true" : ""}`),
+  downloadUrl: (path: string) => `/api/files/content?path=${q(path)}`,
+
+  deliveries: (taskId?: string) =>
+    call<{ deliveries: Delivery[] }>("GET", `/api/hooks/deliveries?limit=100${taskId ? `&task_id=${q(taskId)}` : ""}`),
+  redeliver: (id: string) => call<unknown>("POST", `/api/hooks/deliveries/${q(id)}/redeliver`),
+  schedules: () => call<{ schedules: Schedule[] }>("GET", "/api/schedules"),
+  createSchedule: (s: { name: string; cron: string; timezone?: string; prompt?: string; assistant?: string }) =>
+    call<Schedule>("POST", "/api/schedules", s),
+  deleteSchedule: (id: string) => call<void>("DELETE", `/api/schedules/${q(id)}`),
+  webhooks: () => call<{ webhooks: Webhook[] }>("GET", "/api/webhooks"),
+  createWebhook: (w: { name: string; prompt_template: string; assistant?: string }) =>
+    call<Webhook>("POST", "/api/webhooks", w),
+  deleteWebhook: (id: string) => call<void>("DELETE", `/api/webhooks/${q(id)}`),
+};
+
+/**
+ * Upload one file with progress (fetch cannot report upload progress).
+ * The body is the raw file; the server writes it to a temp file and renames
+ * it into place, so an aborted upload leaves nothing behind.
+ */
+export function upload(
+  path: string,
+  file: Blob,
+  onProgress: (loaded: number, total: number) => void,
+): { done: Promise<void>; abort: () => void } {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise<void>((resolve, reject) => {
+    xhr.open("PUT", `/api/files/content?path=${q(path)}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) return resolve();
+      let code = "http_" + xhr.status;
+      let message = `${xhr.status} ${xhr.statusText}`;
+      try {
+        const b = JSON.parse(xhr.responseText) as { code?: string; error?: string };
+        code = b.code ?? code;
+        message = b.error ?? message;
+      } catch {
+        // keep the status line
+      }
+      reject(new ApiError(xhr.status, code, message));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "the upload was interrupted (network error)"));
+    xhr.onabort = () => reject(new ApiError(0, "aborted", "upload cancelled"));
+    xhr.send(file);
+  });
+  return { done, abort: () => xhr.abort() };
+}

@@ -1,0 +1,135 @@
+// Server-sent events: one EventSource for the workspace (/api/events) shared
+// by every view, and one per open task output. The browser reconnects an
+// EventSource by itself after a network error (resuming a task stream at
+// Last-Event-ID), but gives up for good when a reconnect gets an HTTP error
+// (a restarting server, the stream cap): then we open a new one, with
+// backoff. After any reconnect views reload what they show (`resync`).
+
+import { backoff } from "./state";
+
+type Handler = (data: unknown) => void;
+
+const WORKSPACE_EVENTS = ["task_created", "task_state", "hook_delivery", "system", "files_changed", "resync"];
+
+function parse(e: Event): unknown {
+  try {
+    return JSON.parse((e as MessageEvent<string>).data);
+  } catch {
+    return {};
+  }
+}
+
+export class LiveEvents {
+  private source: EventSource | null = null;
+  private handlers = new Map<string, Set<Handler>>();
+  private statusHandlers = new Set<(up: boolean) => void>();
+  private retry: ReturnType<typeof setTimeout> | undefined;
+  private attempt = 0;
+  private everOpen = false;
+  private running = false;
+  up = false;
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.open();
+  }
+
+  private open(): void {
+    const es = new EventSource("/api/events");
+    this.source = es;
+    es.onopen = () => {
+      this.attempt = 0;
+      this.setUp(true);
+      // After a drop, events may have been missed: views reload.
+      if (this.everOpen) this.emit("resync", {});
+      this.everOpen = true;
+    };
+    es.onerror = () => {
+      this.setUp(false);
+      if (es.readyState === EventSource.CLOSED && this.running) {
+        this.retry = setTimeout(() => this.running && this.open(), backoff(this.attempt++));
+      }
+    };
+    for (const name of WORKSPACE_EVENTS) es.addEventListener(name, (e) => this.emit(name, parse(e)));
+  }
+
+  stop(): void {
+    this.running = false;
+    clearTimeout(this.retry);
+    this.source?.close();
+    this.source = null;
+    this.everOpen = false;
+    this.setUp(false);
+  }
+
+  on(name: string, h: Handler): () => void {
+    let set = this.handlers.get(name);
+    if (!set) this.handlers.set(name, (set = new Set()));
+    set.add(h);
+    return () => set.delete(h);
+  }
+
+  onStatus(h: (up: boolean) => void): () => void {
+    this.statusHandlers.add(h);
+    return () => this.statusHandlers.delete(h);
+  }
+
+  private setUp(up: boolean): void {
+    if (this.up === up) return;
+    this.up = up;
+    for (const h of this.statusHandlers) h(up);
+  }
+
+  private emit(name: string, data: unknown): void {
+    for (const h of this.handlers.get(name) ?? []) h(data);
+  }
+}
+
+export const live = new LiveEvents();
+
+/**
+ * A task's output stream. `onOutput` gets text in order, exactly once: a new
+ * stream after a failure resumes at the last offset seen.
+ */
+export function taskStream(
+  id: string,
+  cb: { onOutput: (text: string) => void; onEnd: () => void },
+): () => void {
+  let source: EventSource | null = null;
+  let offset: string | null = null;
+  let closed = false;
+  let attempt = 0;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+
+  const open = () => {
+    const from = offset ? `?from=${encodeURIComponent(offset)}` : "";
+    const es = new EventSource(`/api/tasks/${encodeURIComponent(id)}/stream${from}`);
+    source = es;
+    es.onopen = () => {
+      attempt = 0;
+    };
+    es.addEventListener("output", (e) => {
+      const m = e as MessageEvent<string>;
+      if (m.lastEventId) offset = m.lastEventId;
+      const d = parse(e) as { data?: string };
+      if (typeof d.data === "string") cb.onOutput(d.data);
+    });
+    es.addEventListener("end", () => {
+      closed = true;
+      es.close();
+      cb.onEnd();
+    });
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED && !closed) {
+        retry = setTimeout(() => !closed && open(), backoff(attempt++));
+      }
+    };
+  };
+  open();
+  return () => {
+    closed = true;
+    clearTimeout(retry);
+    source?.close();
+  };
+}

@@ -1,0 +1,138 @@
+import { describe, expect, it } from "vitest";
+import {
+  age,
+  appendOutput,
+  backoff,
+  bytes,
+  crumbs,
+  filterTasks,
+  parentPath,
+  parseRoute,
+  percent,
+  progressPercent,
+  routeHash,
+  stripAnsi,
+  upsertTask,
+  validName,
+  type Task,
+} from "./state";
+
+function task(id: string, created: string, state: Task["state"] = "running", updated = created): Task {
+  return {
+    id,
+    name: null,
+    assistant: "fake",
+    prompt: null,
+    workdir: "",
+    state,
+    exit_code: null,
+    error: null,
+    tmux_session: `kc-${id}`,
+    created_at: created,
+    started_at: null,
+    finished_at: null,
+    updated_at: updated,
+  };
+}
+
+describe("task list", () => {
+  it("inserts newest first and replaces by id", () => {
+    let l = upsertTask([], task("a", "2026-01-01T00:00:01Z"));
+    l = upsertTask(l, task("b", "2026-01-01T00:00:03Z"));
+    l = upsertTask(l, task("c", "2026-01-01T00:00:02Z"));
+    expect(l.map((t) => t.id)).toEqual(["b", "c", "a"]);
+    l = upsertTask(l, task("c", "2026-01-01T00:00:02Z", "succeeded", "2026-01-01T00:00:09Z"));
+    expect(l.map((t) => t.id)).toEqual(["b", "c", "a"]);
+    expect(l[1]!.state).toBe("succeeded");
+  });
+
+  it("ignores stale copies and never undoes a final state", () => {
+    const done = task("a", "2026-01-01T00:00:01Z", "killed", "2026-01-01T00:00:05Z");
+    let l = upsertTask([], done);
+    l = upsertTask(l, task("a", "2026-01-01T00:00:01Z", "running", "2026-01-01T00:00:02Z"));
+    expect(l[0]!.state).toBe("killed");
+    l = upsertTask(l, task("a", "2026-01-01T00:00:01Z", "running", "2026-01-01T00:00:09Z"));
+    expect(l[0]!.state).toBe("killed");
+  });
+
+  it("filters live and finished tasks", () => {
+    const l = [task("a", "1", "running"), task("b", "2", "failed"), task("c", "3", "waiting_for_input")];
+    expect(filterTasks(l, "live").map((t) => t.id)).toEqual(["a", "c"]);
+    expect(filterTasks(l, "done").map((t) => t.id)).toEqual(["b"]);
+    expect(filterTasks(l, "all")).toHaveLength(3);
+  });
+});
+
+describe("formatting", () => {
+  it("shows ages in the largest whole unit", () => {
+    const now = Date.parse("2026-01-02T00:00:00Z");
+    expect(age("2026-01-01T23:59:50Z", now)).toBe("10s");
+    expect(age("2026-01-01T23:55:00Z", now)).toBe("5m");
+    expect(age("2026-01-01T21:00:00Z", now)).toBe("3h");
+    expect(age("2025-12-30T00:00:00Z", now)).toBe("3d");
+    expect(age("2026-01-03T00:00:00Z", now)).toBe("0s");
+    expect(age("garbage", now)).toBe("?");
+  });
+
+  it("shows sizes and shares", () => {
+    expect(bytes(0)).toBe("0 B");
+    expect(bytes(1536)).toBe("1.5 KiB");
+    expect(bytes(300 * 1024 * 1024)).toBe("300 MiB");
+    expect(bytes(null)).toBe("–");
+    expect(percent(1, 4)).toBe(25);
+    expect(percent(5, 0)).toBeNull();
+    expect(percent(9, 4)).toBe(100);
+    expect(progressPercent({ name: "x", loaded: 50, total: 200 })).toBe(25);
+    expect(progressPercent({ name: "x", loaded: 0, total: 0 })).toBe(100);
+  });
+});
+
+describe("output", () => {
+  it("strips colours, cursor moves and titles", () => {
+    expect(stripAnsi("\x1b[1;31mred\x1b[0m \x1b]0;title\x07done\r\n")).toBe("red done\r\n");
+    expect(stripAnsi("50%\r100%")).toBe("50%100%");
+  });
+
+  it("keeps the tail of long output, cut at a line start", () => {
+    const long = "x".repeat(50) + "\n" + "y".repeat(60);
+    const out = appendOutput("", long, 100);
+    expect(out).toBe("y".repeat(60));
+    expect(appendOutput("ab", "cd", 10)).toBe("abcd");
+  });
+});
+
+describe("paths", () => {
+  it("builds breadcrumbs and parents", () => {
+    expect(crumbs("a/b")).toEqual([
+      { name: "home", path: "" },
+      { name: "a", path: "a" },
+      { name: "b", path: "a/b" },
+    ]);
+    expect(parentPath("a/b/c")).toBe("a/b");
+    expect(parentPath("a")).toBe("");
+  });
+
+  it("says what is wrong with a name", () => {
+    expect(validName("notes.md")).toBeNull();
+    expect(validName(" ")).toMatch(/needed/);
+    expect(validName("..")).toMatch(/not names/);
+    expect(validName("a/b")).toMatch(/without/);
+    expect(validName(".env")).toMatch(/hidden/);
+  });
+});
+
+describe("routes", () => {
+  it("round-trips views and arguments", () => {
+    expect(parseRoute("")).toEqual({ view: "tasks", arg: "" });
+    expect(parseRoute("#/terminal/t-1")).toEqual({ view: "terminal", arg: "t-1" });
+    expect(parseRoute("#/files/src/a%20b")).toEqual({ view: "files", arg: "src/a b" });
+    expect(parseRoute("#/nope/x")).toEqual({ view: "tasks", arg: "" });
+    expect(parseRoute("#/files/%E0%A4%A")).toEqual({ view: "files", arg: "" });
+    expect(routeHash({ view: "files", arg: "src/a b" })).toBe("#/files/src/a%20b");
+    expect(parseRoute(routeHash({ view: "files", arg: "x/y z" }))).toEqual({ view: "files", arg: "x/y z" });
+  });
+
+  it("backs off exponentially up to a cap", () => {
+    expect([0, 1, 2, 10].map((a) => backoff(a))).toEqual([500, 1000, 2000, 10000]);
+  });
+});

@@ -1,0 +1,201 @@
+// Terminal: xterm.js on a WebSocket to a PTY attached to a task's tmux
+// session (see crates/workspace/src/terminal.rs for the wire format).
+// Without a task: pick a live one or start a fresh shell (a `shell` task,
+// so it survives reconnects and shows in the task list).
+import { useEffect, useRef, useState } from "preact/hooks";
+import { api, type Whoami } from "../api";
+import { live } from "../live";
+import { backoff, isFinal, upsertTask, type Task } from "../state";
+import { go } from "../nav";
+import { toast } from "../toast";
+import { StateBadge } from "./tasks";
+
+type Conn = "connecting" | "open" | "retrying" | "ended";
+
+export function TerminalView(props: { me: Whoami; taskId: string }) {
+  if (!props.taskId) return <Picker me={props.me} />;
+  return <Term key={props.taskId} id={props.taskId} readOnly={props.me.read_only} />;
+}
+
+function Picker(props: { me: Whoami }) {
+  const [tasks, setTasks] = useState<Task[]>([]);
+  useEffect(() => {
+    api
+      .tasks()
+      .then((p) => setTasks(p.tasks))
+      .catch(toast);
+    const on = (d: unknown) => setTasks((cur) => upsertTask(cur, (d as { task: Task }).task));
+    const offs = [live.on("task_created", on), live.on("task_state", on)];
+    return () => offs.forEach((f) => f());
+  }, []);
+  const liveTasks = tasks.filter((t) => !isFinal(t.state));
+  const shell = async () => {
+    try {
+      const t = await api.createTask({ assistant: "shell", name: "shell" });
+      go({ view: "terminal", arg: t.id });
+    } catch (e) {
+      toast(e);
+    }
+  };
+  return (
+    <div class="card picker">
+      <h2>Terminal</h2>
+      {!props.me.read_only && (
+        <button class="primary" onClick={() => void shell()}>
+          New shell
+        </button>
+      )}
+      <h3>Attach to a running task</h3>
+      {liveTasks.length === 0 ? (
+        <p class="muted">No running tasks.</p>
+      ) : (
+        <ul class="plain">
+          {liveTasks.map((t) => (
+            <li key={t.id}>
+              <a class="task-row" href={`#/terminal/${t.id}`}>
+                <StateBadge state={t.state} exit={t.exit_code} />
+                <span class="task-title">{t.name || t.prompt || t.id}</span>
+                <span class="muted small">{t.assistant}</span>
+              </a>
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}
+
+function cssVar(name: string): string {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+function Term(props: { id: string; readOnly: boolean }) {
+  const box = useRef<HTMLDivElement>(null);
+  const [conn, setConn] = useState<Conn>("connecting");
+  const [why, setWhy] = useState("");
+
+  useEffect(() => {
+    let disposed = false;
+    let socket: WebSocket | null = null;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    let attempt = 0;
+    const cleanups: (() => void)[] = [];
+
+    void (async () => {
+      // xterm.js is loaded only when a terminal is opened: the task list
+      // does not pay for it.
+      const [{ Terminal }, { FitAddon }] = await Promise.all([import("@xterm/xterm"), import("@xterm/addon-fit")]);
+      await import("@xterm/xterm/css/xterm.css");
+      if (disposed || !box.current) return;
+      const term = new Terminal({
+        cursorBlink: !props.readOnly,
+        disableStdin: props.readOnly,
+        fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
+        fontSize: 14,
+        scrollback: 5000,
+        theme: { background: cssVar("--term-bg"), foreground: cssVar("--term-fg"), cursor: cssVar("--accent") },
+      });
+      const fit = new FitAddon();
+      term.loadAddon(fit);
+      term.open(box.current);
+      fit.fit();
+      term.focus();
+      cleanups.push(() => term.dispose());
+
+      const enc = new TextEncoder();
+      const sendInput = (data: string) => {
+        if (!props.readOnly && socket?.readyState === WebSocket.OPEN) socket.send(enc.encode(data));
+      };
+      const sub = term.onData(sendInput);
+      cleanups.push(() => sub.dispose());
+      const resizeSub = term.onResize(({ cols, rows }) => {
+        if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "resize", cols, rows }));
+      });
+      cleanups.push(() => resizeSub.dispose());
+      const ro = new ResizeObserver(() => fit.fit());
+      ro.observe(box.current);
+      cleanups.push(() => ro.disconnect());
+
+      // Copy: selecting copies (Ctrl+Shift+C also); paste: the browser's paste
+      // event goes through xterm to onData.
+      term.attachCustomKeyEventHandler((e) => {
+        if (e.type === "keydown" && e.ctrlKey && e.shiftKey && e.code === "KeyC") {
+          void navigator.clipboard?.writeText(term.getSelection());
+          return false;
+        }
+        return true;
+      });
+
+      const connect = () => {
+        if (disposed) return;
+        setConn(attempt === 0 ? "connecting" : "retrying");
+        const scheme = location.protocol === "https:" ? "wss" : "ws";
+        const url = `${scheme}://${location.host}/api/tasks/${encodeURIComponent(props.id)}/terminal?cols=${term.cols}&rows=${term.rows}`;
+        const ws = new WebSocket(url);
+        ws.binaryType = "arraybuffer";
+        socket = ws;
+        ws.onopen = () => {
+          attempt = 0;
+          setConn("open");
+          setWhy("");
+        };
+        ws.onmessage = (e) => {
+          if (e.data instanceof ArrayBuffer) term.write(new Uint8Array(e.data));
+        };
+        ws.onclose = async (e) => {
+          if (disposed) return;
+          if (e.code === 1000) {
+            setConn("ended");
+            setWhy(e.reason || "the session ended");
+            return;
+          }
+          // Refused before the upgrade (task ended, not allowed) or a network
+          // blip: ask the API which, then retry only the blip.
+          try {
+            const t = await api.task(props.id);
+            if (isFinal(t.state)) {
+              setConn("ended");
+              setWhy(`the task ended (${t.state})`);
+              return;
+            }
+          } catch (err) {
+            const status = (err as { status?: number }).status;
+            if (status && status !== 0 && status < 500) {
+              setConn("ended");
+              setWhy((err as Error).message);
+              return;
+            }
+          }
+          setConn("retrying");
+          retry = setTimeout(connect, backoff(attempt++));
+        };
+      };
+      connect();
+    })();
+
+    return () => {
+      disposed = true;
+      clearTimeout(retry);
+      socket?.close();
+      cleanups.reverse().forEach((f) => f());
+    };
+  }, [props.id, props.readOnly]);
+
+  return (
+    <div class="terminal-view">
+      <div class="toolbar">
+        <a class="back" href="#/terminal" aria-label="Back to the terminal list">
+          ←
+        </a>
+        <span class="task-title">
+          <a href={`#/tasks/${props.id}`}>{props.id}</a>
+        </span>
+        <span class={`badge conn-${conn}`} role="status">
+          {conn === "open" ? (props.readOnly ? "view only" : "connected") : conn === "retrying" ? "reconnecting…" : conn}
+        </span>
+        {why && <span class="muted small">{why}</span>}
+      </div>
+      <div class="term" ref={box} data-conn={conn} />
+    </div>
+  );
+}
