@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test setup setup-test build lint fmt bench clean cluster fuzz
+.PHONY: run test setup setup-test web build lint fmt bench clean cluster fuzz
 
 setup:
 	@hack/setup.sh run
@@ -15,13 +15,18 @@ setup:
 setup-test:
 	@hack/setup.sh test
 
-build: setup
+# The dashboard app (web/dist), embedded into the binary at compile time.
+web: setup
+	@hack/build-web.sh run
+
+build: setup web
 	$(CARGO) build --release -p kube-coder
 
 run: build
 	./target/release/kube-coder serve $(ARGS)
 
 lint: setup-test
+	@hack/build-web.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -29,6 +34,8 @@ test: lint
 	hack/build.sh
 	eval "$$(hack/tools-env)" && $(CARGO) test --workspace --exclude kube-coder-cluster-tests
 	$(CARGO) build -p kube-coder
+	cd web && npm test --silent
+	cd web && npm run --silent e2e
 	hack/with-cluster $(CARGO) test -p kube-coder-cluster-tests
 
 # The test control plane alone: hack/cluster up|down|env (see hack/README.md).

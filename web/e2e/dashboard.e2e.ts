@@ -3,6 +3,8 @@
 // files round trip, triggers, kill; screenshots of every view at desktop
 // and phone width in web/test-results/screenshots.
 import { randomBytes } from "node:crypto";
+import { createServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
@@ -22,8 +24,25 @@ async function nav(view: string): Promise<void> {
   await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: view, exact: true }).click();
 }
 
+// A completion-hook receiver on loopback (the server is told to allow
+// internal hook addresses for this test only).
+const hookBodies: string[] = [];
+let receiver: HttpServer;
+let hookUrl = "";
+const INTERNAL_HOOKS = { ALLOW_INTERNAL_HOOKS: "true" };
+
 beforeAll(async () => {
-  server = await startServer();
+  receiver = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      hookBodies.push(body);
+      res.writeHead(200).end("ok");
+    });
+  });
+  await new Promise<void>((ok) => receiver.listen(0, "127.0.0.1", ok));
+  hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/done`;
+  server = await startServer({ env: INTERNAL_HOOKS });
   browser = await launch();
   ctx = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
   ({ page, problems } = await newPage(ctx));
@@ -32,6 +51,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  receiver?.close();
   await browser?.close();
   await server?.stop();
   if (server) cleanup(server);
@@ -84,6 +104,7 @@ describe("token mode", () => {
     await page.getByLabel("Assistant").selectOption("fake");
     await page.getByLabel("Prompt (optional)").fill("write the tests");
     await page.getByLabel("Name (optional)").fill("e2e task");
+    await page.getByLabel("Completion hook URL (optional)").fill(hookUrl);
     await shot(page, "new-task-desktop");
     await page.getByRole("button", { name: "Start" }).click();
     await expect.poll(() => text(".output"), { timeout: 15_000 }).toContain("prompt: write the tests");
@@ -107,7 +128,7 @@ describe("token mode", () => {
   });
 
   it("reconnects the terminal after the connection drops (server restart)", async () => {
-    server = await restart(server);
+    server = await restart(server, [], INTERNAL_HOOKS);
     await expect.poll(() => text(".terminal-view [role=status]"), { timeout: 20_000 }).toBe("connected");
     await page.locator(".term").click();
     await page.keyboard.type("echo again$((1+1))");
@@ -142,7 +163,7 @@ describe("token mode", () => {
     await page.getByRole("button", { name: "Delete renamed.bin" }).click();
     await page.locator('[data-entry="renamed.bin"]').waitFor({ state: "detached" });
     // Into the folder and back via the breadcrumbs.
-    await page.getByRole("link", { name: "📁 notes" }).click();
+    await page.getByRole("link", { name: "notes/" }).click();
     await expect.poll(() => text(".files")).toContain("Empty folder");
     await page.locator(".crumbs").getByRole("link", { name: "home" }).click();
     await page.locator('[data-entry="notes"]').waitFor();
@@ -179,6 +200,12 @@ describe("token mode", () => {
     await page.getByRole("button", { name: "Kill" }).click();
     await expect.poll(() => text(".detail-head .badge"), { timeout: 15_000 }).toMatch(/killed/);
     await expect.poll(() => text(`.tasks`)).toMatch(/killed/);
+    // The completion hook was delivered; the detail shows it, and Redeliver sends it again.
+    await expect.poll(() => hookBodies.length, { timeout: 20_000 }).toBe(1);
+    expect(JSON.parse(hookBodies[0]!)).toMatchObject({ status: "killed" });
+    await expect.poll(() => text(".deliveries")).toMatch(/delivered/);
+    await page.locator(".deliveries").getByRole("button", { name: "Redeliver" }).click();
+    await expect.poll(() => hookBodies.length, { timeout: 20_000 }).toBe(2);
     // Live state: the header's dot says the event stream is connected.
     await expect.poll(() => page.locator(".dot").getAttribute("class")).toBe("dot up");
   });

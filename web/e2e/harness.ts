@@ -13,7 +13,7 @@ const ROOT = resolve(import.meta.dirname, "../..");
 export const BIN = process.env.KUBE_CODER_BIN ?? join(ROOT, "target/debug/kube-coder");
 const FAKE_AGENT = join(ROOT, "crates/kube-coder/tests/fixtures/fake-agent.sh");
 export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-export const SHOTS = join(ROOT, "web/test-results/screenshots");
+export const SHOTS = process.env.KUBE_CODER_SCREENSHOTS ?? join(ROOT, "test-artifacts/screenshots");
 
 export interface Server {
   url: string;
@@ -33,6 +33,7 @@ export interface ServerOptions {
   /** host:port for the listeners (default: ephemeral ports). */
   listen?: string;
   apiListen?: string;
+  env?: Record<string, string>;
 }
 
 /** Start `kube-coder serve` on ephemeral ports and wait for its banner. */
@@ -68,7 +69,7 @@ interactive_command = "sh ${FAKE_AGENT}"
   ];
   const logFile = join(dir, "server.log");
   const child: ChildProcess = spawn(BIN, args, {
-    env: { ...process.env, KUBE_CODER_LOG: "info", SHELL: "/bin/sh", HOME: home, PS1: "$ " },
+    env: { ...process.env, KUBE_CODER_LOG: "info", SHELL: "/bin/sh", HOME: home, ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logChunks: string[] = [];
@@ -113,9 +114,9 @@ interactive_command = "sh ${FAKE_AGENT}"
 }
 
 /** Stop a server and start it again on the same ports and directories. */
-export async function restart(s: Server, args: string[] = []): Promise<Server> {
+export async function restart(s: Server, args: string[] = [], env?: Record<string, string>): Promise<Server> {
   await s.stop();
-  return startServer({ dir: s.dir, listen: new URL(s.url).host, apiListen: new URL(s.api).host, args });
+  return startServer({ dir: s.dir, listen: new URL(s.url).host, apiListen: new URL(s.api).host, args, env });
 }
 
 /** Kill the tmux server of a workspace and remove its directories. */

@@ -385,21 +385,7 @@ impl fmt::Display for Row {
 }
 
 async fn session_cookie(ws: &Workspace) -> String {
-    let r = ws
-        .client
-        .post(format!("{}/auth/login", ws.dashboard))
-        .header("sec-fetch-site", "same-origin")
-        .json(&json!({"token": ws.token}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login");
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    set.split(';').next().unwrap().to_string()
+    ws.session_cookie().await
 }
 
 #[tokio::test]

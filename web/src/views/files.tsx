@@ -195,12 +195,12 @@ export function FilesView(props: { me: Whoami; dir: string }) {
                 <td class="name">
                   {e.kind === "dir" ? (
                     <a href={`#/files/${joinPath(dir, e.name)}`} onClick={() => open(e)}>
-                      📁 {e.name}
+                      {e.name}/
                     </a>
                   ) : (
                     <a href={api.downloadUrl(joinPath(dir, e.name))} download={e.name}>
-                      {e.kind === "symlink" ? "↪ " : ""}
                       {e.name}
+                      {e.kind === "symlink" ? " →" : ""}
                     </a>
                   )}
                 </td>

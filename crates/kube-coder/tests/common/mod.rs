@@ -192,6 +192,26 @@ prompt_delivery = "stdin"
         self.child = Some(child);
     }
 
+    /// Log in as a browser would in token mode; returns `name=value` of
+    /// the session cookie.
+    pub async fn session_cookie(&self) -> String {
+        let r = self
+            .client
+            .post(format!("{}/auth/login", self.dashboard))
+            .header("sec-fetch-site", "same-origin")
+            .json(&json!({"token": self.token}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().unwrap().to_string()
+    }
+
     /// kill -9, as a crash would.
     pub fn crash(&mut self) {
         if let Some(mut c) = self.child.take() {

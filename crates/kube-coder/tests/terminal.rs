@@ -1,0 +1,227 @@
+//! The browser terminal's WebSocket against the real server and tmux:
+//! keystrokes reach the task's session and its screen comes back; pages of
+//! other origins cannot open it; read-only workspaces show it but drop
+//! every keystroke; refusals before the upgrade are JSON.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Workspace;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn ws_url(base: &str, id: &str) -> String {
+    format!(
+        "{}/api/tasks/{id}/terminal?cols=100&rows=30",
+        base.replacen("http://", "ws://", 1)
+    )
+}
+
+async fn open(url: &str, headers: &[(&'static str, String)]) -> Result<Socket, WsError> {
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(*k, v.parse().expect("header value"));
+    }
+    connect_async(req).await.map(|(s, _)| s)
+}
+
+/// The HTTP status and JSON error of a refused upgrade.
+fn refusal(e: WsError) -> (u16, Value) {
+    match e {
+        WsError::Http(resp) => {
+            let body = resp.body().clone().unwrap_or_default();
+            (
+                resp.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+/// Read terminal output until it contains `needle` (the screen as bytes).
+async fn read_until(sock: &mut Socket, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), sock.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                seen.push_str(&String::from_utf8_lossy(&b));
+                if seen.contains(needle) {
+                    return seen;
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(None) | Ok(Some(Err(_))) => break,
+        }
+    }
+    panic!("no {needle:?} on the terminal; saw:\n{seen}");
+}
+
+#[tokio::test]
+async fn keystrokes_reach_the_tasks_session_and_the_screen_comes_back() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    let cookie = ws.session_cookie().await;
+    let mut sock = open(
+        &ws_url(&ws.dashboard, &id),
+        &[("cookie", cookie), ("origin", ws.dashboard.clone())],
+    )
+    .await
+    .expect("same-origin browser terminal");
+    read_until(&mut sock, "fake-agent ready").await;
+    sock.send(Message::Text(
+        r#"{"type":"resize","cols":120,"rows":40}"#.into(),
+    ))
+    .await
+    .unwrap();
+    sock.send(Message::Binary(b"typed in the browser\r".to_vec().into()))
+        .await
+        .unwrap();
+    read_until(&mut sock, "you said: typed in the browser").await;
+    // The task's own log saw it too: the terminal is the task's session.
+    ws.wait_output(&id, "you said: typed in the browser").await;
+
+    // The session outlives the socket: a new one attaches to the same screen.
+    drop(sock);
+    let mut again = open(&ws_url(&ws.api, &id), &[("authorization", ws.bearer())])
+        .await
+        .expect("Bearer scripts need no Origin");
+    read_until(&mut again, "you said: typed in the browser").await;
+
+    // When the program ends, the terminal says so and closes normally.
+    again
+        .send(Message::Binary(b"exit 0\r".to_vec().into()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut close = None;
+    while Instant::now() < deadline && close.is_none() {
+        match tokio::time::timeout(Duration::from_secs(1), again.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => close = frame,
+            Ok(None) => break,
+            _ => {}
+        }
+    }
+    let frame = close.expect("a close frame when the session ends");
+    assert_eq!(u16::from(frame.code), 1000);
+    ws.wait_state(&id, "succeeded").await;
+}
+
+#[tokio::test]
+async fn pages_of_other_origins_cannot_open_a_terminal() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    let cookie = ws.session_cookie().await;
+    let url = ws_url(&ws.dashboard, &id);
+    // Cross-site WebSocket hijacking: the browser attaches the cookie, the
+    // Origin gives the foreign page away.
+    let err = open(
+        &url,
+        &[
+            ("cookie", cookie.clone()),
+            ("origin", "https://evil.example".into()),
+        ],
+    )
+    .await
+    .expect_err("foreign origin");
+    let (status, body) = refusal(err);
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], "cross_origin");
+    // No Origin at all is refused too for a browser credential.
+    let (status, _) = refusal(
+        open(&url, &[("cookie", cookie.clone())])
+            .await
+            .expect_err("no origin"),
+    );
+    assert_eq!(status, 403);
+    // No credential: 401 before anything else.
+    let (status, _) = refusal(
+        open(&url, &[("origin", ws.dashboard.clone())])
+            .await
+            .expect_err("no credential"),
+    );
+    assert_eq!(status, 401);
+    // The api listener takes the Bearer token only.
+    let (status, _) = refusal(
+        open(&ws_url(&ws.api, &id), &[("cookie", cookie)])
+            .await
+            .expect_err("cookie on the api listener"),
+    );
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn read_only_workspaces_show_the_terminal_but_drop_keystrokes() {
+    let mut ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    // The same workspace, restarted read-only (tmux keeps the task).
+    ws.crash();
+    ws.args.push("--read-only".into());
+    ws.spawn().await;
+    let mut sock = open(&ws_url(&ws.api, &id), &[("authorization", ws.bearer())])
+        .await
+        .expect("view-only terminal");
+    read_until(&mut sock, "fake-agent ready").await;
+    for attempt in [&b"exit 7\r"[..], b"\x03", b"\x02d"] {
+        sock.send(Message::Binary(attempt.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pane = String::from_utf8_lossy(
+        &ws.tmux(&["capture-pane", "-p", "-t", &format!("kc-{id}")])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !pane.contains("exit 7"),
+        "keystrokes reached the pane:\n{pane}"
+    );
+    let (status, task) = ws.api_get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(task["state"], "running", "{task}");
+}
+
+#[tokio::test]
+async fn refusals_before_the_upgrade_are_json() {
+    let ws = Workspace::start(&[]).await;
+    // A plain GET is not a WebSocket.
+    let id = ws.create_fake().await;
+    let r = ws
+        .client
+        .get(format!("{}/api/tasks/{id}/terminal", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "websocket_expected");
+    // Unknown task.
+    let (status, body) = refusal(
+        open(&ws_url(&ws.api, "nope"), &[("authorization", ws.bearer())])
+            .await
+            .expect_err("unknown task"),
+    );
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    // A finished task has no session to attach to.
+    let (s, _) = ws.api_delete(&format!("/api/tasks/{id}")).await;
+    assert_eq!(s, 200);
+    let (status, body) = refusal(
+        open(&ws_url(&ws.api, &id), &[("authorization", ws.bearer())])
+            .await
+            .expect_err("finished task"),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(body["code"], "task_finished");
+}

@@ -1,0 +1,200 @@
+// The other ways into the dashboard, in a real browser: read-only (every
+// write hidden and refused; the terminal view-only), basic auth (the
+// browser's own prompt), oauth2 (identity from the trusted proxy headers).
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import bcrypt from "bcryptjs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, Page } from "playwright-core";
+import { DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, tmuxCapture, type Server } from "./harness";
+
+let browser: Browser;
+
+beforeAll(async () => {
+  browser = await launch();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+async function text(page: Page, sel: string): Promise<string> {
+  return (await page.locator(sel).first().innerText()).trim();
+}
+
+async function bearer(s: Server, method: string, path: string, body?: unknown, raw?: string): Promise<Response> {
+  return fetch(s.api + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${s.token}`,
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+    },
+    body: raw ?? (body !== undefined ? JSON.stringify(body) : undefined),
+  });
+}
+
+describe("read-only", () => {
+  let server: Server;
+  let taskId = "";
+
+  beforeAll(async () => {
+    // Some content first, then the same workspace read-only.
+    server = await startServer();
+    const t = (await (await bearer(server, "POST", "/api/tasks", { prompt: "shown, not steered", name: "demo" })).json()) as { id: string };
+    taskId = t.id;
+    expect((await bearer(server, "PUT", "/api/files/content?path=README.md", undefined, "# demo\n")).status).toBe(201);
+    await new Promise((r) => setTimeout(r, 500));
+    server = await restart(server, ["--read-only"]);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    if (server) cleanup(server);
+  });
+
+  it("shows everything, offers no write, and the server refuses writes", async () => {
+    const ctx = await browser.newContext({ viewport: DESKTOP });
+    const { page, problems } = await newPage(ctx);
+    page.setDefaultTimeout(15_000);
+    await page.goto(server.url);
+    await page.getByLabel("API token").fill(server.token);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByText("read-only", { exact: true }).waitFor();
+    await page.getByRole("link", { name: /demo/ }).click();
+    await expect.poll(() => text(page, ".output")).toContain("prompt: shown, not steered");
+    expect(await page.getByRole("button", { name: "New task" }).count()).toBe(0);
+    expect(await page.getByRole("button", { name: "Kill" }).count()).toBe(0);
+    expect(await page.getByLabel("Message to the task").count()).toBe(0);
+    await shot(page, "readonly-tasks-desktop");
+
+    // Every write the app could make is refused by the server itself.
+    const statuses = await page.evaluate(async (id) => {
+      const json = { "content-type": "application/json" };
+      const calls: [string, string, string?][] = [
+        ["POST", "/api/tasks", "{}"],
+        ["POST", `/api/tasks/${id}/message`, '{"text":"x"}'],
+        ["POST", `/api/tasks/${id}/keys`, '{"keys":["Enter"]}'],
+        ["DELETE", `/api/tasks/${id}`],
+        ["PUT", "/api/files/content?path=x.txt", "x"],
+        ["POST", "/api/files/mkdir", '{"path":"d"}'],
+        ["POST", "/api/files/rename", '{"from":"README.md","to":"r.md"}'],
+        ["DELETE", "/api/files?path=README.md"],
+        ["POST", "/api/schedules", '{"name":"n","cron":"* * * * *"}'],
+        ["POST", "/api/webhooks", '{"name":"n","prompt_template":"p"}'],
+        ["POST", "/api/token"],
+      ];
+      const out: string[] = [];
+      for (const [method, path, body] of calls) {
+        const r = await fetch(path, { method, headers: json, body });
+        const b = (await r.json().catch(() => ({}))) as { code?: string };
+        out.push(`${method} ${path} ${r.status} ${b.code}`);
+      }
+      return out;
+    }, taskId);
+    for (const s of statuses) expect(s).toMatch(/ 403 read_only$/);
+
+    await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: "Files" }).click();
+    await page.locator('[data-entry="README.md"]').waitFor();
+    for (const name of ["Upload", "New folder", "Rename README.md", "Delete README.md"]) {
+      expect(await page.getByRole("button", { name }).count()).toBe(0);
+    }
+    await shot(page, "readonly-files-desktop");
+
+    await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: "Triggers" }).click();
+    await page.locator(".triggers").waitFor();
+    expect(await page.getByText("New schedule").count()).toBe(0);
+    expect(await page.getByText("New webhook").count()).toBe(0);
+
+    // The terminal shows the task's screen and ignores the keyboard.
+    await page.goto(`${server.url}/#/terminal/${taskId}`);
+    await expect.poll(() => text(page, ".terminal-view [role=status]")).toBe("view only");
+    await expect.poll(() => text(page, ".term .xterm-rows")).toContain("prompt: shown, not steered");
+    expect(await page.getByRole("button", { name: "New shell" }).count()).toBe(0);
+    await page.locator(".term").click();
+    await page.keyboard.type("exit 9");
+    await page.keyboard.press("Enter");
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(tmuxCapture(server, `kc-${taskId}`)).not.toContain("exit 9");
+    await shot(page, "readonly-terminal-desktop");
+    await page.setViewportSize(PHONE);
+    await page.goto(`${server.url}/#/tasks/${taskId}`);
+    await expect.poll(() => text(page, ".output")).toContain("prompt: shown, not steered");
+    await shot(page, "readonly-task-phone");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+});
+
+describe("basic auth", () => {
+  let server: Server;
+
+  beforeAll(async () => {
+    const dir = (await import("node:fs")).mkdtempSync(join((await import("node:os")).tmpdir(), "kc-e2e-basic-"));
+    const htpasswd = join(dir, "htpasswd");
+    writeFileSync(htpasswd, `alice:${bcrypt.hashSync("alice-pw", 6)}\n`);
+    server = await startServer({ args: ["--auth", "basic", "--htpasswd-file", htpasswd] });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    if (server) cleanup(server);
+  });
+
+  it("asks the browser for credentials and works with them", async () => {
+    // Without credentials the server asks for them: the browser's prompt.
+    const r = await fetch(server.url);
+    expect(r.status).toBe(401);
+    expect(r.headers.get("www-authenticate")).toMatch(/^Basic/);
+    const wrong = await fetch(server.url, { headers: { authorization: `Basic ${btoa("alice:wrong")}` } });
+    expect(wrong.status).toBe(401);
+
+    const ctx = await browser.newContext({ viewport: DESKTOP, httpCredentials: { username: "alice", password: "alice-pw" } });
+    const { page, problems } = await newPage(ctx);
+    page.setDefaultTimeout(15_000);
+    await page.goto(server.url);
+    await expect.poll(() => text(page, ".user")).toBe("alice");
+    // No logout button: a browser forgets basic credentials only when closed.
+    expect(await page.getByRole("button", { name: "Log out" }).count()).toBe(0);
+    await page.getByRole("button", { name: "New task" }).click();
+    await page.getByLabel("Prompt (optional)").fill("from basic auth");
+    await page.getByRole("button", { name: "Start" }).click();
+    await expect.poll(() => text(page, ".output")).toContain("prompt: from basic auth");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+});
+
+describe("oauth2 (identity headers from the trusted proxy)", () => {
+  let server: Server;
+
+  beforeAll(async () => {
+    server = await startServer({ args: ["--auth", "oauth2"] });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    if (server) cleanup(server);
+  });
+
+  it("shows the proxy's user and writes pass the same-origin check", async () => {
+    // The browser talks to the server from 127.0.0.1, a trusted proxy
+    // address by default: these headers stand in for oauth2-proxy's.
+    const ctx = await browser.newContext({
+      viewport: DESKTOP,
+      extraHTTPHeaders: { "X-Forwarded-User": "carol", "X-Forwarded-Email": "carol@example.com" },
+    });
+    const { page, problems } = await newPage(ctx);
+    page.setDefaultTimeout(15_000);
+    await page.goto(server.url);
+    await expect.poll(() => text(page, ".user")).toBe("carol");
+    await page.getByRole("button", { name: "New task" }).click();
+    await page.getByLabel("Prompt (optional)").fill("from oauth2");
+    await page.getByRole("button", { name: "Start" }).click();
+    await expect.poll(() => text(page, ".output")).toContain("prompt: from oauth2");
+    // Log out goes to the proxy's sign-out page.
+    await page.getByRole("button", { name: "Log out" }).click();
+    await expect.poll(() => page.url()).toContain("/oauth2/sign_out");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+});
