@@ -231,6 +231,14 @@ describe("token mode", () => {
     await page.goto(server.url + "/#/terminal");
     await page.getByRole("button", { name: "New shell" }).click();
     await expect.poll(() => text(".terminal-view [role=status]")).toBe("connected");
+    // The PTY took the phone's size: far fewer columns than a desktop.
+    await page.locator(".term").click();
+    await page.keyboard.type("echo size=$(stty size)");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => text(".term .xterm-rows")).toMatch(/size=\d+ \d+/);
+    const [, rows, cols] = /size=(\d+) (\d+)/.exec(await text(".term .xterm-rows"))!;
+    expect(Number(cols)).toBeLessThan(60);
+    expect(Number(rows)).toBeGreaterThan(10);
     await shot(page, "terminal-phone");
     await page.emulateMedia({ colorScheme: "dark" });
     await page.goto(server.url + "/#/tasks");
