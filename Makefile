@@ -50,6 +50,7 @@ bench: setup
 	bench/run.sh
 	bench/files.sh
 	bench/hooks.sh
+	bench/dashboard.sh
 	hack/with-cluster bench/operator.sh
 
 clean:
