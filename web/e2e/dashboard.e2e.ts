@@ -266,6 +266,17 @@ describe("token mode", () => {
       seen.add(await page.evaluate(() => (document.activeElement as HTMLElement | null)?.innerText?.trim() ?? ""));
     }
     expect([...seen]).toEqual(expect.arrayContaining(["Tasks", "Terminal", "Files", "Triggers", "New task"]));
+    // The theme button cycles auto → dark → light → auto, and is remembered.
+    const theme = () => page.evaluate(() => document.documentElement.dataset.theme);
+    await page.getByRole("button", { name: "Theme: auto" }).click();
+    expect(await theme()).toBe("dark");
+    await page.reload();
+    await page.locator(".tasks").waitFor();
+    expect(await theme()).toBe("dark");
+    await page.getByRole("button", { name: "Theme: dark" }).click();
+    expect(await theme()).toBe("light");
+    await page.getByRole("button", { name: "Theme: light" }).click();
+    expect(await theme()).toBe("light"); // auto, and the system says light
   });
 
   it("logs out: the session cookie stops working", async () => {

@@ -8,9 +8,10 @@ import { toast } from "./toast";
 
 type Theme = "auto" | "light" | "dark";
 
+const systemDark = matchMedia("(prefers-color-scheme: dark)");
+
 function applyTheme(t: Theme): void {
-  if (t === "auto") delete document.documentElement.dataset.theme;
-  else document.documentElement.dataset.theme = t;
+  document.documentElement.dataset.theme = t === "auto" ? (systemDark.matches ? "dark" : "light") : t;
 }
 
 function Meter(props: { label: string; value: string; pct: number | null; title: string }) {
@@ -51,6 +52,10 @@ export function Header(props: { me: Whoami; onLogout: (() => void) | null }) {
   useEffect(() => {
     applyTheme(theme);
     localStorage.setItem("kc-theme", theme);
+    // "auto" follows the system when it switches (e.g. at night).
+    const follow = () => applyTheme(theme);
+    systemDark.addEventListener("change", follow);
+    return () => systemDark.removeEventListener("change", follow);
   }, [theme]);
 
   const s = stats;

@@ -1,5 +1,6 @@
 // Triggers and hooks: schedules (cron), inbound webhooks (the secret is
 // shown once, at creation), and completion-hook deliveries with redeliver.
+import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { api, type Delivery, type Schedule, type Webhook, type Whoami } from "../api";
 import { live } from "../live";
@@ -45,28 +46,12 @@ export function TriggersView(props: { me: Whoami }) {
         ) : (
           <ul class="plain">
             {schedules.map((s) => (
-              <li class="trigger" key={s.id}>
-                <strong>{s.name}</strong>
+              <TriggerRow key={s.id} kind="schedule" name={s.name} readOnly={ro} onDelete={() => api.deleteSchedule(s.id).then(loadSchedules)}>
                 <code>{s.cron}</code>
                 <span class="muted small">
                   {s.timezone} · next {s.next_run ? s.next_run.replace("T", " ").slice(0, 16) : "never"}
                 </span>
-                {!ro && (
-                  <button
-                    class="small danger"
-                    aria-label={`Delete schedule ${s.name}`}
-                    onClick={() =>
-                      confirm(`Delete schedule ${s.name}?`) &&
-                      api
-                        .deleteSchedule(s.id)
-                        .then(loadSchedules)
-                        .catch(toast)
-                    }
-                  >
-                    Delete
-                  </button>
-                )}
-              </li>
+              </TriggerRow>
             ))}
           </ul>
         )}
@@ -83,25 +68,9 @@ export function TriggersView(props: { me: Whoami }) {
         ) : (
           <ul class="plain">
             {webhooks.map((w) => (
-              <li class="trigger" key={w.id}>
-                <strong>{w.name}</strong>
+              <TriggerRow key={w.id} kind="webhook" name={w.name} readOnly={ro} onDelete={() => api.deleteWebhook(w.id).then(loadWebhooks)}>
                 <code class="ellipsis">{w.path}</code>
-                {!ro && (
-                  <button
-                    class="small danger"
-                    aria-label={`Delete webhook ${w.name}`}
-                    onClick={() =>
-                      confirm(`Delete webhook ${w.name}?`) &&
-                      api
-                        .deleteWebhook(w.id)
-                        .then(loadWebhooks)
-                        .catch(toast)
-                    }
-                  >
-                    Delete
-                  </button>
-                )}
-              </li>
+              </TriggerRow>
             ))}
           </ul>
         )}
@@ -113,6 +82,30 @@ export function TriggersView(props: { me: Whoami }) {
         {deliveries.length === 0 ? <p class="muted">No deliveries yet.</p> : <DeliveryList items={deliveries} readOnly={ro} />}
       </section>
     </div>
+  );
+}
+
+/** One schedule or webhook: its name, what the caller shows, and Delete (asks first). */
+function TriggerRow(props: {
+  kind: string;
+  name: string;
+  readOnly: boolean;
+  onDelete: () => Promise<unknown>;
+  children: ComponentChildren;
+}) {
+  const remove = () => {
+    if (confirm(`Delete ${props.kind} ${props.name}?`)) props.onDelete().catch(toast);
+  };
+  return (
+    <li class="trigger">
+      <strong>{props.name}</strong>
+      {props.children}
+      {!props.readOnly && (
+        <button class="small danger" aria-label={`Delete ${props.kind} ${props.name}`} onClick={remove}>
+          Delete
+        </button>
+      )}
+    </li>
   );
 }
 
