@@ -225,3 +225,27 @@ async fn refusals_before_the_upgrade_are_json() {
     assert_eq!(status, 409);
     assert_eq!(body["code"], "task_finished");
 }
+
+#[tokio::test]
+async fn terminals_count_against_the_stream_cap() {
+    let ws = Workspace::start(&["--max-sse", "1"]).await;
+    let id = ws.create_fake().await;
+    let url = ws_url(&ws.api, &id);
+    let auth = [("authorization", ws.bearer())];
+    let first = open(&url, &auth).await.expect("first terminal");
+    let (status, body) = refusal(open(&url, &auth).await.expect_err("over the cap"));
+    assert_eq!((status, body["code"].as_str()), (429, Some("sse_limit")));
+    // Closing the first frees its slot.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open(&url, &auth).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = refusal(e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the slot never came back: {e}"),
+        }
+    }
+}

@@ -40,7 +40,7 @@ pub fn take_slot(app: &AppState) -> ApiResult<SseSlot> {
         ApiError::too_many(
             "sse_limit",
             format!(
-                "{} event streams are open, the most this server allows; close one and retry",
+                "{} streams (event streams and terminals) are open, the most this server allows (--max-sse); close one and retry",
                 app.limits.sse_connections
             ),
         )

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::auth::{require_same_origin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
+use crate::http::routes::stream::take_slot;
 use crate::http::AppState;
 use crate::terminal::{self, Attach};
 
@@ -64,6 +65,9 @@ pub async fn terminal(
             format!("task {id} has no tmux session any more"),
         ));
     }
+    // A terminal holds a tmux client process: it counts against the same
+    // cap as event streams.
+    let slot = take_slot(&app)?;
     let attach = Attach {
         tmux_socket: app.tasks.tmux().socket().to_path_buf(),
         session: task.tmux_session,
@@ -74,5 +78,8 @@ pub async fn terminal(
     };
     Ok(upgrade
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| terminal::run(socket, attach)))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            terminal::run(socket, attach).await
+        }))
 }
