@@ -76,6 +76,10 @@ pub struct Auth {
     identity_headers: crate::config::IdentityHeaders,
     allowed_users: Vec<String>,
     store: Store,
+    // Held across "write or read the token file, then replace the token":
+    // the file watcher must not read the old file while a regeneration
+    // writes the new one, then put the old token back.
+    rotation: tokio::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -91,7 +95,13 @@ impl Auth {
             identity_headers: p.identity_headers,
             allowed_users: p.allowed_users,
             store: p.store,
+            rotation: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Serialises token rotations (see the field).
+    pub async fn rotation(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rotation.lock().await
     }
 
     pub fn mode(&self) -> AuthMode {

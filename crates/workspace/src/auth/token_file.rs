@@ -38,6 +38,7 @@ pub fn watch(path: &Path, auth: Arc<Auth>) -> notify::Result<notify::Recommended
 }
 
 async fn reload(path: &Path, auth: &Auth) {
+    let _rotation = auth.rotation().await;
     let Ok(text) = tokio::fs::read_to_string(path).await else {
         return; // Mid-swap or removed: the next event brings the new file.
     };

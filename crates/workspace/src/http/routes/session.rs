@@ -91,6 +91,7 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 /// browser sessions stop working at once; no restart needed.
 pub async fn regenerate_token(State(app): State<AppState>) -> ApiResult<Response> {
     let token = generate_token();
+    let _rotation = app.auth.rotation().await;
     let file = app.token_file.clone();
     let t = token.clone();
     let written = tokio::task::spawn_blocking(move || write_secret_file(&file, &t))
