@@ -124,6 +124,22 @@ describe("token mode", () => {
     await page.keyboard.type("echo $((6*7))xyz");
     await page.keyboard.press("Enter");
     await expect.poll(() => text(".term .xterm-rows"), { timeout: 15_000 }).toContain("42xyz");
+    // Paste: what the browser hands xterm.js as a paste goes to the shell.
+    await page.locator(".term textarea").evaluate((ta) => {
+      const dt = new DataTransfer();
+      dt.setData("text/plain", "echo pasted$((2+3))");
+      ta.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+    });
+    // (bash treats a bracketed paste as text: Enter runs it.)
+    await page.keyboard.press("Enter");
+    await expect.poll(() => text(".term .xterm-rows"), { timeout: 15_000 }).toContain("pasted5");
+    // Copy: double-click selects a word, Ctrl+Shift+C puts it on the clipboard.
+    await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
+    const row = page.locator(".term .xterm-rows > div", { hasText: /^42xyz/ }).first();
+    const box = (await row.boundingBox())!;
+    await page.mouse.dblclick(box.x + 12, box.y + box.height / 2);
+    await page.keyboard.press("Control+Shift+C");
+    await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe("42xyz");
     await shot(page, "terminal-desktop");
   });
 
@@ -269,14 +285,14 @@ describe("token mode", () => {
     // The theme button cycles auto → dark → light → auto, and is remembered.
     const theme = () => page.evaluate(() => document.documentElement.dataset.theme);
     await page.getByRole("button", { name: "Theme: auto" }).click();
-    expect(await theme()).toBe("dark");
+    await expect.poll(theme).toBe("dark");
     await page.reload();
     await page.locator(".tasks").waitFor();
-    expect(await theme()).toBe("dark");
+    await expect.poll(theme).toBe("dark");
     await page.getByRole("button", { name: "Theme: dark" }).click();
-    expect(await theme()).toBe("light");
+    await expect.poll(theme).toBe("light");
     await page.getByRole("button", { name: "Theme: light" }).click();
-    expect(await theme()).toBe("light"); // auto, and the system says light
+    await expect.poll(theme).toBe("light"); // auto, and the system says light
   });
 
   it("logs out: the session cookie stops working", async () => {
@@ -287,6 +303,6 @@ describe("token mode", () => {
   });
 
   it("made no CSP violations and no script errors", () => {
-    expect(problems).toEqual([]);
+    expect(problems, problems.join("\n")).toEqual([]);
   });
 });

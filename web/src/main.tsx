@@ -2,7 +2,7 @@
 // CSP nonce. The server's policy allows styles from this origin or with the
 // nonce of this response; xterm.js writes its theme into <style> elements,
 // which would otherwise be refused.
-import "./csp-nonce";
+import "./csp-compat";
 import { render } from "preact";
 import { App } from "./app";
 import "./styles.css";

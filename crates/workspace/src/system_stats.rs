@@ -139,7 +139,7 @@ fn cpu_usage_usec(src: &Sources) -> Option<u64> {
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
     // USER_HZ is 100 on every Linux we run on: one tick is 10 000 µs.
-    Some((total - idle) * 10_000)
+    Some(total.saturating_sub(idle) * 10_000)
 }
 
 fn host_cores() -> f64 {
@@ -194,7 +194,7 @@ fn disk(home: &Path) -> (Option<u64>, Option<u64>) {
     match rustix::fs::statvfs(home) {
         Ok(s) => {
             let total = s.f_blocks * s.f_frsize;
-            let used = (s.f_blocks - s.f_bfree) * s.f_frsize;
+            let used = s.f_blocks.saturating_sub(s.f_bfree) * s.f_frsize;
             (Some(used), Some(total))
         }
         Err(_) => (None, None),
