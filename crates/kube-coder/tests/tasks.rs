@@ -459,3 +459,22 @@ async fn event_stream_cap_answers_429_and_frees_slots_on_disconnect() {
     }
     drop(b);
 }
+
+/// Commands that finish at once: each still starts, and what it printed
+/// before the output pipe could have been attached is in its log (the
+/// command waits for the pipe; the tmux server outlives its last session).
+#[tokio::test]
+async fn instant_commands_start_and_keep_their_output() {
+    let ws = Workspace::start(&[]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let t = ws
+            .create(json!({"assistant": "shell", "prompt": format!("echo instant-{i}")}))
+            .await;
+        ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        ws.wait_state(id, "succeeded").await;
+        ws.wait_output(id, &format!("instant-{i}")).await;
+    }
+}

@@ -3,6 +3,7 @@
 // Basic mode never shows this (the browser asks), oauth2 neither (the proxy does).
 import { useState } from "preact/hooks";
 import { api, ApiError } from "../api";
+import { field } from "../form";
 
 export function Login(props: { onIn: () => void }) {
   const [token, setToken] = useState("");
@@ -38,7 +39,7 @@ export function Login(props: { onIn: () => void }) {
           type="password"
           autocomplete="current-password"
           value={token}
-          onInput={(e) => setToken((e.target as HTMLInputElement).value)}
+          onInput={field(setToken)}
           required
           autofocus
         />

@@ -17,6 +17,7 @@ import {
 } from "../state";
 import { go } from "../nav";
 import { notice, toast } from "../toast";
+import { field } from "../form";
 
 function useNow(every = 5000): number {
   const [now, setNow] = useState(Date.now());
@@ -36,7 +37,8 @@ export function StateBadge(props: { state: TaskState; exit: number | null }) {
   );
 }
 
-function useTasks(): Task[] {
+/** Every task, kept current by the workspace's event stream. */
+export function useTasks(): Task[] {
   const [tasks, setTasks] = useState<Task[]>([]);
   useEffect(() => {
     const load = () =>
@@ -170,7 +172,7 @@ function NewTask(props: { onDone: (t: Task | null) => void }) {
     <form class="card form" onSubmit={submit} aria-label="New task">
       <h2>New task</h2>
       <label for="nt-assistant">Assistant</label>
-      <select id="nt-assistant" value={assistant} onChange={(e) => setAssistant((e.target as HTMLSelectElement).value)}>
+      <select id="nt-assistant" value={assistant} onChange={field(setAssistant)}>
         {assistants.map((a) => (
           <option value={a.name} title={a.description ?? ""}>
             {a.name}
@@ -178,13 +180,13 @@ function NewTask(props: { onDone: (t: Task | null) => void }) {
         ))}
       </select>
       <label for="nt-workdir">Working directory</label>
-      <input id="nt-workdir" placeholder="home (or a path inside it)" value={workdir} onInput={(e) => setWorkdir((e.target as HTMLInputElement).value)} />
+      <input id="nt-workdir" placeholder="home (or a path inside it)" value={workdir} onInput={field(setWorkdir)} />
       <label for="nt-prompt">Prompt (optional)</label>
-      <textarea id="nt-prompt" rows={5} value={prompt} onInput={(e) => setPrompt((e.target as HTMLTextAreaElement).value)} />
+      <textarea id="nt-prompt" rows={5} value={prompt} onInput={field(setPrompt)} />
       <label for="nt-name">Name (optional)</label>
-      <input id="nt-name" value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+      <input id="nt-name" value={name} onInput={field(setName)} />
       <label for="nt-hook">Completion hook URL (optional)</label>
-      <input id="nt-hook" type="url" placeholder="https://…" value={hook} onInput={(e) => setHook((e.target as HTMLInputElement).value)} />
+      <input id="nt-hook" type="url" placeholder="https://…" value={hook} onInput={field(setHook)} />
       {error && (
         <p class="error" role="alert">
           {error}
@@ -317,7 +319,7 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
               aria-label="Message to the task"
               placeholder="Type a follow-up and press Enter"
               value={text}
-              onInput={(e) => setText((e.target as HTMLInputElement).value)}
+              onInput={field(setText)}
             />
             <button type="submit" class="primary" disabled={!text.trim()}>
               Send

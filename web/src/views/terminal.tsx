@@ -4,11 +4,10 @@
 // so it survives reconnects and shows in the task list).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, type Whoami } from "../api";
-import { live } from "../live";
-import { backoff, isFinal, upsertTask, type Task } from "../state";
+import { backoff, isFinal } from "../state";
 import { go } from "../nav";
 import { toast } from "../toast";
-import { StateBadge } from "./tasks";
+import { StateBadge, useTasks } from "./tasks";
 
 type Conn = "connecting" | "open" | "retrying" | "ended";
 
@@ -18,16 +17,7 @@ export function TerminalView(props: { me: Whoami; taskId: string }) {
 }
 
 function Picker(props: { me: Whoami }) {
-  const [tasks, setTasks] = useState<Task[]>([]);
-  useEffect(() => {
-    api
-      .tasks()
-      .then((p) => setTasks(p.tasks))
-      .catch(toast);
-    const on = (d: unknown) => setTasks((cur) => upsertTask(cur, (d as { task: Task }).task));
-    const offs = [live.on("task_created", on), live.on("task_state", on)];
-    return () => offs.forEach((f) => f());
-  }, []);
+  const tasks = useTasks();
   const liveTasks = tasks.filter((t) => !isFinal(t.state));
   const shell = async () => {
     try {

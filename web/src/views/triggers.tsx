@@ -6,10 +6,7 @@ import { api, type Delivery, type Schedule, type Webhook, type Whoami } from "..
 import { live } from "../live";
 import { notice, toast } from "../toast";
 import { DeliveryList } from "./tasks";
-
-function field(set: (v: string) => void) {
-  return (e: Event) => set((e.target as HTMLInputElement).value);
-}
+import { field } from "../form";
 
 export function TriggersView(props: { me: Whoami }) {
   const ro = props.me.read_only;

@@ -137,6 +137,10 @@ prompt_delivery = "stdin"
             .args(&self.args)
             .env_remove("KUBE_CODER_CONFIG")
             .env("KUBE_CODER_LOG", "info")
+            // Tasks' login shells (`bash -l`) read the profile of this HOME,
+            // not the machine user's (whose profile may run slow or locking
+            // tools, e.g. `pyenv rehash`, that a killed test can leave locked).
+            .env("HOME", self.dir.path().join("home"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(

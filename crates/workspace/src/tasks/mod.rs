@@ -32,7 +32,7 @@ use crate::secrets::generate_id;
 use crate::store::{Moved, NewTask, Store, TaskRecord, TransitionInfo};
 use assistants::{Assistants, PromptDelivery};
 use state::TaskState;
-use tmux::{sh_quote, SessionSpec, Tmux};
+use tmux::{sh_quote, started_channel, SessionSpec, Tmux};
 use tokio::sync::Notify;
 use watch::{DirEvent, DirWatcher, EXIT_FILE};
 
@@ -336,7 +336,8 @@ impl TaskManager {
         let session = format!("kc-{id}");
         let prompt_file = dir.join("prompt.txt");
         let command = assistant.command_line(prompt.as_deref(), &prompt_file);
-        self.write_task_files(&dir, prompt.as_deref(), &command)
+        let started = started_channel(&session);
+        self.write_task_files(&dir, prompt.as_deref(), &command, &started)
             .map_err(|e| ApiError::internal("could not write the task's files", e))?;
         let rec = self
             .store
@@ -371,6 +372,7 @@ impl TaskManager {
             env: &env,
             command: &run,
             pipe_command: &pipe,
+            started_channel: &started,
         };
         if let Err(e) = self.tmux.new_session(&spec).await {
             let msg = format!("could not start the tmux session: {e}");
@@ -486,6 +488,7 @@ impl TaskManager {
         dir: &Path,
         prompt: Option<&str>,
         command: &str,
+        started_channel: &str,
     ) -> std::io::Result<()> {
         std::fs::DirBuilder::new().mode(0o700).create(dir)?;
         if let Some(p) = prompt {
@@ -493,8 +496,12 @@ impl TaskManager {
         }
         let exit_tmp = sh_quote(&dir.join("exit_code.tmp").to_string_lossy());
         let exit_file = sh_quote(&dir.join(EXIT_FILE).to_string_lossy());
+        let started = sh_quote(started_channel);
         let script = format!(
             "# kube-coder task: runs the assistant, then records its exit status.\n\
+             # Wait until the server has attached the output pipe ($TMUX names\n\
+             # this workspace's tmux server).\n\
+             tmux wait-for {started} 2>/dev/null\n\
              # A trap (not an ignore, which children would inherit) keeps this\n\
              # script alive through Ctrl-C so the interrupted exit is recorded.\n\
              trap : INT QUIT\n\

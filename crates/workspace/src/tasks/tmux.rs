@@ -34,6 +34,16 @@ pub struct SessionSpec<'a> {
     pub command: &'a str,
     /// Command line tmux pipes the pane's output into.
     pub pipe_command: &'a str,
+    /// A `wait-for` channel signalled once the output pipe is attached; the
+    /// pane's command waits on it before it runs (see `started_channel`).
+    pub started_channel: &'a str,
+}
+
+/// The channel a task's command waits on before it starts, so that nothing
+/// it prints can precede the output pipe, and a command that ends at once
+/// cannot take its session away before the pipe is attached.
+pub fn started_channel(session: &str) -> String {
+    format!("{session}-started")
 }
 
 impl Tmux {
@@ -78,6 +88,14 @@ impl Tmux {
     pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
         let workdir = spec.workdir.to_string_lossy();
         let mut args: Vec<String> = vec![
+            // The server outlives its last session: otherwise a task that
+            // ends at once takes the server down while the next task's
+            // client connects ("server exited unexpectedly").
+            "set-option".into(),
+            "-s".into(),
+            "exit-empty".into(),
+            "off".into(),
+            ";".into(),
             "new-session".into(),
             "-d".into(),
             "-s".into(),
@@ -106,6 +124,11 @@ impl Tmux {
             "-t".into(),
             spec.name.into(),
             spec.pipe_command.into(),
+            // tmux remembers a signal nobody waits for yet.
+            ";".into(),
+            "wait-for".into(),
+            "-S".into(),
+            spec.started_channel.into(),
         ]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&refs).await.map(|_| ())
