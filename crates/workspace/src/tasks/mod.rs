@@ -45,6 +45,8 @@ pub const ALLOWED_KEYS: &[&str] = &[
 
 const MAX_NAME: usize = 200;
 const HOOK_TAIL_LINES: usize = 50;
+/// How long a finished task's output may take to reach its log.
+const OUTPUT_END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const HOOK_TAIL_BYTES: u64 = 64 * 1024;
 const MAX_ENV: usize = 64;
 
@@ -592,6 +594,18 @@ impl TaskManager {
         Some(rec)
     }
 
+    /// The exit record is written just before the pane closes, and tmux
+    /// hands the pane's last output to `pipe-log` just after: wait (briefly,
+    /// bounded) until the log has all of it, so the final state, the hook's
+    /// output tail and the stream's `end` come after the last line.
+    async fn wait_for_output_end(&self, id: &str) {
+        let done = self.task_dir(id).join(output_log::DONE);
+        let deadline = tokio::time::Instant::now() + OUTPUT_END_WAIT;
+        while !done.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     fn read_exit_record(&self, id: &str) -> Option<i32> {
         let text = std::fs::read_to_string(self.task_dir(id).join(EXIT_FILE)).ok()?;
         text.trim().parse().ok()
@@ -601,6 +615,7 @@ impl TaskManager {
         let Some(code) = self.read_exit_record(id) else {
             return;
         };
+        self.wait_for_output_end(id).await;
         let to = if code == 0 {
             TaskState::Succeeded
         } else {

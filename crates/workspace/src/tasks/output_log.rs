@@ -15,6 +15,9 @@ use std::path::Path;
 pub const LOG: &str = "output.log";
 pub const OLD_LOG: &str = "output.log.1";
 pub const OFFSET: &str = "output.offset";
+/// Written when the pane's output ended (tmux closed the pipe): everything
+/// the task printed is in the log.
+pub const DONE: &str = "output.done";
 
 /// Copy standard input into the log in `dir`, rotating at half of `max_bytes`.
 pub fn run_pipe_log(dir: &Path, max_bytes: u64) -> io::Result<()> {
@@ -31,7 +34,11 @@ pub fn copy_into_log(mut input: impl Read, dir: &Path, max_bytes: u64) -> io::Re
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => {
+                file.flush()?;
+                fs::write(dir.join(DONE), b"")?;
+                return Ok(());
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -255,7 +262,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let input: Vec<u8> = (0..20000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        assert!(!d.join(DONE).exists());
         copy_into_log(Pieces(&input, 3000), d, 8192).unwrap();
+        // The end of the input is announced once everything is written.
+        assert!(d.join(DONE).exists());
         assert_eq!(end_offset(d).unwrap(), 20000);
         let kept =
             fs::metadata(d.join(LOG)).unwrap().len() + fs::metadata(d.join(OLD_LOG)).unwrap().len();
