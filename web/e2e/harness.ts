@@ -122,7 +122,12 @@ export async function restart(s: Server, args: string[] = [], env?: Record<strin
 /** Kill the tmux server of a workspace and remove its directories. */
 export function cleanup(s: Server): void {
   spawnSync("tmux", ["-S", s.socket, "kill-server"], { stdio: "ignore" });
-  rmSync(s.dir, { recursive: true, force: true });
+  // The killed panes' log writers may still be finishing their files.
+  try {
+    rmSync(s.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (e) {
+    console.warn(`could not remove ${s.dir}: ${e}`);
+  }
 }
 
 export function tmuxCapture(s: Server, session: string): string {
