@@ -22,8 +22,11 @@ try {
   const ctx = await browser.newContext({ viewport: DESKTOP });
   const page = await ctx.newPage();
   let bytes = 0;
-  page.on("response", async (r) => {
-    bytes += Number((await r.allHeaders())["content-length"] ?? 0);
+  // Bytes that crossed the network (responses served from the browser's
+  // cache count 0); event streams never finish and are not counted.
+  page.on("requestfinished", async (req) => {
+    const sz = await req.sizes();
+    bytes += sz.responseBodySize + sz.responseHeadersSize;
   });
   // Cold: a fresh browser profile (empty cache) until the login form, then
   // until the task list after logging in.
