@@ -30,4 +30,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" >"$stamp"
 fi
+# Rebuild only when a source is newer than the last build: a new web/dist
+# makes cargo recompile the crate that embeds it.
+if [ -f dist/index.html ] && [ -z "$(find src index.html vite.config.ts tsconfig.json package-lock.json scripts -newer dist/index.html -print -quit)" ]; then
+  echo "build-web: web/dist is up to date"
+  exit 0
+fi
 npm run --silent build

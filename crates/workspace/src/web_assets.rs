@@ -55,10 +55,10 @@ pub fn built() -> bool {
 /// `GET /`: the app's page, or the how-to-build page.
 pub fn index() -> Response {
     let nonce = crate::secrets::generate_token();
-    let body = match Dist::get("index.html") {
-        Some(f) => String::from_utf8_lossy(&f.data).replace(NONCE_PLACEHOLDER, &nonce),
-        None => NOT_BUILT.to_string(),
-    };
+    let body = page(
+        Dist::get("index.html").as_ref().map(|f| &f.data[..]),
+        &nonce,
+    );
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -71,6 +71,14 @@ pub fn index() -> Response {
     }
     common_headers(h);
     resp
+}
+
+/// The built `index.html` with this response's nonce, or the how-to-build page.
+fn page(built: Option<&[u8]>, nonce: &str) -> String {
+    match built {
+        Some(html) => String::from_utf8_lossy(html).replace(NONCE_PLACEHOLDER, nonce),
+        None => NOT_BUILT.to_string(),
+    }
 }
 
 /// `GET /assets/{file}`: one hashed build file.
@@ -177,6 +185,18 @@ mod tests {
         assert!(!accepts_encoding("gzip;q=0", "gzip"));
         assert!(!accepts_encoding("", "br"));
         assert!(!accepts_encoding("brotli", "br"));
+    }
+
+    #[test]
+    fn the_page_carries_the_nonce_or_says_how_to_build_the_app() {
+        let html = br#"<script nonce="__CSP_NONCE__" src="/assets/a.js"></script>"#;
+        assert_eq!(
+            page(Some(html), "n1"),
+            r#"<script nonce="n1" src="/assets/a.js"></script>"#
+        );
+        let missing = page(None, "n1");
+        assert!(missing.contains("not built"), "{missing}");
+        assert!(missing.contains("make build"), "{missing}");
     }
 
     #[test]
