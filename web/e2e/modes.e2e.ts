@@ -147,6 +147,12 @@ describe("basic auth", () => {
     expect(r.headers.get("www-authenticate")).toMatch(/^Basic/);
     const wrong = await fetch(server.url, { headers: { authorization: `Basic ${btoa("alice:wrong")}` } });
     expect(wrong.status).toBe(401);
+    // Outside token mode the app's files are behind the same gate.
+    const good = { authorization: `Basic ${btoa("alice:alice-pw")}` };
+    const html = await (await fetch(server.url, { headers: good })).text();
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)![1]!;
+    expect((await fetch(server.url + asset)).status).toBe(401);
+    expect((await fetch(server.url + asset, { headers: good })).status).toBe(200);
 
     const ctx = await browser.newContext({ viewport: DESKTOP, httpCredentials: { username: "alice", password: "alice-pw" } });
     const { page, problems } = await newPage(ctx);

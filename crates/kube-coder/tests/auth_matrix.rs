@@ -183,6 +183,18 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/system",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/api/webhooks",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/api/files?path=",
         body: None,
         ok: 200,
