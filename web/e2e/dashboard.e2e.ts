@@ -184,6 +184,38 @@ describe("token mode", () => {
     await page.locator(".crumbs").getByRole("link", { name: "home" }).click();
     await page.locator('[data-entry="notes"]').waitFor();
     page.on("dialog", (d) => void d.accept());
+
+    // Drag and drop, on a slow uplink so the progress bar shows.
+    const cdp = await ctx.newCDPSession(page);
+    await cdp.send("Network.emulateNetworkConditions", {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: 2 * 1024 * 1024,
+    });
+    await page.locator(".files").evaluate((zone) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(3 * 1024 * 1024).fill(7)], "dropped.bin"));
+      for (const type of ["dragenter", "dragover", "drop"]) {
+        zone.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }
+    });
+    const bar = page.getByRole("progressbar", { name: "Uploading dropped.bin" });
+    await bar.waitFor();
+    await expect.poll(async () => Number(await bar.getAttribute("aria-valuenow"))).toBeGreaterThan(0);
+    await shot(page, "files-uploading-desktop");
+    await page.locator('[data-entry="dropped.bin"]').waitFor({ timeout: 30_000 });
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    expect(readFileSync(`${server.home}/dropped.bin`).length).toBe(3 * 1024 * 1024);
+
+    // A file written through the API by someone else shows up without a reload.
+    const put = await fetch(`${server.api}/api/files/content?path=from-agent.txt`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${server.token}` },
+      body: "written by an agent\n",
+    });
+    expect(put.status).toBe(201);
+    await page.locator('[data-entry="from-agent.txt"]').waitFor();
     await shot(page, "files-desktop");
   });
 
