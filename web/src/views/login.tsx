@@ -48,7 +48,7 @@ export function Login(props: { onIn: () => void }) {
             {error}
           </p>
         )}
-        <button type="submit" disabled={busy || !token.trim()}>
+        <button type="submit" class="primary" disabled={busy || !token.trim()}>
           {busy ? "Logging in…" : "Log in"}
         </button>
       </form>
