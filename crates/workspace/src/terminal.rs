@@ -50,7 +50,7 @@ pub fn clamp_size(cols: u16, rows: u16) -> (u16, u16) {
 /// Run one terminal connection until either side ends it.
 pub async fn run(socket: WebSocket, a: Attach) {
     let (mut sink, mut stream) = socket.split();
-    let (pty, child) = match spawn_client(&a) {
+    let (pty, mut child) = match spawn_client(&a) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, session = %a.session, "terminal: cannot start the tmux client");
@@ -60,7 +60,6 @@ pub async fn run(socket: WebSocket, a: Attach) {
             return;
         }
     };
-    let mut child = child;
     let (mut pty_out, mut pty_in) = pty.into_split();
 
     let output = async {

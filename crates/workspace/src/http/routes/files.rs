@@ -91,7 +91,16 @@ pub async fn mkdir(State(app): State<AppState>, Json(m): Json<Mkdir>) -> ApiResu
     let path = files.path(&m.path)?;
     let shown = path.display();
     blocking(move || files.mkdir(&path, m.parents)).await?;
+    // With `parents`, any directory on the way may be new: each parent
+    // listing may have changed.
     changed(&app, &shown);
+    if m.parents {
+        let mut created = shown.as_str();
+        while let Some((up, _)) = created.rsplit_once('/') {
+            changed(&app, up);
+            created = up;
+        }
+    }
     Ok((StatusCode::CREATED, axum::Json(json!({"path": shown}))).into_response())
 }
 
