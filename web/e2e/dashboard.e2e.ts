@@ -183,6 +183,18 @@ describe("token mode", () => {
     await expect.poll(() => text(".files")).toContain("Empty folder");
     await page.locator(".crumbs").getByRole("link", { name: "home" }).click();
     await page.locator('[data-entry="notes"]').waitFor();
+    // Folder names that mean something in a URL still open the right folder.
+    const odd = "odd #1 %";
+    const made = await fetch(`${server.api}/api/files/mkdir`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ path: `${odd}/inner` , parents: true }),
+    });
+    expect(made.status).toBe(201);
+    await page.getByRole("link", { name: `${odd}/` }).click();
+    await page.locator('[data-entry="inner"]').waitFor();
+    await page.locator(".crumbs").getByRole("link", { name: "home" }).click();
+    await page.locator('[data-entry="notes"]').waitFor();
     page.on("dialog", (d) => void d.accept());
 
     // Drag and drop, on a slow uplink so the progress bar shows.

@@ -4,9 +4,13 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, upload, type Entry, type Listing, type Whoami } from "../api";
 import { live } from "../live";
-import { bytes, crumbs, joinPath, parentPath, progressPercent, validName, type Progress } from "../state";
-import { go } from "../nav";
+import { bytes, crumbs, joinPath, parentPath, progressPercent, routeHash, validName, type Progress } from "../state";
 import { notice, toast } from "../toast";
+
+/** The link to a folder of the home (names encoded: `#`, `%` and spaces are fine). */
+function folder(path: string): string {
+  return routeHash({ view: "files", arg: path });
+}
 
 export function FilesView(props: { me: Whoami; dir: string }) {
   const dir = props.dir;
@@ -31,15 +35,16 @@ export function FilesView(props: { me: Whoami; dir: string }) {
 
   useEffect(() => {
     void load();
-    // Changes made through the file API (here, another tab, an agent's script).
-    return live.on("files_changed", (d) => {
-      if ((d as { dir: string }).dir === dir) void load();
-    });
+    // Changes made through the file API (here, another tab, an agent's
+    // script); after a reconnect, whatever was missed meanwhile.
+    const offs = [
+      live.on("files_changed", (d) => {
+        if ((d as { dir: string }).dir === dir) void load();
+      }),
+      live.on("resync", () => void load()),
+    ];
+    return () => offs.forEach((f) => f());
   }, [dir]);
-
-  const open = (e: Entry) => {
-    if (e.kind === "dir") go({ view: "files", arg: joinPath(dir, e.name) });
-  };
 
   const sendFiles = async (files: FileList | File[]) => {
     for (const f of Array.from(files)) {
@@ -121,7 +126,7 @@ export function FilesView(props: { me: Whoami; dir: string }) {
               <span aria-current="location">{c.name}</span>
             ) : (
               <>
-                <a href={`#/files/${c.path}`}>{c.name}</a>
+                <a href={folder(c.path)}>{c.name}</a>
                 <span class="muted">/</span>
               </>
             ),
@@ -179,7 +184,7 @@ export function FilesView(props: { me: Whoami; dir: string }) {
             {dir && (
               <tr>
                 <td colSpan={4}>
-                  <a href={`#/files/${parentPath(dir)}`}>.. (up)</a>
+                  <a href={folder(parentPath(dir))}>.. (up)</a>
                 </td>
               </tr>
             )}
@@ -194,7 +199,7 @@ export function FilesView(props: { me: Whoami; dir: string }) {
               <tr key={e.name} data-entry={e.name}>
                 <td class="name">
                   {e.kind === "dir" ? (
-                    <a href={`#/files/${joinPath(dir, e.name)}`} onClick={() => open(e)}>
+                    <a href={folder(joinPath(dir, e.name))}>
                       {e.name}/
                     </a>
                   ) : (
