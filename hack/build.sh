@@ -13,6 +13,13 @@ mkdir -p "$bin"
 command -v go >/dev/null || { echo "build: Go is missing: install Go 1.26 (https://go.dev/dl), then run make again" >&2; exit 1; }
 export GOFLAGS=-mod=mod
 
+# The Go module and build caches are scratch space for these builds only: they
+# grow to about 8 GB for Kubernetes, while the binaries we keep are 0.5 GB.
+# They live under our cache and are removed once every binary is built (kept
+# after a failure so a retry resumes). KUBE_CODER_KEEP_GO_CACHE=1 keeps them.
+scratch=${KUBE_CODER_CACHE:-$HOME/.cache/kube-coder}/go-scratch
+export GOMODCACHE="$scratch/mod" GOCACHE="$scratch/build"
+
 k=${KUBERNETES_VERSION#v}
 kver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/component-base/version.gitMajor=${k%%.*} -X k8s.io/component-base/version.gitMinor=$(echo "$k" | cut -d. -f2) \
@@ -48,12 +55,20 @@ build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256s
 # kwok's built-in lifecycle stages ship as YAML in its module, not in the binary.
 stages="$bin/kwok-stages-$KWOK_VERSION"
 if [ ! -d "$stages" ]; then
+  (cd "$hack/kwok" && go mod download sigs.k8s.io/kwok)
   src=$(cd "$hack/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-  mkdir -p "$stages.tmp"
+  [ -n "$src" ] || { echo "build: cannot find the sigs.k8s.io/kwok module source" >&2; exit 1; }
+  rm -rf "$stages.tmp" && mkdir -p "$stages.tmp"
   cp "$src/kustomize/stage/node/fast/node-initialize.yaml" \
      "$src/kustomize/stage/node/heartbeat/node-heartbeat.yaml" \
      "$src/kustomize/stage/pod/fast/pod-ready.yaml" \
      "$src/kustomize/stage/pod/fast/pod-complete.yaml" \
      "$src/kustomize/stage/pod/fast/pod-delete.yaml" "$stages.tmp/"
   mv "$stages.tmp" "$stages"
+fi
+
+if [ -d "$scratch" ] && [ "${KUBE_CODER_KEEP_GO_CACHE:-0}" != 1 ]; then
+  echo "build: removing the Go scratch caches ($(du -sh "$scratch" | cut -f1))"
+  go clean -modcache -cache
+  rm -rf "$scratch"
 fi
