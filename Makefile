@@ -30,13 +30,16 @@ lint: setup-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Every Rust test is built and run with one package selection (--workspace):
+# a narrower one (-p) unifies dependency features differently and builds
+# many dependencies a second time (minutes, and gigabytes of target/). The
+# test build also leaves target/debug/kube-coder for the browser tests.
 test: lint
 	hack/build.sh
-	eval "$$(hack/tools-env)" && $(CARGO) test --workspace --exclude kube-coder-cluster-tests
-	$(CARGO) build -p kube-coder
+	$(CARGO) test --workspace --no-run
 	cd web && npm test --silent
 	cd web && npm run --silent e2e
-	hack/with-cluster $(CARGO) test -p kube-coder-cluster-tests
+	eval "$$(hack/tools-env)" && hack/with-cluster $(CARGO) test --workspace
 
 # The test control plane alone: hack/cluster up|down|env (see hack/README.md).
 cluster: setup-test

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { readFileSync } from "node:fs";
+import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, type Server } from "./harness";
@@ -228,6 +228,12 @@ describe("token mode", () => {
     });
     expect(put.status).toBe(201);
     await page.locator('[data-entry="from-agent.txt"]').waitFor();
+    // So does one an agent's shell writes straight to the disk, and one it
+    // deletes disappears: the server watches the folder on view.
+    writeFileSync(`${server.home}/from-shell.txt`, "written by a shell\n");
+    await page.locator('[data-entry="from-shell.txt"]').waitFor();
+    unlinkSync(`${server.home}/from-shell.txt`);
+    await page.locator('[data-entry="from-shell.txt"]').waitFor({ state: "detached" });
     await shot(page, "files-desktop");
   });
 

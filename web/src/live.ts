@@ -89,37 +89,27 @@ export class LiveEvents {
 export const live = new LiveEvents();
 
 /**
- * A task's output stream. `onOutput` gets text in order, exactly once: a new
- * stream after a failure resumes at the last offset seen.
+ * An EventSource that is opened again, with backoff, whenever the browser
+ * gives up on it. `wire` adds the listeners to each new one and gets the
+ * function that ends it for good, which is also what this returns.
  */
-export function taskStream(
-  id: string,
-  cb: { onOutput: (text: string) => void; onEnd: () => void },
-): () => void {
+function reopening(url: () => string, wire: (es: EventSource, end: () => void) => void): () => void {
   let source: EventSource | null = null;
-  let offset: string | null = null;
   let closed = false;
   let attempt = 0;
   let retry: ReturnType<typeof setTimeout> | undefined;
-
+  const end = () => {
+    closed = true;
+    clearTimeout(retry);
+    source?.close();
+  };
   const open = () => {
-    const from = offset ? `?from=${encodeURIComponent(offset)}` : "";
-    const es = new EventSource(`/api/tasks/${encodeURIComponent(id)}/stream${from}`);
+    const es = new EventSource(url());
     source = es;
-    es.onopen = () => {
+    es.addEventListener("open", () => {
       attempt = 0;
-    };
-    es.addEventListener("output", (e) => {
-      const m = e as MessageEvent<string>;
-      if (m.lastEventId) offset = m.lastEventId;
-      const d = parse(e) as { data?: string };
-      if (typeof d.data === "string") cb.onOutput(d.data);
     });
-    es.addEventListener("end", () => {
-      closed = true;
-      es.close();
-      cb.onEnd();
-    });
+    wire(es, end);
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED && !closed) {
         retry = setTimeout(() => !closed && open(), backoff(attempt++));
@@ -127,9 +117,56 @@ export function taskStream(
     };
   };
   open();
-  return () => {
-    closed = true;
-    clearTimeout(retry);
-    source?.close();
+  return end;
+}
+
+/**
+ * A task's output stream. `onOutput` gets text in order, exactly once: a new
+ * stream after a failure resumes at the last offset seen.
+ */
+export function taskStream(
+  id: string,
+  cb: { onOutput: (text: string) => void; onEnd: () => void },
+): () => void {
+  let offset: string | null = null;
+  const url = () => {
+    const from = offset ? `?from=${encodeURIComponent(offset)}` : "";
+    return `/api/tasks/${encodeURIComponent(id)}/stream${from}`;
   };
+  return reopening(url, (es, end) => {
+    es.addEventListener("output", (e) => {
+      const m = e as MessageEvent<string>;
+      if (m.lastEventId) offset = m.lastEventId;
+      const d = parse(e) as { data?: string };
+      if (typeof d.data === "string") cb.onOutput(d.data);
+    });
+    es.addEventListener("end", () => {
+      end();
+      cb.onEnd();
+    });
+  });
+}
+
+/**
+ * Changes inside one directory of the home, whoever makes them (an agent's
+ * shell included). `onChange` runs after each burst of changes, after a
+ * reconnect (changes may have been missed), and once when the directory is
+ * deleted or moved, after which the stream ends.
+ */
+export function dirWatch(path: string, onChange: () => void): () => void {
+  let readies = 0;
+  return reopening(
+    () => `/api/files/watch?path=${encodeURIComponent(path)}`,
+    (es, end) => {
+      // The view loaded the directory itself; later `ready`s follow a drop.
+      es.addEventListener("ready", () => {
+        if (readies++ > 0) onChange();
+      });
+      es.addEventListener("changed", () => onChange());
+      es.addEventListener("gone", () => {
+        end();
+        onChange();
+      });
+    },
+  );
 }

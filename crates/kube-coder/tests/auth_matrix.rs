@@ -201,6 +201,12 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/files/watch?path=",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/api/files/content?path=seed.txt",
         body: None,
         ok: 200,

@@ -64,6 +64,16 @@ async fn list(ws: &Workspace, path: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn watch(ws: &Workspace, path: &str) -> reqwest::Response {
+    ws.client
+        .get(format!("{}/api/files/watch", ws.api))
+        .query(&[("path", path)])
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn delete(ws: &Workspace, path: &str, recursive: bool) -> u16 {
     ws.client
         .delete(format!("{}/api/files", ws.api))
@@ -378,6 +388,7 @@ enum Op {
     RenameFrom,
     Upload,
     Delete,
+    Watch,
 }
 
 /// Run one operation on a hostile path; describe anything wrong with the answer.
@@ -397,6 +408,8 @@ async fn hostile_op(ws: &Workspace, op: Op, p: &str) -> Option<String> {
             (s, v.to_string())
         }
         Op::Delete => (delete(ws, p, true).await, String::new()),
+        // A 200 is an open event stream: only the status matters.
+        Op::Watch => (watch(ws, p).await.status().as_u16(), String::new()),
         Op::Mkdir | Op::RenameTo | Op::RenameFrom => {
             let (route, body) = match op {
                 Op::Mkdir => (
@@ -421,7 +434,7 @@ async fn hostile_op(ws: &Workspace, op: Op, p: &str) -> Option<String> {
     if body.contains(SECRET) || (op == Op::List && status == 200 && body.contains("secret.txt")) {
         return Some(format!("{op:?} {p:?} revealed the outside ({status})"));
     }
-    if op == Op::Download && status == 200 {
+    if (op == Op::Download || op == Op::Watch) && status == 200 {
         return Some(format!("{op:?} {p:?} answered 200"));
     }
     if status >= 500 {
@@ -467,6 +480,7 @@ async fn hostile_paths_never_read_or_write_outside_the_home() {
         Op::RenameFrom,
         Op::Upload,
         Op::Delete,
+        Op::Watch,
     ] {
         let ws = Workspace::start(&[]).await;
         let h = hostile_layout(&ws);
@@ -856,4 +870,136 @@ async fn zip_extraction_is_limited_and_all_or_nothing() {
         assert!(!ws.dir.path().join("evil.txt").exists() && !Path::new("/tmp/evil.txt").exists());
         assert!(temp_files(&home).is_empty(), "{label}: temp left");
     }
+}
+
+/// Reads one watch stream's events as they come.
+struct WatchStream(tokio::sync::mpsc::UnboundedReceiver<common::SseEvent>);
+
+impl WatchStream {
+    fn new(resp: reqwest::Response) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(common::read_sse(resp, Duration::from_secs(60), move |ev| {
+            tx.send(ev.clone()).is_err()
+        }));
+        Self(rx)
+    }
+
+    /// The next event, or `None` when none comes within 10 s or the stream ended.
+    async fn next(&mut self) -> Option<common::SseEvent> {
+        tokio::time::timeout(Duration::from_secs(10), self.0.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Events that arrive within `quiet` of each other, until none does.
+    async fn drain(&mut self, quiet: Duration) -> Vec<common::SseEvent> {
+        let mut out = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(quiet, self.0.recv()).await {
+            out.push(ev);
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_watched_folder_reports_changes_made_outside_the_api_until_it_is_gone() {
+    let ws = Workspace::start(&[]).await;
+    let proj = ws.home().join("proj");
+    std::fs::create_dir(&proj).unwrap();
+    std::fs::write(proj.join("notes.txt"), "x").unwrap();
+
+    let r = watch(&ws, "proj").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut events = WatchStream::new(r);
+    let ready = events.next().await.expect("ready");
+    assert_eq!(ready.event, "ready");
+    assert_eq!(ready.json(), json!({"path": "proj"}));
+
+    // Listing and downloading (what a viewer does on each notice) are not
+    // changes, or every notice would cause the next one.
+    assert_eq!(list(&ws, "proj").await.0, 200);
+    assert_eq!(get(&ws, "proj/notes.txt", &[]).await.status(), 200);
+    assert!(events.drain(Duration::from_millis(500)).await.is_empty());
+
+    // As an agent's shell would: straight to the disk.
+    std::fs::write(proj.join("main.rs"), "fn main() {}").unwrap();
+    let ev = events.next().await.expect("a change notice");
+    assert_eq!(
+        (ev.event.as_str(), ev.json()),
+        ("changed", json!({"path": "proj"}))
+    );
+
+    // A burst (a build rewriting many files) becomes a few notices, the
+    // last one after the last change.
+    for i in 0..300 {
+        std::fs::write(proj.join(format!("gen{i}.o")), [0u8; 64]).unwrap();
+    }
+    let burst = events.drain(Duration::from_millis(1500)).await;
+    assert!(!burst.is_empty(), "the burst was not reported");
+    assert!(burst.len() < 100, "300 writes gave {} notices", burst.len());
+    assert!(burst.iter().all(|e| e.event == "changed"));
+
+    // Changes in a subfolder touch only the subfolder, not this view.
+    std::fs::create_dir(proj.join("sub")).unwrap();
+    events.drain(Duration::from_millis(500)).await;
+    std::fs::write(proj.join("sub/deep.txt"), "x").unwrap();
+    assert!(events.drain(Duration::from_millis(500)).await.is_empty());
+
+    // The folder deleted: `gone`, then the stream ends and its slot is free.
+    std::fs::remove_dir_all(&proj).unwrap();
+    let rest = events.drain(Duration::from_secs(2)).await;
+    assert_eq!(
+        rest.last().map(|e| e.event.as_str()),
+        Some("gone"),
+        "{rest:?}"
+    );
+    assert!(events.next().await.is_none(), "the stream ends after gone");
+    let mut streams = String::new();
+    for _ in 0..50 {
+        streams = ws.metrics_text().await;
+        if streams.contains("kube_coder_sse_streams 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(streams.contains("kube_coder_sse_streams 0"));
+}
+
+#[tokio::test]
+async fn watching_refuses_files_missing_folders_and_hidden_ones_in_read_only_mode() {
+    let ws = Workspace::start(&[]).await;
+    std::fs::write(ws.home().join("f.txt"), "x").unwrap();
+    for (path, status, code) in [
+        ("f.txt", 400, "not_a_directory"),
+        ("missing", 404, "not_found"),
+        ("../x", 400, "invalid_path"),
+    ] {
+        let r = watch(&ws, path).await;
+        assert_eq!(r.status(), status, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], code, "{path}: {v}");
+    }
+    let r = ws
+        .client
+        .get(format!("{}/api/files/watch?path=.&depth=2", ws.api))
+        .header("authorization", ws.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "unknown parameters are refused");
+
+    let ro = Workspace::start(&["--read-only", "--auth", "none"]).await;
+    std::fs::create_dir(ro.home().join(".git")).unwrap();
+    assert_eq!(watch(&ro, ".git").await.status(), 404);
+    // The home is watchable; a change to a hidden entry is not news there.
+    let r = watch(&ro, "").await;
+    assert_eq!(r.status(), 200);
+    let mut events = WatchStream::new(r);
+    assert_eq!(events.next().await.expect("ready").event, "ready");
+    std::fs::write(ro.home().join(".env"), "SECRET=1").unwrap();
+    assert!(events.drain(Duration::from_millis(700)).await.is_empty());
+    std::fs::write(ro.home().join("readme.txt"), "hi").unwrap();
+    assert_eq!(events.next().await.expect("changed").event, "changed");
 }

@@ -17,6 +17,7 @@ use crate::auth::htpasswd::{Htpasswd, HtpasswdError};
 use crate::auth::{Auth, AuthParts};
 use crate::config::{ConfigError, ServeConfig};
 use crate::events::EventBus;
+use crate::files::watch::DirWatches;
 use crate::files::Files;
 use crate::hooks::deliver::Deliverer;
 use crate::hooks::ssrf::{Guard, Resolve, SystemResolver};
@@ -174,6 +175,7 @@ impl Server {
             system,
             tasks,
             files,
+            dir_watches: Arc::new(DirWatches::new(config.read_only)),
             auth,
             metrics,
             events,

@@ -3,7 +3,7 @@
 // message (it names the path and the problem).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, upload, type Entry, type Listing, type Whoami } from "../api";
-import { live } from "../live";
+import { dirWatch } from "../live";
 import { bytes, crumbs, joinPath, parentPath, progressPercent, routeHash, validName, type Progress } from "../state";
 import { notice, toast } from "../toast";
 
@@ -35,15 +35,9 @@ export function FilesView(props: { me: Whoami; dir: string }) {
 
   useEffect(() => {
     void load();
-    // Changes made through the file API (here, another tab, an agent's
-    // script); after a reconnect, whatever was missed meanwhile.
-    const offs = [
-      live.on("files_changed", (d) => {
-        if ((d as { dir: string }).dir === dir) void load();
-      }),
-      live.on("resync", () => void load()),
-    ];
-    return () => offs.forEach((f) => f());
+    // Whoever changes this folder (an agent's shell, another tab, the file
+    // API), the server's watch on it says so.
+    return dirWatch(dir, () => void load());
   }, [dir]);
 
   const sendFiles = async (files: FileList | File[]) => {

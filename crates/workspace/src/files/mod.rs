@@ -10,6 +10,7 @@
 pub mod download;
 pub mod upload;
 pub mod user_path;
+pub mod watch;
 pub mod zip_extract;
 
 use std::io;
@@ -189,6 +190,29 @@ impl Files {
             }
         })?;
         Ok((dir, name))
+    }
+
+    /// Open a directory beneath the home (the root included).
+    pub fn open_dir(&self, path: &UserPath) -> Result<Dir, ApiError> {
+        let opened = if path.is_root() {
+            self.root.try_clone()
+        } else {
+            self.root.open_dir(path.as_path())
+        };
+        opened.map_err(|e| {
+            let is_file = self
+                .root
+                .symlink_metadata(path.as_path())
+                .is_ok_and(|m| m.is_file());
+            if is_file {
+                ApiError::bad_request(
+                    "not_a_directory",
+                    format!("`{}` is a file, not a directory", path.display()),
+                )
+            } else {
+                io_error(path, e)
+            }
+        })
     }
 
     pub fn list(&self, path: &UserPath) -> Result<Listing, ApiError> {

@@ -25,6 +25,8 @@ pub struct AppState {
     pub system: crate::system_stats::Sampler,
     pub tasks: Arc<TaskManager>,
     pub files: Files,
+    /// inotify watches on the directories open in Files views.
+    pub dir_watches: Arc<crate::files::watch::DirWatches>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub events: EventBus,

@@ -20,8 +20,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::routes::{
-    dashboard, events, files, health, hooks, metrics as metrics_route, schedules, session, stream,
-    system, tasks, terminal, webhooks,
+    dashboard, events, files, files_watch, health, hooks, metrics as metrics_route, schedules,
+    session, stream, system, tasks, terminal, webhooks,
 };
 use super::AppState;
 use crate::auth;
@@ -54,6 +54,7 @@ fn authenticated_routes() -> Router<AppState> {
             "/files/content",
             get(files::content).head(files::content).put(files::upload),
         )
+        .route("/files/watch", get(files_watch::watch))
         .route("/files/upload", post(files::upload))
         .route("/files/mkdir", post(files::mkdir))
         .route("/files/rename", post(files::rename))

@@ -3,6 +3,7 @@
 pub mod dashboard;
 pub mod events;
 pub mod files;
+pub mod files_watch;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
