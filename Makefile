@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test setup setup-test web build lint fmt bench clean cluster fuzz
+.PHONY: run test setup setup-test web build lint fmt bench clean cluster cluster-bin fuzz
 
 setup:
 	@hack/setup.sh run
@@ -25,6 +25,12 @@ build: setup web
 run: build
 	./target/release/kube-coder serve $(ARGS)
 
+# The Go-built control plane and login proxy (a no-op once cached). First in
+# `make test`: its build needs the most scratch disk (about 8 GB, freed when
+# done), best before target/ grows.
+cluster-bin: setup-test
+	hack/build.sh
+
 lint: setup-test
 	@hack/build-web.sh test
 	$(CARGO) fmt --all -- --check
@@ -34,8 +40,7 @@ lint: setup-test
 # a narrower one (-p) unifies dependency features differently and builds
 # many dependencies a second time (minutes, and gigabytes of target/). The
 # test build also leaves target/debug/kube-coder for the browser tests.
-test: lint
-	hack/build.sh
+test: cluster-bin lint
 	$(CARGO) test --workspace --no-run
 	cd web && npm test --silent
 	cd web && npm run --silent e2e
