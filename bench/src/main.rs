@@ -38,6 +38,9 @@ struct Args {
     /// Open SSE streams for the RSS-under-load figure.
     #[arg(long, default_value_t = 200)]
     streams: usize,
+    /// The server's home directory (same machine): adds the folder-watch figures.
+    #[arg(long)]
+    home: Option<std::path::PathBuf>,
 }
 
 struct Bench {
@@ -237,6 +240,92 @@ impl Bench {
     }
 }
 
+/// Reads `event:` names off an SSE body as they arrive.
+struct SseNames<S> {
+    stream: S,
+    buf: String,
+}
+
+impl<S, B> SseNames<S>
+where
+    S: futures_util::Stream<Item = reqwest::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    /// The next event's name, or `None` after `wait` without one.
+    async fn next(&mut self, wait: Duration) -> Result<Option<String>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                if let Some(name) = block.lines().find_map(|l| l.strip_prefix("event: ")) {
+                    return Ok(Some(name.to_string()));
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(chunk?.as_ref())),
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Bench {
+    /// A file written straight to the disk → `changed` on the folder's
+    /// watch stream; and how a burst of writes is coalesced.
+    async fn watch_figures(&self, home: &std::path::Path) -> Result<(String, String)> {
+        let dir = home.join("bench-watch");
+        std::fs::create_dir_all(&dir)?;
+        let resp = self
+            .client
+            .get(self.url("/api/files/watch?path=bench-watch"))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        if resp.status() != 200 {
+            bail!("watch answered {}", resp.status());
+        }
+        let mut events = SseNames {
+            stream: resp.bytes_stream(),
+            buf: String::new(),
+        };
+        if events.next(Duration::from_secs(5)).await?.as_deref() != Some("ready") {
+            bail!("no ready event");
+        }
+        let mut lat = Vec::new();
+        for i in 0..30 {
+            // Past the coalescing pause, so each write is a fresh notice.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t0 = Instant::now();
+            std::fs::write(dir.join(format!("f{i}")), b"x")?;
+            if events.next(Duration::from_secs(5)).await?.as_deref() == Some("changed") {
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n = 2000;
+        let t0 = Instant::now();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("burst{i}")), [0u8; 128])?;
+        }
+        let wrote = t0.elapsed();
+        let mut notices = 0;
+        let mut last = wrote;
+        while events.next(Duration::from_secs(1)).await?.is_some() {
+            notices += 1;
+            last = t0.elapsed();
+        }
+        std::fs::remove_dir_all(&dir)?;
+        let burst = format!(
+            "{n} files written in {:.0} ms → {notices} notices, the last {:.0} ms after the last write",
+            wrote.as_secs_f64() * 1000.0,
+            (last.saturating_sub(wrote)).as_secs_f64() * 1000.0
+        );
+        Ok((stats(lat), burst))
+    }
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -314,6 +403,12 @@ async fn main() -> Result<()> {
         "task output → SSE client".into(),
         b.output_to_sse().await?,
     ));
+
+    if let Some(home) = &args.home {
+        let (lat, burst) = b.watch_figures(home).await?;
+        rows.push(Row("file written on disk → watch notice".into(), lat));
+        rows.push(Row("burst in a watched folder".into(), burst));
+    }
 
     // RSS with many open event streams.
     let mut open = Vec::new();
