@@ -187,15 +187,24 @@ impl Bench {
     }
 
     /// Time from a line being printed in the task to its SSE event arriving.
-    async fn output_to_sse(&self) -> Result<String> {
-        let (_, task) = self.create(None).await?;
-        let id = task["id"].as_str().context("task id")?.to_string();
-        let resp = self
+    /// Open an event stream; any answer but 200 is an error.
+    async fn open_stream(&self, p: &str) -> Result<reqwest::Response> {
+        let r = self
             .client
-            .get(self.url(&format!("/api/tasks/{id}/stream")))
+            .get(self.url(p))
             .header("authorization", &self.auth)
             .send()
             .await?;
+        if r.status() != 200 {
+            bail!("{p} answered {}", r.status());
+        }
+        Ok(r)
+    }
+
+    async fn output_to_sse(&self) -> Result<String> {
+        let (_, task) = self.create(None).await?;
+        let id = task["id"].as_str().context("task id")?.to_string();
+        let resp = self.open_stream(&format!("/api/tasks/{id}/stream")).await?;
         let mut stream = resp.bytes_stream();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut lat = Vec::new();
@@ -278,14 +287,8 @@ impl Bench {
         let dir = home.join("bench-watch");
         std::fs::create_dir_all(&dir)?;
         let resp = self
-            .client
-            .get(self.url("/api/files/watch?path=bench-watch"))
-            .header("authorization", &self.auth)
-            .send()
+            .open_stream("/api/files/watch?path=bench-watch")
             .await?;
-        if resp.status() != 200 {
-            bail!("watch answered {}", resp.status());
-        }
         let mut events = SseNames {
             stream: resp.bytes_stream(),
             buf: String::new(),
@@ -413,16 +416,7 @@ async fn main() -> Result<()> {
     // RSS with many open event streams.
     let mut open = Vec::new();
     for _ in 0..args.streams {
-        let r = b
-            .client
-            .get(b.url("/api/events"))
-            .header("authorization", &b.auth)
-            .send()
-            .await?;
-        if r.status() != 200 {
-            bail!("opening stream answered {}", r.status());
-        }
-        open.push(r);
+        open.push(b.open_stream("/api/events").await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     rows.push(Row(
