@@ -82,8 +82,8 @@ pub async fn watch(
                 }
             }
         }
-        // Unwatching waits on the watcher's thread: not on a runtime worker.
-        tokio::task::spawn_blocking(move || drop(sub));
+        // Dropping `sub` here removes the watch if this was its last viewer.
+        drop(sub);
     });
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
