@@ -96,15 +96,15 @@ impl DirWatches {
     pub fn subscribe(&self, dir: Dir) -> std::io::Result<Subscription> {
         let shared = &self.shared;
         let mut guard = lock(&shared.watches);
-        if guard.is_none() {
-            let inotify = Inotify::init()?;
-            let handle = inotify.watches();
-            let events = inotify.into_event_stream([0u8; 4096])?;
-            tokio::spawn(read_events(events, Arc::downgrade(shared)));
-            *guard = Some(handle);
-        }
-        let Some(watches) = guard.as_mut() else {
-            return Err(std::io::Error::other("no inotify instance"));
+        let watches = match guard.as_mut() {
+            Some(watches) => watches,
+            None => {
+                let inotify = Inotify::init()?;
+                let handle = inotify.watches();
+                let events = inotify.into_event_stream([0u8; 4096])?;
+                tokio::spawn(read_events(events, Arc::downgrade(shared)));
+                guard.insert(handle)
+            }
         };
         let wd = watches.add(format!("/proc/self/fd/{}", dir.as_raw_fd()), MASK)?;
         drop(dir);
