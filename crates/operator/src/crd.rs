@@ -33,6 +33,8 @@ pub const MAX_NAME_LEN: usize = 40;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')")
         .message("the workspace name must be a DNS label of at most 40 characters: lower-case letters, digits and '-', starting with a letter"),
+    validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.type) || self.spec.auth.type != 'oauth2' || has(self.spec.owner.githubLogin) || has(self.spec.owner.email) || (has(self.spec.auth.oauth2) && ((has(self.spec.auth.oauth2.allowedUsers) && size(self.spec.auth.oauth2.allowedUsers) > 0) || (has(self.spec.auth.oauth2.allowedOrgs) && size(self.spec.auth.oauth2.allowedOrgs) > 0)))")
+        .message("auth.type oauth2 needs the owner's identity at the provider: owner.githubLogin or owner.email (or auth.oauth2.allowedUsers or allowedOrgs); owner.name alone would let in whoever holds that name at the provider"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSpec {
@@ -257,6 +259,14 @@ pub struct OAuth2 {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 39)))]
     pub allowed_orgs: Vec<String>,
+    /// E-mail domains the login proxy accepts (`*` for any). Default: the
+    /// domains of the e-mails let in (the owner's and allowedUsers').
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 253), regex(pattern = r"^(\*|[A-Za-z0-9.-]+)$"))
+    )]
+    pub email_domains: Vec<String>,
 }
 
 const HOST: &str = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";

@@ -129,6 +129,26 @@ async fn unsafe_or_unknown_requests_get_one_clear_line() {
         kube_coder(&["user", "add", "x", "--auth", "oauth2", "--no-wait"], "").await;
     assert_eq!(code, 1);
     assert!(err.contains("--oauth2-client-secret"), "{err}");
+    // The name is not an identity at the provider: the CLI asks for one.
+    let (code, _, err) = kube_coder(
+        &[
+            "user",
+            "add",
+            "x",
+            "--auth",
+            "oauth2",
+            "--oauth2-client-secret",
+            "gh",
+            "--no-wait",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--github-login") && err.contains("--email"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

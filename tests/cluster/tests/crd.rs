@@ -48,6 +48,10 @@ async fn unsafe_workspaces_are_refused_by_the_api_server() {
             "auth.type oauth2 requires auth.oauth2",
         ),
         (
+            json!({"owner": {"name": "a"}, "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
+            "needs the owner's identity at the provider",
+        ),
+        (
             json!({"owner": {"name": "a"}, "build": {"mode": "buildkit"}}),
             "acknowledgeBuildkitRisk",
         ),

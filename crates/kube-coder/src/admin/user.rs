@@ -101,7 +101,7 @@ pub async fn run(cmd: UserCommand) -> Result<(), String> {
     let client = cluster::client().await?;
     let api: Api<Workspace> = Api::all(client.clone());
     match cmd {
-        UserCommand::Add(a) => add(&api, *a).await,
+        UserCommand::Add(a) => add(&client, &api, *a).await,
         UserCommand::List => list(&api).await,
         UserCommand::Show { name } => show(&api, &name).await,
         UserCommand::Stop { name } => {
@@ -141,6 +141,9 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
         }
         _ => None,
     };
+    if kind == AuthType::Oauth2 && a.github_login.is_none() && a.email.is_none() {
+        return Err("--auth oauth2 needs the owner's identity at the provider: --github-login LOGIN (GitHub) or --email ADDRESS (Google, OIDC); the workspace name is not an identity".into());
+    }
     let ingress = a.host.as_ref().map(|host| IngressSpec {
         host: host.clone(),
         api_host: a.api_host.clone(),
@@ -179,9 +182,10 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
     })
 }
 
-async fn add(api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {
+async fn add(client: &kube::Client, api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {
     let ws = Workspace::new(&a.name, spec_from(&a)?);
     operator::manifests::validate(&ws).map_err(|e| e.to_string())?;
+    let retained = retained_home(client, &a.name).await;
     match api.create(&PostParams::default(), &ws).await {
         Ok(_) => println!("{}: created", a.name),
         Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -194,6 +198,16 @@ async fn add(api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {
             return Err("the Workspace CRD is not installed; install the chart (helm install kube-coder charts/kube-coder) or run `kube-coder doctor`".into())
         }
         Err(e) => return Err(format!("the cluster refused the workspace: {}", cluster::api_message(&e))),
+    }
+    if retained {
+        // The home holds the server's database: what an earlier workspace
+        // of this name set up comes back with it.
+        println!(
+            "{}: reusing the home volume kept from an earlier workspace of this name. Its \
+             webhooks, schedules and hook secrets are active again: review them \
+             (GET /api/webhooks, /api/schedules) and delete what the new owner should not inherit.",
+            a.name
+        );
     }
     if a.no_wait {
         return Ok(());
@@ -210,6 +224,14 @@ async fn add(api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {
         println!("  dashboard login:  kube-coder token {} --login", a.name);
     }
     Ok(())
+}
+
+/// Whether a home volume retained from an earlier workspace of this name
+/// exists (it is reused by the new one). Unknown counts as no.
+async fn retained_home(client: &kube::Client, name: &str) -> bool {
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &names::namespace(name));
+    matches!(pvcs.get_opt(names::HOME_PVC).await, Ok(Some(_)))
 }
 
 /// Print each new phase/message until Ready (or Failed, or timeout).

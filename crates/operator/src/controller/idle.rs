@@ -46,10 +46,27 @@ pub async fn fetch(
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
-    resp.json()
+    // The workspace is the tenant's: read no more of its answer than the
+    // small JSON object it should be.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| format!("{url}: unreadable answer: {e}"))
+        .map_err(|e| format!("{url}: unreadable answer: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "{url}: answer larger than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: unreadable answer: {e}"))
 }
+
+/// More than `GET /api/activity` ever says.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
 /// Whether the workspace should be stopped now.
 pub fn should_stop(activity: &Activity, stop_after_secs: u64) -> bool {

@@ -130,6 +130,15 @@ pub fn validate(ws: &Workspace) -> Result<(), BuildError> {
             "auth.type oauth2 requires auth.oauth2 (provider, client id and client secret)",
         );
     }
+    if s.auth.kind == AuthType::Oauth2
+        && oauth2_proxy::allowed_users(ws).is_empty()
+        && s.auth
+            .oauth2
+            .as_ref()
+            .is_some_and(|o| o.allowed_orgs.is_empty())
+    {
+        return bad("auth.type oauth2 needs the owner's identity at the provider: owner.githubLogin or owner.email (or auth.oauth2.allowedUsers or allowedOrgs); owner.name alone would let in whoever holds that name at the provider");
+    }
     if s.build.mode == BuildMode::Buildkit && !s.build.acknowledge_buildkit_risk {
         return bad("build.mode buildkit runs a builder with more privilege; set build.acknowledgeBuildkitRisk: true to accept that");
     }

@@ -41,15 +41,30 @@ pub const DENY_V4: [&str; 14] = [
     "240.0.0.0/4",
 ];
 
-/// Denied by default (IPv6): unique-local, link-local, multicast, and the
-/// forms that embed an IPv4 address (NAT64, 6to4). IPv4-mapped addresses
-/// are matched as IPv4 (the API refuses them in a policy).
-pub const DENY_V6: [&str; 6] = [
+/// Denied by default (IPv6): what the IPv4 list denies, in IPv6's terms,
+/// so a dual-stack cluster reaches nothing more over IPv6 than over IPv4:
+/// unspecified, loopback and IPv4-compatible (`::/96`), the forms that
+/// embed an IPv4 address (NAT64, 6to4, Teredo), discard, benchmarking,
+/// ORCHID, documentation, segment routing, unique-local, link-local,
+/// site-local and multicast. IPv4-mapped addresses are matched as IPv4
+/// (the API refuses them in a policy). The same ranges as the hook
+/// guard's (`workspace::hooks::ssrf`).
+pub const DENY_V6: [&str; 16] = [
+    "::/96",
     "64:ff9b::/96",
     "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/32",
+    "2001:2::/48",
+    "2001:10::/28",
+    "2001:20::/28",
+    "2001:db8::/32",
     "2002::/16",
+    "3fff::/20",
+    "5f00::/16",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 ];
 
@@ -230,6 +245,43 @@ mod tests {
         let v6 = blocks[1].except.clone().unwrap();
         assert!(v6.contains(&"fc00::/7".to_string()));
         assert_eq!(blocks.len(), 2);
+    }
+
+    /// Dual stack: each kind of address IPv4 denies has its IPv6 twin
+    /// denied too (one sample from every range the hook guard refuses),
+    /// and public IPv6 stays reachable.
+    #[test]
+    fn ipv6_egress_denies_what_ipv4_denies() {
+        let nets: Vec<ipnet::IpNet> = DENY_V6.iter().map(|c| c.parse().unwrap()).collect();
+        let denied = |a: &str| {
+            let ip: std::net::IpAddr = a.parse().unwrap();
+            nets.iter().any(|n| n.contains(&ip))
+        };
+        for a in [
+            "::",
+            "::1",
+            "::a00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "2001:db8::1",
+            "2002:a00:1::1",
+            "3fff::1",
+            "5f00::1",
+            "fd00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+        ] {
+            assert!(denied(a), "{a} is reachable over IPv6");
+        }
+        for a in ["2606:4700:4700::1111", "2a00:1450:4001::200e"] {
+            assert!(!denied(a), "{a} is public");
+        }
     }
 
     #[test]

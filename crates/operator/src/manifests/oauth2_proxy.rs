@@ -10,13 +10,16 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::workload::{hardened, http_probe, resources};
-use crate::crd::{OAuth2Provider, Workspace};
+use crate::crd::{OAuth2, OAuth2Provider, Workspace};
 use crate::names;
 use crate::settings::Settings;
 
 /// Who the workspace server lets in behind the proxy: the listed users,
-/// plus the owner's GitHub login and e-mail. Empty only when GitHub
-/// organisations decide (the proxy then checks membership).
+/// plus the owner's GitHub login and e-mail, always named explicitly.
+/// Never the owner's bare `name`: whoever holds that name at the provider
+/// would get the workspace. Empty only when GitHub organisations decide
+/// (the proxy then checks membership); the CRD refuses an oauth2
+/// Workspace with neither.
 pub fn allowed_users(ws: &Workspace) -> Vec<String> {
     let Some(o) = &ws.spec.auth.oauth2 else {
         return vec![];
@@ -25,12 +28,37 @@ pub fn allowed_users(ws: &Workspace) -> Vec<String> {
     let owner = &ws.spec.owner;
     users.extend(owner.github_login.iter().cloned());
     users.extend(owner.email.iter().cloned());
-    if users.is_empty() && o.allowed_orgs.is_empty() {
-        users.push(owner.name.clone());
-    }
     users.sort();
     users.dedup();
     users
+}
+
+/// The e-mail domains the proxy accepts: as the spec says, else those of
+/// the e-mails let in. A wildcard only where the spec asks for one, or for
+/// GitHub when logins or organisations (checked by the proxy itself with
+/// `--github-user`/`--github-org`) are what decides and no e-mail is known.
+fn email_domains(ws: &Workspace, o: &OAuth2) -> Vec<String> {
+    if !o.email_domains.is_empty() {
+        return o.email_domains.clone();
+    }
+    let mut domains: Vec<String> = allowed_users(ws)
+        .iter()
+        .filter_map(|u| u.split_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+        .collect();
+    domains.sort();
+    domains.dedup();
+    if domains.is_empty() && o.provider == OAuth2Provider::Github {
+        domains.push("*".into());
+    }
+    domains
+}
+
+/// GitHub logins the proxy itself checks (entries without an `@`).
+fn github_users(ws: &Workspace) -> Vec<String> {
+    allowed_users(ws)
+        .into_iter()
+        .filter(|u| !u.contains('@'))
+        .collect()
 }
 
 fn secret_env(name: &str, key: &str) -> EnvVar {
@@ -60,9 +88,11 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
         // headers); the proxy sets them and strips client-sent copies.
         "--pass-user-headers=true".into(),
         "--skip-auth-strip-headers=true".into(),
-        "--email-domain=*".into(),
     ];
     if let Some(o) = &ws.spec.auth.oauth2 {
+        for d in email_domains(ws, o) {
+            args.push(format!("--email-domain={d}"));
+        }
         let provider = match o.provider {
             OAuth2Provider::Github => "github",
             OAuth2Provider::Google => "google",
@@ -75,6 +105,10 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
         if o.provider == OAuth2Provider::Github {
             for org in &o.allowed_orgs {
                 args.push(format!("--github-org={org}"));
+            }
+            let users = github_users(ws);
+            if !users.is_empty() {
+                args.push(format!("--github-user={}", users.join(",")));
             }
         }
         if let Some(ingress) = &ws.spec.ingress {
@@ -114,18 +148,59 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_owner_is_always_let_in_and_nobody_else_by_default() {
+    fn the_owner_is_let_in_by_an_explicit_identity_only() {
         let ws = workspace(
             "alice",
             json!({"owner": {"name": "alice", "githubLogin": "alice-gh"},
                    "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
         );
         assert_eq!(allowed_users(&ws), vec!["alice-gh".to_string()]);
+        let args = sidecar(&ws, &Settings::default()).args.unwrap();
+        assert!(
+            args.contains(&"--github-user=alice-gh".to_string()),
+            "{args:?}"
+        );
+        // No identity at the provider: nobody, never the bare owner name.
         let ws = workspace(
             "bob",
             json!({"owner": {"name": "bob"},
                    "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
         );
-        assert_eq!(allowed_users(&ws), vec!["bob".to_string()]);
+        assert!(allowed_users(&ws).is_empty());
+        assert!(crate::manifests::validate(&ws).is_err());
+    }
+
+    #[test]
+    fn no_wildcard_email_domain_unless_the_spec_says_so() {
+        let domains = |spec| {
+            let ws = workspace("w", spec);
+            sidecar(&ws, &Settings::default())
+                .args
+                .unwrap()
+                .into_iter()
+                .filter_map(|a| a.strip_prefix("--email-domain=").map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            domains(json!({"owner": {"name": "a", "email": "a@Example.com"},
+                "auth": {"type": "oauth2", "oauth2": {"provider": "google", "clientSecretRef": "s",
+                "allowedUsers": ["b@corp.test"]}}})),
+            vec!["corp.test", "example.com"]
+        );
+        assert_eq!(
+            domains(json!({"owner": {"name": "a", "email": "a@example.com"},
+                "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "s", "emailDomains": ["*"]}}})),
+            vec!["*"]
+        );
+        // GitHub by login: the proxy checks the login, so any e-mail.
+        assert_eq!(
+            domains(json!({"owner": {"name": "a", "githubLogin": "a-gh"},
+                "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "s"}}})),
+            vec!["*"]
+        );
+        // OIDC with no e-mail known: no domain at all, so the proxy lets nobody in.
+        assert!(domains(json!({"owner": {"name": "a"},
+            "auth": {"type": "oauth2", "oauth2": {"provider": "oidc", "issuerUrl": "https://id.test",
+            "clientSecretRef": "s", "allowedUsers": ["a-login"]}}})).is_empty());
     }
 }
