@@ -1,9 +1,12 @@
 //! Any string through the hook-URL parser and the address classifier:
 //! never a panic, and an accepted URL is http(s) with a host and no
-//! credentials; every literal IP host is classified consistently.
+//! credentials; every literal IP host is classified consistently. The
+//! redacted form shown to read-only viewers and in logs never carries
+//! the URL's path, query or credentials.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use workspace::hooks::redacted;
 use workspace::hooks::ssrf::{parse, refusal};
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +18,15 @@ fuzz_target!(|data: &[u8]| {
         if let Some(url::Host::Ipv4(ip)) = url.host() {
             let _ = refusal(std::net::IpAddr::V4(ip));
         }
+        // Scheme, host and port, then `/` or `/…`: nothing else.
+        let head = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        let shown = redacted(s);
+        assert!(shown == format!("{head}/") || shown == format!("{head}/…"), "{shown} for {s}");
     }
     if data.len() == 16 {
         let mut b = [0u8; 16];

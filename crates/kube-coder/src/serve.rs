@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Default: <data-dir>/api-token.
     #[arg(long, env = "KUBE_CODER_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// Key that seals hook and webhook secrets in the database; created
+    /// 0600 on first start. Default: <data-dir>/secret.key.
+    #[arg(long, env = "KUBE_CODER_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// htpasswd file (bcrypt or argon2) for --auth basic.
     #[arg(long, env = "KUBE_CODER_HTPASSWD_FILE")]
     htpasswd_file: Option<PathBuf>,
@@ -91,6 +95,13 @@ pub struct ServeArgs {
     /// Open event streams allowed at once.
     #[arg(long, env = "KUBE_CODER_MAX_SSE", default_value_t = Limits::default().sse_connections)]
     max_sse: usize,
+    /// Seconds a connection has to send a complete request head, new or
+    /// idle after an answer; slower, silent or idle ones are closed.
+    #[arg(long, env = "KUBE_CODER_HEADER_TIMEOUT_SECS", default_value_t = Limits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Open connections one peer address may hold on each listener.
+    #[arg(long, env = "KUBE_CODER_MAX_CONNECTIONS_PER_PEER", default_value_t = Limits::default().connections_per_peer)]
+    max_connections_per_peer: usize,
     /// Output kept per task, in bytes (older output is rotated away).
     #[arg(long, env = "KUBE_CODER_OUTPUT_LOG_BYTES", default_value_t = Limits::default().output_log_bytes)]
     output_log_bytes: u64,
@@ -281,6 +292,9 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         api_token_file: a
             .api_token_file
             .unwrap_or_else(|| data_dir.join("api-token")),
+        secret_key_file: a
+            .secret_key_file
+            .unwrap_or_else(|| data_dir.join("secret.key")),
         htpasswd_file: a.htpasswd_file,
         trusted_proxy: a.trusted_proxy,
         trusted_proxy_cidrs: a.trusted_proxy_cidrs,
@@ -299,6 +313,8 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
             sse_connections: a.max_sse,
             output_log_bytes: a.output_log_bytes,
             input_idle: Duration::from_secs(a.input_idle_secs.max(1)),
+            header_timeout: Duration::from_secs(a.header_timeout_secs.max(1)),
+            connections_per_peer: a.max_connections_per_peer.max(1),
         },
         file_limits: FileLimits {
             upload_bytes: a.max_upload_bytes,

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Workspace;
 use reqwest::Method;
 
@@ -384,4 +386,87 @@ async fn every_endpoint_answers_bad_input_with_a_named_4xx() {
         "a 5xx was answered:\n{metrics}"
     );
     assert!(!ws.log().contains("panicked"));
+}
+
+/// Read what the server sends until it closes the connection (or `limit`
+/// passes); `None` if it was still open then.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Slow, silent and idle connections are closed after the header timeout,
+/// and one address cannot hold more than its share of connections.
+#[tokio::test]
+async fn slow_silent_idle_and_too_many_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let ws = Workspace::start(&[
+        "--header-timeout-secs",
+        "1",
+        "--max-connections-per-peer",
+        "4",
+    ])
+    .await;
+    let addr = ws.api.trim_start_matches("http://").to_string();
+    let limit = Duration::from_secs(5);
+    // Silence.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        read_until_closed(&mut silent, limit).await.is_some(),
+        "a silent connection stayed open"
+    );
+    // Headers that never end.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut slow, limit).await.is_some(),
+        "partial headers kept it open"
+    );
+    // Idle after an answer (keep-alive).
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut idle, limit)
+        .await
+        .expect("an idle keep-alive stayed open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Four connections from one address are held; the fifth is refused
+    // with a 429 that says why, and a place frees when one closes.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        // Keep each busy with an unfinished request head (the timeout is
+        // 1 s: open and check quickly).
+        s.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    extra
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let refused = read_until_closed(&mut extra, limit).await.expect("closed");
+    assert!(
+        refused.starts_with("HTTP/1.1 429") && refused.contains("too_many_connections"),
+        "{refused}"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 200, "a place was not given back");
 }

@@ -708,6 +708,36 @@ async fn read_only_serves_reads_refuses_writes_and_hides_dot_files() {
         assert!(s == 404 || s == 400, "{p}: {s}");
     }
     assert_eq!(list(&ws, ".git").await.0, 404);
+    // Links to hidden files or into hidden folders are hidden too: what
+    // counts is where a path really leads, every component of it.
+    std::fs::create_dir(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/id_rsa"), "PRIVATE KEY").unwrap();
+    std::fs::create_dir(home.join("pub")).unwrap();
+    for (link, target) in [
+        ("key", ".ssh/id_rsa"),
+        ("keys", ".ssh"),
+        ("pub/up", "../.ssh"),
+        ("gitcfg", "./.git/config"),
+    ] {
+        std::os::unix::fs::symlink(target, home.join(link)).unwrap();
+    }
+    for p in ["key", "keys/id_rsa", "pub/up/id_rsa", "gitcfg"] {
+        let r = get(&ws, p, &[]).await;
+        let s = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(s, 404, "{p}: {body}");
+        assert!(!body.contains("PRIVATE"), "{p}");
+    }
+    for p in ["keys", "pub/up"] {
+        assert_eq!(list(&ws, p).await.0, 404, "list {p}");
+        assert_eq!(watch(&ws, p).await.status(), 404, "watch {p}");
+    }
+    std::os::unix::fs::symlink("readme.txt", home.join("plain-link")).unwrap();
+    assert_eq!(
+        get(&ws, "plain-link", &[]).await.text().await.unwrap(),
+        "hello",
+        "a link to a visible file still works"
+    );
     // The public dashboard listener too.
     let r = ws
         .client
@@ -870,6 +900,116 @@ async fn zip_extraction_is_limited_and_all_or_nothing() {
         assert!(!ws.dir.path().join("evil.txt").exists() && !Path::new("/tmp/evil.txt").exists());
         assert!(temp_files(&home).is_empty(), "{label}: temp left");
     }
+}
+
+/// A zip whose entries declare 200 bytes each but inflate to 200 KB: the
+/// declared sizes pass every check made before extraction.
+fn lying_zip(path: &Path, entries: usize) {
+    make_zip(
+        path,
+        &(0..entries)
+            .map(|i| (format!("e{i}"), vec![0u8; 200_000]))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect::<Vec<_>>(),
+        None,
+    );
+    let mut bytes = std::fs::read(path).unwrap();
+    let patch = |bytes: &mut Vec<u8>, sig: [u8; 4], offset: usize| {
+        let mut i = 0;
+        while i + offset + 4 <= bytes.len() {
+            if bytes[i..i + 4] == sig {
+                bytes[i + offset..i + offset + 4].copy_from_slice(&200u32.to_le_bytes());
+            }
+            i += 1;
+        }
+    };
+    patch(&mut bytes, [0x50, 0x4b, 0x03, 0x04], 22); // local headers
+    patch(&mut bytes, [0x50, 0x4b, 0x01, 0x02], 24); // central directory
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Declared sizes can lie: extraction counts what really comes out and
+/// stops at the ratio, even far below the total limit.
+#[tokio::test]
+async fn a_zip_that_lies_about_its_sizes_stops_at_the_real_ratio() {
+    let ws = Workspace::start(&["--zip-max-ratio", "100"]).await;
+    let home = ws.home();
+    lying_zip(&home.join("liar.zip"), 100);
+    let archive = std::fs::metadata(home.join("liar.zip")).unwrap().len();
+    assert!(archive < 40_000, "the test archive is {archive} bytes");
+    let (s, v) = extract(&ws, "liar.zip", "out").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("zip_refused")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("100:1"), "{v}");
+    assert!(!home.join("out").exists(), "partial output");
+    assert!(temp_files(&home).is_empty(), "temp left");
+}
+
+/// A named pipe (or socket, or device) in the home is refused at once by
+/// every route that would open it; hundreds of such requests leave the
+/// server answering (an open() of a pipe used to block a pool thread each).
+#[tokio::test]
+async fn special_files_are_refused_without_blocking() {
+    let ws = Workspace::start(&[]).await;
+    let home = ws.home();
+    for name in ["pipe", "pipe.zip"] {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(home.join(name))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+    }
+    std::os::unix::net::UnixListener::bind(home.join("sock")).unwrap();
+    let quick = Duration::from_secs(5);
+    for p in ["pipe", "sock"] {
+        let r = tokio::time::timeout(quick, get(&ws, p, &[]))
+            .await
+            .expect("download blocked");
+        assert_eq!(r.status(), 400, "{p}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "special_file", "{v}");
+        let head = ws
+            .client
+            .head(format!("{}/api/files/content", ws.api))
+            .query(&[("path", p)])
+            .header("authorization", ws.bearer());
+        let r = tokio::time::timeout(quick, head.send())
+            .await
+            .expect("HEAD blocked");
+        assert_eq!(r.unwrap().status(), 400, "HEAD {p}");
+        let (s, v) = tokio::time::timeout(quick, put(&ws, p, b"x".to_vec()))
+            .await
+            .expect("upload blocked");
+        assert_eq!((s, v["code"].as_str()), (400, Some("special_file")), "{v}");
+    }
+    let (s, v) = tokio::time::timeout(quick, extract(&ws, "pipe.zip", "out"))
+        .await
+        .expect("extract blocked");
+    assert_eq!((s, v["code"].as_str()), (400, Some("special_file")), "{v}");
+    let (s, v) = list(&ws, "").await;
+    assert_eq!(s, 200, "{v}");
+    // Many at once, then the rest of the API still answers.
+    let many = (0..200).map(|_| get(&ws, "pipe", &[]));
+    let answers = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(many),
+    )
+    .await
+    .expect("downloads of a pipe hung");
+    assert!(answers.iter().all(|r| r.status() == 400));
+    put(&ws, "after.txt", b"still here".to_vec()).await;
+    let r = tokio::time::timeout(quick, get(&ws, "after.txt", &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "still here");
+    let (s, _) = tokio::time::timeout(quick, ws.api_get("/api/tasks"))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    // The pipe itself is a name like any other: it can be deleted.
+    assert_eq!(delete(&ws, "pipe", false).await, 204);
 }
 
 /// Reads one watch stream's events as they come.

@@ -120,6 +120,23 @@ async fn wait_delivery(ws: &Workspace, task: &str, state: &str) -> Value {
     }
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// One header's value from a lower-cased header block.
+fn header_value(headers: &str, name: &str) -> String {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {headers}"))
+        .trim()
+        .to_string()
+}
+
 const FAST: &[&str] = &[
     "--allow-internal-hooks",
     "true",
@@ -157,7 +174,12 @@ async fn a_finished_task_posts_a_signed_payload_once_and_the_secret_never_shows(
         .unwrap()
         .contains("final words"));
     let headers = got[0].headers.to_ascii_lowercase();
+    // The time and the delivery id are signed with the body.
+    let ts = header_value(&headers, "x-kube-coder-timestamp");
+    let age = now_secs() - ts.parse::<i64>().unwrap();
+    assert!((0..60).contains(&age), "timestamp {ts}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{}.", d["id"].as_str().unwrap()).as_bytes());
     mac.update(got[0].body.as_bytes());
     let want = format!(
         "x-kube-coder-signature-256: sha256={}",
@@ -344,8 +366,76 @@ async fn the_server_default_hook_applies_to_tasks_that_name_none() {
     let d = wait_delivery(&ws, t["id"].as_str().unwrap(), "delivered").await;
     assert_eq!(d["signed"], true);
     let got = rx.received();
+    let headers = got[0].headers.to_ascii_lowercase();
+    let ts = header_value(&headers, "x-kube-coder-timestamp");
     let mut mac = Hmac::<Sha256>::new_from_slice(b"default-secret").unwrap();
+    mac.update(format!("{ts}.{}.", d["id"].as_str().unwrap()).as_bytes());
     mac.update(got[0].body.as_bytes());
     let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert!(got[0].headers.contains(&want), "{}", got[0].headers);
+}
+
+/// A hook URL's path is often its secret: read-only viewers see scheme,
+/// host and port only, and neither logs nor delivery errors carry more.
+#[tokio::test]
+async fn hook_urls_are_shown_whole_only_to_writers_and_never_logged() {
+    let mut ws = Workspace::start(FAST).await;
+    // Nothing listens on the port: every attempt fails to connect.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://127.0.0.1:{port}/T0/B1/s3cr3t-path?token=s3cr3t-query");
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "true", "hook": {"url": url}}))
+        .await;
+    let task = t["id"].as_str().unwrap().to_string();
+    wait_delivery(&ws, &task, "dead").await;
+    let hook = json!({"url": url});
+    let (s, v) = ws
+        .api_post(
+            "/api/schedules",
+            json!({"name": "nightly", "cron": "0 3 * * *", "prompt": "p", "assistant": "shell", "hook": hook}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["hook_url"],
+        url.as_str(),
+        "the writer who made it sees it"
+    );
+    let (s, v) = ws
+        .api_post(
+            "/api/webhooks",
+            json!({"name": "gh", "prompt_template": "p", "assistant": "shell", "hook": hook}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, list) = ws.api_get("/api/webhooks").await;
+    assert_eq!(list["webhooks"][0]["hook_url"], url.as_str());
+
+    let redacted = format!("http://127.0.0.1:{port}/…");
+    ws.crash();
+    ws.args
+        .extend(["--read-only".into(), "--auth".into(), "none".into()]);
+    ws.spawn().await;
+    for (path, pointer) in [
+        ("/api/schedules", "/schedules/0/hook_url"),
+        ("/api/webhooks", "/webhooks/0/hook_url"),
+        ("/api/hooks/deliveries", "/deliveries/0/url"),
+    ] {
+        for base in [&ws.dashboard, &ws.api] {
+            let mut req = ws.client.get(format!("{base}{path}"));
+            if base == &ws.api {
+                req = req.header("authorization", ws.bearer());
+            }
+            let body: Value = req.send().await.unwrap().json().await.unwrap();
+            assert_eq!(
+                body.pointer(pointer),
+                Some(&json!(redacted)),
+                "{path}: {body}"
+            );
+            assert!(!body.to_string().contains("s3cr3t"), "{path}: {body}");
+        }
+    }
+    assert!(!ws.log().contains("s3cr3t"), "the hook URL reached the log");
 }

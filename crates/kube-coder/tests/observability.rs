@@ -144,3 +144,63 @@ async fn activity_reports_idle_time_and_live_tasks() {
     let (_, a) = ws.api_get("/api/activity").await;
     assert_eq!(a["running_tasks"], 0, "{a}");
 }
+
+/// Strangers do not keep a workspace running: requests without a valid
+/// credential (401s, unknown paths, the public app's files) are not
+/// activity; an authenticated request is.
+#[tokio::test]
+async fn only_authenticated_requests_count_as_activity() {
+    let ws = Workspace::start(&["--auth", "token"]).await;
+    let (_, a) = ws.api_get("/api/activity").await;
+    let started = a["last_activity"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for base in [&ws.api, &ws.dashboard] {
+        for path in ["/api/tasks", "/no/such/path", "/", "/wp-login.php"] {
+            ws.client.get(format!("{base}{path}")).send().await.unwrap();
+        }
+        let r = ws
+            .client
+            .get(format!("{base}/api/tasks"))
+            .header("authorization", "Bearer not-the-token-at-all")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let (_, a) = ws.api_get("/api/activity").await;
+    assert_eq!(a["last_activity"], started.as_str(), "{a}");
+    assert!(a["idle_seconds"].as_u64().unwrap() >= 2, "{a}");
+    let (s, _) = ws.api_get("/api/tasks").await;
+    assert_eq!(s, 200);
+    let (_, a) = ws.api_get("/api/activity").await;
+    assert!(a["idle_seconds"].as_u64().unwrap() < 2, "{a}");
+}
+
+/// Metric labels come from a fixed set: a client inventing methods and
+/// paths cannot grow the series (each would be kept forever).
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_create_series() {
+    let ws = Workspace::start(&[]).await;
+    let before = ws.metrics_text().await.lines().count();
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i:04}XYZ").as_bytes()).unwrap();
+        for base in [&ws.api, &ws.dashboard] {
+            let r = ws
+                .client
+                .request(method.clone(), format!("{base}/random/{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_client_error(), "{}", r.status());
+        }
+    }
+    let text = ws.metrics_text().await;
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    assert!(!text.contains("/random/"), "a raw path became a label");
+    assert!(
+        text.contains("method=\"other\",route=\"unmatched\""),
+        "{text}"
+    );
+    let grown = text.lines().count() - before;
+    assert!(grown < 100, "{grown} new metric lines for 600 odd requests");
+}

@@ -331,6 +331,60 @@ async fn env_typed_and_stdin_prompts_reach_the_program() {
     ws.wait_state(id, "succeeded").await;
 }
 
+/// tmux reads a final `;` in an argument as the end of a command: text and
+/// env values that end in one (or are one) arrive exactly as sent, and a
+/// failure never shows the server's paths.
+#[tokio::test]
+async fn semicolons_and_backslashes_arrive_exactly_as_sent() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws
+        .create(json!({
+            "assistant": "shell",
+            "prompt": "printf '<%s|%s|%s>\\n' \"$A\" \"$B\" \"$C\"",
+            "env": {"A": "x;", "B": ";", "C": "y\\;"}
+        }))
+        .await;
+    ws.wait_output(t["id"].as_str().unwrap(), "<x;|;|y\\;>")
+        .await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    for text in ["rm -rf build;", ";", "a\\;", "two;;", "end \\"] {
+        ws.say(&id, text).await;
+        ws.wait_output(&id, &format!("you said: {text}\n")).await;
+    }
+    let (s, v) = ws
+        .api_post(
+            &format!("/api/tasks/{id}/message"),
+            json!({"text": "x;", "enter": false}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    // A tmux failure names no server path: the socket's directory is gone.
+    ws.tmux(&["kill-server"]);
+    let (s, v) = ws
+        .api_post(&format!("/api/tasks/{id}/message"), json!({"text": "hi"}))
+        .await;
+    assert!(s >= 400, "{s} {v}");
+    let data = ws.data_dir().display().to_string();
+    assert!(!v.to_string().contains(&data), "a server path in {v}");
+}
+
+/// A prompt that looks like an option reaches the program as its prompt.
+#[tokio::test]
+async fn a_prompt_that_looks_like_an_option_is_not_taken_as_one() {
+    let ws = Workspace::start(&[]).await;
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "--version"}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    let out = ws.wait_output(id, "command not found").await;
+    assert!(out.contains("--version: command not found"), "{out}");
+    assert!(
+        !out.contains("GNU bash"),
+        "bash took the prompt as its option: {out}"
+    );
+}
+
 #[tokio::test]
 async fn quiet_tasks_wait_for_input_and_wake_on_output() {
     let ws = Workspace::start(&["--input-idle-secs", "1"]).await;

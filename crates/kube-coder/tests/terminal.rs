@@ -89,6 +89,15 @@ async fn keystrokes_reach_the_tasks_session_and_the_screen_comes_back() {
     read_until(&mut sock, "you said: typed in the browser").await;
     // The task's own log saw it too: the terminal is the task's session.
     ws.wait_output(&id, "you said: typed in the browser").await;
+    // The one who types sizes the window.
+    let size = ws.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &format!("=kc-{id}:"),
+        "#{window_width}x#{window_height}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "120x40");
 
     // The session outlives the socket: a new one attaches to the same screen.
     drop(sock);
@@ -168,10 +177,28 @@ async fn read_only_workspaces_show_the_terminal_but_drop_keystrokes() {
     ws.crash();
     ws.args.push("--read-only".into());
     ws.spawn().await;
+    let size = || {
+        let out = ws.tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            &format!("=kc-{id}:"),
+            "#{window_width}x#{window_height}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = size();
+    assert!(before.contains('x'), "window size: {before:?}");
+    // The viewer's browser is 100x30 (the URL), then says it is 40x12.
     let mut sock = open(&ws_url(&ws.api, &id), &[("authorization", ws.bearer())])
         .await
         .expect("view-only terminal");
     read_until(&mut sock, "fake-agent ready").await;
+    sock.send(Message::Text(
+        r#"{"type":"resize","cols":40,"rows":12}"#.into(),
+    ))
+    .await
+    .unwrap();
     for attempt in [&b"exit 7\r"[..], b"\x03", b"\x02d"] {
         sock.send(Message::Binary(attempt.to_vec().into()))
             .await
@@ -190,6 +217,10 @@ async fn read_only_workspaces_show_the_terminal_but_drop_keystrokes() {
     let (status, task) = ws.api_get(&format!("/api/tasks/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(task["state"], "running", "{task}");
+    assert_eq!(size(), before, "a viewer resized the owner's window");
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(size(), before, "the viewer's size stayed");
 }
 
 #[tokio::test]

@@ -9,10 +9,33 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+/// GitHub's scheme: the body alone.
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The kube-coder scheme's headers: `<timestamp>.<id>.<body>` signed.
+fn signed_delivery(secret: &str, ts: i64, id: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{id}.").as_bytes());
+    mac.update(body);
+    vec![
+        (
+            "x-kube-coder-signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        ),
+        ("x-kube-coder-delivery", id.to_string()),
+        ("x-kube-coder-timestamp", ts.to_string()),
+    ]
 }
 
 async fn deliver(
@@ -77,28 +100,26 @@ async fn a_signed_delivery_starts_a_task_once() {
     let (_, tasks) = ws.api_get("/api/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
 
-    // The generic header style works too.
-    let generic = vec![
-        ("x-kube-coder-signature-256", sign(&secret, body)),
-        ("x-kube-coder-delivery", "d-2".to_string()),
-        (
-            "x-kube-coder-timestamp",
-            (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs())
-            .to_string(),
-        ),
+    // GitHub signs only the body: the same body under a new delivery id is
+    // a replay of it, and starts nothing either.
+    let replayed = vec![
+        ("x-hub-signature-256", sign(&secret, body)),
+        ("x-github-delivery", "d-1-replayed".to_string()),
     ];
-    let (s, _) = deliver(&ws, &id, body, &generic).await;
-    assert_eq!(s, 202);
+    let (s, v) = deliver(&ws, &id, body, &replayed).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+
+    // The kube-coder scheme works too.
+    let generic = signed_delivery(&secret, now_secs(), "d-2", body);
+    let (s, v) = deliver(&ws, &id, body, &generic).await;
+    assert_eq!(s, 202, "{v}");
     let metrics = ws.metrics_text().await;
     assert!(
         metrics.contains("kube_coder_webhook_receipts_total{result=\"accepted\"} 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("kube_coder_webhook_receipts_total{result=\"duplicate\"} 1"),
+        metrics.contains("kube_coder_webhook_receipts_total{result=\"duplicate\"} 2"),
         "{metrics}"
     );
 }
@@ -150,13 +171,7 @@ async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_cle
     };
     let (s, v) = deliver(&ws, &id, body, &signed(body, vec![])).await;
     assert_eq!((s, v["code"].as_str()), (400, Some("missing_delivery_id")));
-    let stale = signed(
-        body,
-        vec![
-            ("x-github-delivery", "s".into()),
-            ("x-kube-coder-timestamp", "1000000000".into()),
-        ],
-    );
+    let stale = signed_delivery(&secret, 1_000_000_000, "s", body);
     let (s, v) = deliver(&ws, &id, body, &stale).await;
     assert_eq!((s, v["code"].as_str()), (400, Some("stale_delivery")));
     let not_json = b"not json";
@@ -231,4 +246,55 @@ async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_cle
         .api_post("/api/webhooks", json!({"name": "", "prompt_template": "y"}))
         .await;
     assert_eq!(s, 400);
+}
+
+/// In the kube-coder scheme the time and the id are signed with the body:
+/// a captured delivery cannot be sent again under a new id or a new time,
+/// and one without a time is refused.
+#[tokio::test]
+async fn a_captured_delivery_cannot_be_replayed_with_a_new_id_or_time() {
+    let ws = Workspace::start(&[]).await;
+    let (id, secret) = define(&ws).await;
+    let body = br#"{"after": "abc"}"#;
+    let now = now_secs();
+    let captured = signed_delivery(&secret, now, "d-1", body);
+    let (s, v) = deliver(&ws, &id, body, &captured).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = deliver(&ws, &id, body, &captured).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    let with = |name: &str, value: String| {
+        captured
+            .iter()
+            .map(|(k, v)| (*k, if *k == name { value.clone() } else { v.clone() }))
+            .collect::<Vec<_>>()
+    };
+    let (s, v) = deliver(
+        &ws,
+        &id,
+        body,
+        &with("x-kube-coder-delivery", "d-new".into()),
+    )
+    .await;
+    assert_eq!(s, 401, "a new id passed: {v}");
+    let (s, v) = deliver(
+        &ws,
+        &id,
+        body,
+        &with("x-kube-coder-timestamp", (now + 1).to_string()),
+    )
+    .await;
+    assert_eq!(s, 401, "a new time passed: {v}");
+    let no_time: Vec<_> = captured
+        .iter()
+        .filter(|(k, _)| *k != "x-kube-coder-timestamp")
+        .cloned()
+        .collect();
+    let (s, v) = deliver(&ws, &id, body, &no_time).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_timestamp")),
+        "{v}"
+    );
+    let (_, tasks) = ws.api_get("/api/tasks").await;
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
 }

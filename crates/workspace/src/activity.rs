@@ -1,6 +1,10 @@
 //! When this server last served a person or a script: the operator's idle
 //! stop asks for it (`GET /api/activity` on the api listener).
-//! Probes, metrics scrapes and the activity question itself do not count.
+//! Only callers who proved who they are count (the auth layers leave the
+//! [`Caller`] on the response): a stranger's 401s and 404s, a scanner's
+//! requests, and the anonymous viewers of a public read-only workspace
+//! never keep a workspace running. Probes, metrics scrapes and the activity
+//! question itself do not count either. Live tasks are counted apart.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -8,6 +12,8 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::auth::Caller;
 
 /// The time of the last counted request, in Unix seconds.
 #[derive(Debug)]
@@ -48,12 +54,19 @@ fn counts(path: &str) -> bool {
     !matches!(path, "/livez" | "/readyz" | "/metrics" | "/api/activity")
 }
 
-/// Middleware: note the time of every counted request.
+/// Middleware: note the time of every counted request, once its caller is
+/// known (the auth layers run inside this one).
 pub async fn record(State(activity): State<Arc<Activity>>, req: Request, next: Next) -> Response {
-    if counts(req.uri().path()) {
+    let counted = counts(req.uri().path());
+    let resp = next.run(req).await;
+    let identified = resp
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.via != "none");
+    if counted && identified {
         activity.touch();
     }
-    next.run(req).await
+    resp
 }
 
 #[cfg(test)]

@@ -102,6 +102,13 @@ pub struct Limits {
     pub output_log_bytes: u64,
     /// A running task with no output for this long is `waiting_for_input`.
     pub input_idle: Duration,
+    /// A connection must send a complete request head within this time,
+    /// whether it is new or kept alive after an answer: slow, silent and
+    /// idle connections are closed after it.
+    pub header_timeout: Duration,
+    /// Open connections one peer address may hold on each listener
+    /// (further ones are closed at once).
+    pub connections_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +119,8 @@ impl Default for Limits {
             sse_connections: 1024,
             output_log_bytes: 8 * 1024 * 1024,
             input_idle: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(15),
+            connections_per_peer: 256,
         }
     }
 }
@@ -129,6 +138,8 @@ pub struct ServeConfig {
     pub auth: AuthMode,
     pub read_only: bool,
     pub api_token_file: PathBuf,
+    /// The key that seals hook and webhook secrets in the database.
+    pub secret_key_file: PathBuf,
     /// htpasswd file (bcrypt or argon2 hashes) for `AuthMode::Basic`.
     pub htpasswd_file: Option<PathBuf>,
     /// Honour oauth2-proxy identity headers at all (`TRUSTED_PROXY`).

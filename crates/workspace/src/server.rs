@@ -5,7 +5,7 @@
 //! print its listeners and exit non-zero with one clear line otherwise.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,9 +21,11 @@ use crate::files::watch::DirWatches;
 use crate::files::Files;
 use crate::hooks::deliver::Deliverer;
 use crate::hooks::ssrf::{Guard, Resolve, SystemResolver};
+use crate::http::accept::{self, ConnectionLimits};
 use crate::http::router::{api_router, dashboard_router};
 use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::secret_box::SecretBox;
 use crate::secrets::load_or_create_token;
 use crate::store::{Store, StoreError};
 use crate::system_stats::{Sampler, Sources};
@@ -44,6 +46,8 @@ pub enum ServeError {
     DataDir { path: PathBuf, err: std::io::Error },
     #[error("cannot read or create the API token file {path}: {err}")]
     Token { path: PathBuf, err: std::io::Error },
+    #[error("cannot read or create the secret key file {path}: {err}")]
+    SecretKey { path: PathBuf, err: std::io::Error },
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot bind {addr}: {err}")]
@@ -67,15 +71,13 @@ pub struct Started {
     pub new_token: Option<String>,
 }
 
-/// How long a stopping server waits for open connections.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
 pub struct Server {
     pub started: Started,
     dashboard: (TcpListener, axum::Router),
     api: (TcpListener, axum::Router),
+    limits: crate::config::Limits,
     /// Rotation of the API token by its file (held to keep it running).
-    _token_watch: Option<notify::RecommendedWatcher>,
+    _token_watch: Option<crate::auth::token_file::TokenFileWatch>,
 }
 
 impl Server {
@@ -87,10 +89,15 @@ impl Server {
             .as_deref()
             .map(Htpasswd::load)
             .transpose()?;
+        // The owner's alone, every start: an existing directory keeps
+        // whatever mode it was made with otherwise.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&config.data_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            })
             .map_err(|err| ServeError::DataDir {
                 path: config.data_dir.clone(),
                 err,
@@ -101,7 +108,13 @@ impl Server {
                 err,
             })?;
         let new_token = created.then(|| token.clone());
-        let store = Store::open(&config.data_dir.join("kube-coder.sqlite"))?;
+        let secret_box = SecretBox::load_or_create(&config.secret_key_file).map_err(|err| {
+            ServeError::SecretKey {
+                path: config.secret_key_file.clone(),
+                err,
+            }
+        })?;
+        let store = Store::open(&config.data_dir.join("kube-coder.sqlite"), secret_box)?;
         let metrics = Arc::new(Metrics::new());
         let events = EventBus::new();
         let resolver: Arc<dyn Resolve> = match SystemResolver::new() {
@@ -204,45 +217,23 @@ impl Server {
             dashboard: (dash, dashboard_router(state.clone())),
             api: (api, api_router(state)),
             _token_watch: token_watch,
+            limits: config.limits.clone(),
         })
     }
 
-    /// Serve both listeners until `shutdown` is cancelled.
+    /// Serve both listeners until `shutdown` is cancelled; then requests in
+    /// flight get a few seconds (clients reconnect; tmux keeps the
+    /// sessions; an interrupted upload leaves nothing behind).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
-        let serve = |(listener, router): (TcpListener, axum::Router),
-                     shutdown: CancellationToken| async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        let limits = ConnectionLimits {
+            header_timeout: self.limits.header_timeout,
+            per_peer: self.limits.connections_per_peer,
         };
-        let stopping = shutdown.clone();
-        let served = async {
-            tokio::join!(
-                serve(self.dashboard, shutdown.clone()),
-                serve(self.api, shutdown)
-            )
-        };
-        // Graceful shutdown waits for open connections, and event streams
-        // and terminals never end by themselves: give requests in flight a
-        // few seconds, then stop anyway (clients reconnect; tmux keeps the
-        // sessions; an interrupted upload leaves nothing behind).
-        let deadline = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        };
-        tokio::select! {
-            (a, b) = served => {
-                a.map_err(ServeError::Serve)?;
-                b.map_err(ServeError::Serve)
-            }
-            _ = deadline => {
-                tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open");
-                Ok(())
-            }
-        }
+        tokio::join!(
+            accept::serve(self.dashboard.0, self.dashboard.1, limits, shutdown.clone()),
+            accept::serve(self.api.0, self.api.1, limits, shutdown),
+        );
+        Ok(())
     }
 }
 

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::secret_box::SecretBox;
 
 use crate::tasks::state::TaskState;
 
@@ -25,6 +28,10 @@ pub enum StoreError {
     Poisoned,
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Sealed(#[from] crate::secret_box::SealError),
+    #[error("cannot restrict the database file to its owner: {0}")]
+    Mode(std::io::Error),
 }
 
 const SCHEMA: &[&str] = &[
@@ -260,18 +267,32 @@ pub struct Store {
     // so listing tasks does not queue behind state changes or each other.
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<AtomicUsize>,
+    /// Seals hook and webhook secrets before they are written, opens them
+    /// when read (see `secret_box`).
+    secrets: Arc<SecretBox>,
 }
 
 const READERS: usize = 4;
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
+        // Made 0600 before SQLite opens it (its -wal and -shm files take
+        // the database file's mode); an existing one is restricted again.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::Mode)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
+        owner_only(path)?;
+        seal_plain_secrets(&conn, &secrets)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -285,7 +306,29 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            secrets: Arc::new(secrets),
         })
+    }
+
+    fn seal(&self, secret: Option<String>) -> Option<String> {
+        secret.map(|s| self.secrets.seal(&s))
+    }
+
+    fn unseal(&self, stored: Option<String>) -> Result<Option<String>, StoreError> {
+        stored
+            .map(|s| self.secrets.open(&s).map_err(StoreError::from))
+            .transpose()
+    }
+
+    fn unseal_delivery(&self, mut d: Delivery) -> Result<Delivery, StoreError> {
+        d.secret = self.unseal(d.secret)?;
+        Ok(d)
+    }
+
+    fn unseal_webhook(&self, mut w: Webhook) -> Result<Webhook, StoreError> {
+        w.secret = self.secrets.open(&w.secret)?;
+        w.hook_secret = self.unseal(w.hook_secret)?;
+        Ok(w)
     }
 
     /// Run a read-only `f` on one of the reader connections.
@@ -326,7 +369,8 @@ impl Store {
         .await?
     }
 
-    pub async fn insert_task(&self, t: NewTask) -> Result<TaskRecord, StoreError> {
+    pub async fn insert_task(&self, mut t: NewTask) -> Result<TaskRecord, StoreError> {
+        t.hook_secret = self.seal(t.hook_secret.take());
         self.call(move |c| {
             let now = now_ms();
             let tx = c.transaction()?;
@@ -584,7 +628,10 @@ impl Store {
             let rows = stmt.query_map(params![now, limit as i64], delivery_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
-        .await
+        .await?
+        .into_iter()
+        .map(|d| self.unseal_delivery(d))
+        .collect()
     }
 
     /// When the next pending delivery is due, if any.
@@ -665,7 +712,10 @@ impl Store {
             }
             Ok(out)
         })
-        .await
+        .await?
+        .into_iter()
+        .map(|(d, a)| Ok((self.unseal_delivery(d)?, a)))
+        .collect()
     }
 
     pub async fn count_dead_deliveries(&self) -> Result<i64, StoreError> {
@@ -727,7 +777,9 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
 }
 
 impl Store {
-    pub async fn insert_webhook(&self, w: Webhook) -> Result<(), StoreError> {
+    pub async fn insert_webhook(&self, mut w: Webhook) -> Result<(), StoreError> {
+        w.secret = self.secrets.seal(&w.secret);
+        w.hook_secret = self.seal(w.hook_secret.take());
         self.call(move |c| {
             c.execute(
                 &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
@@ -758,7 +810,9 @@ impl Store {
             )
             .optional()?)
         })
-        .await
+        .await?
+        .map(|w| self.unseal_webhook(w))
+        .transpose()
     }
 
     pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
@@ -769,7 +823,10 @@ impl Store {
             let rows = stmt.query_map([], webhook_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
-        .await
+        .await?
+        .into_iter()
+        .map(|w| self.unseal_webhook(w))
+        .collect()
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
@@ -868,7 +925,8 @@ fn schedule_from_row(r: &Row<'_>) -> rusqlite::Result<Schedule> {
 }
 
 impl Store {
-    pub async fn insert_schedule(&self, s: Schedule) -> Result<(), StoreError> {
+    pub async fn insert_schedule(&self, mut s: Schedule) -> Result<(), StoreError> {
+        s.hook_secret = self.seal(s.hook_secret.take());
         self.call(move |c| {
             c.execute(
                 &format!(
@@ -903,7 +961,13 @@ impl Store {
             let rows = stmt.query_map([], schedule_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
-        .await
+        .await?
+        .into_iter()
+        .map(|mut s| {
+            s.hook_secret = self.unseal(s.hook_secret)?;
+            Ok(s)
+        })
+        .collect()
     }
 
     pub async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
@@ -979,6 +1043,52 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// The database and its -wal/-shm files: readable by the owner only.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Mode(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Columns that hold secrets, sealed at rest (table, column).
+const SECRET_COLUMNS: &[(&str, &str)] = &[
+    ("tasks", "hook_secret"),
+    ("hook_deliveries", "secret"),
+    ("webhooks", "secret"),
+    ("webhooks", "hook_secret"),
+    ("schedules", "hook_secret"),
+];
+
+/// Seal the secrets written before sealing existed, in one transaction.
+fn seal_plain_secrets(conn: &Connection, secrets: &SecretBox) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    for (table, column) in SECRET_COLUMNS {
+        let plain: Vec<(i64, String)> = tx
+            .prepare(&format!(
+                "SELECT rowid, {column} FROM {table}
+                 WHERE {column} IS NOT NULL AND {column} NOT LIKE 'kcs1:%'"
+            ))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (rowid, value) in plain {
+            tx.execute(
+                &format!("UPDATE {table} SET {column} = ?1 WHERE rowid = ?2"),
+                params![secrets.seal(&value), rowid],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, step) in SCHEMA.iter().enumerate().skip(version as usize) {
@@ -1050,7 +1160,7 @@ mod tests {
     #[tokio::test]
     async fn final_states_are_terminal_and_transitions_recorded() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite"), SecretBox::ephemeral()).unwrap();
         store.insert_task(new_task("a")).await.unwrap();
         let moved = store
             .transition(
@@ -1102,7 +1212,11 @@ mod tests {
     async fn list_is_newest_first_filtered_and_paginated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(
+            &path,
+            SecretBox::load_or_create(&dir.path().join("k")).unwrap(),
+        )
+        .unwrap();
         for i in 0..5 {
             store.insert_task(new_task(&format!("t{i}"))).await.unwrap();
         }
@@ -1149,7 +1263,74 @@ mod tests {
         assert_eq!(running.len(), 1);
         // Reopening the file keeps everything (a real file, not memory).
         drop(store);
-        let again = Store::open(&path).unwrap();
+        let again = Store::open(
+            &path,
+            SecretBox::load_or_create(&dir.path().join("k")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(again.live_tasks().await.unwrap().len(), 5);
+    }
+
+    /// Secrets are sealed in the file (a copy of the database gives none
+    /// away), plain ones from before are sealed at the next start, and the
+    /// database is readable by its owner only.
+    #[tokio::test]
+    async fn secrets_are_sealed_at_rest_and_the_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let key = || SecretBox::load_or_create(&dir.path().join("k")).unwrap();
+        let store = Store::open(&path, key()).unwrap();
+        store
+            .insert_webhook(Webhook {
+                id: "w1".into(),
+                name: "ci".into(),
+                secret: "whsec-plain-1".into(),
+                prompt_template: "p".into(),
+                assistant: None,
+                workdir: None,
+                hook_url: Some("http://h.test/".into()),
+                hook_secret: Some("hooksec-plain-2".into()),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let w = store.get_webhook("w1").await.unwrap().unwrap();
+        assert_eq!(w.secret, "whsec-plain-1");
+        assert_eq!(w.hook_secret.as_deref(), Some("hooksec-plain-2"));
+        // As a database written before sealing would hold it.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute(
+            "UPDATE webhooks SET hook_secret = 'legacy-plain-3' WHERE id = 'w1'",
+            [],
+        )
+        .unwrap();
+        drop(raw);
+        drop(store);
+        let store = Store::open(&path, key()).unwrap();
+        let w = store.get_webhook("w1").await.unwrap().unwrap();
+        assert_eq!(w.hook_secret.as_deref(), Some("legacy-plain-3"));
+        drop(store);
+        let raw = Connection::open(&path).unwrap();
+        let (a, b): (String, String) = raw
+            .query_row("SELECT secret, hook_secret FROM webhooks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        for v in [&a, &b] {
+            assert!(v.starts_with("kcs1:") && !v.contains("plain"), "{v}");
+        }
+        drop(raw);
+        for f in ["db.sqlite", "db.sqlite-wal", "db.sqlite-shm"] {
+            if let Ok(m) = std::fs::metadata(dir.path().join(f)) {
+                assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+            }
+        }
+        // Another key cannot open them: the answer says so, nothing panics.
+        let other = Store::open(&path, SecretBox::ephemeral()).unwrap();
+        assert!(matches!(
+            other.get_webhook("w1").await,
+            Err(StoreError::Sealed(_))
+        ));
     }
 }

@@ -14,7 +14,6 @@
 //! goes away; the session itself keeps running, so a reconnect after a
 //! network blip attaches again to the same screen.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -23,12 +22,14 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::activity::Activity;
+use crate::tasks::tmux::Tmux;
 
 /// What to attach to and how.
 pub struct Attach {
-    pub tmux_socket: PathBuf,
+    pub tmux: Tmux,
     pub session: String,
-    /// View-only: tmux's read-only client, and input is dropped here too.
+    /// View-only: tmux's read-only client that does not size the window;
+    /// input and resizes are dropped here too.
     pub read_only: bool,
     pub cols: u16,
     pub rows: u16,
@@ -61,6 +62,10 @@ pub async fn run(socket: WebSocket, a: Attach) {
         }
     };
     let (mut pty_out, mut pty_in) = pty.into_split();
+    if !a.read_only {
+        let (cols, rows) = clamp_size(a.cols, a.rows);
+        resize_window(&a, cols, rows).await;
+    }
 
     let output = async {
         let mut buf = vec![0u8; 32 * 1024];
@@ -92,9 +97,12 @@ pub async fn run(socket: WebSocket, a: Attach) {
                     }
                 }
                 Message::Text(text) => match serde_json::from_str::<Control>(&text) {
+                    // A viewer's size is not the window's (see spawn_client).
+                    Ok(Control::Resize { .. }) if a.read_only => {}
                     Ok(Control::Resize { cols, rows }) => {
                         let (cols, rows) = clamp_size(cols, rows);
                         let _ = pty_in.resize(pty_process::Size::new(rows, cols));
+                        resize_window(&a, cols, rows).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "terminal: unknown control message"),
                 },
@@ -112,6 +120,13 @@ pub async fn run(socket: WebSocket, a: Attach) {
     let _ = child.wait().await;
 }
 
+/// The window follows the owner's terminal (windows are sized by hand).
+async fn resize_window(a: &Attach, cols: u16, rows: u16) {
+    if let Err(e) = a.tmux.resize_window(&a.session, cols, rows).await {
+        tracing::debug!(error = %e, session = %a.session, "terminal: could not resize the window");
+    }
+}
+
 fn spawn_client(a: &Attach) -> pty_process::Result<(pty_process::Pty, tokio::process::Child)> {
     let (pty, pts) = pty_process::open()?;
     let (cols, rows) = clamp_size(a.cols, a.rows);
@@ -119,11 +134,17 @@ fn spawn_client(a: &Attach) -> pty_process::Result<(pty_process::Pty, tokio::pro
     let mut args: Vec<String> = vec![
         "-u".into(), // the browser speaks UTF-8 whatever the locale says
         "-S".into(),
-        a.tmux_socket.to_string_lossy().into_owned(),
+        a.tmux.socket().to_string_lossy().into_owned(),
         "attach-session".into(),
     ];
     if a.read_only {
-        args.push("-r".into());
+        // A viewer neither types nor sizes the window: a public viewer's
+        // small browser would shrink the owner's screen, and it would stay
+        // shrunk. (ignore-size alone is not enough: tmux still sizes a
+        // window by an ignore-size client when it is the only one, hence
+        // `window-size manual` on the session and explicit resizes by the
+        // owner's terminal.)
+        args.extend(["-f".into(), "read-only,ignore-size".into()]);
     }
     args.extend(["-t".into(), format!("={}", a.session)]);
     let child = pty_process::Command::new("tmux")

@@ -33,9 +33,10 @@ impl Resolve for MapResolver {
         &'a self,
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
+        // `name.` is the absolute spelling of `name`.
         let r = self
             .map
-            .get(host)
+            .get(host.strip_suffix('.').unwrap_or(host))
             .cloned()
             .unwrap_or_else(|| Err(format!("unknown test host {host}")));
         Box::pin(async move { r })
@@ -276,6 +277,57 @@ async fn the_checked_address_is_the_one_connected_to_so_rebinding_fails() {
         "{req}"
     );
     assert_eq!(dns.calls.load(Ordering::SeqCst), 1);
+}
+
+/// Whatever spelling of the host the URL uses (a trailing dot, upper case,
+/// an IDN), the client connects to the address the guard checked and never
+/// asks any resolver again. (The client used to be pinned under the name
+/// without its trailing dot, so `host.` was resolved afresh by the system.)
+#[tokio::test]
+async fn every_spelling_of_a_host_connects_to_the_checked_address() {
+    // The checked address is 127.0.0.2; a trap listens on 127.0.0.1 at the
+    // same port, where the system resolver sends `localhost`.
+    let pinned = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = pinned.local_addr().unwrap().port();
+    let trap = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let trapped = tokio::spawn(async move { trap.accept().await.is_ok() });
+    let spellings = [
+        ("http://localhost.:{port}/a", "localhost."),
+        ("http://LOCALHOST.:{port}/b", "localhost."),
+        ("http://LocalHost:{port}/c", "localhost"),
+        ("http://b\u{fc}cher.test.:{port}/d", "xn--bcher-kva.test."),
+    ];
+    for (raw, normalised) in spellings {
+        let raw = raw.replace("{port}", &port.to_string());
+        let dns = Arc::new(Rebinding {
+            answers: Mutex::new(vec![
+                "127.0.0.2".parse().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+            ]),
+            calls: AtomicUsize::new(0),
+        });
+        let checked = Guard::new(dns.clone(), true).check(&raw).await.unwrap();
+        assert_eq!(checked.host, normalised);
+        let client = checked.client(Duration::from_secs(5)).unwrap();
+        let sent = tokio::spawn(client.post(checked.url.clone()).body("{}").send());
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), pinned.accept())
+            .await
+            .unwrap_or_else(|_| panic!("{raw}: nothing reached the checked address"))
+            .unwrap();
+        let req = read_request(&mut s).await;
+        respond(&mut s, "204 No Content", "").await;
+        assert_eq!(sent.await.unwrap().unwrap().status(), 204, "{raw}");
+        assert!(
+            req.to_ascii_lowercase()
+                .contains(&format!("host: {normalised}:{port}")),
+            "{raw}: {req}"
+        );
+        assert_eq!(dns.calls.load(Ordering::SeqCst), 1, "{raw}: resolved again");
+    }
+    assert!(!trapped.is_finished(), "a request reached the trap");
+    trapped.abort();
 }
 
 async fn read_request(s: &mut tokio::net::TcpStream) -> String {

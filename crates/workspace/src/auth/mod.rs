@@ -112,6 +112,12 @@ impl Auth {
         self.read_only
     }
 
+    /// Whether callers may change anything: they alone see what only a
+    /// writer needs (whole hook URLs).
+    pub fn may_write(&self) -> bool {
+        !self.read_only
+    }
+
     pub fn token_matches(&self, presented: &str) -> bool {
         self.token
             .read()
@@ -337,7 +343,7 @@ fn peer_of(req: &Request) -> Option<SocketAddr> {
 }
 
 /// Middleware for the api listener: Bearer token only.
-pub async fn api_layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+pub async fn api_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     let caller = match auth.bearer_caller(req.headers()) {
         Some(Ok(c)) => c,
         Some(Err(e)) => return with_challenge(e, "Bearer"),
@@ -351,16 +357,11 @@ pub async fn api_layer(State(auth): State<Arc<Auth>>, mut req: Request, next: Ne
     if let Err(e) = auth.guard(&caller, &req) {
         return e.into_response();
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    proceed(caller, req, next).await
 }
 
 /// Middleware for the dashboard listener: per auth mode.
-pub async fn dashboard_layer(
-    State(auth): State<Arc<Auth>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn dashboard_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     let peer = peer_of(&req);
     let caller = match auth.dashboard_caller(req.headers(), peer).await {
         Ok(c) => c,
@@ -374,8 +375,16 @@ pub async fn dashboard_layer(
     if let Err(e) = auth.guard(&caller, &req) {
         return e.into_response();
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    proceed(caller, req, next).await
+}
+
+/// Run the handler for an authenticated caller, who is also left on the
+/// response for the outer layers (activity counts only known callers).
+async fn proceed(caller: Caller, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(caller);
+    resp
 }
 
 /// Same-origin proof for the public login/logout routes.

@@ -1,40 +1,80 @@
 //! Rotation of the API token by its file: when `--api-token-file` changes
 //! on disk (an admin rewrote it, or the kubelet refreshed a mounted
 //! Secret), the server takes the new token at once and ends every browser
-//! session, as `POST /api/token` does. No restart, no polling: inotify on
-//! the file's directory (Secret mounts swap a `..data` symlink, so the
-//! file itself is never modified in place).
+//! session, as `POST /api/token` does. No restart, no polling.
+//!
+//! inotify on the file's directory (Secret mounts swap a `..data` symlink,
+//! so the file itself is never modified in place), with a mask of content
+//! changes only: a finished write, a rename into place, a new link. Opens
+//! and reads are not in it, nor is anything about other files of the
+//! directory (the data dir also holds the database): an earlier version
+//! listened to every event, so its own read of the file caused the next
+//! read, and an idle server spent most of a core re-reading its token.
+//!
+//! The `inotify` crate directly rather than `notify`, which always asks for
+//! open and access events.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use inotify::{EventMask, Inotify, WatchMask};
 
 use super::Auth;
 
-/// Keep the returned watcher alive for as long as rotation should work.
-pub fn watch(path: &Path, auth: Arc<Auth>) -> notify::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })?;
+/// A Secret volume's current version is the `..data` link, replaced by a
+/// rename on every update.
+const SECRET_VOLUME_DATA: &str = "..data";
+
+/// What counts as a change of the token: a write finished, something
+/// renamed into place, a new file or link made.
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::ONLYDIR);
+
+/// Rotation runs while this is held; dropping it stops the watch.
+pub struct TokenFileWatch {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenFileWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watch `path` and rotate the token whenever its content changes.
+/// Needs a Tokio runtime.
+pub fn watch(path: &Path, auth: Arc<Auth>) -> std::io::Result<TokenFileWatch> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let name = path.file_name().map(OsStr::to_os_string).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the API token file path has no file name",
+        )
+    })?;
+    let inotify = Inotify::init()?;
+    inotify.watches().add(dir, MASK)?;
+    let mut events = inotify.into_event_stream([0u8; 1024])?;
     let path: PathBuf = path.to_path_buf();
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Coalesce a burst of events (write, rename, symlink swap).
-            while rx.try_recv().is_ok() {}
-            reload(&path, &auth).await;
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { break };
+            let ours = event.name.as_deref().is_some_and(|n| {
+                n == name.as_os_str()
+                    || (n == SECRET_VOLUME_DATA && event.mask.contains(EventMask::MOVED_TO))
+            });
+            if ours {
+                reload(&path, &auth).await;
+            }
         }
     });
-    Ok(watcher)
+    Ok(TokenFileWatch { task })
 }
 
 async fn reload(path: &Path, auth: &Auth) {
@@ -43,6 +83,9 @@ async fn reload(path: &Path, auth: &Auth) {
         return; // Mid-swap or removed: the next event brings the new file.
     };
     let token = text.trim();
+    if token.is_empty() {
+        return; // Just created; its write's end is the next event.
+    }
     if token.len() < 16 {
         tracing::warn!(path = %path.display(), "ignoring an API token file shorter than 16 characters");
         return;

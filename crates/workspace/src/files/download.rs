@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{io_error, Files, UserPath};
+use super::{Files, UserPath};
 use crate::error::ApiError;
 
 const READ_BUF: usize = 1024 * 1024;
@@ -43,17 +43,7 @@ pub struct Opened {
 }
 
 pub fn open(files: &Files, path: &UserPath) -> Result<Opened, ApiError> {
-    if path.is_root() {
-        return Err(io_error(path, std::io::ErrorKind::IsADirectory.into()));
-    }
-    let file = files
-        .root()
-        .open(path.as_path())
-        .map_err(|e| io_error(path, e))?;
-    let meta = file.metadata().map_err(|e| io_error(path, e))?;
-    if meta.is_dir() {
-        return Err(io_error(path, std::io::ErrorKind::IsADirectory.into()));
-    }
+    let (file, meta) = files.open_regular(path)?;
     let mtime =
         UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().max(0) as u32);
     let name = path

@@ -14,11 +14,12 @@ pub mod watch;
 pub mod zip_extract;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use cap_std::fs::{Dir, MetadataExt};
+use cap_std::fs::{Dir, MetadataExt, OpenOptionsExt};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -52,6 +53,9 @@ impl Default for FileLimits {
 #[derive(Clone)]
 pub struct Files {
     root: Arc<Dir>,
+    /// The home's real path (links resolved), to tell where an opened file
+    /// really is; only read-only mode asks.
+    real_home: Arc<std::path::PathBuf>,
     read_only: bool,
     pub limits: FileLimits,
 }
@@ -122,6 +126,32 @@ pub fn io_error(path: &UserPath, e: io::Error) -> ApiError {
     }
 }
 
+/// Refuse a special file (pipe, socket, device): reading one blocks or
+/// never ends, and none is something to download, unpack or replace.
+pub fn require_regular(path: &UserPath, meta: &cap_std::fs::Metadata) -> Result<(), ApiError> {
+    use cap_std::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_dir() {
+        return Ok(());
+    }
+    let what = if ft.is_fifo() {
+        "a named pipe"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    };
+    Err(ApiError::bad_request(
+        "special_file",
+        format!(
+            "`{}` is {what}; only regular files and directories can be used here",
+            path.display()
+        ),
+    ))
+}
+
 fn kind_of(ft: cap_std::fs::FileType) -> &'static str {
     if ft.is_symlink() {
         "symlink"
@@ -150,8 +180,10 @@ pub async fn blocking<R: Send + 'static>(
 impl Files {
     pub fn open(home: &Path, read_only: bool, limits: FileLimits) -> io::Result<Self> {
         let root = Dir::open_ambient_dir(home, cap_std::ambient_authority())?;
+        let real_home = std::fs::canonicalize(home)?;
         Ok(Self {
             root: Arc::new(root),
+            real_home: Arc::new(real_home),
             read_only,
             limits,
         })
@@ -168,6 +200,29 @@ impl Files {
             return Err(io_error(&p, io::ErrorKind::NotFound.into()));
         }
         Ok(p)
+    }
+
+    /// In read-only mode, a file or directory opened through links must
+    /// not really be a hidden one (`key -> .ssh/id_rsa`, `cfg -> .git`):
+    /// decided on where the open descriptor really is, every component
+    /// below the home, not on the spelling asked for.
+    fn refuse_hidden_target(&self, path: &UserPath, opened: &impl AsRawFd) -> Result<(), ApiError> {
+        if !self.read_only {
+            return Ok(());
+        }
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd()))
+            .map_err(|e| ApiError::internal("could not tell where an opened file is", e))?;
+        let hidden = match real.strip_prefix(self.real_home.as_path()) {
+            Ok(rel) => rel
+                .components()
+                .any(|c| c.as_os_str().as_encoded_bytes().starts_with(b".")),
+            // Opened beneath the root, so this cannot happen; refuse anyway.
+            Err(_) => true,
+        };
+        if hidden {
+            return Err(io_error(path, io::ErrorKind::NotFound.into()));
+        }
+        Ok(())
     }
 
     /// Open the directory that holds `path`'s final component.
@@ -192,6 +247,39 @@ impl Files {
         Ok((dir, name))
     }
 
+    /// Open a regular file beneath the home for reading. Never blocks: the
+    /// open is non-blocking (a named pipe with no writer would otherwise
+    /// hold a thread of the blocking pool forever), and anything that is
+    /// not a regular file is refused before a byte is read.
+    pub fn open_regular(
+        &self,
+        path: &UserPath,
+    ) -> Result<(cap_std::fs::File, cap_std::fs::Metadata), ApiError> {
+        if path.is_root() {
+            return Err(io_error(path, io::ErrorKind::IsADirectory.into()));
+        }
+        // A socket cannot be opened at all (ENXIO): say what it is instead.
+        if let Ok(meta) = self.root.metadata(path.as_path()) {
+            if !meta.is_dir() {
+                require_regular(path, &meta)?;
+            }
+        }
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+        let file = self
+            .root
+            .open_with(path.as_path(), &opts)
+            .map_err(|e| io_error(path, e))?;
+        self.refuse_hidden_target(path, &file)?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        if meta.is_dir() {
+            return Err(io_error(path, io::ErrorKind::IsADirectory.into()));
+        }
+        require_regular(path, &meta)?;
+        Ok((file, meta))
+    }
+
     /// Open a directory beneath the home (the root included).
     pub fn open_dir(&self, path: &UserPath) -> Result<Dir, ApiError> {
         let opened = if path.is_root() {
@@ -199,7 +287,7 @@ impl Files {
         } else {
             self.root.open_dir(path.as_path())
         };
-        opened.map_err(|e| {
+        let dir = opened.map_err(|e| {
             let is_file = self
                 .root
                 .symlink_metadata(path.as_path())
@@ -212,16 +300,16 @@ impl Files {
             } else {
                 io_error(path, e)
             }
-        })
+        })?;
+        self.refuse_hidden_target(path, &dir)?;
+        Ok(dir)
     }
 
     pub fn list(&self, path: &UserPath) -> Result<Listing, ApiError> {
-        let read = if path.is_root() {
-            self.root.entries()
-        } else {
-            self.root.read_dir(path.as_path())
-        }
-        .map_err(|e| io_error(path, e))?;
+        let read = self
+            .open_dir(path)?
+            .entries()
+            .map_err(|e| io_error(path, e))?;
         let mut entries = Vec::new();
         let mut truncated = false;
         for entry in read {

@@ -73,11 +73,18 @@ pub async fn upload(
     let p = path.clone();
     let (guard, file) = super::blocking(move || {
         let (dir, name) = f.parent_of(&p)?;
-        if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
-            return Err(ApiError::conflict(
-                "is_a_directory",
-                format!("`{}` is a directory", p.display()),
-            ));
+        if let Ok(m) = dir.symlink_metadata(name) {
+            if m.is_dir() {
+                return Err(ApiError::conflict(
+                    "is_a_directory",
+                    format!("`{}` is a directory", p.display()),
+                ));
+            }
+            // A link is replaced itself (see above); a pipe or device is not
+            // something an upload should silently take the place of.
+            if !m.is_symlink() {
+                super::require_regular(&p, &m)?;
+            }
         }
         let mut tmp = OsString::from(".");
         tmp.push(name);

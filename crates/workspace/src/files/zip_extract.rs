@@ -3,9 +3,11 @@
 //! An archive is checked before anything is written: entry count, declared
 //! total size and compression ratios against the limits; entries with an
 //! absolute path, a `..` component, or a link type are refused. Extraction
-//! then counts the bytes really inflated (declared sizes can lie) and goes
-//! into a temp directory beside the destination, renamed into place only
-//! when every entry is written; on any failure the temp directory is removed.
+//! then counts the bytes really inflated (declared sizes can lie) against
+//! the total limit, each entry's ratio, and the ratio to the archive file's
+//! real size, and goes into a temp directory beside the destination,
+//! renamed into place only when every entry is written; on any failure the
+//! temp directory is removed.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -35,10 +37,10 @@ fn refuse(why: String) -> ApiError {
 /// Extract the archive at `archive` into the new directory `dest`.
 pub fn extract(files: &Files, archive: &UserPath, dest: &UserPath) -> Result<Extracted, ApiError> {
     let limits = &files.limits;
-    let file = files
-        .root()
-        .open(archive.as_path())
-        .map_err(|e| io_error(archive, e))?;
+    let (file, meta) = files.open_regular(archive)?;
+    // What the archive really holds bounds what it may expand to.
+    let archive_len = meta.len();
+    let real_cap = archive_len.max(1).saturating_mul(limits.zip_ratio);
     let mut zip = zip::ZipArchive::new(file.into_std()).map_err(|e| {
         refuse(format!(
             "`{}` is not a readable zip archive: {e}",
@@ -127,14 +129,38 @@ pub fn extract(files: &Files, archive: &UserPath, dest: &UserPath) -> Result<Ext
             let mut f = out
                 .open_with(&rel, &opts)
                 .map_err(|err| io_error(dest, err))?;
-            // Never trust the declared size: stop at what is left of the limit.
-            let left = limits.zip_bytes - written;
+            // Never trust declared sizes: count what really comes out, and
+            // stop at the first byte past the total limit, past the
+            // entry's ratio, or past the ratio of the archive's real size.
+            let name = e.name().to_string();
+            let budget = [
+                (limits.zip_bytes - written, Overrun::Total),
+                (
+                    e.compressed_size().max(1).saturating_mul(limits.zip_ratio),
+                    Overrun::EntryRatio,
+                ),
+                (real_cap.saturating_sub(written), Overrun::ArchiveRatio),
+            ];
+            let (left, overrun) = budget
+                .into_iter()
+                .min_by_key(|(n, _)| *n)
+                .unwrap_or((0, Overrun::Total));
             let n = copy_limited(&mut e, &mut f, left).map_err(|err| io_error(dest, err))?;
             if n > left {
-                return Err(refuse(format!(
-                    "the archive expands past the limit of {} bytes",
-                    limits.zip_bytes
-                )));
+                return Err(refuse(match overrun {
+                    Overrun::Total => format!(
+                        "the archive expands past the limit of {} bytes",
+                        limits.zip_bytes
+                    ),
+                    Overrun::EntryRatio => format!(
+                        "entry `{name}` expands more than {}:1 (its declared size was wrong)",
+                        limits.zip_ratio
+                    ),
+                    Overrun::ArchiveRatio => format!(
+                        "the archive expands more than {}:1 of its {archive_len} bytes",
+                        limits.zip_ratio
+                    ),
+                }));
             }
             written += n;
             f.sync_all().map_err(|err| io_error(dest, err))?;
@@ -159,6 +185,14 @@ pub fn extract(files: &Files, archive: &UserPath, dest: &UserPath) -> Result<Ext
             Err(e)
         }
     }
+}
+
+/// Which limit an entry's real output ran into.
+#[derive(Clone, Copy)]
+enum Overrun {
+    Total,
+    EntryRatio,
+    ArchiveRatio,
 }
 
 /// Copy at most `limit + 1` bytes, so the caller can tell "more than limit".

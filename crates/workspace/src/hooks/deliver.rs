@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::Notify;
 
-use super::payload::signature;
 use super::ssrf::Guard;
 use crate::events::{EventBus, ServerEvent};
 use crate::metrics::{HookLabels, Metrics};
+use crate::signature::{sign_delivery, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::store::{now_ms, AfterAttempt, Attempt, Delivery, Store};
 
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ impl Deliverer {
         };
         let client = match checked.client(self.settings.timeout) {
             Ok(c) => c,
-            Err(e) => return (None, Some(format!("client: {e}"))),
+            Err(e) => return (None, Some(format!("client: {}", e.without_url()))),
         };
         let mut req = client
             .post(checked.url.clone())
@@ -176,13 +176,16 @@ impl Deliverer {
                 concat!("kube-coder/", env!("CARGO_PKG_VERSION")),
             )
             .header("x-kube-coder-event", "task.finished")
-            .header("x-kube-coder-delivery", &d.id)
+            .header(DELIVERY_HEADER, &d.id)
             .header("idempotency-key", &d.id)
             .body(d.payload.clone());
         if let Some(secret) = &d.secret {
-            req = req.header(
-                "x-kube-coder-signature-256",
-                signature(secret, d.payload.as_bytes()),
+            // Signed at each attempt with its own time, so a receiver can
+            // refuse a stale (replayed) one.
+            let now = now_ms() / 1000;
+            req = req.header(TIMESTAMP_HEADER, now).header(
+                SIGNATURE_HEADER,
+                sign_delivery(secret, now, &d.id, d.payload.as_bytes()),
             );
         }
         match req.send().await {
@@ -199,7 +202,11 @@ impl Deliverer {
                 (Some(status), None)
             }
             Err(e) if e.is_timeout() => (None, Some("timed out".into())),
-            Err(e) => (None, Some(format!("could not connect: {e}"))),
+            // Without the URL: its path may be a secret.
+            Err(e) => (
+                None,
+                Some(format!("could not connect: {}", e.without_url())),
+            ),
         }
     }
 }

@@ -10,10 +10,12 @@
 //!    link-local and cloud metadata, CGNAT, unique-local, multicast,
 //!    documentation and reserved ranges, and IPv6 forms that embed an IPv4
 //!    address: mapped, compatible, 6to4, NAT64, Teredo).
-//! 3. [`Checked::client`] builds an HTTP client pinned to the checked
-//!    addresses (no second resolution, so DNS rebinding cannot swap them),
-//!    keeping the original Host header and TLS name, following no redirects
-//!    and ignoring proxy environment variables.
+//! 3. [`Checked::client`] builds an HTTP client whose only resolver answers
+//!    every name with the checked addresses: there is no second resolution,
+//!    whatever spelling of the host the client ends up looking up (a
+//!    trailing dot, upper case, an IDN), so DNS rebinding cannot swap them.
+//!    It keeps the original Host header and TLS name, follows no redirects
+//!    and ignores proxy environment variables.
 //!
 //! `ALLOW_INTERNAL_HOOKS=true` lifts only step 2's range check.
 
@@ -79,7 +81,7 @@ impl Resolve for SystemResolver {
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub url: Url,
-    /// The host name as written (for the Host header and TLS name).
+    /// The host as the URL parser normalised it (what was resolved).
     pub host: String,
     pub addrs: Vec<SocketAddr>,
 }
@@ -87,15 +89,27 @@ pub struct Checked {
 impl Checked {
     /// An HTTP client that can only reach the checked addresses.
     pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-        let mut b = reqwest::Client::builder()
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(timeout)
-            .connect_timeout(timeout);
-        if self.url.domain().is_some() {
-            b = b.resolve_to_addrs(&self.host, &self.addrs);
-        }
-        b.build()
+            .connect_timeout(timeout)
+            // Not `resolve_to_addrs(name, …)`: that pins one spelling of
+            // the name, and any other the client looks up (`host.` for
+            // `host`) would go to the system resolver again.
+            .dns_resolver(Arc::new(Pinned(self.addrs.clone())))
+            .build()
+    }
+}
+
+/// The client's resolver: every name resolves to the checked addresses.
+/// (IP-literal URLs are never resolved; they were checked as written.)
+struct Pinned(Vec<SocketAddr>);
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs = self.0.clone();
+        Box::pin(async move { Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs) })
     }
 }
 
@@ -122,7 +136,10 @@ impl Guard {
             Some(Host::Ipv4(ip)) => (ip.to_string(), vec![IpAddr::V4(ip)]),
             Some(Host::Ipv6(ip)) => (ip.to_string(), vec![IpAddr::V6(ip)]),
             Some(Host::Domain(d)) => {
-                let d = d.trim_end_matches('.').to_string();
+                // Resolved as the parser normalised it (lower case,
+                // punycode, a trailing dot kept: `host.` is absolute and
+                // gets no search domain, so it may name another host).
+                let d = d.to_string();
                 let ips = self
                     .resolver
                     .resolve(&d)

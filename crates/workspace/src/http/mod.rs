@@ -1,8 +1,10 @@
 //! The HTTP layer: shared state, the two routers, and the handlers.
 //!
 //! `router.rs` lists every route of both listeners in one place; handlers
-//! live in `routes/`, one file per resource.
+//! live in `routes/`, one file per resource; `accept.rs` is the accept
+//! loop (timeouts, per-peer caps, graceful close).
 
+pub mod accept;
 pub mod router;
 mod routes;
 

@@ -75,6 +75,10 @@ pub struct Assistants {
 }
 
 impl Assistants {
+    /// The built-in assistants. A prompt that starts with `-` must reach
+    /// each CLI as a prompt, not as an option: `--` ends the options where
+    /// the prompt is an operand, `--opt=value` where it is an option's
+    /// value.
     pub fn builtin() -> Self {
         let a = |name: &str, command: &str, interactive: &str, delivery, desc: &str| Assistant {
             name: name.into(),
@@ -89,35 +93,35 @@ impl Assistants {
             list: vec![
                 a(
                     "claude",
-                    "claude {prompt}",
+                    "claude -- {prompt}",
                     "claude",
                     PromptDelivery::Argument,
                     "Claude Code",
                 ),
                 a(
                     "codex",
-                    "codex {prompt}",
+                    "codex -- {prompt}",
                     "codex",
                     PromptDelivery::Argument,
                     "OpenAI Codex CLI",
                 ),
                 a(
                     "gemini",
-                    "gemini --prompt-interactive {prompt}",
+                    "gemini --prompt-interactive={prompt}",
                     "gemini",
                     PromptDelivery::Argument,
                     "Gemini CLI",
                 ),
                 a(
                     "opencode",
-                    "opencode --prompt {prompt}",
+                    "opencode --prompt={prompt}",
                     "opencode",
                     PromptDelivery::Argument,
                     "OpenCode",
                 ),
                 a(
                     "shell",
-                    "bash -lc {prompt}",
+                    "bash -lc -- {prompt}",
                     "bash -l",
                     PromptDelivery::Argument,
                     "A shell: the prompt is run as a command; without one, an interactive shell",
@@ -237,13 +241,25 @@ mod tests {
     }
 
     #[test]
+    fn built_in_prompts_are_never_parsed_as_options() {
+        for a in &Assistants::builtin().list {
+            assert!(
+                a.command.contains("-- {prompt}") || a.command.contains("={prompt}"),
+                "{}: {}",
+                a.name,
+                a.command
+            );
+        }
+    }
+
+    #[test]
     fn prompt_never_enters_the_command_line() {
         let a = Assistants::builtin();
         let line = a
             .get("shell")
             .unwrap()
             .command_line(Some("$(touch /tmp/pwned)"), Path::new("/d/prompt.txt"));
-        assert_eq!(line, "bash -lc \"$(cat '/d/prompt.txt')\"");
+        assert_eq!(line, "bash -lc -- \"$(cat '/d/prompt.txt')\"");
     }
 
     #[test]

@@ -377,7 +377,8 @@ impl TaskManager {
             started_channel: &started,
         };
         if let Err(e) = self.tmux.new_session(&spec).await {
-            let msg = format!("could not start the tmux session: {e}");
+            tracing::error!(task.id = id, error = %e, "could not start the tmux session");
+            let msg = format!("could not start the tmux session: {}", e.public());
             self.move_to(
                 &id,
                 TaskState::Failed,
@@ -854,7 +855,10 @@ impl TaskManager {
 
 /// A tmux failure as a 503 that names what could not be done.
 fn tmux_unavailable(what: &'static str) -> impl Fn(tmux::TmuxError) -> ApiError {
-    move |e| ApiError::unavailable("tmux_failed", format!("{what}: {e}"))
+    move |e| {
+        tracing::error!(error = %e, "{what}");
+        ApiError::unavailable("tmux_failed", format!("{what}: {}", e.public()))
+    }
 }
 
 fn reason(r: &str) -> TransitionInfo {

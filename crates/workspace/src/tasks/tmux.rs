@@ -4,6 +4,11 @@
 //! the data dir, so they outlive this process and never mix with a user's own
 //! tmux. Arguments are passed as argv, never through a shell, except the one
 //! command line tmux itself hands to `sh -c` (built from quoted paths only).
+//!
+//! tmux reads its argv as a command list: an argument that ends in `;`
+//! ends a command there (`rm -rf build;` would be typed without its `;`).
+//! [`Tmux::run_all`] takes the commands apart and escapes every argument
+//! ([`literal`]), so data always arrives exactly as sent.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,10 +19,22 @@ use tokio::process::Command;
 pub enum TmuxError {
     #[error("tmux is not installed (install it: apt-get install tmux)")]
     Missing,
-    #[error("tmux {args}: {stderr}")]
-    Failed { args: String, stderr: String },
+    #[error("tmux {command}: {stderr}")]
+    Failed { command: String, stderr: String },
     #[error("could not run tmux: {0}")]
     Io(std::io::Error),
+}
+
+impl TmuxError {
+    /// What a client may be told: tmux's own words name server paths (the
+    /// socket, the data dir), so they go to the log, not to the client.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Missing => self.to_string(),
+            Self::Failed { command, .. } => format!("tmux {command} failed"),
+            Self::Io(_) => "could not run tmux".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -56,12 +73,24 @@ impl Tmux {
     }
 
     async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
+        self.run_all(&[args]).await
+    }
+
+    /// Run several tmux commands in one client, in order, in one queue.
+    async fn run_all(&self, commands: &[&[&str]]) -> Result<String, TmuxError> {
+        let mut argv: Vec<String> = Vec::new();
+        for (i, command) in commands.iter().enumerate() {
+            if i > 0 {
+                argv.push(";".into());
+            }
+            argv.extend(command.iter().map(|a| literal(a)));
+        }
         let out = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
             // Our own defaults, not whatever ~/.tmux.conf says.
             .args(["-f", "/dev/null"])
-            .args(args)
+            .args(&argv)
             .stdin(Stdio::null())
             .kill_on_drop(false)
             .output()
@@ -77,7 +106,11 @@ impl Tmux {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             Err(TmuxError::Failed {
-                args: args.first().copied().unwrap_or_default().to_string(),
+                command: commands
+                    .iter()
+                    .map(|c| c.first().copied().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             })
         }
@@ -87,51 +120,39 @@ impl Tmux {
     /// command queue, before tmux reads any output from the pane.
     pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
         let workdir = spec.workdir.to_string_lossy();
-        let mut args: Vec<String> = vec![
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut new_session = vec![
+            "new-session",
+            "-d",
+            "-s",
+            spec.name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            &workdir,
+        ];
+        for kv in &env {
+            new_session.extend(["-e", kv.as_str()]);
+        }
+        new_session.push(spec.command);
+        self.run_all(&[
             // The server outlives its last session: otherwise a task that
             // ends at once takes the server down while the next task's
             // client connects ("server exited unexpectedly").
-            "set-option".into(),
-            "-s".into(),
-            "exit-empty".into(),
-            "off".into(),
-            ";".into(),
-            "new-session".into(),
-            "-d".into(),
-            "-s".into(),
-            spec.name.into(),
-            "-x".into(),
-            "200".into(),
-            "-y".into(),
-            "50".into(),
-            "-c".into(),
-            workdir.into_owned(),
-        ];
-        for (k, v) in spec.env {
-            args.push("-e".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.push(spec.command.into());
-        args.extend([
-            ";".into(),
-            "set-option".into(),
-            "-t".into(),
-            spec.name.into(),
-            "history-limit".into(),
-            "10000".into(),
-            ";".into(),
-            "pipe-pane".into(),
-            "-t".into(),
-            spec.name.into(),
-            spec.pipe_command.into(),
+            &["set-option", "-s", "exit-empty", "off"],
+            &new_session,
+            &["set-option", "-t", spec.name, "history-limit", "10000"],
+            // Only the owner's terminal sizes the window (resize-window);
+            // a viewer's attached client never does (see `terminal`).
+            &["set-option", "-w", "-t", spec.name, "window-size", "manual"],
+            &["pipe-pane", "-t", spec.name, spec.pipe_command],
             // tmux remembers a signal nobody waits for yet.
-            ";".into(),
-            "wait-for".into(),
-            "-S".into(),
-            spec.started_channel.into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.run(&refs).await.map(|_| ())
+            &["wait-for", "-S", spec.started_channel],
+        ])
+        .await
+        .map(|_| ())
     }
 
     pub async fn has_session(&self, name: &str) -> Result<bool, TmuxError> {
@@ -181,6 +202,23 @@ impl Tmux {
         }
     }
 
+    /// Set the session's window to the size of the terminal that types
+    /// into it (windows are sized by hand: `window-size manual`).
+    pub async fn resize_window(&self, name: &str, cols: u16, rows: u16) -> Result<(), TmuxError> {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        self.run(&[
+            "resize-window",
+            "-t",
+            &exact_pane(name),
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+        ])
+        .await
+        .map(|_| ())
+    }
+
     /// The pane's current screen as text (for the terminal-less tail view).
     pub async fn capture(&self, name: &str) -> Result<String, TmuxError> {
         self.run(&["capture-pane", "-p", "-t", &exact_pane(name)])
@@ -189,6 +227,17 @@ impl Tmux {
 
     pub async fn kill_server(&self) -> Result<(), TmuxError> {
         self.run(&["kill-server"]).await.map(|_| ())
+    }
+}
+
+/// One argument as tmux must see it to take it literally. tmux strips a
+/// final `;` and ends the command there, unless a backslash stands before
+/// it, which it then replaces by the `;`: so `x;` is written `x\;`, and
+/// `x\;` becomes `x\\;` (only the last backslash is consumed).
+fn literal(arg: &str) -> String {
+    match arg.strip_suffix(';') {
+        Some(rest) => format!("{rest}\\;"),
+        None => arg.to_string(),
     }
 }
 

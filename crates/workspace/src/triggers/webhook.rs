@@ -1,36 +1,11 @@
-//! Inbound webhooks: signature checks and the prompt template.
-//!
-//! A sender signs the raw body with the webhook's secret (HMAC-SHA256, hex,
-//! `sha256=` prefix) in `X-Hub-Signature-256` (GitHub) or
-//! `X-Kube-Coder-Signature-256`. Comparison is constant-time, and an
-//! unknown webhook is checked against a throwaway key so that it answers
-//! exactly like a bad signature.
+//! Inbound webhooks: the prompt template. Signatures are checked with
+//! [`crate::signature`] (the route decides the scheme); an unknown webhook
+//! is checked against a throwaway key so that it answers exactly like a
+//! bad signature.
 
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 
-pub const SIGNATURE_HEADERS: [&str; 2] = ["x-hub-signature-256", "x-kube-coder-signature-256"];
-pub const DELIVERY_HEADERS: [&str; 2] = ["x-github-delivery", "x-kube-coder-delivery"];
-pub const TIMESTAMP_HEADER: &str = "x-kube-coder-timestamp";
-/// How far a signed timestamp may be from now, in seconds.
-pub const MAX_SKEW_SECS: i64 = 300;
 const MAX_PROMPT: usize = 64 * 1024;
-
-/// Does `header` (`sha256=<hex>`) sign `body` with `secret`?
-pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
-    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
-}
 
 /// Fill `{{path.to.field}}` from the JSON body (`{{body}}` is all of it).
 /// Missing fields become empty; strings are inserted as they are, other
@@ -78,18 +53,6 @@ pub fn render(template: &str, body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn verifies_only_the_right_signature() {
-        let body = br#"{"a":1}"#;
-        let good = crate::hooks::payload::signature("k", body);
-        assert!(verify("k", body, &good));
-        assert!(!verify("other", body, &good));
-        assert!(!verify("k", br#"{"a":2}"#, &good));
-        assert!(!verify("k", body, good.trim_start_matches("sha256=")));
-        assert!(!verify("k", body, "sha256=zz"));
-        assert!(!verify("k", body, ""));
-    }
 
     #[test]
     fn renders_paths_and_ignores_missing_ones() {

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
+use crate::hooks::hook_url_view;
 use crate::http::AppState;
 use crate::tasks::rfc3339;
 
@@ -45,13 +46,14 @@ pub async fn list(
         .store()
         .list_deliveries(q.state, q.task_id, limit)
         .await?;
+    let writer = app.auth.may_write();
     let deliveries: Vec<_> = rows
         .into_iter()
         .map(|(d, attempts)| {
             json!({
                 "id": d.id,
                 "task_id": d.task_id,
-                "url": d.url,
+                "url": hook_url_view(Some(&d.url), writer),
                 "signed": d.secret.is_some(),
                 "state": d.state,
                 "attempts": d.attempts,

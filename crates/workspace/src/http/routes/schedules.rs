@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::hooks::HookSpec;
+use crate::hooks::{hook_url_view, HookSpec};
 use crate::http::AppState;
 use crate::secrets::generate_id;
 use crate::store::{now_ms, Schedule};
@@ -33,7 +33,9 @@ pub struct NewSchedule {
     missed: Option<String>,
 }
 
-fn view(s: &Schedule) -> Value {
+/// `writer`: whether the caller may change the workspace; only writers
+/// see a hook URL whole (its path is often a secret).
+fn view(s: &Schedule, writer: bool) -> Value {
     json!({
         "id": s.id,
         "name": s.name,
@@ -42,7 +44,7 @@ fn view(s: &Schedule) -> Value {
         "prompt": s.prompt,
         "assistant": s.assistant,
         "workdir": s.workdir,
-        "hook_url": s.hook_url,
+        "hook_url": hook_url_view(s.hook_url.as_deref(), writer),
         "missed": s.missed_policy,
         "next_run": (s.next_at < i64::MAX).then(|| rfc3339(s.next_at)),
         "created_at": rfc3339(s.created_at),
@@ -84,12 +86,15 @@ pub async fn create(
     };
     app.tasks.store().insert_schedule(s.clone()).await?;
     app.schedule_wake.notify_one();
-    Ok((StatusCode::CREATED, axum::Json(view(&s))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(view(&s, true))).into_response())
 }
 
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let all = app.tasks.store().list_schedules().await?;
-    Ok(axum::Json(json!({"schedules": all.iter().map(view).collect::<Vec<_>>()})).into_response())
+    Ok(axum::Json(
+        json!({"schedules": all.iter().map(|x| view(x, app.auth.may_write())).collect::<Vec<_>>()}),
+    )
+    .into_response())
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -63,8 +63,9 @@ pub async fn login(
         )
         .await?;
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        secure_attribute(&headers)
     );
     Ok((
         StatusCode::OK,
@@ -72,6 +73,36 @@ pub async fn login(
         axum::Json(json!({"user": "token", "via": "session"})),
     )
         .into_response())
+}
+
+/// `; Secure` when the browser reached us over HTTPS: its page's Origin is
+/// `https://…`, or a proxy in front says so (`X-Forwarded-Proto`,
+/// `Forwarded: proto=https`). This server speaks plain HTTP itself (TLS
+/// ends at the ingress). Believed from anyone: the attribute only narrows
+/// where the browser sends the cookie, so a false claim harms no one else.
+fn secure_attribute(headers: &HeaderMap) -> &'static str {
+    let get = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+    };
+    let https = get(header::ORIGIN)
+        .iter()
+        .any(|o| o.starts_with("https://"))
+        || get(header::HeaderName::from_static("x-forwarded-proto"))
+            .iter()
+            .any(|v| v.split(',').next().is_some_and(|p| p.trim() == "https"))
+        || get(header::FORWARDED)
+            .iter()
+            .any(|v| v.split([';', ',']).any(|kv| kv.trim() == "proto=https"));
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// `POST /auth/logout`: forget the session and clear the cookie.
@@ -83,7 +114,10 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
             .delete_session(SecretDigest::of(&id).to_hex())
             .await?;
     }
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let clear = format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_attribute(&headers)
+    );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
 }
 

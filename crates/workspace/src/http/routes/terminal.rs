@@ -69,7 +69,7 @@ pub async fn terminal(
     // cap as event streams.
     let slot = take_slot(&app)?;
     let attach = Attach {
-        tmux_socket: app.tasks.tmux().socket().to_path_buf(),
+        tmux: app.tasks.tmux().clone(),
         session: task.tmux_session,
         read_only: app.auth.read_only(),
         cols: q.cols.unwrap_or(80),

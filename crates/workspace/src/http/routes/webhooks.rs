@@ -1,6 +1,13 @@
 //! Inbound webhooks: definitions (Bearer, api listener) and the receiver
 //! `POST /api/webhooks/{id}`, which is authenticated by its HMAC signature
 //! instead of the token.
+//!
+//! Replays: in the kube-coder scheme the timestamp and delivery id are
+//! signed with the body, the timestamp must be fresh and the id is
+//! remembered; in GitHub's scheme only the body is signed, so the body's
+//! digest is what is remembered (a captured delivery sent again with a new
+//! id is a duplicate). Receipts are kept, so the window is the webhook's
+//! lifetime.
 
 use std::collections::HashMap;
 
@@ -13,16 +20,18 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::hooks::HookSpec;
+use crate::hooks::{hook_url_view, HookSpec};
 use crate::http::AppState;
 use crate::metrics::ReceiptLabels;
 use crate::secrets::{generate_id, generate_token};
+use crate::signature::{
+    verify_body, verify_delivery, DELIVERY_HEADER, GITHUB_DELIVERY_HEADER, GITHUB_SIGNATURE_HEADER,
+    MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 use crate::store::{now_ms, Webhook};
 use crate::tasks::{rfc3339, CreateTask};
 use crate::triggers::validate_target;
-use crate::triggers::webhook::{
-    render, verify, DELIVERY_HEADERS, MAX_SKEW_SECS, SIGNATURE_HEADERS, TIMESTAMP_HEADER,
-};
+use crate::triggers::webhook::render;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +44,9 @@ pub struct NewWebhook {
     hook: Option<HookSpec>,
 }
 
-fn view(w: &Webhook) -> Value {
+/// `writer`: whether the caller may change the workspace; only writers
+/// see a hook URL whole (its path is often a secret).
+fn view(w: &Webhook, writer: bool) -> Value {
     json!({
         "id": w.id,
         "name": w.name,
@@ -43,7 +54,7 @@ fn view(w: &Webhook) -> Value {
         "prompt_template": w.prompt_template,
         "assistant": w.assistant,
         "workdir": w.workdir,
-        "hook_url": w.hook_url,
+        "hook_url": hook_url_view(w.hook_url.as_deref(), writer),
         "created_at": rfc3339(w.created_at),
     })
 }
@@ -69,7 +80,7 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
         created_at: now_ms(),
     };
     app.tasks.store().insert_webhook(w.clone()).await?;
-    let mut body = view(&w);
+    let mut body = view(&w, true);
     // Shown once: it is never returned again.
     body["secret"] = json!(secret);
     Ok((
@@ -82,7 +93,10 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
 
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let all = app.tasks.store().list_webhooks().await?;
-    Ok(axum::Json(json!({"webhooks": all.iter().map(view).collect::<Vec<_>>()})).into_response())
+    Ok(axum::Json(
+        json!({"webhooks": all.iter().map(|x| view(x, app.auth.may_write())).collect::<Vec<_>>()}),
+    )
+    .into_response())
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -96,10 +110,68 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What a delivery says about itself, by its scheme (see the module doc).
+enum Delivery {
+    Signed {
+        signature: String,
+        timestamp: i64,
+        id: String,
+    },
+    GitHub {
+        signature: String,
+        id: String,
+        /// What a replay would repeat: the signed body.
+        body_digest: String,
+    },
+}
+
+/// Read the scheme's headers. With a signature, missing ones are named (a
+/// 400 before the webhook is looked up, so it tells nothing about which
+/// ids exist); without one, the answer is a wrong signature's.
+fn delivery_of(headers: &HeaderMap, body: &[u8]) -> ApiResult<Delivery> {
+    let id_of = |name: &str| {
+        header(headers, name)
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && d.len() <= 200)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_delivery_id",
+                    format!("send a delivery id in {name} (at most 200 characters) for replay protection"),
+                )
+            })
+    };
+    if let Some(signature) = header(headers, SIGNATURE_HEADER) {
+        let timestamp = header(headers, TIMESTAMP_HEADER)
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_timestamp",
+                    format!("{TIMESTAMP_HEADER} must be sent, in unix seconds, and signed with the body"),
+                )
+            })?;
+        return Ok(Delivery::Signed {
+            signature: signature.to_string(),
+            timestamp,
+            id: id_of(DELIVERY_HEADER)?,
+        });
+    }
+    let Some(signature) = header(headers, GITHUB_SIGNATURE_HEADER) else {
+        // The same answer as a wrong signature or an unknown webhook.
+        return Err(ApiError::unauthorized(
+            "the webhook signature does not match",
+        ));
+    };
+    use sha2::Digest;
+    Ok(Delivery::GitHub {
+        signature: signature.to_string(),
+        id: id_of(GITHUB_DELIVERY_HEADER)?,
+        body_digest: format!("body-sha256:{}", hex::encode(sha2::Sha256::digest(body))),
+    })
 }
 
 /// Receive a delivery: verify, de-duplicate, render, start a task.
@@ -142,31 +214,28 @@ async fn receive_inner(
             format!("webhook bodies are limited to {cap} bytes"),
         )
     })?;
+    let delivery = delivery_of(headers, &bytes)?;
     let hook = app.tasks.store().get_webhook(id).await?;
-    let signature = header(headers, &SIGNATURE_HEADERS).unwrap_or("");
     // An unknown id is checked against a throwaway key: same work, same answer.
     let secret = hook
         .as_ref()
         .map(|w| w.secret.clone())
         .unwrap_or_else(generate_token);
-    let verified = verify(&secret, &bytes, signature);
+    let verified = match &delivery {
+        Delivery::Signed {
+            signature,
+            timestamp,
+            id,
+        } => verify_delivery(&secret, *timestamp, id, &bytes, signature),
+        Delivery::GitHub { signature, .. } => verify_body(&secret, &bytes, signature),
+    };
     let Some(hook) = hook.filter(|_| verified) else {
         return Err(ApiError::unauthorized(
             "the webhook signature does not match",
         ));
     };
-    if let Some(ts) = headers.get(TIMESTAMP_HEADER) {
-        let ts: i64 = ts
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_timestamp",
-                    "X-Kube-Coder-Timestamp must be unix seconds",
-                )
-            })?;
-        if (now_ms() / 1000 - ts).abs() > MAX_SKEW_SECS {
+    if let Delivery::Signed { timestamp, .. } = &delivery {
+        if (now_ms() / 1000 - timestamp).abs() > MAX_SKEW_SECS {
             return Err(ApiError::bad_request(
                 "stale_delivery",
                 format!("the delivery timestamp is more than {MAX_SKEW_SECS} s from now"),
@@ -176,19 +245,21 @@ async fn receive_inner(
     if app.auth.read_only() {
         return Err(ApiError::read_only());
     }
-    let delivery = header(headers, &DELIVERY_HEADERS)
-        .filter(|d| !d.is_empty() && d.len() <= 200)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "missing_delivery_id",
-                "send a delivery id (X-GitHub-Delivery or X-Kube-Coder-Delivery) for replay protection",
-            )
-        })?
-        .to_string();
+    let (delivery, replay_key) = match delivery {
+        Delivery::Signed { id, .. } => (id.clone(), id),
+        Delivery::GitHub {
+            id, body_digest, ..
+        } => (id, body_digest),
+    };
     let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the webhook body is not JSON: {e}"))
     })?;
-    if !app.tasks.store().claim_receipt(&hook.id, &delivery).await? {
+    if !app
+        .tasks
+        .store()
+        .claim_receipt(&hook.id, &replay_key)
+        .await?
+    {
         let resp = axum::Json(json!({"duplicate": true, "delivery_id": delivery})).into_response();
         return Ok((resp, true));
     }
@@ -208,7 +279,7 @@ async fn receive_inner(
         .await?;
     app.tasks
         .store()
-        .set_receipt_task(&hook.id, &delivery, &task.id)
+        .set_receipt_task(&hook.id, &replay_key, &task.id)
         .await?;
     let resp = (
         StatusCode::ACCEPTED,
