@@ -32,6 +32,9 @@ struct Args {
     /// Seconds of concurrent load per throughput figure.
     #[arg(long, default_value_t = 5)]
     load_secs: u64,
+    /// Quiet seconds over which the idle server's CPU time is measured.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
     /// Concurrent clients for throughput.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -340,6 +343,32 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU ticks per minute the server spends while nobody asks anything.
+async fn idle_cpu(pid: Option<u32>, secs: u64) -> String {
+    let Some(pid) = pid else {
+        return "n/a (no --pid)".into();
+    };
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    match (before, cpu_ticks(pid)) {
+        (Some(a), Some(b)) => format!(
+            "{:.1} ticks/min ({} in {secs} s; 100 ticks = 1 CPU-second)",
+            (b - a) as f64 * 60.0 / secs as f64,
+            b - a
+        ),
+        _ => "n/a".into(),
+    }
+}
+
 fn mib(kib: Option<u64>) -> String {
     kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a (no --pid)".into())
@@ -367,6 +396,10 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let idle = args.pid.and_then(rss_kib);
     rows.push(Row("RSS idle".into(), mib(idle)));
+    rows.push(Row(
+        "CPU idle".into(),
+        idle_cpu(args.pid, args.idle_secs).await,
+    ));
 
     let load = Duration::from_secs(args.load_secs);
     for target in [0usize, 200, 1000] {
