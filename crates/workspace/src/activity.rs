@@ -21,8 +21,9 @@ pub struct Activity {
     last: AtomicI64,
 }
 
+/// Now in Unix seconds, from the server's one clock.
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::now_ms() / 1000
 }
 
 impl Default for Activity {
@@ -39,9 +40,9 @@ impl Activity {
         self.last.store(now(), Ordering::Relaxed);
     }
 
-    pub fn last(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::from_unix_timestamp(self.last.load(Ordering::Relaxed))
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    /// When, in Unix milliseconds (whole seconds).
+    pub fn last_ms(&self) -> i64 {
+        self.last.load(Ordering::Relaxed) * 1000
     }
 
     pub fn idle_seconds(&self) -> u64 {

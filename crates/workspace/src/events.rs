@@ -6,7 +6,8 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::tasks::TaskView;
+use crate::system_stats::{Sampler, PUSH_EVERY};
+use crate::views::TaskView;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -78,4 +79,21 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
         self.tx.subscribe()
     }
+}
+
+/// Push a `system` sample every `PUSH_EVERY` while the bus has listeners.
+pub fn spawn_system_pusher(bus: EventBus, sampler: Sampler) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PUSH_EVERY);
+        loop {
+            tick.tick().await;
+            if bus.listeners() == 0 {
+                continue;
+            }
+            let s = sampler.clone();
+            if let Ok(stats) = tokio::task::spawn_blocking(move || s.sample()).await {
+                bus.publish(ServerEvent::System { stats });
+            }
+        }
+    });
 }

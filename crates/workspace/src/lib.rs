@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -17,10 +18,15 @@ pub mod server;
 pub mod signature;
 pub mod store;
 pub mod system_stats;
+pub mod task_state;
 pub mod tasks;
 pub mod terminal;
 pub mod triggers;
+pub mod views;
 pub mod web_assets;
 
 pub use config::{AuthMode, Limits, ServeConfig};
 pub use server::{ServeError, Server, Started};
+
+#[cfg(test)]
+mod layers;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::tasks::state::TaskState;
+use crate::task_state::TaskState;
 
 /// Which listener served a request (a label value).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]

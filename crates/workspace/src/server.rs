@@ -182,7 +182,7 @@ impl Server {
                 err,
             })?;
         let system = Sampler::new(Sources::system(&config.home));
-        system.clone().spawn_pusher(events.clone());
+        crate::events::spawn_system_pusher(events.clone(), system.clone());
         let state = AppState {
             name: config.name.clone(),
             system,

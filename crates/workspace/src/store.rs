@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::clock::now_ms;
 use crate::secret_box::SecretBox;
 
-use crate::tasks::state::TaskState;
+use crate::task_state::TaskState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -200,14 +201,20 @@ pub struct TaskFilter {
     pub limit: usize,
 }
 
+/// The body of a completion hook's delivery, made from the task as it is
+/// after its final transition and the new delivery's id. The caller knows
+/// the format; the store only writes what it is handed, in the same
+/// transaction as the state.
+pub type CompletionPayload = Box<dyn FnOnce(&TaskRecord, &str) -> String + Send>;
+
 /// What a transition changes besides the state.
-#[derive(Debug, Default, Clone)]
+#[derive(Default)]
 pub struct TransitionInfo {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub reason: Option<String>,
-    /// The end of the output, for a completion hook's payload.
-    pub output_tail: Option<String>,
+    /// For a final state of a task with a hook: its delivery's body.
+    pub completion: Option<CompletionPayload>,
 }
 
 /// What a transition did.
@@ -251,11 +258,6 @@ pub enum AfterAttempt {
     Delivered,
     RetryAt(i64),
     Dead,
-}
-
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 #[derive(Clone)]
@@ -447,20 +449,19 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("updated task vanished".into()))?;
             // The hook's outbox row commits with the final state, or not at all.
             let mut delivery = None;
-            if to.is_final() {
-                if let Some(url) = &rec.hook_url {
-                    let secret: Option<String> =
-                        tx.query_row("SELECT hook_secret FROM tasks WHERE id = ?1", [&id], |r| r.get(0))?;
-                    let delivery_id = crate::secrets::generate_token()[..24].to_string();
-                    let payload = crate::hooks::payload::completion(&rec, info.output_tail.as_deref(), &delivery_id);
-                    tx.execute(
-                        "INSERT INTO hook_deliveries (id, task_id, url, secret, payload, state,
-                                                      next_attempt_at, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-                        params![delivery_id, id, url, secret, payload, now],
-                    )?;
-                    delivery = Some(delivery_id);
-                }
+            let render = info.completion.filter(|_| to.is_final());
+            if let (Some(url), Some(render)) = (&rec.hook_url, render) {
+                let secret: Option<String> =
+                    tx.query_row("SELECT hook_secret FROM tasks WHERE id = ?1", [&id], |r| r.get(0))?;
+                let delivery_id = crate::secrets::generate_token()[..24].to_string();
+                let payload = render(&rec, &delivery_id);
+                tx.execute(
+                    "INSERT INTO hook_deliveries (id, task_id, url, secret, payload, state,
+                                                  next_attempt_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                    params![delivery_id, id, url, secret, payload, now],
+                )?;
+                delivery = Some(delivery_id);
             }
             tx.commit()?;
             Ok(Some(Moved {

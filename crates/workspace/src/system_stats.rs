@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::events::{EventBus, ServerEvent};
-
 /// How often the header's figures are pushed to listening dashboards.
 pub const PUSH_EVERY: Duration = Duration::from_secs(5);
 
@@ -96,23 +94,6 @@ impl Sampler {
             disk_used_bytes,
             disk_total_bytes,
         }
-    }
-
-    /// Push a sample every `PUSH_EVERY` while the bus has listeners.
-    pub fn spawn_pusher(self, bus: EventBus) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PUSH_EVERY);
-            loop {
-                tick.tick().await;
-                if bus.listeners() == 0 {
-                    continue;
-                }
-                let me = self.clone();
-                if let Ok(stats) = tokio::task::spawn_blocking(move || me.sample()).await {
-                    bus.publish(ServerEvent::System { stats });
-                }
-            }
-        });
     }
 }
 

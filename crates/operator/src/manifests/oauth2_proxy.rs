@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, SecretKeySelector,
 };
 
-use super::workload::{hardened, http_probe, resources};
+use super::container::{hardened, http_probe, resources};
 use crate::crd::{OAuth2, OAuth2Provider, Workspace};
 use crate::names;
 use crate::settings::Settings;

@@ -4,73 +4,21 @@
 //! read-only root filesystem with writable home and /tmp, no service
 //! account token, probes on the api port.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath,
-    LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretVolumeSource, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::quantity::canonical;
+use super::container::{hardened, http_probe, resources};
 use super::{meta, oauth2_proxy};
 use crate::crd::{AuthType, Workspace};
 use crate::names;
 use crate::settings::Settings;
 
 const CREDENTIALS_DIR: &str = "/etc/kube-coder/credentials";
-
-/// The container security context every container of a workspace gets.
-pub fn hardened() -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(names::UID),
-        run_as_group: Some(names::UID),
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
-    let q = |(cpu, memory): (&str, &str)| {
-        Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(canonical(cpu))),
-            ("memory".to_string(), Quantity(canonical(memory))),
-        ]))
-    };
-    ResourceRequirements {
-        requests: q(requests),
-        limits: q(limits),
-        ..Default::default()
-    }
-}
-
-pub fn http_probe(path: &str, port: i32, period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(port),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        ..Default::default()
-    }
-}
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {

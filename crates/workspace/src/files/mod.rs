@@ -165,7 +165,7 @@ fn kind_of(ft: cap_std::fs::FileType) -> &'static str {
 }
 
 fn rfc3339_secs(secs: i64, nanos: i64) -> String {
-    crate::tasks::rfc3339(secs * 1000 + nanos / 1_000_000)
+    crate::clock::rfc3339(secs * 1000 + nanos / 1_000_000)
 }
 
 /// Run blocking file work off the async runtime.

@@ -15,10 +15,11 @@ use rand::Rng;
 use tokio::sync::Notify;
 
 use super::ssrf::Guard;
+use crate::clock::now_ms;
 use crate::events::{EventBus, ServerEvent};
 use crate::metrics::{HookLabels, Metrics};
 use crate::signature::{sign_delivery, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::store::{now_ms, AfterAttempt, Attempt, Delivery, Store};
+use crate::store::{AfterAttempt, Attempt, Delivery, Store};
 
 #[derive(Debug, Clone)]
 pub struct HookSettings {

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
+use crate::clock::rfc3339;
 use crate::store::TaskRecord;
-use crate::tasks::rfc3339;
 
 /// The JSON body for a task that reached a final state. Written into the
 /// outbox with the state, so every attempt sends the same bytes.

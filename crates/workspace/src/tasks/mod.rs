@@ -8,7 +8,6 @@
 
 pub mod assistants;
 pub mod output_log;
-pub mod state;
 pub mod tmux;
 mod watch;
 
@@ -19,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch as tokio_watch;
 
 use crate::config::Limits;
@@ -30,8 +29,9 @@ use crate::hooks::HookSpec;
 use crate::metrics::{FinishedLabels, Metrics};
 use crate::secrets::generate_id;
 use crate::store::{Moved, NewTask, Store, TaskRecord, TransitionInfo};
+use crate::task_state::TaskState;
+use crate::views::TaskView;
 use assistants::{Assistants, PromptDelivery};
-use state::TaskState;
 use tmux::{sh_quote, started_channel, SessionSpec, Tmux};
 use tokio::sync::Notify;
 use watch::{DirEvent, DirWatcher, EXIT_FILE};
@@ -67,53 +67,6 @@ pub struct Pulse {
     /// Bumped whenever its log changes.
     pub output: u64,
     pub state: TaskState,
-}
-
-/// A task as the API shows it. Secrets and env values are never included.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskView {
-    pub id: String,
-    pub name: Option<String>,
-    pub assistant: String,
-    pub prompt: Option<String>,
-    pub workdir: String,
-    pub env_keys: Vec<String>,
-    pub state: TaskState,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-    pub tmux_session: String,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub updated_at: String,
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-impl From<&TaskRecord> for TaskView {
-    fn from(r: &TaskRecord) -> Self {
-        Self {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            assistant: r.assistant.clone(),
-            prompt: r.prompt.clone(),
-            workdir: r.workdir.clone(),
-            env_keys: r.env_keys.clone(),
-            state: r.state,
-            exit_code: r.exit_code,
-            error: r.error.clone(),
-            tmux_session: r.tmux_session.clone(),
-            created_at: rfc3339(r.created_at),
-            started_at: r.started_at.map(rfc3339),
-            finished_at: r.finished_at.map(rfc3339),
-            updated_at: rfc3339(r.updated_at),
-        }
-    }
 }
 
 /// `POST /api/tasks` body.
@@ -539,9 +492,10 @@ impl TaskManager {
         mut info: TransitionInfo,
     ) -> Option<TaskRecord> {
         if to.is_final() {
-            // For a completion hook's payload, read before the transaction.
+            // For a completion hook's payload, read before the transaction;
+            // the store writes the delivery with the final state.
             let dir = self.task_dir(id);
-            info.output_tail = tokio::task::spawn_blocking(move || {
+            let tail = tokio::task::spawn_blocking(move || {
                 output_log::tail(&dir, HOOK_TAIL_LINES, HOOK_TAIL_BYTES)
                     .ok()
                     .map(|b| output_log::to_plain_text(&b))
@@ -549,6 +503,9 @@ impl TaskManager {
             .await
             .ok()
             .flatten();
+            info.completion = Some(Box::new(move |rec, delivery_id| {
+                crate::hooks::payload::completion(rec, tail.as_deref(), delivery_id)
+            }));
         }
         let moved = match self.store.transition(id, from, to, info).await {
             Ok(m) => m,

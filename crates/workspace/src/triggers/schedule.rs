@@ -18,9 +18,10 @@ use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::hooks::HookSpec;
 use crate::metrics::{FiringLabels, Metrics};
-use crate::store::{now_ms, Firing, Schedule, Store};
+use crate::store::{Firing, Schedule, Store};
 use crate::tasks::{CreateTask, TaskManager};
 
 /// Most missed occurrences recorded one by one after a long outage.

@@ -28,11 +28,7 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
 
 /// When someone last used the workspace, and how many tasks are live.
 pub async fn activity(State(app): State<AppState>) -> Json<Value> {
-    let last = app
-        .activity
-        .last()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let last = crate::clock::rfc3339(app.activity.last_ms());
     Json(json!({
         "last_activity": last,
         "idle_seconds": app.activity.idle_seconds(),

@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::hooks::hook_url_view;
 use crate::http::AppState;
-use crate::tasks::rfc3339;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,13 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::clock::now_ms;
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::hooks::{hook_url_view, HookSpec};
 use crate::http::AppState;
 use crate::secrets::generate_id;
-use crate::store::{now_ms, Schedule};
-use crate::tasks::rfc3339;
+use crate::store::Schedule;
 use crate::triggers::schedule::{next_after, parse_cron, parse_tz};
 use crate::triggers::validate_target;
 

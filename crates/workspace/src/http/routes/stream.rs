@@ -22,9 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::http::AppState;
+use crate::task_state::TaskState;
 use crate::tasks::output_log::read_from;
-use crate::tasks::state::TaskState;
-use crate::tasks::TaskView;
+use crate::views::TaskView;
 
 const READ_CHUNK: usize = 64 * 1024;
 

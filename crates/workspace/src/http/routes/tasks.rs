@@ -6,13 +6,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
 use crate::http::AppState;
 use crate::store::TaskFilter;
+use crate::task_state::TaskState;
 use crate::tasks::output_log::{tail, to_plain_text};
-use crate::tasks::state::TaskState;
-use crate::tasks::{rfc3339, CreateTask, TaskView};
+use crate::tasks::CreateTask;
+use crate::views::TaskView;
 
 const MAX_PAGE: usize = 500;
 const MAX_TAIL_LINES: usize = 10_000;

@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::clock::now_ms;
+use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
 use crate::hooks::{hook_url_view, HookSpec};
@@ -28,8 +30,8 @@ use crate::signature::{
     verify_body, verify_delivery, DELIVERY_HEADER, GITHUB_DELIVERY_HEADER, GITHUB_SIGNATURE_HEADER,
     MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use crate::store::{now_ms, Webhook};
-use crate::tasks::{rfc3339, CreateTask};
+use crate::store::Webhook;
+use crate::tasks::CreateTask;
 use crate::triggers::validate_target;
 use crate::triggers::webhook::render;
 
