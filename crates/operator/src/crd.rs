@@ -4,7 +4,7 @@
 //! holds the YAML generated from them (`kube-coder crd`), and a test fails
 //! when the two drift. Unsafe combinations are refused by the API server
 //! itself through CEL rules (`x-kubernetes-validations`), not only by us.
-//! Every default is the safe one from `docs/security.md`'s table.
+//! Every default is the safe one (the example in docs/operator.md shows them).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

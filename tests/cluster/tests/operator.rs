@@ -135,7 +135,7 @@ async fn a_workspace_becomes_ready_converges_stops_starts_and_is_deleted_keeping
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True"));
 
-    // Everything operator.md lists is there.
+    // Everything docs/operator.md lists is there.
     let ns = format!("ws-{name}");
     let v = versions(&client, &name).await;
     for key in [
