@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::system_stats::{Sampler, PUSH_EVERY};
 use crate::views::TaskView;
@@ -82,11 +83,14 @@ impl EventBus {
 }
 
 /// Push a `system` sample every `PUSH_EVERY` while the bus has listeners.
-pub fn spawn_system_pusher(bus: EventBus, sampler: Sampler) {
+pub fn spawn_system_pusher(bus: EventBus, sampler: Sampler, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PUSH_EVERY);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
             if bus.listeners() == 0 {
                 continue;
             }

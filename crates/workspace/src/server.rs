@@ -73,6 +73,10 @@ pub struct Started {
 
 pub struct Server {
     pub started: Started,
+    /// Stops every background worker of this server (hook deliverer,
+    /// scheduler, stats pusher, the task manager's loops, folder watches)
+    /// when the server is dropped: after `run`, or without it.
+    _workers: tokio_util::sync::DropGuard,
     dashboard: (TcpListener, axum::Router),
     api: (TcpListener, axum::Router),
     limits: crate::config::Limits,
@@ -108,6 +112,10 @@ impl Server {
                 err,
             })?;
         let new_token = created.then(|| token.clone());
+        // Cancelled when this guard drops: with the Server, or on an early
+        // return from here, so no worker outlives a failed start.
+        let workers = CancellationToken::new();
+        let stop_workers = workers.clone().drop_guard();
         let secret_box = SecretBox::load_or_create(&config.secret_key_file).map_err(|err| {
             ServeError::SecretKey {
                 path: config.secret_key_file.clone(),
@@ -133,6 +141,7 @@ impl Server {
             metrics.clone(),
             events.clone(),
             hook_wake.clone(),
+            workers.child_token(),
         );
         let tasks = TaskManager::start(TaskManagerParts {
             store: store.clone(),
@@ -147,6 +156,7 @@ impl Server {
             hook_guard,
             default_hook: config.default_hook.clone(),
             hook_wake: hook_wake.clone(),
+            shutdown: workers.child_token(),
         })
         .await
         .map_err(ServeError::Tasks)?;
@@ -156,6 +166,7 @@ impl Server {
             tasks.clone(),
             metrics.clone(),
             schedule_wake.clone(),
+            workers.child_token(),
         );
         let auth = Arc::new(Auth::new(AuthParts {
             mode: config.auth,
@@ -182,13 +193,13 @@ impl Server {
                 err,
             })?;
         let system = Sampler::new(Sources::system(&config.home));
-        crate::events::spawn_system_pusher(events.clone(), system.clone());
+        crate::events::spawn_system_pusher(events.clone(), system.clone(), workers.child_token());
         let state = AppState {
             name: config.name.clone(),
             system,
             tasks,
             files,
-            dir_watches: Arc::new(DirWatches::new(config.read_only)),
+            dir_watches: Arc::new(DirWatches::new(config.read_only, workers.child_token())),
             auth,
             metrics,
             events,
@@ -217,6 +228,7 @@ impl Server {
             dashboard: (dash, dashboard_router(state.clone())),
             api: (api, api_router(state)),
             _token_watch: token_watch,
+            _workers: stop_workers,
             limits: config.limits.clone(),
         })
     }
@@ -250,5 +262,79 @@ impl Resolve for NoResolver {
     > {
         let why = format!("no DNS resolver: {}", self.0);
         Box::pin(async move { Err(why) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::{AuthMode, IdentityHeaders, Limits};
+
+    fn config(dir: &std::path::Path) -> ServeConfig {
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        ServeConfig {
+            name: "test".into(),
+            home: dir.join("home"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            auth: AuthMode::Token,
+            read_only: false,
+            api_token_file: data_dir.join("api-token"),
+            secret_key_file: data_dir.join("secret.key"),
+            htpasswd_file: None,
+            trusted_proxy: false,
+            trusted_proxy_cidrs: Vec::new(),
+            identity_headers: IdentityHeaders::default(),
+            allowed_users: Vec::new(),
+            assistants_config: None,
+            tmux_socket: data_dir.join("tmux.sock"),
+            pipe_log_command: vec!["true".into()],
+            limits: Limits::default(),
+            file_limits: Default::default(),
+            hooks: Default::default(),
+            allow_internal_hooks: false,
+            default_hook: None,
+            data_dir,
+        }
+    }
+
+    /// Every background worker takes the server's shutdown: two servers
+    /// started and stopped in turn in one process leave no task behind.
+    #[tokio::test]
+    async fn a_stopped_server_leaves_no_task_of_its_own_running() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let baseline = metrics.num_alive_tasks();
+        for round in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let server = Server::bind(config(dir.path())).await.unwrap();
+            let api = server.started.api;
+            let stop = CancellationToken::new();
+            let run = tokio::spawn(server.run(stop.clone()));
+            // One request, so a connection task exists too.
+            let answer = reqwest::get(format!("http://{api}/livez")).await.unwrap();
+            assert_eq!(answer.status(), 200);
+            assert!(metrics.num_alive_tasks() > baseline + 3, "the workers run");
+            stop.cancel();
+            run.await.unwrap().unwrap();
+            // Each worker ends at its next poll after the cancellation.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while metrics.num_alive_tasks() > baseline && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                metrics.num_alive_tasks(),
+                baseline,
+                "round {round}: tasks of a stopped server still run"
+            );
+            let _ = std::process::Command::new("tmux")
+                .arg("-S")
+                .arg(dir.path().join("data/tmux.sock"))
+                .arg("kill-server")
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }

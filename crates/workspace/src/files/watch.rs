@@ -26,6 +26,7 @@ use cap_std::fs::Dir;
 use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// What a viewer of one directory is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,7 @@ struct Shared {
     next_id: std::sync::atomic::AtomicU64,
     /// Read-only mode: dot-entries do not exist, so their changes are not news.
     hide_dot: bool,
+    shutdown: CancellationToken,
 }
 
 struct Watched {
@@ -80,13 +82,15 @@ pub struct Subscription {
 }
 
 impl DirWatches {
-    pub fn new(hide_dot: bool) -> Self {
+    /// The reader of inotify events ends with `shutdown`.
+    pub fn new(hide_dot: bool, shutdown: CancellationToken) -> Self {
         Self {
             shared: Arc::new(Shared {
                 watches: Mutex::new(None),
                 table: Mutex::new(HashMap::new()),
                 next_id: 0.into(),
                 hide_dot,
+                shutdown,
             }),
         }
     }
@@ -102,7 +106,11 @@ impl DirWatches {
                 let inotify = Inotify::init()?;
                 let handle = inotify.watches();
                 let events = inotify.into_event_stream([0u8; 4096])?;
-                tokio::spawn(read_events(events, Arc::downgrade(shared)));
+                tokio::spawn(read_events(
+                    events,
+                    Arc::downgrade(shared),
+                    shared.shutdown.clone(),
+                ));
                 guard.insert(handle)
             }
         };
@@ -137,8 +145,17 @@ impl DirWatches {
     }
 }
 
-async fn read_events(mut events: inotify::EventStream<[u8; 4096]>, shared: Weak<Shared>) {
-    while let Some(Ok(ev)) = events.next().await {
+async fn read_events(
+    mut events: inotify::EventStream<[u8; 4096]>,
+    shared: Weak<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(Ok(ev)) = ev else { return };
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -237,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_written_by_anyone_is_a_change_and_viewers_share_a_watch() {
         let home = tempfile::tempdir().expect("tempdir");
-        let watches = DirWatches::new(false);
+        let watches = DirWatches::new(false, CancellationToken::new());
         let mut a = watches.subscribe(open(home.path())).expect("subscribe");
         let mut b = watches.subscribe(open(home.path())).expect("subscribe");
         assert_eq!(watches.watched(), 1, "one watch per directory");
@@ -256,7 +273,7 @@ mod tests {
     async fn reading_the_directory_is_not_a_change() {
         let home = tempfile::tempdir().expect("tempdir");
         std::fs::write(home.path().join("a"), b"1").expect("write");
-        let watches = DirWatches::new(false);
+        let watches = DirWatches::new(false, CancellationToken::new());
         let mut sub = watches.subscribe(open(home.path())).expect("subscribe");
         for _ in 0..3 {
             let _ = std::fs::read_dir(home.path()).expect("list").count();
@@ -274,7 +291,7 @@ mod tests {
         let home = tempfile::tempdir().expect("tempdir");
         let dir = home.path().join("d");
         std::fs::create_dir(&dir).expect("mkdir");
-        let watches = DirWatches::new(false);
+        let watches = DirWatches::new(false, CancellationToken::new());
         let mut sub = watches.subscribe(open(&dir)).expect("subscribe");
         std::fs::remove_dir(&dir).expect("rmdir");
         let mut state = next_change(&mut sub).await;
@@ -291,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn read_only_mode_ignores_dot_entries() {
         let home = tempfile::tempdir().expect("tempdir");
-        let watches = DirWatches::new(true);
+        let watches = DirWatches::new(true, CancellationToken::new());
         let mut sub = watches.subscribe(open(home.path())).expect("subscribe");
         std::fs::write(home.path().join(".secret"), b"x").expect("write");
         let quiet = tokio::time::timeout(Duration::from_millis(300), sub.changes.changed()).await;

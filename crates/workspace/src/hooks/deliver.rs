@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::ssrf::Guard;
 use crate::clock::now_ms;
@@ -63,6 +64,7 @@ impl Deliverer {
         metrics: Arc<Metrics>,
         events: EventBus,
         wake: Arc<Notify>,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let d = Arc::new(Self {
             store,
@@ -72,12 +74,13 @@ impl Deliverer {
             events,
             wake,
         });
-        tokio::spawn(d.clone().run());
+        tokio::spawn(d.clone().run(shutdown));
         d
     }
 
-    async fn run(self: Arc<Self>) {
-        loop {
+    /// Until `shutdown`: attempts under way finish, no new ones start.
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
             let due = match self.store.due_deliveries(now_ms(), BATCH).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -101,6 +104,7 @@ impl Deliverer {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
             }
         }
     }

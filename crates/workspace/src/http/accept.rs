@@ -26,8 +26,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::Service;
 
 /// How long a stopping server waits for open connections.
@@ -54,7 +54,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let connections = TaskTracker::new();
+    let mut connections = JoinSet::new();
     let peers = PeerCounts::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -69,6 +69,8 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        // Forget connections that ended (their results are nothing).
+        while connections.try_join_next().is_some() {}
         let Some(slot) = peers.take(peer.ip(), limits.per_peer) else {
             tracing::debug!(peer = %peer.ip(), "refusing a connection over the per-peer limit");
             // One plain answer, then close; bounded by the header timeout.
@@ -76,7 +78,9 @@ pub async fn serve(
                 Ok::<_, Infallible>(too_many_connections(limits.per_peer))
             });
             let conn = builder.serve_connection(TokioIo::new(stream), refuse);
-            tokio::spawn(tokio::time::timeout(limits.header_timeout, conn));
+            connections.spawn(async move {
+                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+            });
             continue;
         };
         let router = router.clone();
@@ -107,12 +111,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    connections.close();
-    tokio::select! {
-        _ = connections.wait() => {}
-        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open");
-        }
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }
 

@@ -34,6 +34,7 @@ use crate::views::TaskView;
 use assistants::{Assistants, PromptDelivery};
 use tmux::{sh_quote, started_channel, SessionSpec, Tmux};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use watch::{DirEvent, DirWatcher, EXIT_FILE};
 
 /// Keys a client may send to a task's pane (tmux key names).
@@ -104,6 +105,7 @@ pub struct TaskManager {
     default_hook: Option<HookSpec>,
     /// Wakes the hook deliverer when a final state wrote an outbox row.
     hook_wake: Arc<Notify>,
+    shutdown: CancellationToken,
 }
 
 pub struct TaskManagerParts {
@@ -119,6 +121,9 @@ pub struct TaskManagerParts {
     pub hook_guard: Guard,
     pub default_hook: Option<HookSpec>,
     pub hook_wake: Arc<Notify>,
+    /// Ends the manager's background work (tasks themselves keep running:
+    /// they live in tmux).
+    pub shutdown: CancellationToken,
 }
 
 impl TaskManager {
@@ -150,10 +155,17 @@ impl TaskManager {
             hook_guard: p.hook_guard,
             default_hook: p.default_hook,
             hook_wake: p.hook_wake,
+            shutdown: p.shutdown.clone(),
         });
         let weak = Arc::downgrade(&mgr);
+        let shutdown = p.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
+            loop {
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = shutdown.cancelled() => return,
+                };
+                let Some(ev) = ev else { return };
                 let Some(mgr) = weak.upgrade() else { break };
                 match ev {
                     DirEvent::Output(id) => mgr.bump_output(&id),
@@ -165,11 +177,15 @@ impl TaskManager {
         });
         mgr.recover().await;
         let weak = Arc::downgrade(&mgr);
+        let shutdown = p.shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
                 let Some(mgr) = weak.upgrade() else { break };
                 mgr.sweep_vanished().await;
             }
@@ -597,10 +613,14 @@ impl TaskManager {
         let weak = Arc::downgrade(self);
         let id = id.to_string();
         let idle = self.limits.input_idle;
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut seen = rx.borrow().output;
             loop {
-                let changed = tokio::time::timeout(idle, rx.changed()).await;
+                let changed = tokio::select! {
+                    changed = tokio::time::timeout(idle, rx.changed()) => changed,
+                    _ = shutdown.cancelled() => return,
+                };
                 let Some(mgr) = weak.upgrade() else { return };
                 match changed {
                     Ok(Err(_)) => return, // the task finished

@@ -17,6 +17,7 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::hooks::HookSpec;
@@ -60,19 +61,25 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn start(store: Store, tasks: Arc<TaskManager>, metrics: Arc<Metrics>, wake: Arc<Notify>) {
+    pub fn start(
+        store: Store,
+        tasks: Arc<TaskManager>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         let s = Arc::new(Self {
             store,
             tasks,
             metrics,
             wake,
         });
-        tokio::spawn(s.run());
+        tokio::spawn(s.run(shutdown));
     }
 
-    async fn run(self: Arc<Self>) {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut startup = true;
-        loop {
+        while !shutdown.is_cancelled() {
             let now = now_ms();
             let schedules = match self.store.list_schedules().await {
                 Ok(s) => s,
@@ -96,6 +103,7 @@ impl Scheduler {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
             }
         }
     }
