@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::hooks::HookSpec;
 use crate::metrics::{FiringLabels, Metrics};
-use crate::store::{Firing, Schedule, Store};
+use crate::store::{Firing, FiringOutcome, MissedPolicy, Schedule, Store};
 use crate::tasks::{CreateTask, TaskManager};
 
 /// Most missed occurrences recorded one by one after a long outage.
@@ -127,7 +127,8 @@ impl Scheduler {
         // After downtime every due occurrence was missed; while running,
         // only the latest fires (earlier ones were missed by a stall).
         let (missed, fire_at) = if after_downtime {
-            let fire = (s.missed_policy == "run_once").then(|| *due.last().unwrap_or(&now));
+            let fire =
+                (s.missed_policy == MissedPolicy::RunOnce).then(|| *due.last().unwrap_or(&now));
             (due.clone(), fire)
         } else {
             let last = due.pop().unwrap_or(now);
@@ -137,7 +138,7 @@ impl Scheduler {
             firings.push(Firing {
                 due_at: m,
                 fired_at: now,
-                outcome: "missed".into(),
+                outcome: FiringOutcome::Missed,
                 task_id: None,
                 error: None,
             });
@@ -149,7 +150,7 @@ impl Scheduler {
             self.metrics
                 .schedule_firings
                 .get_or_create(&FiringLabels {
-                    outcome: f.outcome.clone(),
+                    outcome: f.outcome.as_str().into(),
                 })
                 .inc();
         }
@@ -175,14 +176,14 @@ impl Scheduler {
             })
             .await;
         let (outcome, task_id, error) = match created {
-            Ok(t) => ("fired", Some(t.id), None),
-            Err(e) => ("failed", None, Some(e.message)),
+            Ok(t) => (FiringOutcome::Fired, Some(t.id), None),
+            Err(e) => (FiringOutcome::Failed, None, Some(e.message)),
         };
-        tracing::info!(schedule.id = %s.id, outcome, task.id = ?task_id, "schedule fired");
+        tracing::info!(schedule.id = %s.id, outcome = outcome.as_str(), task.id = ?task_id, "schedule fired");
         Firing {
             due_at,
             fired_at: now_ms(),
-            outcome: outcome.into(),
+            outcome,
             task_id,
             error,
         }

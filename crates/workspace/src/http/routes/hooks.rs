@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::hooks::hook_url_view;
 use crate::http::AppState;
+use crate::store::DeliveryState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,14 +27,18 @@ pub async fn list(
     State(app): State<AppState>,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<Response> {
-    if let Some(s) = &q.state {
-        if !["pending", "delivered", "dead"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("unknown delivery state `{s}` (pending, delivered, dead)"),
-            ));
-        }
-    }
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            DeliveryState::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown delivery state `{s}` (pending, delivered, dead)"),
+                )
+            })
+        })
+        .transpose()?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request(
@@ -44,7 +49,7 @@ pub async fn list(
     let rows = app
         .tasks
         .store()
-        .list_deliveries(q.state, q.task_id, limit)
+        .list_deliveries(state, q.task_id, limit)
         .await?;
     let writer = app.auth.may_write();
     let deliveries: Vec<_> = rows
@@ -57,7 +62,7 @@ pub async fn list(
                 "signed": d.secret.is_some(),
                 "state": d.state,
                 "attempts": d.attempts,
-                "next_attempt_at": (d.state == "pending").then(|| rfc3339(d.next_attempt_at)),
+                "next_attempt_at": (d.state == DeliveryState::Pending).then(|| rfc3339(d.next_attempt_at)),
                 "last_status": d.last_status,
                 "last_error": d.last_error,
                 "created_at": rfc3339(d.created_at),

@@ -14,7 +14,7 @@ use crate::extract::{Json, Path};
 use crate::hooks::{hook_url_view, HookSpec};
 use crate::http::AppState;
 use crate::secrets::generate_id;
-use crate::store::Schedule;
+use crate::store::{MissedPolicy, Schedule};
 use crate::triggers::schedule::{next_after, parse_cron, parse_tz};
 use crate::triggers::validate_target;
 
@@ -60,13 +60,16 @@ pub async fn create(
     let cron = parse_cron(&n.cron).map_err(|e| ApiError::bad_request("invalid_cron", e))?;
     let tz_name = n.timezone.unwrap_or_else(|| "UTC".into());
     let tz = parse_tz(&tz_name).map_err(|e| ApiError::bad_request("invalid_timezone", e))?;
-    let missed = n.missed.unwrap_or_else(|| "run_once".into());
-    if missed != "run_once" && missed != "skip" {
+    let missed = match n.missed.as_deref() {
+        None => Some(MissedPolicy::RunOnce),
+        Some(m) => MissedPolicy::parse(m),
+    };
+    let Some(missed) = missed else {
         return Err(ApiError::bad_request(
             "invalid_missed",
-            "missed must be `run_once` or `skip`",
+            format!("missed must be {}", MissedPolicy::words()),
         ));
-    }
+    };
     let now = now_ms();
     let next_at = next_after(&cron, tz, now).ok_or_else(|| {
         ApiError::bad_request("invalid_cron", format!("`{}` never fires", n.cron))
