@@ -37,12 +37,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 404 `not_found`, naming what is missing.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
     pub fn task_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("task `{id}` does not exist"),
-        )
+        Self::not_found(format!("task `{id}` does not exist"))
     }
 
     pub fn no_route(method: &str, path: &str) -> Self {

@@ -177,7 +177,7 @@ impl Server {
             trusted_proxy_cidrs: config.trusted_proxy_cidrs.clone(),
             identity_headers: config.identity_headers,
             allowed_users: config.allowed_users.clone(),
-            store,
+            store: store.clone(),
         }));
         let token_watch = match crate::auth::token_file::watch(&config.api_token_file, auth.clone())
         {
@@ -197,6 +197,7 @@ impl Server {
         let state = AppState {
             name: config.name.clone(),
             system,
+            store: store.clone(),
             tasks,
             files,
             dir_watches: Arc::new(DirWatches::new(config.read_only, workers.child_token())),

@@ -85,12 +85,7 @@ fn page(built: Option<&[u8]>, nonce: &str) -> String {
 pub fn asset(file: &str, req_headers: &HeaderMap) -> Response {
     let path = format!("assets/{file}");
     let Some(plain) = Dist::get(&path) else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no dashboard asset `{file}`"),
-        )
-        .into_response();
+        return ApiError::not_found(format!("no dashboard asset `{file}`")).into_response();
     };
     let etag = format!("\"{}\"", hex::encode(&plain.metadata.sha256_hash()[..16]));
     let accepts = req_headers

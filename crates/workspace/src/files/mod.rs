@@ -83,11 +83,7 @@ pub struct Listing {
 pub fn io_error(path: &UserPath, e: io::Error) -> ApiError {
     let p = path.display();
     match e.kind() {
-        io::ErrorKind::NotFound => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("`{p}` does not exist"),
-        ),
+        io::ErrorKind::NotFound => ApiError::not_found(format!("`{p}` does not exist")),
         io::ErrorKind::PermissionDenied => ApiError::forbidden(
             "forbidden_path",
             format!("`{p}` is outside the workspace home or not accessible"),
@@ -235,11 +231,10 @@ impl Files {
         })?;
         let dir = self.root.open_dir(parent).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("the directory of `{}` does not exist", path.display()),
-                )
+                ApiError::not_found(format!(
+                    "the directory of `{}` does not exist",
+                    path.display()
+                ))
             } else {
                 io_error(path, e)
             }

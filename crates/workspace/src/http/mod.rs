@@ -2,11 +2,13 @@
 //!
 //! `router.rs` lists every route of both listeners in one place; handlers
 //! live in `routes/`, one file per resource; `accept.rs` is the accept
-//! loop (timeouts, per-peer caps, graceful close).
+//! loop (timeouts, per-peer caps, graceful close); `sse.rs` the plumbing
+//! every streaming route shares (the stream cap, keep-alives).
 
 pub mod accept;
 pub mod router;
 mod routes;
+pub mod sse;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ pub struct AppState {
     /// The workspace's name, shown in the dashboard header.
     pub name: String,
     pub system: crate::system_stats::Sampler,
+    /// The database (every route reaches it here, not through the task
+    /// manager or auth).
+    pub store: crate::store::Store,
     pub tasks: Arc<TaskManager>,
     pub files: Files,
     /// inotify watches on the directories open in Files views.

@@ -1,16 +1,14 @@
 //! `GET /api/events`: server-wide events (task created, state changed) as SSE.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures_util::Stream;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 
-use super::stream::take_slot;
 use crate::error::ApiResult;
+use crate::http::sse::{self, take_slot};
 use crate::http::AppState;
 
 pub async fn event_stream(
@@ -18,9 +16,7 @@ pub async fn event_stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let slot = take_slot(&app)?;
     let mut sub = app.events.subscribe();
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(async move {
-        let _slot = slot;
+    Ok(sse::respond(slot, 64, move |tx| async move {
         let mut seq: u64 = 0;
         loop {
             let ev = tokio::select! {
@@ -46,7 +42,5 @@ pub async fn event_stream(
                 return;
             }
         }
-    });
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    }))
 }

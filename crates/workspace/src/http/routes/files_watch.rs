@@ -10,17 +10,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::stream::take_slot;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Query;
 use crate::files::blocking;
+use crate::http::sse::{self, take_slot};
 use crate::http::AppState;
 
 /// Quiet time after a notice: a build rewriting hundreds of files becomes a
@@ -58,10 +56,8 @@ pub async fn watch(
     })
     .await?;
 
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(4);
     let data = json!({ "path": shown }).to_string();
-    tokio::spawn(async move {
-        let _slot = slot;
+    Ok(sse::respond(slot, 4, move |tx| async move {
         let send =
             |name: &'static str| tx.send(Ok(Event::default().event(name).data(data.clone())));
         if send("ready").await.is_ok() {
@@ -84,7 +80,5 @@ pub async fn watch(
         }
         // Dropping `sub` here removes the watch if this was its last viewer.
         drop(sub);
-    });
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    }))
 }

@@ -14,7 +14,7 @@ pub async fn livez() -> Json<Value> {
 
 /// Ready when the database answers.
 pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    match app.tasks.store().count_by_state().await {
+    match app.store.count_by_state().await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");

@@ -46,11 +46,7 @@ pub async fn list(
             "limit must be between 1 and 500",
         ));
     }
-    let rows = app
-        .tasks
-        .store()
-        .list_deliveries(state, q.task_id, limit)
-        .await?;
+    let rows = app.store.list_deliveries(state, q.task_id, limit).await?;
     let writer = app.auth.may_write();
     let deliveries: Vec<_> = rows
         .into_iter()
@@ -80,12 +76,10 @@ pub async fn list(
 }
 
 pub async fn redeliver(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    if !app.tasks.store().redeliver(&id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("hook delivery `{id}` does not exist"),
-        ));
+    if !app.store.redeliver(&id).await? {
+        return Err(ApiError::not_found(format!(
+            "hook delivery `{id}` does not exist"
+        )));
     }
     app.hook_wake.notify_one();
     Ok((

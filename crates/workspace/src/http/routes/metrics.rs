@@ -8,9 +8,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
 
 pub async fn metrics(State(app): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let counts = app.tasks.store().count_by_state().await?;
+    let counts = app.store.count_by_state().await?;
     app.metrics.set_task_counts(&counts);
-    let dead = app.tasks.store().count_dead_deliveries().await?;
+    let dead = app.store.count_dead_deliveries().await?;
     app.metrics.hook_dead_letters.set(dead);
     let body = app
         .metrics

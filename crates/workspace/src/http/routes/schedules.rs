@@ -88,13 +88,13 @@ pub async fn create(
         next_at,
         created_at: now,
     };
-    app.tasks.store().insert_schedule(s.clone()).await?;
+    app.store.insert_schedule(s.clone()).await?;
     app.schedule_wake.notify_one();
     Ok((StatusCode::CREATED, axum::Json(view(&s, true))).into_response())
 }
 
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let all = app.tasks.store().list_schedules().await?;
+    let all = app.store.list_schedules().await?;
     Ok(axum::Json(
         json!({"schedules": all.iter().map(|x| view(x, app.auth.may_write())).collect::<Vec<_>>()}),
     )
@@ -102,7 +102,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    if !app.tasks.store().delete_schedule(&id).await? {
+    if !app.store.delete_schedule(&id).await? {
         return Err(not_found(&id));
     }
     app.schedule_wake.notify_one();
@@ -110,15 +110,11 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("schedule `{id}` does not exist"),
-    )
+    ApiError::not_found(format!("schedule `{id}` does not exist"))
 }
 
 pub async fn firings(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let store = app.tasks.store();
+    let store = app.store;
     if !store.list_schedules().await?.iter().any(|s| s.id == id) {
         return Err(not_found(&id));
     }

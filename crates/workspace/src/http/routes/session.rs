@@ -55,8 +55,7 @@ pub async fn login(
         ));
     }
     let session = generate_token();
-    app.auth
-        .store()
+    app.store
         .create_session(
             SecretDigest::of(&session).to_hex(),
             SESSION_TTL.as_millis() as i64,
@@ -109,8 +108,7 @@ fn secure_attribute(headers: &HeaderMap) -> &'static str {
 pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     require_same_origin(&headers)?;
     if let Some(id) = session_cookie(&headers) {
-        app.auth
-            .store()
+        app.store
             .delete_session(SecretDigest::of(&id).to_hex())
             .await?;
     }
@@ -152,7 +150,7 @@ pub async fn regenerate_token(State(app): State<AppState>) -> ApiResult<Response
         Err(e) => return Err(ApiError::internal("could not write the token file", e)),
     }
     app.auth.replace_token(&token);
-    app.auth.store().delete_all_sessions().await?;
+    app.store.delete_all_sessions().await?;
     tracing::info!("API token regenerated");
     Ok((
         StatusCode::CREATED,

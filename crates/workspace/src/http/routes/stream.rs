@@ -8,19 +8,17 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
+use crate::http::sse::{self, take_slot, EventTx};
 use crate::http::AppState;
 use crate::task_state::TaskState;
 use crate::tasks::output_log::read_from;
@@ -32,36 +30,6 @@ const READ_CHUNK: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     from: Option<u64>,
-}
-
-/// Take an SSE slot or answer 429.
-pub fn take_slot(app: &AppState) -> ApiResult<SseSlot> {
-    let permit = app.sse_slots.clone().try_acquire_owned().map_err(|_| {
-        ApiError::too_many(
-            "sse_limit",
-            format!(
-                "{} streams (event streams and terminals) are open, the most this server allows (--max-sse); close one and retry",
-                app.limits.sse_connections
-            ),
-        )
-    })?;
-    app.metrics.sse_streams.inc();
-    Ok(SseSlot {
-        _permit: permit,
-        app: app.clone(),
-    })
-}
-
-/// Holds an SSE slot for as long as the stream's producer runs.
-pub struct SseSlot {
-    _permit: OwnedSemaphorePermit,
-    app: AppState,
-}
-
-impl Drop for SseSlot {
-    fn drop(&mut self) {
-        self.app.metrics.sse_streams.dec();
-    }
 }
 
 pub async fn task_stream(
@@ -85,15 +53,12 @@ pub async fn task_stream(
     };
     let rec = app.tasks.get(&id).await?;
     let slot = take_slot(&app)?;
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(produce(app, rec.id, rec.state, from, tx, slot));
-    Ok(Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(sse::respond(slot, 16, move |tx| {
+        produce(app, rec.id, rec.state, from, tx)
+    }))
 }
 
-type Tx = mpsc::Sender<Result<Event, Infallible>>;
-
-async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: Tx, _slot: SseSlot) {
+async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: EventTx) {
     let dir = app.tasks.task_dir(&id);
     let mut pulse = app.tasks.pulse(&id);
     let mut reader = Reader {
@@ -108,7 +73,7 @@ async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: T
             return;
         }
         if sent_state != Some(state) {
-            let rec = app.tasks.store().get_task(&id).await.ok().flatten();
+            let rec = app.store.get_task(&id).await.ok().flatten();
             let ev = json!({"state": state, "exit_code": rec.as_ref().and_then(|r| r.exit_code)});
             if !send(&tx, Event::default().event("state").data(ev.to_string())).await {
                 return;
@@ -117,7 +82,7 @@ async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: T
         }
         if state.is_final() {
             // Output written just before the end has been drained above.
-            let rec = app.tasks.store().get_task(&id).await.ok().flatten();
+            let rec = app.store.get_task(&id).await.ok().flatten();
             if let Some(rec) = rec {
                 let data = serde_json::to_string(&TaskView::from(&rec)).unwrap_or_default();
                 let _ = send(&tx, Event::default().event("end").data(data)).await;
@@ -145,7 +110,7 @@ async fn produce(app: AppState, id: String, initial: TaskState, from: u64, tx: T
 }
 
 async fn final_state(app: &AppState, id: &str, fallback: TaskState) -> TaskState {
-    match app.tasks.store().get_task(id).await {
+    match app.store.get_task(id).await {
         Ok(Some(r)) if r.state.is_final() => r.state,
         // The pulse closed, so the task is finished; the row says how.
         _ => {
@@ -167,7 +132,7 @@ struct Reader {
 
 impl Reader {
     /// Send everything written so far; false when the client has gone.
-    async fn drain(&mut self, tx: &Tx) -> bool {
+    async fn drain(&mut self, tx: &EventTx) -> bool {
         loop {
             let (dir, pos) = (self.dir.clone(), self.pos);
             let chunk =
@@ -225,7 +190,7 @@ fn take_complete_utf8(buf: &mut Vec<u8>) -> String {
     text
 }
 
-async fn send(tx: &Tx, ev: Event) -> bool {
+async fn send(tx: &EventTx, ev: Event) -> bool {
     tx.send(Ok(ev)).await.is_ok()
 }
 

@@ -63,8 +63,7 @@ pub async fn list(
         })?);
     }
     let tasks = app
-        .tasks
-        .store()
+        .store
         .list_tasks(TaskFilter {
             states,
             assistant: q.assistant,
@@ -103,8 +102,7 @@ pub async fn create(
 pub async fn detail(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let rec = app.tasks.get(&id).await?;
     let transitions: Vec<_> = app
-        .tasks
-        .store()
+        .store
         .transitions(&id)
         .await?
         .into_iter()

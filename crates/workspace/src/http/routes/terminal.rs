@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::auth::{require_same_origin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
-use crate::http::routes::stream::take_slot;
+use crate::http::sse::take_slot;
 use crate::http::AppState;
 use crate::terminal::{self, Attach};
 

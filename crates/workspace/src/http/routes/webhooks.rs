@@ -81,7 +81,7 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
         hook_secret: n.hook.and_then(|h| h.secret),
         created_at: now_ms(),
     };
-    app.tasks.store().insert_webhook(w.clone()).await?;
+    app.store.insert_webhook(w.clone()).await?;
     let mut body = view(&w, true);
     // Shown once: it is never returned again.
     body["secret"] = json!(secret);
@@ -94,7 +94,7 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
 }
 
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
-    let all = app.tasks.store().list_webhooks().await?;
+    let all = app.store.list_webhooks().await?;
     Ok(axum::Json(
         json!({"webhooks": all.iter().map(|x| view(x, app.auth.may_write())).collect::<Vec<_>>()}),
     )
@@ -102,12 +102,10 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    if !app.tasks.store().delete_webhook(&id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("webhook `{id}` does not exist"),
-        ));
+    if !app.store.delete_webhook(&id).await? {
+        return Err(ApiError::not_found(format!(
+            "webhook `{id}` does not exist"
+        )));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -217,7 +215,7 @@ async fn receive_inner(
         )
     })?;
     let delivery = delivery_of(headers, &bytes)?;
-    let hook = app.tasks.store().get_webhook(id).await?;
+    let hook = app.store.get_webhook(id).await?;
     // An unknown id is checked against a throwaway key: same work, same answer.
     let secret = hook
         .as_ref()
@@ -256,12 +254,7 @@ async fn receive_inner(
     let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the webhook body is not JSON: {e}"))
     })?;
-    if !app
-        .tasks
-        .store()
-        .claim_receipt(&hook.id, &replay_key)
-        .await?
-    {
+    if !app.store.claim_receipt(&hook.id, &replay_key).await? {
         let resp = axum::Json(json!({"duplicate": true, "delivery_id": delivery})).into_response();
         return Ok((resp, true));
     }
@@ -279,8 +272,7 @@ async fn receive_inner(
             }),
         })
         .await?;
-    app.tasks
-        .store()
+    app.store
         .set_receipt_task(&hook.id, &replay_key, &task.id)
         .await?;
     let resp = (
