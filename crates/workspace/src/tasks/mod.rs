@@ -7,14 +7,18 @@
 //! idle monitor wait on; it is driven by inotify, not polling.
 
 pub mod assistants;
+mod lifecycle;
 pub mod output_log;
+mod task_files;
 pub mod tmux;
 mod watch;
 
+use lifecycle::reason;
+pub use task_files::valid_env_name;
+
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,16 +30,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::{EventBus, ServerEvent};
 use crate::hooks::ssrf::Guard;
 use crate::hooks::HookSpec;
-use crate::metrics::{FinishedLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::secrets::generate_id;
-use crate::store::{Moved, NewTask, Store, TaskRecord, TransitionInfo};
+use crate::store::{NewTask, Store, TaskRecord, TransitionInfo};
 use crate::task_state::TaskState;
 use crate::views::TaskView;
 use assistants::{Assistants, PromptDelivery};
 use tmux::{sh_quote, started_channel, SessionSpec, Tmux};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use watch::{DirEvent, DirWatcher, EXIT_FILE};
+use watch::{DirEvent, DirWatcher};
 
 /// Keys a client may send to a task's pane (tmux key names).
 pub const ALLOWED_KEYS: &[&str] = &[
@@ -45,22 +49,6 @@ pub const ALLOWED_KEYS: &[&str] = &[
 ];
 
 const MAX_NAME: usize = 200;
-const HOOK_TAIL_LINES: usize = 50;
-/// How long a finished task's output may take to reach its log.
-const OUTPUT_END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-const HOOK_TAIL_BYTES: u64 = 64 * 1024;
-const MAX_ENV: usize = 64;
-
-/// Environment names a task may not override: they would redirect tmux or
-/// the server's own bookkeeping.
-const RESERVED_ENV: &[&str] = &["TMUX", "TMUX_PANE", "KUBE_CODER_TASK_ID"];
-
-pub fn valid_env_name(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && k.len() <= 128
-}
 
 /// The latest news about a live task.
 #[derive(Debug, Clone, Copy)]
@@ -304,7 +292,7 @@ impl TaskManager {
         }
         let id = generate_id();
         let dir = self.task_dir(&id);
-        let session = format!("kc-{id}");
+        let session = tmux::session_name(&id);
         let prompt_file = dir.join("prompt.txt");
         let command = assistant.command_line(prompt.as_deref(), &prompt_file);
         let started = started_channel(&session);
@@ -389,274 +377,6 @@ impl TaskManager {
             .await
             .map(|_| ())
             .map_err(|e| ApiError::bad_request("hook_refused", e.to_string()))
-    }
-
-    fn resolve_workdir(&self, asked: Option<&str>) -> ApiResult<PathBuf> {
-        let Some(asked) = asked.filter(|w| !w.is_empty()) else {
-            return Ok(self.home.clone());
-        };
-        if asked.contains('\0') {
-            return Err(ApiError::bad_request(
-                "invalid_workdir",
-                "workdir contains a NUL byte",
-            ));
-        }
-        let candidate = self.home.join(asked);
-        // Canonicalising resolves `..` and every symlink, so the prefix test
-        // below compares real locations, not spellings.
-        let real = candidate.canonicalize().map_err(|_| {
-            ApiError::bad_request(
-                "workdir_not_found",
-                format!("workdir `{asked}` does not exist"),
-            )
-        })?;
-        if !real.starts_with(&self.home) {
-            return Err(ApiError::bad_request(
-                "workdir_outside_home",
-                format!("workdir `{asked}` is outside the workspace home"),
-            ));
-        }
-        if !real.is_dir() {
-            return Err(ApiError::bad_request(
-                "workdir_not_a_directory",
-                format!("workdir `{asked}` is not a directory"),
-            ));
-        }
-        Ok(real)
-    }
-
-    fn task_env(
-        &self,
-        assistant_env: &std::collections::BTreeMap<String, String>,
-        asked: HashMap<String, String>,
-    ) -> ApiResult<Vec<(String, String)>> {
-        if asked.len() > MAX_ENV {
-            return Err(ApiError::bad_request(
-                "invalid_env",
-                format!("at most {MAX_ENV} environment variables"),
-            ));
-        }
-        let mut env: std::collections::BTreeMap<String, String> = assistant_env.clone();
-        for (k, v) in asked {
-            if !valid_env_name(&k) || RESERVED_ENV.contains(&k.as_str()) {
-                return Err(ApiError::bad_request(
-                    "invalid_env",
-                    format!("`{k}` is not an environment variable name a task may set"),
-                ));
-            }
-            if v.contains('\0') {
-                return Err(ApiError::bad_request(
-                    "invalid_env",
-                    format!("the value of `{k}` contains a NUL byte"),
-                ));
-            }
-            env.insert(k, v);
-        }
-        Ok(env.into_iter().collect())
-    }
-
-    fn write_task_files(
-        &self,
-        dir: &Path,
-        prompt: Option<&str>,
-        command: &str,
-        started_channel: &str,
-    ) -> std::io::Result<()> {
-        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
-        if let Some(p) = prompt {
-            write_private(&dir.join("prompt.txt"), p.as_bytes())?;
-        }
-        let exit_tmp = sh_quote(&dir.join("exit_code.tmp").to_string_lossy());
-        let exit_file = sh_quote(&dir.join(EXIT_FILE).to_string_lossy());
-        let started = sh_quote(started_channel);
-        let script = format!(
-            "# kube-coder task: runs the assistant, then records its exit status.\n\
-             # Wait until the server has attached the output pipe ($TMUX names\n\
-             # this workspace's tmux server).\n\
-             tmux wait-for {started} 2>/dev/null\n\
-             # A trap (not an ignore, which children would inherit) keeps this\n\
-             # script alive through Ctrl-C so the interrupted exit is recorded.\n\
-             trap : INT QUIT\n\
-             {command}\n\
-             code=$?\n\
-             printf '%s\\n' \"$code\" > {exit_tmp} && mv -f {exit_tmp} {exit_file}\n\
-             exit \"$code\"\n"
-        );
-        write_private(&dir.join("run.sh"), script.as_bytes())
-    }
-
-    fn pipe_command(&self, dir: &Path) -> String {
-        let mut parts: Vec<String> = self.pipe_log_command.iter().map(|s| sh_quote(s)).collect();
-        parts.push("--max-bytes".into());
-        parts.push(self.limits.output_log_bytes.to_string());
-        parts.push(sh_quote(&dir.to_string_lossy()));
-        format!("exec {}", parts.join(" "))
-    }
-
-    /// Record a transition from any live state.
-    async fn move_to(&self, id: &str, to: TaskState, info: TransitionInfo) -> Option<TaskRecord> {
-        self.transition(id, &TaskState::LIVE, to, info).await
-    }
-
-    /// Record a transition if the task is in one of `from`; tell its pulse
-    /// and the event bus; finish the bookkeeping when it is final.
-    async fn transition(
-        &self,
-        id: &str,
-        from: &'static [TaskState],
-        to: TaskState,
-        mut info: TransitionInfo,
-    ) -> Option<TaskRecord> {
-        if to.is_final() {
-            // For a completion hook's payload, read before the transaction;
-            // the store writes the delivery with the final state.
-            let dir = self.task_dir(id);
-            let tail = tokio::task::spawn_blocking(move || {
-                output_log::tail(&dir, HOOK_TAIL_LINES, HOOK_TAIL_BYTES)
-                    .ok()
-                    .map(|b| output_log::to_plain_text(&b))
-            })
-            .await
-            .ok()
-            .flatten();
-            info.completion = Some(Box::new(move |rec, delivery_id| {
-                crate::hooks::payload::completion(rec, tail.as_deref(), delivery_id)
-            }));
-        }
-        let moved = match self.store.transition(id, from, to, info).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(task.id = id, error = %e, "could not record a task transition");
-                return None;
-            }
-        };
-        let Moved {
-            from,
-            task: rec,
-            delivery,
-        } = moved?;
-        if delivery.is_some() {
-            self.hook_wake.notify_one();
-        }
-        tracing::info!(task.id = id, from = %from, to = %to, exit_code = ?rec.exit_code, "task state changed");
-        let finished = to.is_final();
-        if let Ok(mut m) = self.live.lock() {
-            if let Some(tx) = m.get(id) {
-                tx.send_modify(|p| p.state = to);
-            }
-            if finished {
-                m.remove(id);
-            }
-        }
-        if finished {
-            self.watcher.unwatch(&self.task_dir(id));
-            if let Some(started) = rec.started_at {
-                let secs = (rec.finished_at.unwrap_or(started) - started).max(0) as f64 / 1000.0;
-                self.metrics
-                    .task_duration
-                    .get_or_create(&FinishedLabels {
-                        assistant: rec.assistant.clone(),
-                        state: to.as_str().into(),
-                    })
-                    .observe(secs);
-            }
-        }
-        self.events.publish(ServerEvent::TaskState {
-            task: TaskView::from(&rec),
-            from: from.as_str().into(),
-        });
-        Some(rec)
-    }
-
-    /// The exit record is written just before the pane closes, and tmux
-    /// hands the pane's last output to `pipe-log` just after: wait (briefly,
-    /// bounded) until the log has all of it, so the final state, the hook's
-    /// output tail and the stream's `end` come after the last line.
-    async fn wait_for_output_end(&self, id: &str) {
-        let done = self.task_dir(id).join(output_log::DONE);
-        let deadline = tokio::time::Instant::now() + OUTPUT_END_WAIT;
-        while !done.exists() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-
-    fn read_exit_record(&self, id: &str) -> Option<i32> {
-        let text = std::fs::read_to_string(self.task_dir(id).join(EXIT_FILE)).ok()?;
-        text.trim().parse().ok()
-    }
-
-    async fn finish_from_exit_record(&self, id: &str) {
-        let Some(code) = self.read_exit_record(id) else {
-            return;
-        };
-        self.wait_for_output_end(id).await;
-        let to = if code == 0 {
-            TaskState::Succeeded
-        } else {
-            TaskState::Failed
-        };
-        self.move_to(
-            id,
-            to,
-            TransitionInfo {
-                exit_code: Some(code),
-                reason: Some("exited".into()),
-                ..Default::default()
-            },
-        )
-        .await;
-    }
-
-    /// Watch for quiet: `running` ↔ `waiting_for_input` by output activity.
-    fn spawn_monitor(self: &Arc<Self>, id: &str) {
-        let Some(mut rx) = self.pulse(id) else { return };
-        let weak = Arc::downgrade(self);
-        let id = id.to_string();
-        let idle = self.limits.input_idle;
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut seen = rx.borrow().output;
-            loop {
-                let changed = tokio::select! {
-                    changed = tokio::time::timeout(idle, rx.changed()) => changed,
-                    _ = shutdown.cancelled() => return,
-                };
-                let Some(mgr) = weak.upgrade() else { return };
-                match changed {
-                    Ok(Err(_)) => return, // the task finished
-                    Ok(Ok(())) => {
-                        let p = *rx.borrow_and_update();
-                        if p.state.is_final() {
-                            return;
-                        }
-                        if p.output != seen {
-                            seen = p.output;
-                            if p.state == TaskState::WaitingForInput {
-                                mgr.transition(
-                                    &id,
-                                    &[TaskState::WaitingForInput],
-                                    TaskState::Running,
-                                    reason("output"),
-                                )
-                                .await;
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        let state = rx.borrow().state;
-                        if state == TaskState::Running {
-                            mgr.transition(
-                                &id,
-                                &[TaskState::Running],
-                                TaskState::WaitingForInput,
-                                reason("quiet"),
-                            )
-                            .await;
-                        }
-                    }
-                }
-            }
-        });
     }
 
     async fn type_prompt_when_ready(&self, id: &str, session: &str, prompt: &str) {
@@ -760,74 +480,6 @@ impl TaskManager {
         }
         Ok(())
     }
-
-    /// Re-attach to live tasks after a start: finished while we were down,
-    /// still running in tmux, or lost.
-    async fn recover(self: &Arc<Self>) {
-        let tasks = match self.store.live_tasks().await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "could not read live tasks to re-attach");
-                return;
-            }
-        };
-        let sessions = self.tmux.list_sessions().await.unwrap_or_default();
-        for t in tasks {
-            if let Err(e) = self.register_live(&t.id, t.state) {
-                tracing::warn!(task.id = %t.id, error = %e, "could not watch a task directory");
-            }
-            if self.read_exit_record(&t.id).is_some() {
-                self.finish_from_exit_record(&t.id).await;
-            } else if sessions.contains(&t.tmux_session) {
-                tracing::info!(task.id = %t.id, "re-attached to a running task");
-                if t.state == TaskState::Starting {
-                    self.move_to(&t.id, TaskState::Running, reason("re-attached"))
-                        .await;
-                }
-                self.spawn_monitor(&t.id);
-            } else {
-                self.move_to(
-                    &t.id,
-                    TaskState::Lost,
-                    reason("session vanished while the server was down"),
-                )
-                .await;
-            }
-        }
-    }
-
-    /// Backstop for sessions that vanish without an exit record (killed
-    /// from outside, tmux server died).
-    async fn sweep_vanished(&self) {
-        let ids: Vec<String> = match self.live.lock() {
-            Ok(m) => m.keys().cloned().collect(),
-            Err(_) => return,
-        };
-        if ids.is_empty() {
-            return;
-        }
-        let Ok(sessions) = self.tmux.list_sessions().await else {
-            return;
-        };
-        for id in ids {
-            if sessions.contains(&format!("kc-{id}")) {
-                continue;
-            }
-            let Ok(Some(rec)) = self.store.get_task(&id).await else {
-                continue;
-            };
-            // A session being created is not yet listed.
-            if rec.state == TaskState::Starting {
-                continue;
-            }
-            if self.read_exit_record(&id).is_some() {
-                self.finish_from_exit_record(&id).await;
-            } else {
-                self.move_to(&id, TaskState::Lost, reason("session vanished"))
-                    .await;
-            }
-        }
-    }
 }
 
 /// A tmux failure as a 503 that names what could not be done.
@@ -836,21 +488,4 @@ fn tmux_unavailable(what: &'static str) -> impl Fn(tmux::TmuxError) -> ApiError 
         tracing::error!(error = %e, "{what}");
         ApiError::unavailable("tmux_failed", format!("{what}: {}", e.public()))
     }
-}
-
-fn reason(r: &str) -> TransitionInfo {
-    TransitionInfo {
-        reason: Some(r.into()),
-        ..Default::default()
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

@@ -56,6 +56,11 @@ pub struct SessionSpec<'a> {
     pub started_channel: &'a str,
 }
 
+/// The tmux session of task `id` (the one place this name is made).
+pub fn session_name(id: &str) -> String {
+    format!("kc-{id}")
+}
+
 /// The channel a task's command waits on before it starts, so that nothing
 /// it prints can precede the output pipe, and a command that ends at once
 /// cannot take its session away before the pipe is attached.
