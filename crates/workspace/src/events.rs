@@ -1,4 +1,5 @@
-//! The server-wide event bus behind `GET /api/events`.
+//! The server-wide event bus behind `GET /api/events`, and the pusher of
+//! `system` samples while anyone listens.
 //!
 //! A broadcast channel: publishers never wait, and a subscriber that falls
 //! too far behind is told to resync instead of slowing everyone down.
