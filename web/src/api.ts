@@ -70,6 +70,11 @@ export interface Assistant {
   name: string;
   description: string | null;
   prompt_delivery: string;
+  /** The program its command runs, and whether it is installed here. */
+  program: string;
+  available: boolean;
+  /** How to install it, when it is not. */
+  install: string | null;
 }
 
 export interface NewTask {

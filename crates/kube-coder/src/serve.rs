@@ -402,6 +402,28 @@ fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
         auth.as_str(),
         s.api
     );
+    let ready: Vec<&str> = s
+        .assistants
+        .iter()
+        .filter(|a| a.available)
+        .map(|a| a.name.as_str())
+        .collect();
+    text.push_str(&format!(
+        "assistants: {} (default: {})\n",
+        ready.join(", "),
+        s.default_assistant
+    ));
+    for a in s.assistants.iter().filter(|a| !a.available) {
+        let how = a
+            .install
+            .as_deref()
+            .map(|i| format!(": {i}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "            {} is not installed (`{}` is not on PATH){how}\n",
+            a.name, a.program
+        ));
+    }
     match &s.new_token {
         Some(t) => text.push_str(&format!(
             "api token: {t}\n           (generated now and saved to {}; it is not printed again)\n",

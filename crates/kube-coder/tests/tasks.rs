@@ -385,6 +385,92 @@ async fn a_prompt_that_looks_like_an_option_is_not_taken_as_one() {
     );
 }
 
+/// An assistant whose program is not installed is refused before anything
+/// starts, naming the program and how to install it; the list says which
+/// can run; without a configured default, the first installed assistant
+/// is the default (the shell last); schedules are checked the same way.
+#[tokio::test]
+async fn assistants_that_are_not_installed_say_so_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("assistants.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[assistant]]
+name = "missing"
+command = "kc-no-such-program-xyz {{prompt}}"
+install = "apt-get install kc-no-such"
+
+[[assistant]]
+name = "fake"
+command = "sh {} {{prompt}}"
+"#,
+            common::FAKE_AGENT
+        ),
+    )
+    .unwrap();
+    let arg = config.display().to_string();
+    let ws = Workspace::start(&["--assistants-config", &arg]).await;
+    let (s, v) = ws.api_get("/api/assistants").await;
+    assert_eq!(s, 200);
+    let list = v["assistants"].as_array().unwrap();
+    let find = |n: &str| list.iter().find(|a| a["name"] == n).unwrap().clone();
+    assert_eq!(find("missing")["available"], false);
+    assert_eq!(find("missing")["program"], "kc-no-such-program-xyz");
+    assert_eq!(find("missing")["install"], "apt-get install kc-no-such");
+    assert_eq!(find("fake")["available"], true);
+    assert_eq!(find("shell")["available"], true);
+    let first_installed = list
+        .iter()
+        .find(|a| a["available"] == true && a["name"] != "shell")
+        .map(|a| a["name"].clone())
+        .unwrap();
+    assert_eq!(v["default"], first_installed, "{v}");
+
+    let (s, e) = ws
+        .api_post(
+            "/api/tasks",
+            json!({"assistant": "missing", "prompt": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("assistant_unavailable")),
+        "{e}"
+    );
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("kc-no-such-program-xyz") && msg.contains("apt-get install kc-no-such"),
+        "{msg}"
+    );
+    let (_, tasks) = ws.api_get("/api/tasks").await;
+    assert_eq!(
+        tasks["tasks"].as_array().unwrap().len(),
+        0,
+        "a task was started"
+    );
+    let (s, e) = ws
+        .api_post(
+            "/api/schedules",
+            json!({"name": "n", "cron": "0 3 * * *", "prompt": "p", "assistant": "missing"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("assistant_unavailable")),
+        "{e}"
+    );
+    // A task with no assistant named gets the default, which runs.
+    let t = ws.create(json!({"prompt": "echo default-ran"})).await;
+    assert_eq!(t["assistant"], first_installed);
+    // The start banner says the same.
+    let banner = ws.stdout_lines.join("\n");
+    assert!(
+        banner.contains("assistants:") && banner.contains("missing is not installed"),
+        "{banner}"
+    );
+}
+
 #[tokio::test]
 async fn quiet_tasks_wait_for_input_and_wake_on_output() {
     let ws = Workspace::start(&["--input-idle-secs", "1"]).await;

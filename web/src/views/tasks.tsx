@@ -174,8 +174,12 @@ function NewTask(props: { onDone: (t: Task | null) => void }) {
       <label for="nt-assistant">Assistant</label>
       <select id="nt-assistant" value={assistant} onChange={field(setAssistant)}>
         {assistants.map((a) => (
-          <option value={a.name} title={a.description ?? ""}>
-            {a.name}
+          <option
+            value={a.name}
+            disabled={!a.available}
+            title={a.available ? (a.description ?? "") : `not installed${a.install ? `: ${a.install}` : ""}`}
+          >
+            {a.available ? a.name : `${a.name} (not installed)`}
           </option>
         ))}
       </select>

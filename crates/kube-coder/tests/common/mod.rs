@@ -106,9 +106,11 @@ prompt_delivery = "stdin"
             "127.0.0.1:0".into(),
             "--api-listen".into(),
             "127.0.0.1:0".into(),
-            "--assistants-config".into(),
-            assistants.display().to_string(),
         ]);
+        if !extra.contains(&"--assistants-config") {
+            args.push("--assistants-config".into());
+            args.push(assistants.display().to_string());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut ws = Self {
             dir,

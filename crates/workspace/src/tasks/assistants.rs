@@ -42,6 +42,20 @@ pub struct Assistant {
     /// Completion hook for this assistant's tasks unless a task names one.
     #[serde(default, skip_serializing)]
     pub hook: Option<crate::hooks::HookSpec>,
+    /// How to install the program when it is missing (shown in refusals).
+    #[serde(default)]
+    pub install: Option<String>,
+}
+
+/// Whether an assistant can run here, as the API and the banner say it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Availability {
+    pub name: String,
+    /// The program its command runs (the command's first word).
+    pub program: String,
+    pub available: bool,
+    /// How to install it, when it is not.
+    pub install: Option<String>,
 }
 
 fn default_delivery() -> PromptDelivery {
@@ -71,8 +85,12 @@ pub enum AssistantsError {
 #[derive(Debug, Clone)]
 pub struct Assistants {
     list: Vec<Assistant>,
-    default: String,
+    /// The configured default; without one, the first installed assistant.
+    default: Option<String>,
 }
+
+/// The assistant tasks get when they name none and nothing is installed.
+const SHELL: &str = "shell";
 
 impl Assistants {
     /// The built-in assistants. A prompt that starts with `-` must reach
@@ -88,6 +106,7 @@ impl Assistants {
             env: BTreeMap::new(),
             description: Some(desc.into()),
             hook: None,
+            install: install_hint(name).map(str::to_string),
         };
         Self {
             list: vec![
@@ -127,7 +146,7 @@ impl Assistants {
                     "A shell: the prompt is run as a command; without one, an interactive shell",
                 ),
             ],
-            default: "claude".into(),
+            default: None,
         }
     }
 
@@ -158,7 +177,7 @@ impl Assistants {
                     "default assistant `{d}` is not declared"
                 )));
             }
-            out.default = d;
+            out.default = Some(d);
         }
         Ok(out)
     }
@@ -167,8 +186,24 @@ impl Assistants {
         self.list.iter().find(|a| a.name == name)
     }
 
-    pub fn default_name(&self) -> &str {
-        &self.default
+    /// The assistant of a task that names none: the configured default,
+    /// else the first whose program is installed, the shell last (it is
+    /// always there).
+    pub fn default_name(&self) -> String {
+        if let Some(d) = &self.default {
+            return d.clone();
+        }
+        self.list
+            .iter()
+            .filter(|a| a.name != SHELL)
+            .find(|a| a.is_installed())
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| SHELL.to_string())
+    }
+
+    /// Every assistant with whether it can run here.
+    pub fn availability(&self) -> Vec<Availability> {
+        self.list.iter().map(Assistant::availability).collect()
     }
 
     pub fn all(&self) -> &[Assistant] {
@@ -205,7 +240,69 @@ fn validate(a: &Assistant) -> Result<(), AssistantsError> {
     Ok(())
 }
 
+/// How to install the built-in assistants' programs.
+fn install_hint(name: &str) -> Option<&'static str> {
+    match name {
+        "claude" => Some("npm install -g @anthropic-ai/claude-code"),
+        "codex" => Some("npm install -g @openai/codex"),
+        "gemini" => Some("npm install -g @google/gemini-cli"),
+        "opencode" => Some("npm install -g opencode-ai"),
+        _ => None,
+    }
+}
+
+/// Is `program` an executable file, by its path or on `path` (a `PATH`)?
+fn on_path(program: &str, path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return runnable(Path::new(program));
+    }
+    !program.is_empty() && std::env::split_paths(path).any(|dir| runnable(&dir.join(program)))
+}
+
 impl Assistant {
+    /// The program the command runs: its first word.
+    pub fn program(&self) -> &str {
+        self.command.split_whitespace().next().unwrap_or_default()
+    }
+
+    /// Installed where the task will look: on the `PATH` the task gets (its
+    /// own `env`, else the server's, which tmux hands on).
+    pub fn is_installed(&self) -> bool {
+        let path = self
+            .env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        on_path(self.program(), &path)
+    }
+
+    pub fn availability(&self) -> Availability {
+        Availability {
+            name: self.name.clone(),
+            program: self.program().to_string(),
+            available: self.is_installed(),
+            install: self.install.clone(),
+        }
+    }
+
+    /// The refusal for a task of this assistant when its program is missing.
+    pub fn unavailable_message(&self) -> String {
+        let how = match &self.install {
+            Some(cmd) => format!("install it with `{cmd}`"),
+            None => "install it, or fix the assistant's command in --assistants-config".into(),
+        };
+        format!(
+            "assistant `{}` runs `{}`, which is not installed here (not on the PATH tasks get); {how}",
+            self.name,
+            self.program()
+        )
+    }
+
     /// The shell command line for this task. `prompt_file` holds the prompt.
     pub fn command_line(&self, prompt: Option<&str>, prompt_file: &Path) -> String {
         let file = super::tmux::sh_quote(&prompt_file.to_string_lossy());

@@ -237,7 +237,7 @@ impl TaskManager {
         let assistant_name = req
             .assistant
             .clone()
-            .unwrap_or_else(|| self.assistants.default_name().to_string());
+            .unwrap_or_else(|| self.assistants.default_name());
         let assistant = self.assistants.get(&assistant_name).ok_or_else(|| {
             let known: Vec<_> = self
                 .assistants
@@ -253,6 +253,14 @@ impl TaskManager {
                 ),
             )
         })?;
+        // Checked now, so a missing program is a clear 4xx instead of a
+        // task that fails with exit 127 a moment later.
+        if !assistant.is_installed() {
+            return Err(ApiError::bad_request(
+                "assistant_unavailable",
+                assistant.unavailable_message(),
+            ));
+        }
         if let Some(n) = &req.name {
             if n.chars().count() > MAX_NAME || n.chars().any(char::is_control) {
                 return Err(ApiError::bad_request(

@@ -22,13 +22,20 @@ pub async fn validate_target(
             "name must be 1 to 200 characters without control characters",
         ));
     }
-    if let Some(a) = assistant {
-        if tasks.assistants().get(a).is_none() {
-            return Err(ApiError::bad_request(
-                "unknown_assistant",
-                format!("assistant `{a}` is not configured"),
-            ));
-        }
+    // The named assistant, or the default the task would get now; each
+    // firing checks again (a program can be removed later).
+    let name = assistant.map_or_else(|| tasks.assistants().default_name(), str::to_string);
+    let Some(a) = tasks.assistants().get(&name) else {
+        return Err(ApiError::bad_request(
+            "unknown_assistant",
+            format!("assistant `{name}` is not configured"),
+        ));
+    };
+    if !a.is_installed() {
+        return Err(ApiError::bad_request(
+            "assistant_unavailable",
+            a.unavailable_message(),
+        ));
     }
     if let Some(h) = hook {
         tasks.check_hook(h).await?;

@@ -233,10 +233,14 @@ pub async fn assistants(State(app): State<AppState>) -> axum::Json<serde_json::V
         .all()
         .iter()
         .map(|a| {
+            let can = a.availability();
             json!({
                 "name": a.name,
                 "description": a.description,
                 "prompt_delivery": a.prompt_delivery,
+                "program": can.program,
+                "available": can.available,
+                "install": can.install,
             })
         })
         .collect();
