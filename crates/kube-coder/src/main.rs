@@ -52,6 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    serve::apply_env_aliases();
     let cli = match serve::parse_with_config_file() {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -60,6 +61,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Operator(args) => operator_cmd::run(*args),
         Command::User(cmd) => cluster::block_on(admin::user::run(cmd)),
+        // The local token needs no cluster (nor its async client).
+        Command::Token(args) if args.local() => match admin::token::run_local(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("kube-coder: {msg}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token(args) => cluster::block_on(admin::token::run(args)),
         Command::Render(args) => match admin::render::run(*args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -35,11 +35,12 @@ pub struct ServeArgs {
     /// The workspace root; task workdirs stay inside it. Default: $HOME.
     #[arg(long, env = "KUBE_CODER_HOME")]
     home: Option<PathBuf>,
-    /// Dashboard listener.
-    #[arg(long, env = "KUBE_CODER_LISTEN", default_value = "127.0.0.1:6080")]
+    /// Dashboard listener: ADDRESS:PORT, :PORT or PORT (loopback), or
+    /// localhost:PORT.
+    #[arg(long, env = "KUBE_CODER_LISTEN", default_value = "127.0.0.1:6080", value_parser = parse_listen)]
     listen: SocketAddr,
-    /// API listener (Bearer token only).
-    #[arg(long, env = "KUBE_CODER_API_LISTEN", default_value = "127.0.0.1:6081")]
+    /// API listener (Bearer token only); the same forms as --listen.
+    #[arg(long, env = "KUBE_CODER_API_LISTEN", default_value = "127.0.0.1:6081", value_parser = parse_listen)]
     api_listen: SocketAddr,
     /// Dashboard authentication: basic, oauth2, token or none.
     #[arg(long, env = "KUBE_CODER_AUTH", default_value = "token")]
@@ -59,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_CODER_HTPASSWD_FILE")]
     htpasswd_file: Option<PathBuf>,
     /// Honour oauth2-proxy identity headers from --trusted-proxy-cidrs.
-    #[arg(long, env = "TRUSTED_PROXY", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "KUBE_CODER_TRUSTED_PROXY", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     trusted_proxy: bool,
     /// Peers allowed to set identity headers (comma-separated CIDRs).
     #[arg(
@@ -121,7 +122,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_CODER_ZIP_MAX_RATIO", default_value_t = FileLimits::default().zip_ratio)]
     zip_max_ratio: u64,
     /// Let completion hooks reach private, loopback and metadata addresses.
-    #[arg(long, env = "ALLOW_INTERNAL_HOOKS", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "KUBE_CODER_ALLOW_INTERNAL_HOOKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allow_internal_hooks: bool,
     /// Completion hook for tasks that name none (and whose assistant has none).
     #[arg(long, env = "KUBE_CODER_HOOK_URL")]
@@ -237,10 +238,13 @@ fn config_file_args(path: &PathBuf) -> Result<Vec<String>, String> {
 }
 
 pub(crate) fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a file or a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -249,7 +253,42 @@ pub(crate) fn init_logging(format: &str) {
     }
 }
 
-fn default_data_dir() -> PathBuf {
+/// A listen address as people write it: `127.0.0.1:7480`, `[::1]:7480`,
+/// `0.0.0.0:7480` (every interface), `localhost:7480`, `:7480` or `7480`
+/// (loopback: exposing a port is a choice to write out).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let example = "use ADDRESS:PORT such as 127.0.0.1:7480 or 0.0.0.0:7480 (every interface), or :7480 / 7480 for loopback";
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = s
+        .strip_prefix(':')
+        .or_else(|| s.strip_prefix("localhost:"))
+        .unwrap_or(s);
+    match port.parse::<u16>() {
+        Ok(p) => Ok(SocketAddr::from(([127, 0, 0, 1], p))),
+        Err(_) => Err(format!("`{s}` is not a listen address; {example}")),
+    }
+}
+
+/// The two names kept from the original server, read when the project's
+/// own name is not set.
+pub(crate) fn apply_env_aliases() {
+    for (alias, name) in [
+        ("TRUSTED_PROXY", "KUBE_CODER_TRUSTED_PROXY"),
+        ("ALLOW_INTERNAL_HOOKS", "KUBE_CODER_ALLOW_INTERNAL_HOOKS"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            if let Some(v) = std::env::var_os(alias) {
+                // Single-threaded here: before the runtime or any thread starts.
+                std::env::set_var(name, v);
+            }
+        }
+    }
+}
+
+pub(crate) fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("kube-coder");
     }
@@ -365,15 +404,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let auth = config.auth;
+        let data_dir = config.data_dir.clone();
         let read_only = config.read_only;
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("kube-coder: {e}");
-                return ExitCode::FAILURE;
+                // A configuration refused (htpasswd, assistants) exits 2
+                // like every other refused configuration.
+                return if e.is_refused_configuration() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         };
-        print_banner(&server.started, auth, read_only);
+        let shown = token_to_show(&server.started, &data_dir);
+        remember_token_shown(&data_dir);
+        print_banner(&server.started, shown.as_deref(), auth, read_only);
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
@@ -393,7 +441,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 /// One line per listener and how to log in. Written with `writeln!` and
 /// errors ignored: a closed stdout must not take the server down.
-fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
+fn print_banner(s: &workspace::Started, token: Option<&str>, auth: AuthMode, read_only: bool) {
     use std::io::Write;
     let ro = if read_only { ", read-only" } else { "" };
     let mut text = format!(
@@ -424,7 +472,7 @@ fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
             a.name, a.program
         ));
     }
-    match &s.new_token {
+    match token {
         Some(t) => text.push_str(&format!(
             "api token: {t}\n           (generated now and saved to {}; it is not printed again)\n",
             s.token_file.display()
@@ -437,6 +485,29 @@ fn print_banner(s: &workspace::Started, auth: AuthMode, read_only: bool) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// Marks that this data dir's token was printed once.
+const TOKEN_SHOWN: &str = ".api-token-shown";
+
+/// The token to print: one made by this start, or one a previous start
+/// made but failed before printing (its token file in this data dir and no
+/// mark that it was shown). Managed token files (a Secret) are never read.
+fn token_to_show(s: &workspace::Started, data_dir: &std::path::Path) -> Option<String> {
+    if let Some(t) = &s.new_token {
+        return Some(t.clone());
+    }
+    let ours = s.token_file.starts_with(data_dir);
+    if !ours || data_dir.join(TOKEN_SHOWN).exists() {
+        return None;
+    }
+    std::fs::read_to_string(&s.token_file)
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+fn remember_token_shown(data_dir: &std::path::Path) {
+    let _ = std::fs::write(data_dir.join(TOKEN_SHOWN), b"");
 }
 
 /// The kernel's host name (the pod name on a cluster), or "workspace".

@@ -134,3 +134,145 @@ async fn config_file_applies_and_env_then_flags_override_it() {
     let (s, _) = ws.api_post("/api/tasks", serde_json::json!({})).await;
     assert_eq!(s, 429);
 }
+
+/// Every refused configuration exits 2 with a line that names it: htpasswd
+/// files that are missing or use a weak scheme, listen addresses people
+/// write by hand, and both listeners on one port.
+#[test]
+fn refused_configurations_exit_2_and_listen_addresses_read_as_people_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let md5 = dir.path().join("md5.htpasswd");
+    std::fs::write(&md5, "alice:$apr1$abc$def\n").unwrap();
+    for (file, says) in [
+        (dir.path().join("no-such-file"), "cannot read htpasswd"),
+        (md5.clone(), "bcrypt"),
+    ] {
+        let arg = format!("--htpasswd-file={}", file.display());
+        let (code, err) = serve_fails(&["--auth", "basic", &arg], &[]);
+        assert_eq!((code, err.contains(says)), (2, true), "{err}");
+    }
+    let run = |listen: &str, api: &str| {
+        let out = Command::new(bin())
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("d"))
+            .arg("--home")
+            .arg(dir.path())
+            .args(["--listen", listen, "--api-listen", api, "--auth", "none"])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("7480x", "127.0.0.1:0");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`7480x` is not a listen address") && err.contains(":7480"),
+        "{err}"
+    );
+    let (code, err) = run("127.0.0.1:7481", ":7481");
+    assert_eq!(code, 2);
+    assert!(err.contains("same port"), "{err}");
+    // Both short forms are understood: the next refusal is --auth none's.
+    let (code, err) = run("7482", "localhost:7483");
+    assert_eq!(code, 2);
+    assert!(err.contains("--read-only"), "{err}");
+}
+
+/// Switches are switches, and environment names follow one rule with the
+/// original two names kept as aliases.
+#[tokio::test]
+async fn switches_work_alone_and_the_old_environment_names_still_work() {
+    let hook = serde_json::json!({"assistant": "shell", "prompt": "true",
+        "hook": {"url": "http://127.0.0.1:9/done"}});
+    let ws = Workspace::start(&["--allow-internal-hooks"]).await;
+    let (s, v) = ws.api_post("/api/tasks", hook.clone()).await;
+    assert_eq!(s, 201, "--allow-internal-hooks alone: {v}");
+    for name in ["KUBE_CODER_ALLOW_INTERNAL_HOOKS", "ALLOW_INTERNAL_HOOKS"] {
+        let ws = Workspace::start_env(&[], &[(name, "true")]).await;
+        let (s, v) = ws.api_post("/api/tasks", hook.clone()).await;
+        assert_eq!(s, 201, "{name}: {v}");
+    }
+    let ws = Workspace::start(&[]).await;
+    let (s, v) = ws.api_post("/api/tasks", hook).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("hook_refused")), "{v}");
+}
+
+/// A token made by a start that failed before printing it is printed by
+/// the next start (once), and `kube-coder token --local` prints it any time.
+#[test]
+fn the_token_is_shown_once_even_after_a_failed_start_and_token_local_prints_it() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let serve = |api: &str| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--home")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--api-listen", api])
+            .env_remove("KUBE_CODER_CONFIG")
+            .env("HOME", dir.path());
+        cmd
+    };
+    let out = serve(&busy_addr).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(data.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The next start prints it; the one after only says where it is.
+    for shown in [true, false] {
+        let mut child = serve("127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("api token:"))
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line.contains(&token), shown, "{line}");
+    }
+    let out = Command::new(bin())
+        .args(["token", "--local", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+    let out = Command::new(bin())
+        .args(["token", "--local", "--data-dir"])
+        .arg(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("kube-coder serve") && err.lines().count() == 1,
+        "{err}"
+    );
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(data.join("tmux.sock"))
+        .arg("kill-server")
+        .stderr(std::process::Stdio::null())
+        .status();
+}

@@ -56,7 +56,12 @@ async fn metrics_are_bearer_only_and_count_tasks_and_requests() {
 
 #[tokio::test]
 async fn logs_carry_request_ids_and_never_secrets() {
-    let ws = Workspace::start(&["--log-format", "json"]).await;
+    // Request lines are at debug level.
+    let ws = Workspace::start_env(
+        &["--log-format", "json"],
+        &[("KUBE_CODER_LOG", "info,tower_http=debug")],
+    )
+    .await;
     let old = ws.token.clone();
     let login = ws
         .client

@@ -177,11 +177,18 @@ pub enum ConfigError {
     BadHome(PathBuf),
     #[error("the tmux socket path {0} is longer than a unix socket allows (107 bytes); use a shorter --data-dir or --tmux-socket")]
     SocketPathTooLong(PathBuf),
+    #[error("--listen {0} and --api-listen {1} are the same port; give the api listener its own (for example --api-listen 127.0.0.1:6081)")]
+    SamePort(std::net::SocketAddr, std::net::SocketAddr),
 }
 
 impl ServeConfig {
     /// Refuse combinations that must never run.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let (d, a) = (self.listen, self.api_listen);
+        let overlap = d.ip() == a.ip() || d.ip().is_unspecified() || a.ip().is_unspecified();
+        if d.port() != 0 && d.port() == a.port() && overlap {
+            return Err(ConfigError::SamePort(d, a));
+        }
         if self.auth == AuthMode::None && !self.read_only {
             return Err(ConfigError::PublicWritable);
         }

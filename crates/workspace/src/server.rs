@@ -61,6 +61,17 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
+impl ServeError {
+    /// A configuration that must be changed before starting (exit 2), as
+    /// opposed to a failure of the machine (exit 1).
+    pub fn is_refused_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_) | Self::Assistants(_) | Self::Htpasswd(_)
+        )
+    }
+}
+
 /// What a person needs to know once the server is up.
 #[derive(Debug, Clone)]
 pub struct Started {

@@ -1,5 +1,7 @@
 //! `kube-coder token NAME`: print a workspace's API token (or, with
-//! `--login`, its basic-auth login) from its Secret.
+//! `--login`, its basic-auth login) from its Secret; `kube-coder token
+//! --local`: the token of the embedded default (`kube-coder serve` on this
+//! machine), from its data dir.
 
 use clap::Args;
 use k8s_openapi::api::core::v1::Secret;
@@ -10,8 +12,15 @@ use crate::cluster;
 
 #[derive(Args, Debug)]
 pub struct TokenArgs {
-    /// The workspace.
-    name: String,
+    /// The workspace (on the cluster).
+    #[arg(required_unless_present = "local")]
+    name: Option<String>,
+    /// The token of `kube-coder serve` on this machine instead.
+    #[arg(long, conflicts_with_all = ["name", "login", "rotate"])]
+    local: bool,
+    /// With --local: the server's --data-dir, if not the default.
+    #[arg(long, requires = "local")]
+    data_dir: Option<std::path::PathBuf>,
     /// Print the dashboard login (user and password) instead.
     #[arg(long)]
     login: bool,
@@ -22,9 +31,33 @@ pub struct TokenArgs {
     rotate: bool,
 }
 
+impl TokenArgs {
+    pub fn local(&self) -> bool {
+        self.local
+    }
+}
+
+/// `--local`: read the token file of the embedded default.
+pub fn run_local(args: &TokenArgs) -> Result<(), String> {
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::serve::default_data_dir);
+    let file = dir.join("api-token");
+    let token = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "no local token at {} ({e}); start the server once with `kube-coder serve` (or `make run`), or pass its --data-dir",
+            file.display()
+        )
+    })?;
+    println!("{}", token.trim());
+    Ok(())
+}
+
 pub async fn run(args: TokenArgs) -> Result<(), String> {
+    let name = args.name.clone().unwrap_or_default();
     let client = cluster::client().await?;
-    let ns = names::namespace(&args.name);
+    let ns = names::namespace(&name);
     let api: Api<Secret> = Api::namespaced(client, &ns);
     if args.rotate {
         let token = operator::manifests::credentials::random_hex(32);
@@ -38,7 +71,7 @@ pub async fn run(args: TokenArgs) -> Result<(), String> {
         .map_err(|e| match &e {
             kube::Error::Api(s) if s.code == 404 => format!(
                 "workspace {:?} has no credentials yet; check `kube-coder user show {}`",
-                args.name, args.name
+                name, name
             ),
             _ => format!("cannot rotate the token: {}", cluster::api_message(&e)),
         })?;
@@ -53,7 +86,7 @@ pub async fn run(args: TokenArgs) -> Result<(), String> {
         .ok_or_else(|| {
             format!(
                 "workspace {:?} has no credentials yet; check `kube-coder user show {}` (is the operator running?)",
-                args.name, args.name
+                name, name
             )
         })?;
     let get = |key: &str| {

@@ -109,7 +109,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
                 ..Default::default()
             },
             EnvVar {
-                name: "ALLOW_INTERNAL_HOOKS".into(),
+                name: "KUBE_CODER_ALLOW_INTERNAL_HOOKS".into(),
                 value: Some(ws.spec.network.allow_internal_hooks.to_string()),
                 ..Default::default()
             },

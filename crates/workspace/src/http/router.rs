@@ -146,7 +146,9 @@ fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Rout
                     // The path only: query strings never reach the logs.
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // One line per request only when asked for (KUBE_CODER_LOG=debug):
+                // at info they drown what a person needs to see.
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
