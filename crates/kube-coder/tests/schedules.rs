@@ -128,7 +128,7 @@ async fn bad_schedules_are_refused_with_the_reason() {
         (
             json!({"name": "x", "cron": "every day"}),
             "invalid_cron",
-            "every day",
+            "`every day` has 2 fields; a cron expression has 5 fields",
         ),
         (
             json!({"name": "x", "cron": "61 * * * *"}),

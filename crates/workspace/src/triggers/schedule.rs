@@ -30,12 +30,21 @@ const MAX_MISSED_ROWS: usize = 100;
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 
 /// Parse a cron expression (5 fields, or 6 with seconds first).
+/// A schedule's cron expression, with errors in the words of the docs.
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    const FORM: &str = "a cron expression has 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, such as `0 3 * * *`";
+    let fields = expr.split_whitespace().count();
+    if fields != 5 && fields != 6 {
+        return Err(format!(
+            "`{expr}` has {fields} field{}; {FORM}",
+            if fields == 1 { "" } else { "s" }
+        ));
+    }
     CronParser::builder()
         .seconds(Seconds::Optional)
         .build()
         .parse(expr)
-        .map_err(|e| format!("`{expr}` is not a cron expression: {e}"))
+        .map_err(|e| format!("`{expr}` is not a valid cron expression ({e}); {FORM}"))
 }
 
 pub fn parse_tz(name: &str) -> Result<Tz, String> {
