@@ -1012,6 +1012,41 @@ async fn special_files_are_refused_without_blocking() {
     assert_eq!(delete(&ws, "pipe", false).await, 204);
 }
 
+/// A multipart form is refused with 415 and how to send the file itself,
+/// instead of being stored with its boundaries around the file.
+#[tokio::test]
+async fn form_uploads_are_refused_with_how_to_send_the_file() {
+    let ws = Workspace::start(&[]).await;
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nhello\r\n--XyZ--\r\n";
+    for (method, route) in [("PUT", "content"), ("POST", "upload")] {
+        let r = ws
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/api/files/{route}", ws.api),
+            )
+            .query(&[("path", "a.txt")])
+            .header("authorization", ws.bearer())
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{method} {route}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "unsupported_media_type");
+        assert!(
+            v["error"].as_str().unwrap().contains("--data-binary"),
+            "{v}"
+        );
+        assert!(!ws.home().join("a.txt").exists(), "a form was stored");
+    }
+    // The file's own bytes, with any other type, are taken as they are.
+    let (s, _) = put(&ws, "a.txt", b"hello".to_vec()).await;
+    assert_eq!(s, 201);
+    assert_eq!(std::fs::read(ws.home().join("a.txt")).unwrap(), b"hello");
+}
+
 /// Reads one watch stream's events as they come.
 struct WatchStream(tokio::sync::mpsc::UnboundedReceiver<common::SseEvent>);
 

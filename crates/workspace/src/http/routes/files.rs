@@ -60,7 +60,23 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
     let mut shown = String::new();
+    // A form upload would be stored with its boundaries and field headers
+    // around the file: refuse it and say how to send the file itself.
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
     let result = match app.files.path(&q.path) {
+        Ok(_) if form => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "uploads take the file's bytes as the body, not a multipart form: \
+             curl -T FILE or --data-binary @FILE with any other Content-Type",
+        )),
         Ok(path) => {
             shown = path.display();
             upload::upload(&app.files, path, declared, body).await
