@@ -181,10 +181,6 @@ impl TaskManager {
         Ok(mgr)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn assistants(&self) -> &Assistants {
         &self.assistants
     }

@@ -84,7 +84,7 @@ pub async fn redeliver(State(app): State<AppState>, Path(id): Path<String>) -> A
     app.hook_wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({"id": id, "state": "pending"})),
+        axum::Json(json!({"id": id, "state": DeliveryState::Pending})),
     )
         .into_response())
 }
