@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test setup setup-test web build lint fmt bench clean cluster cluster-bin fuzz
+.PHONY: run test setup setup-test web build lint fmt bench clean cluster cluster-bin fuzz images
 
 setup:
 	@hack/setup.sh run
@@ -31,6 +31,11 @@ run: build
 cluster-bin: setup-test
 	hack/build.sh
 
+# The container images (images/), as OCI archives in target/images/, built
+# without a Docker daemon from Debian packages, npm and our binaries.
+images: cluster-bin web
+	images/build.sh
+
 lint: setup-test
 	@hack/build-web.sh test
 	$(CARGO) fmt --all -- --check
@@ -40,8 +45,11 @@ lint: setup-test
 # a narrower one (-p) unifies dependency features differently and builds
 # many dependencies a second time (minutes, and gigabytes of target/). The
 # test build also leaves target/debug/kube-coder for the browser tests.
+# The images for the test cluster's real node are built from the debug
+# binaries the test build just made, with fast compression.
 test: cluster-bin lint
 	$(CARGO) test --workspace --no-run
+	PROFILE=debug GZIP_LEVEL=1 images/build.sh
 	cd web && npm test --silent
 	cd web && npm run --silent e2e
 	eval "$$(hack/tools-env)" && hack/with-cluster $(CARGO) test --workspace

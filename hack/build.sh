@@ -27,16 +27,16 @@ kver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/client-go/pkg/version.gitMajor=${k%%.*} -X k8s.io/client-go/pkg/version.gitMinor=$(echo "$k" | cut -d. -f2)"
 
-# build NAME VERSION MODULE_DIR PACKAGE LDFLAGS
+# build NAME VERSION MODULE_DIR PACKAGE LDFLAGS [TAGS]
 build() {
-  local name=$1 version=$2 dir=$3 pkg=$4 ldflags=$5
+  local name=$1 version=$2 dir=$3 pkg=$4 ldflags=$5 tags=${6:-}
   local out="$bin/$name-$version"
   if [ -x "$out" ]; then
     return
   fi
   echo "build: $name $version from Go modules (first time only; several minutes on 2 cores)..."
   local t0=$SECONDS
-  (cd "$hack/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+  (cd "$hack/$dir" && go build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
   mv "$out.tmp" "$out"
   echo "build: $name done in $((SECONDS - t0))s ($(du -h "$out" | cut -f1))"
 }
@@ -49,6 +49,27 @@ build helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/int
 build kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 
 build oauth2-proxy "$OAUTH2_PROXY_VERSION" oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7 "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$OAUTH2_PROXY_VERSION"
+
+# The real node: kubelet and kube-proxy from the same Kubernetes module, the
+# container runtime (containerd v2 with its CRI plugin, runc with seccomp), the
+# CNI plugins, CoreDNS and local-path-provisioner.
+build kubelet "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kubelet "$kver"
+build kube-proxy "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kube-proxy "$kver"
+# No btrfs/devmapper snapshotters: the node uses overlayfs, and those need C headers.
+build containerd "$CONTAINERD_VERSION" containerd github.com/containerd/containerd/v2/cmd/containerd \
+  "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" "no_btrfs no_devmapper"
+build ctr "$CONTAINERD_VERSION" containerd github.com/containerd/containerd/v2/cmd/ctr \
+  "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" "no_btrfs no_devmapper"
+build containerd-shim-runc-v2 "$CONTAINERD_VERSION" containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+  "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" "no_btrfs no_devmapper"
+# runc needs cgo and libseccomp for the seccomp profiles the operator sets.
+CGO_ENABLED=1 build runc "$RUNC_VERSION" runc github.com/opencontainers/runc "-X main.version=${RUNC_VERSION#v}" seccomp
+for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
+  build "cni-${plugin#*/}" "$CNI_PLUGINS_VERSION" cni "github.com/containernetworking/plugins/plugins/$plugin" ""
+done
+build coredns "$COREDNS_VERSION" coredns github.com/coredns/coredns ""
+build local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" local-path github.com/rancher/local-path-provisioner ""
+
 # Our own small main around the mockoidc module: keyed by its source.
 build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256sum | cut -c1-12)" mockoidc . ""
 

@@ -26,6 +26,15 @@ if [ "$purpose" = test ]; then
   # The browser tests drive Debian's Chromium (testing.md).
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 fi
+if [ "$purpose" = test ] || [ "$purpose" = images ]; then
+  # Images (images/build.sh): root filesystems from Debian packages.
+  have mmdebstrap || need_apt+=(mmdebstrap)
+  # The real node: runc's seccomp support, kube-proxy's tools.
+  [ -f /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
+  have iptables || need_apt+=(iptables)
+  have conntrack || need_apt+=(conntrack)
+  have npm || { echo "setup: npm is missing (the workspace image's agents come from npm): install Node.js 20 with npm, then run make again" >&2; exit 1; }
+fi
 
 if ((${#need_apt[@]})); then
   if have apt-get && [ "$(id -u)" = 0 ]; then

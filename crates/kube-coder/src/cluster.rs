@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use k8s_openapi::api::core::v1::Toleration;
 use operator::settings::Settings;
 
 /// Cluster-wide settings (the operator's flags; `render` takes them too).
@@ -34,6 +35,50 @@ pub struct SettingsArgs {
     /// A workspace's api URL for idle checks; {namespace} is replaced.
     #[arg(long, env = "KUBE_CODER_ACTIVITY_URL", default_value_t = Settings::default().activity_url)]
     activity_url: String,
+    /// A label (key=value) a node must carry to run workspace pods; repeat
+    /// or separate with commas for several.
+    #[arg(long = "workspace-node-selector", env = "KUBE_CODER_WORKSPACE_NODE_SELECTOR",
+          value_delimiter = ',', value_parser = parse_label)]
+    node_selector: Vec<(String, String)>,
+    /// A taint workspace pods tolerate: key[=value]:Effect (NoSchedule,
+    /// PreferNoSchedule or NoExecute); repeat or separate with commas.
+    #[arg(long = "workspace-toleration", env = "KUBE_CODER_WORKSPACE_TOLERATIONS",
+          value_delimiter = ',', value_parser = parse_toleration)]
+    tolerations: Vec<Toleration>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not a label: write key=value")),
+    }
+}
+
+fn parse_toleration(s: &str) -> Result<Toleration, String> {
+    let bad = || {
+        format!("{s:?} is not a toleration: write key[=value]:Effect, e.g. dedicated=workspaces:NoSchedule")
+    };
+    let (kv, effect) = s.rsplit_once(':').ok_or_else(bad)?;
+    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Err(format!(
+            "{}; the effect is NoSchedule, PreferNoSchedule or NoExecute",
+            bad()
+        ));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if key.is_empty() {
+        return Err(bad());
+    }
+    Ok(Toleration {
+        key: Some(key.into()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.into()),
+        value,
+        effect: Some(effect.into()),
+        ..Default::default()
+    })
 }
 
 impl From<SettingsArgs> for Settings {
@@ -47,6 +92,8 @@ impl From<SettingsArgs> for Settings {
             dns_namespace: a.dns_namespace,
             dns_pod_label: a.dns_pod_label,
             activity_url: a.activity_url,
+            node_selector: a.node_selector.into_iter().collect(),
+            tolerations: a.tolerations,
         }
     }
 }
@@ -86,5 +133,31 @@ pub fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerations_are_written_as_taints_are() {
+        let t = parse_toleration("dedicated=workspaces:NoSchedule").unwrap();
+        assert_eq!(t.key.as_deref(), Some("dedicated"));
+        assert_eq!(t.value.as_deref(), Some("workspaces"));
+        assert_eq!(t.operator.as_deref(), Some("Equal"));
+        assert_eq!(t.effect.as_deref(), Some("NoSchedule"));
+        let t = parse_toleration("kube-coder.dev/node:NoExecute").unwrap();
+        assert_eq!(t.operator.as_deref(), Some("Exists"));
+        assert_eq!(t.value, None);
+        let err = parse_toleration("dedicated=workspaces").unwrap_err();
+        assert!(err.contains("key[=value]:Effect"), "{err}");
+        let err = parse_toleration("a:Sometimes").unwrap_err();
+        assert!(
+            err.contains("NoSchedule, PreferNoSchedule or NoExecute"),
+            "{err}"
+        );
+        assert!(parse_label("zone=a").is_ok());
+        assert!(parse_label("=a").unwrap_err().contains("key=value"));
     }
 }

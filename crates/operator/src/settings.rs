@@ -1,7 +1,11 @@
 //! Cluster-wide settings of the operator (flags of `kube-coder operator`,
 //! also used by `render`): defaults for images and where the ingress
-//! controller, DNS and the operator itself run.
+//! controller, DNS and the operator itself run, and which nodes take
+//! workspace pods.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -24,6 +28,11 @@ pub struct Settings {
     /// URL of a workspace's api port for idle checks; `{namespace}` is
     /// replaced. Tests point it at a local server.
     pub activity_url: String,
+    /// Labels a node must carry to run workspace pods (nodes set aside for
+    /// workspaces; the test cluster's real node).
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints of such nodes that workspace pods tolerate.
+    pub tolerations: Vec<Toleration>,
 }
 
 impl Default for Settings {
@@ -37,6 +46,8 @@ impl Default for Settings {
             dns_namespace: "kube-system".into(),
             dns_pod_label: "k8s-app=kube-dns".into(),
             activity_url: "http://workspace.{namespace}.svc:6081".into(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
         }
     }
 }

@@ -163,6 +163,8 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         ..Default::default()
     };
     let pod = PodSpec {
+        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
         service_account_name: Some(names::SERVICE_ACCOUNT.into()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
@@ -251,6 +253,33 @@ mod tests {
                 assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
             }
         }
+    }
+
+    #[test]
+    fn pods_go_to_the_nodes_the_settings_set_aside() {
+        let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
+        let pod = deployment(&ws, &Settings::default())
+            .spec
+            .template
+            .spec
+            .unwrap();
+        assert_eq!((pod.node_selector, pod.tolerations), (None, None));
+        let settings = Settings {
+            node_selector: [("kube-coder.dev/node".to_string(), "real".to_string())].into(),
+            tolerations: vec![k8s_openapi::api::core::v1::Toleration {
+                key: Some("kube-coder.dev/node".into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }],
+            ..Settings::default()
+        };
+        let pod = deployment(&ws, &settings).spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["kube-coder.dev/node"], "real");
+        assert_eq!(
+            pod.tolerations.unwrap()[0].effect.as_deref(),
+            Some("NoSchedule")
+        );
     }
 
     #[test]

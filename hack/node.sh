@@ -1,0 +1,346 @@
+# The real node of the test cluster (sourced by hack/cluster, never run):
+# containerd with its CRI plugin and runc, the CNI bridge, a kubelet and
+# kube-proxy on this machine, CoreDNS and local-path-provisioner, and the
+# images of images/ imported into containerd. It runs real pods beside
+# kwok's fake nodes; it is tainted, so only pods that tolerate
+# kube-coder.dev/node=real:NoSchedule land on it.
+#
+# Uses from hack/cluster: $dir $bin $hack, say, start, wait_for, api, leaf,
+# kubeconfig, ours. Needs root (mounts, network, cgroups).
+#
+# No packet leaves the machine: the pod range's bridge and blackhole routes
+# for the rest of the pod and Service ranges are set before anything starts,
+# and the host forwards nothing that comes from the bridge.
+
+NODE_POD_RANGE=10.244.0.0/16
+NODE_POD_CIDR=10.244.0.0/24
+NODE_POD_GATEWAY=10.244.0.1
+NODE_SERVICE_RANGE=10.96.0.0/16
+NODE_DNS_IP=10.96.0.10
+NODE_BRIDGE=kcbr0
+NODE_TAINT_KEY=kube-coder.dev/node
+# The images every node start imports (target/images/NAME.tar).
+NODE_IMAGES="busybox kube-coder workspace oauth2-proxy"
+
+node_name() { hostname | tr 'A-Z_' 'a-z-'; }
+
+# The machine's own non-loopback address: pods, the API server and the
+# kubelet reach each other on it (a loopback node IP leaves exec, logs and
+# port-forward with no address to reach).
+node_ip() {
+  if [ -n "${KUBE_CODER_NODE_IP:-}" ]; then echo "$KUBE_CODER_NODE_IP"; return; fi
+  ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1
+}
+
+# Whether this machine can run the real node; prints why not.
+node_possible() {
+  [ "$(id -u)" = 0 ] || { echo "it needs root"; return 1; }
+  [ -n "$(node_ip)" ] || { echo "this machine has no non-loopback IPv4 address"; return 1; }
+  local i
+  for i in $NODE_IMAGES; do
+    [ -f "$hack/../target/images/$i.tar" ] || { echo "target/images/$i.tar is missing: run make images (PROFILE=debug for tests)"; return 1; }
+  done
+  command -v iptables >/dev/null || { echo "iptables is missing: apt-get install iptables"; return 1; }
+}
+
+node_net_up() {
+  local n=$dir/node
+  # Routes first: nothing for these ranges may follow the default route out.
+  ip link add "$NODE_BRIDGE" type bridge 2>/dev/null || true
+  ip addr replace "$NODE_POD_GATEWAY/24" dev "$NODE_BRIDGE"
+  ip link set "$NODE_BRIDGE" up
+  ip route replace blackhole "$NODE_POD_RANGE"
+  ip route replace blackhole "$NODE_SERVICE_RANGE"
+  # Pods talk to pods on the bridge and to this host, never beyond: the
+  # host forwards nothing that enters from the bridge to another interface.
+  iptables -w -I FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP
+  echo "$NODE_BRIDGE" >"$n/bridge"
+  # Forwarding on, for traffic between pods that kube-proxy rewrote
+  # (a Service's address to a pod on the same bridge).
+  cat /proc/sys/net/ipv4/ip_forward >"$n/ip_forward.before"
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+  modprobe br_netfilter 2>/dev/null || true
+  if [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]; then echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables; fi
+  mkdir -p "$n/cni/net.d" "$n/cni/bin"
+  local p
+  for p in bridge loopback host-local portmap; do
+    ln -sf "$bin/cni-$p-$CNI_PLUGINS_VERSION" "$n/cni/bin/$p"
+  done
+  # Routes in the pod: its range, the Services, this host; no default route,
+  # so any other address fails at once instead of leaving.
+  cat >"$n/cni/net.d/10-kube-coder.conflist" <<CNI
+{"cniVersion": "1.0.0", "name": "kube-coder", "plugins": [
+  {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$NODE_POD_CIDR", "gateway": "$NODE_POD_GATEWAY"}]],
+            "dataDir": "$n/cni/ipam",
+            "routes": [{"dst": "$NODE_POD_RANGE"}, {"dst": "$NODE_SERVICE_RANGE"}, {"dst": "$(node_ip)/32"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}
+]}
+CNI
+}
+
+node_net_down() {
+  local n=$dir/node
+  [ -f "$n/bridge" ] || return 0
+  iptables -w -D FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP 2>/dev/null || true
+  ip route del blackhole "$NODE_POD_RANGE" 2>/dev/null || true
+  ip route del blackhole "$NODE_SERVICE_RANGE" 2>/dev/null || true
+  ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  if [ -f "$n/ip_forward.before" ]; then cat "$n/ip_forward.before" >/proc/sys/net/ipv4/ip_forward; fi
+  # kube-proxy's chains: it removes them itself with --cleanup.
+  "$bin/kube-proxy-$KUBERNETES_VERSION" --cleanup >/dev/null 2>&1 || true
+  rm -f "$n/bridge"
+}
+
+node_containerd() {
+  local n=$dir/node
+  mkdir -p "$n/bin" "$n/containerd" "$n/containerd-state"
+  # containerd finds the shim, and the shim runc, on the PATH.
+  ln -sf "$bin/containerd-shim-runc-v2-$CONTAINERD_VERSION" "$n/bin/containerd-shim-runc-v2"
+  ln -sf "$bin/runc-$RUNC_VERSION" "$n/bin/runc"
+  cat >"$n/containerd.toml" <<TOML
+version = 3
+root = "$n/containerd"
+state = "$n/containerd-state"
+[grpc]
+  address = "$n/containerd.sock"
+[ttrpc]
+  address = "$n/containerd.sock.ttrpc"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "ghcr.io/kube-coder/busybox:1"
+[plugins.'io.containerd.cri.v1.runtime']
+  # This machine may not lower oom_score_adj (no CAP_SYS_RESOURCE); the
+  # kubelet asks for -998 on sandboxes.
+  restrict_oom_score_adj = true
+  enable_unprivileged_ports = false
+  enable_unprivileged_icmp = false
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$n/bin/runc"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$n/cni/bin"]
+    conf_dir = "$n/cni/net.d"
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+TOML
+  PATH="$n/bin:$PATH" start containerd "$bin/containerd-$CONTAINERD_VERSION" --config "$n/containerd.toml" --log-level warn
+  wait_for containerd 60 "$bin/ctr-$CONTAINERD_VERSION" --address "$n/containerd.sock" version
+  local i t0
+  for i in $NODE_IMAGES; do
+    t0=$SECONDS
+    "$bin/ctr-$CONTAINERD_VERSION" --address "$n/containerd.sock" -n k8s.io images import \
+      --local --no-unpack=false "$hack/../target/images/$i.tar" >>"$dir/logs/images.log" 2>&1 \
+      || { say "importing target/images/$i.tar into containerd failed; see $dir/logs/images.log"; return 1; }
+    say "node: image $(cut -d' ' -f1 "$hack/../target/images/$i.ref") imported in $((SECONDS - t0))s"
+  done
+}
+
+node_kubelet() {
+  local n=$dir/node name ip port
+  name=$(node_name); ip=$(node_ip); port=$(free_port)
+  leaf kubelet "/O=system:nodes/CN=system:node:$name" "IP:$ip,DNS:$name"
+  kubeconfig kubelet
+  mkdir -p "$n/kubelet" "$n/pod-logs"
+  : >"$n/resolv.conf"
+  cat >"$n/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine's cgroups are v1 (hybrid); kubelet 1.35+ refuses them unless told.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+localStorageCapacityIsolation: false
+containerRuntimeEndpoint: unix://$n/containerd.sock
+podCIDR: $NODE_POD_CIDR
+address: $ip
+port: $port
+readOnlyPort: 0
+healthzPort: 0
+tlsCertFile: $dir/pki/kubelet.crt
+tlsPrivateKeyFile: $dir/pki/kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $dir/pki/ca.crt}
+authorization: {mode: Webhook}
+clusterDNS: [$NODE_DNS_IP]
+clusterDomain: cluster.local
+resolvConf: $n/resolv.conf
+podLogsDir: $n/pod-logs
+serializeImagePulls: false
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+registerWithTaints:
+- {key: $NODE_TAINT_KEY, value: real, effect: NoSchedule}
+nodeLabels: {$NODE_TAINT_KEY: real}
+YAML
+  # nodeLabels is not a KubeletConfiguration field: labels go on the command line.
+  sed -i '/^nodeLabels:/d' "$n/kubelet.yaml"
+  start kubelet "$bin/kubelet-$KUBERNETES_VERSION" --config "$n/kubelet.yaml" \
+    --kubeconfig "$dir/kubelet.kubeconfig" --root-dir "$n/kubelet" --hostname-override "$name" \
+    --node-ip "$ip" --node-labels "$NODE_TAINT_KEY=real" --oom-score-adj 0 --v 1
+  wait_for kubelet 120 node_ready "$name"
+}
+
+node_proxy() {
+  local n=$dir/node
+  leaf kube-proxy "/CN=system:kube-proxy"
+  kubeconfig kube-proxy
+  cat >"$n/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
+hostnameOverride: $(node_name)
+clusterCIDR: $NODE_POD_RANGE
+mode: iptables
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:0
+metricsBindAddress: 127.0.0.1:0
+oomScoreAdj: 0
+# Leave the machine's conntrack sysctls alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
+  start kube-proxy "$bin/kube-proxy-$KUBERNETES_VERSION" --config "$n/kube-proxy.yaml"
+}
+
+# Cluster DNS: CoreDNS on this host, behind the kube-dns Service (an
+# EndpointSlice pointing at the node), answering for cluster.local only.
+node_dns() {
+  local n=$dir/node ip
+  ip=$(node_ip)
+  cat >"$n/Corefile" <<COREFILE
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $ip
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $dir/admin.kubeconfig
+        pods insecure
+    }
+}
+.:53 {
+    bind $ip
+    # No names outside the cluster: this machine has no upstream DNS to give.
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+COREFILE
+  start coredns "$bin/coredns-$COREDNS_VERSION" -conf "$n/Corefile"
+  api POST /api/v1/namespaces/kube-system/services '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$NODE_DNS_IP"'","ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}' >/dev/null
+  api POST /apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"kube-dns-node","namespace":"kube-system","labels":{"kubernetes.io/service-name":"kube-dns","endpointslice.kubernetes.io/managed-by":"kube-coder-test-cluster"}},"addressType":"IPv4","endpoints":[{"addresses":["'"$ip"'"]}],"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}' >/dev/null
+}
+
+# Storage: local-path-provisioner on this host; its helper pods (which make
+# and remove the directories) run on the node from the busybox image.
+node_storage() {
+  local n=$dir/node
+  mkdir -p "$n/local-path" "$n/local-path-config"
+  cat >"$n/local-path-config/config.json" <<JSON
+{"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$n/local-path"]}]}
+JSON
+  cat >"$n/local-path-config/helperPod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: helper-pod}
+spec:
+  tolerations: [{key: $NODE_TAINT_KEY, operator: Exists, effect: NoSchedule}]
+  containers:
+  - name: helper-pod
+    image: ghcr.io/kube-coder/busybox:1
+    imagePullPolicy: Never
+    # The volume directories belong to root on the node.
+    securityContext: {runAsUser: 0}
+YAML
+  cat >"$n/local-path-config/setup" <<'SH'
+#!/bin/sh
+set -eu
+mkdir -m 0777 -p "$VOL_DIR"
+SH
+  cat >"$n/local-path-config/teardown" <<'SH'
+#!/bin/sh
+set -eu
+rm -rf "$VOL_DIR"
+SH
+  api POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"local-path-storage"}}' >/dev/null
+  python3 - "$n/local-path-config" <<'PY' | api POST /api/v1/namespaces/local-path-storage/configmaps @- >/dev/null
+import json, os, sys
+d = sys.argv[1]
+data = {f: open(os.path.join(d, f)).read() for f in ("config.json", "helperPod.yaml", "setup", "teardown")}
+print(json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "local-path-config", "namespace": "local-path-storage"}, "data": data}))
+PY
+  api POST /apis/storage.k8s.io/v1/storageclasses '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass","metadata":{"name":"local-path","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},"provisioner":"rancher.io/local-path","volumeBindingMode":"WaitForFirstConsumer","reclaimPolicy":"Delete"}' >/dev/null
+  start local-path-provisioner "$bin/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION" start \
+    --kubeconfig "$dir/admin.kubeconfig" --namespace local-path-storage --configmap-name local-path-config \
+    --helper-image ghcr.io/kube-coder/busybox:1 --service-account-name default
+}
+
+node_up() {
+  local why t0=$SECONDS
+  if ! why=$(node_possible); then
+    say "no real node: $why (the kwok fake nodes run alone)"
+    return 0
+  fi
+  mkdir -p "$dir/node"
+  node_net_up
+  node_containerd
+  say "node: containerd up with the images in $((SECONDS - t0))s"
+  node_kubelet
+  node_proxy
+  node_dns
+  node_storage
+  echo "$(node_name)" >"$dir/node/name"
+  say "node: $(node_name) Ready on $(node_ip) in $((SECONDS - t0))s (taint $NODE_TAINT_KEY=real:NoSchedule)"
+}
+
+# Stop the node so that nothing is left behind: the kubelet first (it would
+# restart what is killed), then every container and sandbox, containerd,
+# the mounts under the node's directory, the network.
+node_down() {
+  local n=$dir/node pid f
+  [ -d "$n" ] || return 0
+  for f in kubelet kube-proxy coredns local-path-provisioner; do
+    [ -f "$dir/pids/$f" ] || continue
+    pid=$(cat "$dir/pids/$f")
+    if ours "$pid"; then kill "$pid" 2>/dev/null || true; fi
+  done
+  if [ -S "$n/containerd.sock" ]; then
+    local ctr=("$bin/ctr-$CONTAINERD_VERSION" --address "$n/containerd.sock" -n k8s.io)
+    for c in $("${ctr[@]}" tasks list -q 2>/dev/null); do
+      "${ctr[@]}" tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+    for c in $("${ctr[@]}" tasks list -q 2>/dev/null); do
+      "${ctr[@]}" tasks delete -f "$c" >/dev/null 2>&1 || true
+    done
+    for c in $("${ctr[@]}" containers list -q 2>/dev/null); do
+      "${ctr[@]}" containers delete "$c" >/dev/null 2>&1 || true
+    done
+  fi
+  # containerd's shims outlive it: they are ours when they run from our cache.
+  pkill -9 -f "^$bin/containerd-shim-runc-v2-" 2>/dev/null || true
+  pkill -9 -f "^$n/bin/containerd-shim-runc-v2" 2>/dev/null || true
+  if [ -f "$dir/pids/containerd" ]; then
+    pid=$(cat "$dir/pids/containerd")
+    if ours "$pid"; then kill "$pid" 2>/dev/null || true; sleep 0.5; kill -9 "$pid" 2>/dev/null || true; fi
+  fi
+  # Deepest first: volumes, then the sandboxes' and snapshots' mounts.
+  awk -v n="$n/" 'index($2, n) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  awk 'index($2, "/run/netns/cni-") == 1 {print $2}' /proc/self/mounts | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+    rm -f "$m"
+  done
+  node_net_down
+}
