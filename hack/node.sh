@@ -8,9 +8,9 @@
 # Uses from hack/cluster: $dir $bin $hack, say, start, wait_for, api, leaf,
 # kubeconfig, ours. Needs root (mounts, network, cgroups).
 #
-# No packet leaves the machine: the pod range's bridge and blackhole routes
-# for the rest of the pod and Service ranges are set before anything starts,
-# and the host forwards nothing that comes from the bridge.
+# No packet leaves the machine: the pod range's bridge, a blackhole route for
+# the rest of the pod range and the Service range on the bridge are set before
+# anything starts, and the host forwards nothing that comes from the bridge.
 
 NODE_POD_RANGE=10.244.0.0/16
 NODE_POD_CIDR=10.244.0.0/24
@@ -50,7 +50,11 @@ node_net_up() {
   ip addr replace "$NODE_POD_GATEWAY/24" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
   ip route replace blackhole "$NODE_POD_RANGE"
-  ip route replace blackhole "$NODE_SERVICE_RANGE"
+  # The Service range goes to the bridge, not to a blackhole: the kernel
+  # refuses a connect() to a blackholed address before kube-proxy's DNAT
+  # can rewrite it. A Service address with no rule dies on the bridge,
+  # which holds nothing but this node's pods.
+  ip route replace "$NODE_SERVICE_RANGE" dev "$NODE_BRIDGE"
   # Pods talk to pods on the bridge and to this host, never beyond: the
   # host forwards nothing that enters from the bridge to another interface.
   iptables -w -I FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP
@@ -84,7 +88,7 @@ node_net_down() {
   [ -f "$n/bridge" ] || return 0
   iptables -w -D FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP 2>/dev/null || true
   ip route del blackhole "$NODE_POD_RANGE" 2>/dev/null || true
-  ip route del blackhole "$NODE_SERVICE_RANGE" 2>/dev/null || true
+  ip route del "$NODE_SERVICE_RANGE" 2>/dev/null || true
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
   if [ -f "$n/ip_forward.before" ]; then cat "$n/ip_forward.before" >/proc/sys/net/ipv4/ip_forward; fi
   # kube-proxy's chains: it removes them itself with --cleanup.
@@ -193,7 +197,8 @@ YAML
 }
 
 node_proxy() {
-  local n=$dir/node
+  local n=$dir/node healthz
+  healthz=$(free_port)
   leaf kube-proxy "/CN=system:kube-proxy"
   kubeconfig kube-proxy
   cat >"$n/kube-proxy.yaml" <<YAML
@@ -204,13 +209,15 @@ hostnameOverride: $(node_name)
 clusterCIDR: $NODE_POD_RANGE
 mode: iptables
 bindAddress: 127.0.0.1
-healthzBindAddress: 127.0.0.1:0
-metricsBindAddress: 127.0.0.1:0
+healthzBindAddress: 127.0.0.1:$healthz
+metricsBindAddress: 127.0.0.1:$(free_port)
 oomScoreAdj: 0
 # Leave the machine's conntrack sysctls alone.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 YAML
   start kube-proxy "$bin/kube-proxy-$KUBERNETES_VERSION" --config "$n/kube-proxy.yaml"
+  # Healthy once it has written the Service rules.
+  wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$healthz/healthz"
 }
 
 # Cluster DNS: CoreDNS on this host, behind the kube-dns Service (an

@@ -27,7 +27,7 @@ pub const API_PORT: i32 = 6081;
 pub const OAUTH2_PORT: i32 = 4180;
 
 /// Home directory and UID inside the workspace image.
-pub const HOME: &str = "/home/coder";
+pub const HOME: &str = "/home/dev";
 pub const UID: i64 = 1000;
 
 /// `ws-<name>`: the namespace a workspace lives in.

@@ -133,14 +133,12 @@ pub struct OperatorHandle {
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     runtime: tokio::runtime::Runtime,
     pub activity_port: u16,
+    settings: operator::settings::Settings,
 }
 
 impl OperatorHandle {
     pub fn settings(&self) -> operator::settings::Settings {
-        operator::settings::Settings {
-            activity_url: format!("http://127.0.0.1:{}", self.activity_port),
-            ..Default::default()
-        }
+        self.settings.clone()
     }
 
     /// Start (or start again) the operator.
@@ -173,10 +171,77 @@ impl OperatorHandle {
     }
 }
 
-/// The one operator of this test process (started on first use).
+/// The one operator of this test process (started on first use), for
+/// workspaces on kwok's fake nodes: idle checks go to a local port.
 pub fn operator_running() -> &'static OperatorHandle {
     static OP: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
     OP.get_or_init(|| {
+        launch_operator(|port| operator::settings::Settings {
+            activity_url: format!("http://127.0.0.1:{port}"),
+            ..Default::default()
+        })
+    })
+}
+
+/// The label and taint of the test cluster's real node (hack/node.sh).
+pub const REAL_NODE_KEY: &str = "kube-coder.dev/node";
+
+/// The operator of this test process for workspaces on the real node:
+/// their pods select and tolerate it; images are the ones `make test`
+/// built into it (the defaults: `ghcr.io/kube-coder/workspace:<version>`).
+pub fn operator_for_real_node() -> &'static OperatorHandle {
+    static OP: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
+    OP.get_or_init(|| {
+        launch_operator(|_| operator::settings::Settings {
+            node_selector: [(REAL_NODE_KEY.to_string(), "real".to_string())].into(),
+            tolerations: vec![k8s_openapi::api::core::v1::Toleration {
+                key: Some(REAL_NODE_KEY.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }],
+            oauth2_proxy_image: format!(
+                "ghcr.io/kube-coder/oauth2-proxy:{}",
+                oauth2_proxy_version()
+            ),
+            ..Default::default()
+        })
+    })
+}
+
+/// The oauth2-proxy version hack/versions.env pins (the test image's tag).
+pub fn oauth2_proxy_version() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/versions.env");
+    let text = std::fs::read_to_string(&path).expect("read hack/versions.env");
+    text.lines()
+        .find_map(|l| l.strip_prefix("OAUTH2_PROXY_VERSION="))
+        .expect("OAUTH2_PROXY_VERSION in hack/versions.env")
+        .trim()
+        .to_string()
+}
+
+/// Panics with what to do unless the test cluster has its real node, Ready.
+pub async fn require_real_node(client: &kube::Client) -> String {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let list = nodes
+        .list(&kube::api::ListParams::default().labels(&format!("{REAL_NODE_KEY}=real")))
+        .await
+        .expect("list nodes");
+    let node = list.items.into_iter().next().unwrap_or_else(|| {
+        panic!("the test cluster has no real node: hack/cluster up starts one as root once the images are built (PROFILE=debug images/build.sh; make test does both)")
+    });
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(ready, "the real node is not Ready");
+    node.metadata.name.unwrap_or_default()
+}
+
+fn launch_operator(settings: impl FnOnce(u16) -> operator::settings::Settings) -> OperatorHandle {
+    {
         // KUBE_CODER_LOG=debug shows the operator's log in test output.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -198,10 +263,11 @@ pub fn operator_running() -> &'static OperatorHandle {
             stop: std::sync::Mutex::new(None),
             runtime,
             activity_port: port,
+            settings: settings(port),
         };
         handle.start();
         handle
-    })
+    }
 }
 
 /// A Workspace body for tests: fake-node friendly storage, and `extra`

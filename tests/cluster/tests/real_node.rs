@@ -1,0 +1,295 @@
+//! A workspace on the test cluster's real node (kubelet, containerd, runc):
+//! `kube-coder user add` yields a pod that passes its real probes, answers
+//! through its Service, runs tasks in its tmux, keeps files, is hardened as
+//! seen from inside, and keeps its home across stop and start until a purge.
+//! Starts: the control plane with its real node, the operator in-process
+//! (placing workspaces on the real node), the `kube-coder` binary; the
+//! workspace itself is the image `make test` built, running in a pod.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, ListParams};
+use kube_coder_cluster_tests::{
+    client, eventually, install_crd, kube_coder, operator_for_real_node, require_real_node,
+    wait_namespace_gone, ws_name,
+};
+use operator::crd::Workspace;
+use serde_json::{json, Value};
+
+/// `http://<ClusterIP>:<port>` of the workspace's Service: this host
+/// reaches it through kube-proxy's rules, as a pod would.
+async fn service_url(client: &kube::Client, ns: &str, port: u16) -> String {
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get("workspace")
+        .await
+        .expect("the workspace Service");
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    format!("http://{ip}:{port}")
+}
+
+/// Runs `script` as a shell task; returns its output as the stream gave it.
+async fn run_task(http: &reqwest::Client, api: &str, token: &str, script: &str) -> (String, Value) {
+    let task: Value = http
+        .post(format!("{api}/api/tasks"))
+        .bearer_auth(token)
+        .json(&json!({"assistant": "shell", "prompt": script, "name": "real-node-check"}))
+        .send()
+        .await
+        .expect("create a task")
+        .error_for_status()
+        .expect("the task is accepted")
+        .json()
+        .await
+        .unwrap();
+    let id = task["id"].as_str().expect("task id").to_string();
+    // The output, pushed as it comes, until the stream's `end`.
+    let mut stream = http
+        .get(format!("{api}/api/tasks/{id}/stream"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("open the task stream")
+        .error_for_status()
+        .unwrap();
+    let mut events = String::new();
+    let mut output = String::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.expect("read the stream") {
+            events.push_str(&String::from_utf8_lossy(&chunk));
+            if events.contains("event: end") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("the task did not end within 60 s; stream so far:\n{events}"));
+    for block in events.split("\n\n") {
+        if block.lines().any(|l| l == "event: output") {
+            for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let v: Value = serde_json::from_str(data).unwrap();
+                output.push_str(v["data"].as_str().unwrap_or_default());
+            }
+        }
+    }
+    let task: Value = http
+        .get(format!("{api}/api/tasks/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (output, task)
+}
+
+#[tokio::test]
+async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_survives() {
+    let client = client().await;
+    let node = require_real_node(&client).await;
+    install_crd(&client).await;
+    operator_for_real_node();
+    let name = ws_name("real");
+    let ns = format!("ws-{name}");
+    let http = reqwest::Client::new();
+
+    // Default storage class: local-path provisions the home for real.
+    let (code, out, err) = kube_coder(
+        &["user", "add", &name, "--storage", "1Gi", "--timeout", "180"],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "user add failed:\n{out}\n{err}");
+    assert!(out.contains("Ready"), "{out}");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.as_str())
+    );
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .get("home")
+        .await
+        .unwrap();
+    let volume = claim
+        .spec
+        .as_ref()
+        .unwrap()
+        .volume_name
+        .clone()
+        .expect("the home is bound");
+    assert_eq!(
+        claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("local-path")
+    );
+
+    // The dashboard through the Service: a login, then the app.
+    let dashboard = service_url(&client, &ns, 6080).await;
+    // kube-proxy writes a new Service's rules within moments of its endpoints.
+    let r = eventually(
+        "the dashboard to answer through its Service",
+        30,
+        || async { http.get(format!("{dashboard}/")).send().await.ok() },
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let (code, login, _) = kube_coder(&["token", &name, "--login"], "").await;
+    assert_eq!(code, 0);
+    let field = |k: &str| {
+        login
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {login}"))
+    };
+    let r = http
+        .get(format!("{dashboard}/"))
+        .basic_auth(field("user:"), Some(field("password:")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text().await.unwrap().contains("<html"),
+        "the dashboard page"
+    );
+
+    // A task in the pod's tmux, its output streamed back; it looks at the
+    // container it runs in.
+    let (code, token, _) = kube_coder(&["token", &name], "").await;
+    assert_eq!(code, 0);
+    let token = token.trim();
+    let api = service_url(&client, &ns, 6081).await;
+    let script = "echo uid=$(id -u); grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status; \
+        if [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ]; then echo sa-token=present; else echo sa-token=absent; fi; \
+        if touch /usr/probe 2>/dev/null; then echo root=writable; else echo root=read-only; fi; \
+        touch /tmp/probe && echo tmp=writable; touch ~/probe && echo home=writable; rm -f /tmp/probe ~/probe";
+    let (output, task) = run_task(&http, &api, token, script).await;
+    assert_eq!(task["state"], "succeeded", "{task}\n{output}");
+    assert_eq!(task["workdir"], "/home/dev", "the home is the image user's");
+    for want in [
+        "uid=1000",
+        "sa-token=absent",
+        "root=read-only",
+        "tmp=writable",
+        "home=writable",
+    ] {
+        assert!(
+            output.contains(want),
+            "{want} not in the task's output:\n{output}"
+        );
+    }
+    let status = |k: &str| {
+        output
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in\n{output}"))
+    };
+    assert_eq!(status("NoNewPrivs:"), "1");
+    assert_eq!(status("CapEff:"), "0000000000000000");
+    assert_eq!(status("Seccomp:"), "2", "a seccomp filter is on");
+    let task_id = task["id"].as_str().unwrap().to_string();
+
+    // A file, byte for byte.
+    let body: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = http
+        .put(format!("{api}/api/files/content?path=kept.bin"))
+        .bearer_auth(token)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let download = |api: String| {
+        let http = http.clone();
+        let token = token.to_string();
+        async move {
+            http.get(format!("{api}/api/files/content?path=kept.bin"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        download(api.clone()).await[..] == body[..],
+        "the file came back changed"
+    );
+
+    // Stop: the pod goes, the home stays. Start: both are back.
+    let (code, out, err) = kube_coder(&["user", "stop", &name], "").await;
+    assert_eq!(code, 0, "{out}{err}");
+    eventually("the pod to be gone", 90, || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&volume)
+        .await
+        .unwrap()
+        .is_some());
+    let (code, out, err) = kube_coder(&["user", "start", &name, "--timeout", "180"], "").await;
+    assert_eq!(code, 0, "{out}{err}");
+    let api = service_url(&client, &ns, 6081).await;
+    eventually("the api to answer after the start", 30, || async {
+        let r = http.get(format!("{api}/readyz")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(
+        download(api.clone()).await[..] == body[..],
+        "the file did not survive a restart"
+    );
+    let tasks: Value = http
+        .get(format!("{api}/api/tasks"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == task_id.as_str()),
+        "the task history did not survive a restart: {tasks}"
+    );
+
+    // Purge: the workspace, its namespace and its volume are gone.
+    let (code, out, err) =
+        kube_coder(&["user", "delete", &name, "--purge"], &format!("{name}\n")).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_namespace_gone(&client, &name, 120).await;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    eventually("the home volume to be removed", 120, || async {
+        volumes.get_opt(&volume).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let workspaces: Api<Workspace> = Api::all(client.clone());
+    assert!(workspaces.get_opt(&name).await.unwrap().is_none());
+}
