@@ -34,6 +34,8 @@ enum Command {
     User(admin::user::UserCommand),
     /// Print a workspace's API token (or its dashboard login).
     Token(admin::token::TokenArgs),
+    /// Reach a workspace without an ingress, through the API server's port-forward.
+    Connect(admin::connect::ConnectArgs),
     /// Print the manifests of one workspace, for GitOps without the operator.
     Render(Box<admin::render::RenderArgs>),
     /// Check that a cluster is ready for workspaces.
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Token(args) => cluster::block_on(admin::token::run(args)),
+        Command::Connect(args) => cluster::block_on(admin::connect::run(args)),
         Command::Render(args) => match admin::render::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {

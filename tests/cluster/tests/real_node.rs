@@ -1,7 +1,8 @@
 //! A workspace on the test cluster's real node (kubelet, containerd, runc):
 //! `kube-coder user add` yields a pod that passes its real probes, answers
 //! through its Service, runs tasks in its tmux, keeps files, is hardened as
-//! seen from inside, and keeps its home across stop and start until a purge.
+//! seen from inside, is reached without an ingress by `kube-coder connect`,
+//! and keeps its home across stop and start until a purge.
 //! Starts: the control plane with its real node, the operator in-process
 //! (placing workspaces on the real node), the `kube-coder` binary; the
 //! workspace itself is the image `make test` built, running in a pod.
@@ -11,8 +12,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, kube_coder, operator_for_real_node, require_real_node,
-    wait_namespace_gone, ws_name,
+    client, eventually, install_crd, kube_coder, kube_coder_bin, operator_for_real_node,
+    require_real_node, wait_namespace_gone, ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -83,6 +84,110 @@ async fn run_task(http: &reqwest::Client, api: &str, token: &str, script: &str) 
         .await
         .unwrap();
     (output, task)
+}
+
+/// A running `kube-coder connect` and the URLs it printed.
+struct Connect {
+    child: tokio::process::Child,
+    dashboard: String,
+    api: String,
+}
+
+impl Connect {
+    async fn start(name: &str) -> Connect {
+        use tokio::io::AsyncBufReadExt;
+        let port = free_port_pair();
+        let mut child = tokio::process::Command::new(kube_coder_bin())
+            .args(["connect", name, "--port", &port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run kube-coder connect");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut dashboard, mut api) = (String::new(), String::new());
+        while api.is_empty() {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("connect printed its URLs in time")
+                .unwrap()
+                .expect("connect exited before printing its URLs");
+            let url = |l: &str| l.trim().trim_end_matches('/').to_string();
+            if let Some(u) = line.trim().strip_prefix("dashboard:") {
+                dashboard = url(u);
+            } else if let Some(u) = line.trim().strip_prefix("api:") {
+                api = url(u);
+            }
+        }
+        assert_eq!(dashboard, format!("http://127.0.0.1:{port}"));
+        assert_eq!(api, format!("http://127.0.0.1:{}", port + 1));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Connect {
+            child,
+            dashboard,
+            api,
+        }
+    }
+
+    /// Ctrl-C: it ends, successfully.
+    async fn interrupt(&mut self) {
+        let pid = self.child.id().expect("connect is running").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("connect ended on Ctrl-C")
+            .unwrap();
+        assert!(status.success(), "connect ended with {status}");
+    }
+}
+
+/// Two consecutive free local ports; returns the first.
+fn free_port_pair() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A kubeconfig for a fresh ServiceAccount that may do nothing, and its name.
+async fn kubeconfig_without_rights(client: &kube::Client) -> (tempfile::NamedTempFile, String) {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sa = ws_name("nobody");
+    accounts
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token: TokenRequest = accounts
+        .create_subresource("token", &sa, &kube::api::PostParams::default(), &request)
+        .await
+        .unwrap();
+    let token = token.status.and_then(|s| s.token).expect("a token");
+    let admin: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: nobody\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: nobody}}\ncurrent-context: test\n",
+        cluster["server"].as_str().unwrap(),
+        cluster["certificate-authority"].as_str().unwrap()
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    (file, sa)
 }
 
 #[tokio::test]
@@ -233,6 +338,75 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
         "the file came back changed"
     );
 
+    // Without an ingress: `kube-coder connect` through the API server.
+    let mut connect = Connect::start(&name).await;
+    let r = http
+        .get(format!("{}/readyz", connect.api))
+        .send()
+        .await
+        .expect("the api through connect");
+    assert_eq!(r.status(), 200);
+    assert!(
+        download(connect.api.clone()).await[..] == body[..],
+        "a download through connect came back changed"
+    );
+    let r = http
+        .get(format!("{}/", connect.dashboard))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the dashboard through connect asks for the login"
+    );
+    // Refused, with the right named, to whoever may not read the workspace
+    // or may not port-forward to it.
+    let (nobody, account) = kubeconfig_without_rights(&client).await;
+    let refused = || async {
+        let out = tokio::process::Command::new(kube_coder_bin())
+            .args(["connect", &name, "--port", "0"])
+            .env("KUBECONFIG", nobody.path())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused().await;
+    assert!(
+        err.contains("may not read workspace") && err.contains("get workspaces.kube-coder.dev"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let pp = kube::api::PatchParams::apply("kube-coder-tests");
+    let grant = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": account},
+        "rules": [{"apiGroups": ["kube-coder.dev"], "resources": ["workspaces"], "verbs": ["get"]}],
+    });
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .patch(&account, &pp, &kube::api::Patch::Apply(grant))
+        .await
+        .unwrap();
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": account},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "default"}],
+    });
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .patch(&account, &pp, &kube::api::Patch::Apply(binding))
+        .await
+        .unwrap();
+    let err = eventually("the grant to take effect", 30, || async {
+        let err = refused().await;
+        (!err.contains("may not read")).then_some(err)
+    })
+    .await;
+    assert!(err.contains("pods/portforward"), "{err}");
+    connect.interrupt().await;
+
     // Stop: the pod goes, the home stays. Start: both are back.
     let (code, out, err) = kube_coder(&["user", "stop", &name], "").await;
     assert_eq!(code, 0, "{out}{err}");
@@ -250,6 +424,12 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
         .await
         .unwrap()
         .is_some());
+    let (code, _, err) = kube_coder(&["connect", &name], "").await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is stopped") && err.contains(&format!("kube-coder user start {name}")),
+        "{err}"
+    );
     let (code, out, err) = kube_coder(&["user", "start", &name, "--timeout", "180"], "").await;
     assert_eq!(code, 0, "{out}{err}");
     let api = service_url(&client, &ns, 6081).await;
