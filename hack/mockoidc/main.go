@@ -2,10 +2,14 @@
 // Connect provider, for the oauth2 login tests. It prints one JSON line
 // (issuer, client id and secret, control URL) and serves until killed.
 // POST <control>/queue?email=E&username=U makes E the next user to log in;
-// without one queued, jane.doe@example.com logs in.
+// without one queued, jane.doe@example.com logs in. The provider listens on
+// MOCKOIDC_ADDR (default 127.0.0.1:0): pods of the test cluster's real node
+// reach it on the node's address. With MOCKOIDC_CERT and MOCKOIDC_KEY (PEM
+// files) it serves HTTPS, as an issuer URL must be.
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -16,7 +20,30 @@ import (
 )
 
 func main() {
-	m, err := mockoidc.Run()
+	addr := os.Getenv("MOCKOIDC_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	m, err := mockoidc.NewServer(nil)
+	if err == nil {
+		var provider net.Listener
+		var cfg *tls.Config
+		if cert, key := os.Getenv("MOCKOIDC_CERT"), os.Getenv("MOCKOIDC_KEY"); cert != "" {
+			var pair tls.Certificate
+			if pair, err = tls.LoadX509KeyPair(cert, key); err == nil {
+				cfg = &tls.Config{Certificates: []tls.Certificate{pair}}
+			}
+		}
+		if err == nil {
+			if provider, err = net.Listen("tcp", addr); err == nil {
+				// Start serves what the listener gives: TLS only if it speaks it.
+				if cfg != nil {
+					provider = tls.NewListener(provider, cfg)
+				}
+				err = m.Start(provider, cfg)
+			}
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mockoidc:", err)
 		os.Exit(1)

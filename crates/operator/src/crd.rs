@@ -251,6 +251,16 @@ pub struct OAuth2 {
     /// `client-secret`; the operator copies it into the workspace namespace.
     #[schemars(length(min = 1, max = 253))]
     pub client_secret_ref: String,
+    /// For a provider whose certificate a private CA signed: a Secret in
+    /// the operator's namespace with key `ca.crt` (PEM). The login proxy
+    /// then trusts that CA, and only it, for the provider.
+    #[serde(
+        rename = "providerCASecretRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(min = 1, max = 253))]
+    pub provider_ca_secret_ref: Option<String>,
     /// Logins or e-mails let in; empty with no orgs: nobody.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 254)))]

@@ -25,6 +25,10 @@ pub const PULL_SECRET: &str = "image-pull";
 pub const DASHBOARD_PORT: i32 = 6080;
 pub const API_PORT: i32 = 6081;
 pub const OAUTH2_PORT: i32 = 4180;
+/// Key of the provider's CA in the oauth2 Secret, and where the sidecar
+/// finds it.
+pub const OAUTH2_PROVIDER_CA_KEY: &str = "provider-ca.crt";
+pub const OAUTH2_PROVIDER_CA_DIR: &str = "/etc/kube-coder/oauth2-provider-ca";
 
 /// Home directory and UID inside the workspace image.
 pub const HOME: &str = "/home/dev";

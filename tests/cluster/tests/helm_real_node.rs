@@ -109,6 +109,7 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
     let spec: operator::crd::WorkspaceSpec = serde_json::from_value(json!({
         "owner": {"name": name},
         "storage": {"size": "1Gi"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "idle": {"stopAfter": "1m"},
     }))
     .unwrap();

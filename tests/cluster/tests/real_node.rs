@@ -2,7 +2,8 @@
 //! `kube-coder user add` yields a pod that passes its real probes, answers
 //! through its Service, runs tasks in its tmux, keeps files, is hardened as
 //! seen from inside, is reached without an ingress by `kube-coder connect`,
-//! and keeps its home across stop and start until a purge.
+//! and keeps its home across stop and start until a purge; an oauth2
+//! workspace's login goes through its sidecar, run from the test image.
 //! Starts: the control plane with its real node, the operator in-process
 //! (placing workspaces on the real node), the `kube-coder` binary; the
 //! workspace itself is the image `make test` built, running in a pod.
@@ -472,4 +473,282 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
     .await;
     let workspaces: Api<Workspace> = Api::all(client.clone());
     assert!(workspaces.get_opt(&name).await.unwrap().is_none());
+}
+
+/// The local OpenID Connect provider, listening where the real node's
+/// pods reach it (the node's address), over HTTPS with a certificate of a
+/// private CA of its own.
+struct Oidc {
+    _child: tokio::process::Child,
+    _pki: tempfile::TempDir,
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+    control: String,
+    ca_pem: String,
+}
+
+/// A CA and a server certificate it signed for `ip`, made with openssl.
+fn private_ca(ip: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = format!(
+        "set -e; cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-sso-ca -keyout ca.key -out ca.crt
+openssl req -newkey rsa:2048 -nodes -subj /CN={ip} -keyout tls.key -out tls.csr
+printf 'basicConstraints=CA:FALSE\\nsubjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth\\n' > ext
+openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+async fn start_oidc(node_ip: &str) -> Oidc {
+    use tokio::io::AsyncBufReadExt;
+    let tool = std::env::var_os("KUBE_CODER_MOCKOIDC")
+        .expect("KUBE_CODER_MOCKOIDC is not set: run `make test`, or `eval \"$(hack/tools-env)\"`");
+    let pki = private_ca(node_ip);
+    let mut child = tokio::process::Command::new(tool)
+        .env("MOCKOIDC_ADDR", format!("{node_ip}:0"))
+        .env("MOCKOIDC_CERT", pki.path().join("tls.crt"))
+        .env("MOCKOIDC_KEY", pki.path().join("tls.key"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mockoidc");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("mockoidc did not start")
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    Oidc {
+        issuer: s("issuer"),
+        client_id: s("client_id"),
+        client_secret: s("client_secret"),
+        control: s("control"),
+        ca_pem: std::fs::read_to_string(pki.path().join("ca.crt")).unwrap(),
+        _child: child,
+        _pki: pki,
+    }
+}
+
+/// A browser behind the TLS an ingress would terminate: follows the login
+/// redirects, keeps the proxy's cookies (they are `Secure`, this is plain
+/// HTTP to the Service) and tells the proxy the scheme was https.
+async fn browse(proxy: &str, path: &str, provider_ca: &str) -> reqwest::Response {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(provider_ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let proxy_host = reqwest::Url::parse(proxy).unwrap().authority().to_string();
+    let mut cookies = std::collections::BTreeMap::<String, String>::new();
+    let mut url = format!("{proxy}{path}");
+    for _ in 0..10 {
+        let mut req = http.get(&url);
+        let to_proxy = url.starts_with(proxy);
+        if to_proxy {
+            req = req.header("x-forwarded-proto", "https");
+            if !cookies.is_empty() {
+                let jar: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                req = req.header("cookie", jar.join("; "));
+            }
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        if to_proxy {
+            for c in r.headers().get_all("set-cookie") {
+                let pair = c.to_str().unwrap().split(';').next().unwrap_or_default();
+                if let Some((k, v)) = pair.split_once('=') {
+                    cookies.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+        if !r.status().is_redirection() {
+            return r;
+        }
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let next = reqwest::Url::parse(&url).unwrap().join(&location).unwrap();
+        // The ingress's TLS is not here: what it would decrypt goes in plain.
+        url = if next.authority() == proxy_host {
+            next.as_str().replacen("https://", "http://", 1)
+        } else {
+            next.to_string()
+        };
+    }
+    panic!("more than 10 redirects from {proxy}{path}");
+}
+
+#[tokio::test]
+async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
+    use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+    let client = client().await;
+    let node = require_real_node(&client).await;
+    install_crd(&client).await;
+    let operator = operator_for_real_node();
+    let node_ip = Api::<Node>::all(client.clone())
+        .get(&node)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address)
+        .expect("the node's address");
+    let oidc = start_oidc(&node_ip).await;
+
+    // The OAuth client, where the operator copies it from.
+    let settings = operator.settings();
+    let pp = kube::api::PatchParams::apply("kube-coder-tests");
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &settings.operator_namespace,
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": settings.operator_namespace},
+            })),
+        )
+        .await
+        .unwrap();
+    let name = ws_name("sso");
+    let client_secret = format!("{name}-oidc");
+    Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
+        .patch(
+            &client_secret,
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": client_secret},
+                "stringData": {"client-id": oidc.client_id, "client-secret": oidc.client_secret},
+            })),
+        )
+        .await
+        .unwrap();
+    // The provider's certificate comes from a private CA, which the proxy
+    // is told to trust.
+    let ca_secret = format!("{name}-oidc-ca");
+    Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
+        .patch(
+            &ca_secret,
+            &pp,
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": ca_secret},
+                "stringData": {"ca.crt": oidc.ca_pem},
+            })),
+        )
+        .await
+        .unwrap();
+    let spec: operator::crd::WorkspaceSpec = serde_json::from_value(json!({
+        "owner": {"name": name, "email": "alice@example.com"},
+        "storage": {"size": "1Gi"},
+        // The node has two cores; other tests' workspaces share them.
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "auth": {"type": "oauth2", "oauth2": {
+            "provider": "oidc", "issuerUrl": oidc.issuer, "clientSecretRef": client_secret,
+            "providerCASecretRef": ca_secret,
+        }},
+    }))
+    .unwrap();
+    let workspaces: Api<Workspace> = Api::all(client.clone());
+    workspaces
+        .create(
+            &kube::api::PostParams::default(),
+            &Workspace::new(&name, spec),
+        )
+        .await
+        .unwrap();
+    let ns = format!("ws-{name}");
+    eventually("the oauth2 workspace to be Ready", 180, || async {
+        let ws = workspaces.get(&name).await.ok()?;
+        (ws.status?.phase == Some(operator::crd::Phase::Ready)).then_some(())
+    })
+    .await;
+
+    // The sidecar runs from the test image, Ready beside the server.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let sidecar = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == "oauth2-proxy").cloned())
+        .expect("an oauth2-proxy container");
+    assert!(sidecar.ready, "the sidecar is not ready");
+    assert_eq!(sidecar.image, settings.oauth2_proxy_image);
+
+    // Alice logs in through the proxy and reaches the server as herself.
+    // The Service's dashboard port leads to the proxy in oauth2 mode.
+    let proxy = service_url(&client, &ns, 6080).await;
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/queue?email=alice@example.com&username=alice",
+            oidc.control
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = eventually("the proxy to answer through its Service", 30, || async {
+        reqwest::get(format!("{proxy}/ping"))
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    let _ = r;
+    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the login did not end at the server: {}",
+        r.url()
+    );
+    let me: Value = r.json().await.unwrap();
+    assert_eq!(me["via"], "oauth2", "{me}");
+    assert!(
+        me["user"].as_str().unwrap_or_default().contains("alice"),
+        "{me}"
+    );
+    // Someone else the provider knows (its default user) is turned away.
+    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
+    assert_eq!(r.status(), 403, "a login not on the allow list got in");
+    // Alice again, for the dashboard page.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/queue?email=alice@example.com&username=alice",
+            oidc.control
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = browse(&proxy, "/", &oidc.ca_pem).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<html"));
+
+    workspaces
+        .delete(&name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
 }

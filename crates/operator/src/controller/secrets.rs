@@ -119,9 +119,18 @@ pub async fn copied(
     if ws.spec.auth.kind == AuthType::Oauth2 {
         if let Some(o) = &ws.spec.auth.oauth2 {
             let client_secret = source(o.client_secret_ref.clone()).await?;
+            let provider_ca = match &o.provider_ca_secret_ref {
+                Some(name) => Some(source(name.clone()).await?),
+                None => None,
+            };
             let existing = live_secret(client, caches, names::OAUTH2_SECRET, &ns).await?;
-            let secret = credentials::oauth2_secret(ws, &client_secret, existing.as_ref())
-                .map_err(Error::BadSecret)?;
+            let secret = credentials::oauth2_secret(
+                ws,
+                &client_secret,
+                provider_ca.as_ref(),
+                existing.as_ref(),
+            )
+            .map_err(Error::BadSecret)?;
             out.push(Manifest::new(Kind::Secret, &secret)?);
         }
     }

@@ -116,6 +116,7 @@ pub fn credentials_secret(ws: &Workspace, c: &Credentials) -> Secret {
 pub fn oauth2_secret(
     ws: &Workspace,
     client: &Secret,
+    provider_ca: Option<&Secret>,
     existing: Option<&Secret>,
 ) -> Result<Secret, String> {
     let get = |key: &str| {
@@ -133,14 +134,25 @@ pub fn oauth2_secret(
         rand::rng().fill_bytes(&mut b);
         base64::engine::general_purpose::URL_SAFE.encode(b)
     });
+    let mut keys = vec![
+        ("client-id", id),
+        ("client-secret", secret),
+        ("cookie-secret", cookie),
+    ];
+    if let Some(ca) = provider_ca {
+        let pem = value(Some(ca), "ca.crt").ok_or_else(|| {
+            format!(
+                "the provider CA Secret {:?} has no \"ca.crt\" key",
+                ca.metadata.name.as_deref().unwrap_or_default()
+            )
+        })?;
+        keys.push((names::OAUTH2_PROVIDER_CA_KEY, pem));
+    }
+    let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Ok(Secret {
         metadata: meta(ws, names::OAUTH2_SECRET, true, true),
         type_: Some("Opaque".into()),
-        data: Some(data(&[
-            ("client-id", &id),
-            ("client-secret", &secret),
-            ("cookie-secret", &cookie),
-        ])),
+        data: Some(data(&keys)),
         ..Default::default()
     })
 }

@@ -6,11 +6,12 @@
 //! server's default trusted-proxy range): no pod-CIDR guess to get wrong.
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, SecretKeySelector,
+    Container, ContainerPort, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::container::{hardened, http_probe, resources};
-use crate::crd::{OAuth2, OAuth2Provider, Workspace};
+use crate::crd::{AuthType, OAuth2, OAuth2Provider, Workspace};
 use crate::names;
 use crate::settings::Settings;
 
@@ -117,7 +118,20 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
                 ingress.host
             ));
         }
+        if o.provider_ca_secret_ref.is_some() {
+            args.push(format!(
+                "--provider-ca-file={}/{}",
+                names::OAUTH2_PROVIDER_CA_DIR,
+                names::OAUTH2_PROVIDER_CA_KEY
+            ));
+        }
     }
+    let provider_ca = ws
+        .spec
+        .auth
+        .oauth2
+        .as_ref()
+        .is_some_and(|o| o.provider_ca_secret_ref.is_some());
     Container {
         name: "oauth2-proxy".into(),
         image: Some(settings.oauth2_proxy_image.clone()),
@@ -137,8 +151,41 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
         readiness_probe: Some(http_probe("/ready", names::OAUTH2_PORT, 5)),
         resources: Some(resources(("20m", "32Mi"), ("200m", "128Mi"))),
         security_context: Some(hardened()),
+        volume_mounts: provider_ca.then(|| {
+            vec![VolumeMount {
+                name: PROVIDER_CA_VOLUME.into(),
+                mount_path: names::OAUTH2_PROVIDER_CA_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            }]
+        }),
         ..Default::default()
     }
+}
+
+/// The volume of the sidecar's provider CA (the oauth2 Secret's CA key).
+pub const PROVIDER_CA_VOLUME: &str = "oauth2-provider-ca";
+
+/// That volume, when the Workspace names a provider CA.
+pub fn provider_ca_volume(ws: &Workspace) -> Option<Volume> {
+    let o = ws.spec.auth.oauth2.as_ref()?;
+    if ws.spec.auth.kind != AuthType::Oauth2 || o.provider_ca_secret_ref.is_none() {
+        return None;
+    }
+    Some(Volume {
+        name: PROVIDER_CA_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names::OAUTH2_SECRET.into()),
+            default_mode: Some(0o444),
+            items: Some(vec![KeyToPath {
+                key: names::OAUTH2_PROVIDER_CA_KEY.into(),
+                path: names::OAUTH2_PROVIDER_CA_KEY.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -146,6 +193,52 @@ mod tests {
     use super::*;
     use crate::manifests::test_support::workspace;
     use serde_json::json;
+
+    #[test]
+    fn a_private_providers_ca_is_mounted_and_trusted() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice", "email": "a@example.com"},
+                   "auth": {"type": "oauth2", "oauth2": {"provider": "oidc",
+                     "issuerUrl": "https://sso.internal", "clientSecretRef": "sso",
+                     "providerCASecretRef": "sso-ca"}}}),
+        );
+        let c = sidecar(&ws, &Settings::default());
+        let file = format!(
+            "{}/{}",
+            names::OAUTH2_PROVIDER_CA_DIR,
+            names::OAUTH2_PROVIDER_CA_KEY
+        );
+        assert!(c
+            .args
+            .unwrap()
+            .contains(&format!("--provider-ca-file={file}")));
+        let mount = &c.volume_mounts.unwrap()[0];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (names::OAUTH2_PROVIDER_CA_DIR, Some(true))
+        );
+        let volume = provider_ca_volume(&ws).unwrap();
+        assert_eq!(volume.name, mount.name);
+        assert_eq!(
+            volume.secret.unwrap().items.unwrap()[0].key,
+            names::OAUTH2_PROVIDER_CA_KEY
+        );
+        // Without one: no mount, no flag, no volume.
+        let ws = workspace(
+            "bob",
+            json!({"owner": {"name": "bob", "email": "b@example.com"},
+                   "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
+        );
+        let c = sidecar(&ws, &Settings::default());
+        assert!(c.volume_mounts.is_none());
+        assert!(!c
+            .args
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--provider-ca-file")));
+        assert!(provider_ca_volume(&ws).is_none());
+    }
 
     #[test]
     fn the_owner_is_let_in_by_an_explicit_identity_only() {

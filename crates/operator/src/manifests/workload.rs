@@ -185,22 +185,27 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             ..Default::default()
         }),
         containers,
-        volumes: Some(vec![
-            Volume {
-                name: "home".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: names::HOME_PVC.into(),
+        volumes: Some(
+            vec![
+                Volume {
+                    name: "home".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: names::HOME_PVC.into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            },
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-            credentials,
-        ]),
+                },
+                Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                credentials,
+            ]
+            .into_iter()
+            .chain(oauth2_proxy::provider_ca_volume(ws))
+            .collect(),
+        ),
         ..Default::default()
     };
     Deployment {
