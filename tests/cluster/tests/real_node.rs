@@ -707,7 +707,7 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let r = eventually("the proxy to answer through its Service", 30, || async {
+    eventually("the proxy to answer through its Service", 30, || async {
         reqwest::get(format!("{proxy}/ping"))
             .await
             .ok()?
@@ -716,7 +716,6 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
             .then_some(())
     })
     .await;
-    let _ = r;
     let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
     assert_eq!(
         r.status(),
