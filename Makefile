@@ -6,6 +6,8 @@
 
 CARGO ?= cargo
 ARGS ?=
+# Prints how long each stage of make test took.
+STAGE = hack/stage
 
 .PHONY: run test setup setup-test web build lint fmt bench clean cluster cluster-bin fuzz images
 
@@ -29,7 +31,7 @@ run: build
 # `make test`: its build needs the most scratch disk (about 8 GB, freed when
 # done), best before target/ grows.
 cluster-bin: setup-test
-	hack/build.sh
+	@$(STAGE) "Go-built cluster binaries" hack/build.sh
 
 # The container images (images/), as OCI archives in target/images/, built
 # without a Docker daemon from Debian packages, npm and our binaries.
@@ -37,9 +39,9 @@ images: cluster-bin web
 	images/build.sh
 
 lint: setup-test
-	@hack/build-web.sh test
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(STAGE) "dashboard build and checks" hack/build-web.sh test
+	@$(STAGE) "rustfmt" $(CARGO) fmt --all -- --check
+	@$(STAGE) "clippy" $(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Every Rust test is built and run with one package selection (--workspace):
 # a narrower one (-p) unifies dependency features differently and builds
@@ -48,11 +50,11 @@ lint: setup-test
 # The images for the test cluster's real node are built from the debug
 # binaries the test build just made, with fast compression.
 test: cluster-bin lint
-	$(CARGO) test --workspace --no-run
-	PROFILE=debug GZIP_LEVEL=1 images/build.sh
-	cd web && npm test --silent
-	cd web && npm run --silent e2e
-	eval "$$(hack/tools-env)" && hack/with-cluster $(CARGO) test --workspace
+	@$(STAGE) "test build" $(CARGO) test --workspace --no-run
+	@$(STAGE) "images" env PROFILE=debug GZIP_LEVEL=1 images/build.sh
+	@$(STAGE) "vitest" sh -c 'cd web && npm test --silent'
+	@$(STAGE) "browser tests" sh -c 'cd web && npm run --silent e2e'
+	@eval "$$(hack/tools-env)" && $(STAGE) "Rust tests (cluster up, tests, down)" hack/with-cluster $(CARGO) test --workspace
 
 # The test control plane alone: hack/cluster up|down|env (see hack/README.md).
 cluster: setup-test
@@ -68,6 +70,7 @@ bench: setup
 	bench/hooks.sh
 	bench/dashboard.sh
 	hack/with-cluster bench/operator.sh
+	PROFILE=debug images/build.sh && hack/with-cluster bench/node.sh
 
 clean:
 	$(CARGO) clean
