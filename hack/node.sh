@@ -299,13 +299,13 @@ node_up() {
     return 0
   fi
   mkdir -p "$dir/node"
+  local t=$SECONDS
   node_net_up
   node_containerd
-  say "node: containerd up with the images in $((SECONDS - t0))s"
-  node_kubelet
-  node_proxy
-  node_dns
-  node_storage
+  say "node: containerd up with the images in $((SECONDS - t))s"
+  t=$SECONDS; node_kubelet; say "node: kubelet registered the node Ready in $((SECONDS - t))s"
+  t=$SECONDS; node_proxy; say "node: kube-proxy healthy in $((SECONDS - t))s"
+  t=$SECONDS; node_dns; node_storage; say "node: CoreDNS and local-path-provisioner started in $((SECONDS - t))s"
   echo "$(node_name)" >"$dir/node/name"
   say "node: $(node_name) Ready on $(node_ip) in $((SECONDS - t0))s (taint $NODE_TAINT_KEY=real:NoSchedule)"
 }

@@ -38,9 +38,14 @@ for tool in mmdebstrap dpkg-deb apt-get npm; do
 done
 
 t0=$SECONDS
-cargo_profile=()
-[ "$profile" = release ] && cargo_profile=(--release)
-cargo build -q "${cargo_profile[@]}" --workspace --bins
+# Debug binaries as the test build makes them (make test has just run it, so
+# this is a no-op there; a plain `cargo build` unifies features differently
+# and would rebuild much of the tree).
+if [ "$profile" = release ]; then
+  cargo build -q --release --workspace --bins
+else
+  cargo test -q --workspace --no-run
+fi
 export KUBE_CODER_BIN=$repo/target/$profile/kube-coder
 export OAUTH2_PROXY_BIN=${KUBE_CODER_CACHE:-$HOME/.cache/kube-coder}/bin/oauth2-proxy-$OAUTH2_PROXY_VERSION
 packer=$repo/target/$profile/kube-coder-image
