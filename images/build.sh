@@ -85,6 +85,7 @@ for name in "${names[@]}"; do
   t=$SECONDS
   if [ ! -d "$base" ]; then
     say "$name: making the root filesystem (first time for these inputs)..."
+    # Older bases of this image, and what a failed build left.
     rm -rf "$IMAGES_CACHE/base/$name-"*
     "$dir/rootfs.sh" base "$base.tmp" >&2
     mv "$base.tmp" "$base"
