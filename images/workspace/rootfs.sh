@@ -42,10 +42,19 @@ mkdir -p "$root/opt/agents"
 cp "$here/agents/package.json" "$here/agents/package-lock.json" "$root/opt/agents/"
 (cd "$root/opt/agents" && npm install --silent --no-audit --no-fund --no-save --no-update-notifier \
   --cache "$npm_cache/cache" >/dev/null)
+# node-gyp's build files (Makefile, config.gypi) name the directory the
+# modules were built in; only the built modules in build/Release are used.
+find "$root/opt/agents/node_modules" -path '*/build/config.gypi' | while read -r gypi; do
+  find "$(dirname "$gypi")" -maxdepth 1 -type f -delete
+done
 for cmd in claude codex gemini opencode; do
   ln -sf "/opt/agents/node_modules/.bin/$cmd" "$root/usr/local/bin/$cmd"
 done
 
+# Every shadow entry's last-change day is SOURCE_DATE_EPOCH's, as
+# mmdebstrap wrote it: one fixed day instead, so the cached base does not
+# depend on when it was made.
+sed -i 's/^\([^:]*:[^:]*:\)[0-9]*:/\119000:/' "$root/etc/shadow"
 # The user dev, written out rather than by useradd, whose shadow entry would
 # carry today's date.
 echo 'dev:x:1000:1000:dev:/home/dev:/bin/bash' >>"$root/etc/passwd"
