@@ -378,3 +378,42 @@ pub async fn wait_namespace_gone(client: &kube::Client, name: &str, secs: u64) {
     })
     .await;
 }
+
+/// The Helm binary `make test` built (hack/tools-env names it).
+pub fn helm() -> std::path::PathBuf {
+    let path = std::env::var_os("KUBE_CODER_HELM")
+        .expect("KUBE_CODER_HELM is not set: run `make test`, or `eval $(hack/cluster env)`");
+    std::path::PathBuf::from(path)
+}
+
+/// The chart of this repository.
+pub fn chart() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kube-coder")
+}
+
+/// Run helm; panics with its output when it fails; returns its stdout.
+pub fn run_helm(args: &[&str]) -> String {
+    let out = std::process::Command::new(helm())
+        .args(args)
+        .output()
+        .expect("run helm");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `http://<ClusterIP>:<port>` of a workspace's Service: this host reaches
+/// it through kube-proxy's rules on the real node, as a pod would.
+pub async fn service_url(client: &kube::Client, ns: &str, port: u16) -> String {
+    use k8s_openapi::api::core::v1::Service;
+    let svc = kube::Api::<Service>::namespaced(client.clone(), ns)
+        .get("workspace")
+        .await
+        .expect("the workspace Service");
+    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    format!("http://{ip}:{port}")
+}

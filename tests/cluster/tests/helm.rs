@@ -6,41 +6,16 @@
 //! ClusterRole holds all the reconciler needs.
 //! Starts: the control plane, helm, the `kube-coder operator` binary.
 
-use std::path::{Path, PathBuf};
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, kube_coder_bin, provide_volume, workspace_json, ws_name,
+    chart, client, eventually, install_crd, kube_coder_bin, provide_volume, run_helm,
+    workspace_json, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
-
-fn helm() -> PathBuf {
-    let path = std::env::var_os("KUBE_CODER_HELM")
-        .expect("KUBE_CODER_HELM is not set: run `make test`, or `eval $(hack/cluster env)`");
-    PathBuf::from(path)
-}
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kube-coder")
-}
-
-fn run_helm(args: &[&str]) -> String {
-    let out = std::process::Command::new(helm())
-        .args(args)
-        .output()
-        .expect("run helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn the_chart_lints_and_renders_a_hardened_least_privilege_operator() {

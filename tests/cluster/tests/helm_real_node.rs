@@ -7,37 +7,16 @@
 //! workspace run in pods from the images `make test` built. A test binary
 //! of its own: no other operator may run beside the chart's.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, oauth2_proxy_version, require_real_node, ws_name,
-    REAL_NODE_KEY,
+    chart, client, eventually, install_crd, oauth2_proxy_version, require_real_node, run_helm,
+    service_url, ws_name, REAL_NODE_KEY,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::{json, Value};
-
-fn run_helm(args: &[&str]) -> String {
-    let helm = std::env::var_os("KUBE_CODER_HELM")
-        .expect("KUBE_CODER_HELM is not set: run `make test`, or `eval $(hack/cluster env)`");
-    let out = std::process::Command::new(helm)
-        .args(args)
-        .output()
-        .expect("run helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {args:?} failed:\n{text}");
-    text
-}
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kube-coder")
-}
 
 async fn phase(api: &Api<Workspace>, name: &str) -> Option<Phase> {
     api.get(name).await.ok()?.status?.phase
@@ -141,14 +120,7 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
         .await
         .unwrap();
     let token = String::from_utf8(secret.data.unwrap()["api-token"].0.clone()).unwrap();
-    let ip = Api::<Service>::namespaced(client.clone(), &ws_ns)
-        .get("workspace")
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .unwrap();
-    let api = format!("http://{ip}:6081");
+    let api = service_url(&client, &ws_ns, 6081).await;
     let http = reqwest::Client::new();
     let task: Value = eventually("the api to take a task", 30, || async {
         let r = http

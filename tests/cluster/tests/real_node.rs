@@ -10,24 +10,19 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
     client, eventually, install_crd, kube_coder, kube_coder_bin, operator_for_real_node,
-    require_real_node, wait_namespace_gone, ws_name,
+    require_real_node, service_url, wait_namespace_gone, ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
 
-/// `http://<ClusterIP>:<port>` of the workspace's Service: this host
-/// reaches it through kube-proxy's rules, as a pod would.
-async fn service_url(client: &kube::Client, ns: &str, port: u16) -> String {
-    let svc = Api::<Service>::namespaced(client.clone(), ns)
-        .get("workspace")
-        .await
-        .expect("the workspace Service");
-    let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    format!("http://{ip}:{port}")
+/// GET `url` with the token; the JSON answer.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    r.json().await.unwrap()
 }
 
 /// Runs `script` as a shell task; returns its output as the stream gave it.
@@ -75,15 +70,7 @@ async fn run_task(http: &reqwest::Client, api: &str, token: &str, script: &str) 
             }
         }
     }
-    let task: Value = http
-        .get(format!("{api}/api/tasks/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = get_json(http, &format!("{api}/api/tasks/{id}"), token).await;
     (output, task)
 }
 
@@ -443,15 +430,7 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
         download(api.clone()).await[..] == body[..],
         "the file did not survive a restart"
     );
-    let tasks: Value = http
-        .get(format!("{api}/api/tasks"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tasks = get_json(&http, &format!("{api}/api/tasks"), token).await;
     assert!(
         tasks["tasks"]
             .as_array()
