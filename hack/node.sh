@@ -334,8 +334,8 @@ node_down() {
       "${ctr[@]}" containers delete "$c" >/dev/null 2>&1 || true
     done
   fi
-  # containerd's shims outlive it: they are ours when they run from our cache.
-  pkill -9 -f "^$bin/containerd-shim-runc-v2-" 2>/dev/null || true
+  # containerd's shims outlive it: ours run from the node's bin directory
+  # (containerd finds them on the PATH there).
   pkill -9 -f "^$n/bin/containerd-shim-runc-v2" 2>/dev/null || true
   if [ -f "$dir/pids/containerd" ]; then
     pid=$(cat "$dir/pids/containerd")

@@ -88,6 +88,13 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+impl<W> Hashing<W> {
+    /// `sha256:<hex>` of what passed through.
+    fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.clone().finalize()))
+    }
+}
+
 fn hashing<W: Write>(inner: W) -> Hashing<W> {
     Hashing {
         inner,
@@ -138,12 +145,12 @@ fn pack_into(
     let gz = flate2::GzBuilder::new().write(blob, flate2::Compression::new(req.gzip_level));
     let diff = hashing(gz);
     let (layer_stats, diff) = layer::write_layer(req.rootfs, req.epoch, diff)?;
-    let diff_id = format!("sha256:{}", hex::encode(diff.hash.finalize()));
+    let diff_id = diff.digest();
     let mut blob = diff.inner.finish().map_err(io_err(tmp_layer))?;
     blob.flush().map_err(io_err(tmp_layer))?;
     let layer_desc = oci::Descriptor {
         media_type: oci::MEDIA_LAYER_GZIP.into(),
-        digest: format!("sha256:{}", hex::encode(blob.hash.finalize())),
+        digest: blob.digest(),
         size: blob.bytes,
         annotations: Default::default(),
     };

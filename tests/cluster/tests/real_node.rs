@@ -490,6 +490,21 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -
     dir
 }
 
+impl Oidc {
+    /// Makes `user`@example.com the next to log in at the provider.
+    async fn queue_login(&self, user: &str) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/queue?email={user}@example.com&username={user}",
+                self.control
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
 async fn start_oidc(node_ip: &str) -> Oidc {
     use tokio::io::AsyncBufReadExt;
     let tool = std::env::var_os("KUBE_CODER_MOCKOIDC")
@@ -677,15 +692,7 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     // Alice logs in through the proxy and reaches the server as herself.
     // The Service's dashboard port leads to the proxy in oauth2 mode.
     let proxy = service_url(&client, &ns, 6080).await;
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/queue?email=alice@example.com&username=alice",
-            oidc.control
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    oidc.queue_login("alice").await;
     eventually("the proxy to answer through its Service", 30, || async {
         reqwest::get(format!("{proxy}/ping"))
             .await
@@ -712,15 +719,7 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
     assert_eq!(r.status(), 403, "a login not on the allow list got in");
     // Alice again, for the dashboard page.
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/queue?email=alice@example.com&username=alice",
-            oidc.control
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    oidc.queue_login("alice").await;
     let r = browse(&proxy, "/", &oidc.ca_pem).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<html"));
