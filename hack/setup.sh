@@ -23,6 +23,8 @@ if [ "$purpose" = test ]; then
   have openssl || need_apt+=(openssl)
   have curl || need_apt+=(curl)
   have python3 || need_apt+=(python3)
+  # The documentation test runs the README's examples, which use jq.
+  have jq || need_apt+=(jq)
   # The browser tests drive Debian's Chromium (testing.md).
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 fi

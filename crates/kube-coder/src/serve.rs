@@ -7,7 +7,7 @@
 //! wins over the file. `docs/configuration.md` lists them all.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -383,6 +383,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(msg) = create_missing_home(&config.home) {
+        eprintln!("kube-coder: {msg}");
+        return ExitCode::from(2);
+    }
     // Refused configurations exit 2 with one line, before anything starts.
     if let Err(e) = config.validate() {
         eprintln!("kube-coder: {e}");
@@ -437,6 +441,30 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `--home ~/code` on a machine without `~/code`: make it, as a user would
+/// with `mkdir`, when its parent exists. One level only, so a mistyped
+/// path deep down (`~/cdoe/project`) is reported instead of built.
+fn create_missing_home(home: &Path) -> Result<(), String> {
+    if home.exists() || home.is_symlink() {
+        return Ok(());
+    }
+    match std::fs::create_dir(home) {
+        Ok(()) => {
+            eprintln!("kube-coder: created the home directory {}", home.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "--home {} does not exist, nor does its parent; create it first (mkdir -p {})",
+            home.display(),
+            home.display()
+        )),
+        Err(e) => Err(format!(
+            "--home {} does not exist and cannot be created: {e}",
+            home.display()
+        )),
+    }
 }
 
 /// One line per listener and how to log in. Written with `writeln!` and

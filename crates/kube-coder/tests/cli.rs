@@ -47,10 +47,35 @@ fn other_refusals_name_the_fix() {
     assert_eq!((code, err.contains("--max-tasks")), (2, true), "{err}");
     let (code, err) = serve_fails(&["--home", "/nonexistent/home"], &[]);
     assert_eq!(
-        (code, err.contains("/nonexistent/home")),
+        (
+            code,
+            err.contains("/nonexistent/home") && err.contains("mkdir -p")
+        ),
         (2, true),
         "{err}"
     );
+}
+
+/// `make run ARGS="--home ~/code"` on a machine without `~/code`.
+#[tokio::test]
+async fn a_missing_home_whose_parent_exists_is_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let home = parent.path().join("code");
+    let ws = Workspace::start(&["--home", home.to_str().unwrap()]).await;
+    assert!(home.is_dir());
+    let listing: serde_json::Value = ws
+        .client
+        .get(format!("{}/api/files?path=", ws.api))
+        .bearer_auth(&ws.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["entries"], serde_json::json!([]), "{listing}");
+    let err = std::fs::read_to_string(ws.dir.path().join("server.log")).unwrap();
+    assert!(err.contains("created the home directory"), "{err}");
 }
 
 #[test]

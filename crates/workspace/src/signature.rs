@@ -103,6 +103,20 @@ mod tests {
         assert!(!verify_body("k", body, ""));
     }
 
+    /// docs/api.md shows the shell command that checks a hook delivery,
+    /// with its output: the implementation must sign the same way.
+    #[test]
+    fn the_delivery_scheme_matches_the_documented_example() {
+        let docs = include_str!("../../../docs/api.md");
+        let sig = sign_delivery(
+            "s3cret",
+            1767225600,
+            "5f2b9c0e81d4a7e3",
+            br#"{"event":"task.finished"}"#,
+        );
+        assert!(docs.contains(&format!("# → {sig}")), "{sig}");
+    }
+
     #[test]
     fn the_delivery_scheme_binds_time_and_id() {
         let body = br#"{"a":1}"#;
