@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// API listener (Bearer token only); the same forms as --listen.
     #[arg(long, env = "KUBE_CODER_API_LISTEN", default_value = "127.0.0.1:6081", value_parser = parse_listen)]
     api_listen: SocketAddr,
+    /// The api listener's URL as webhook senders reach it (for example
+    /// https://alice-api.dev.example.com), shown in the dashboard with each
+    /// webhook. Default: http://<--api-listen> unless that listens on every
+    /// address.
+    #[arg(long, env = "KUBE_CODER_API_URL", value_parser = parse_api_url)]
+    api_url: Option<String>,
     /// Dashboard authentication: basic, oauth2, token or none.
     #[arg(long, env = "KUBE_CODER_AUTH", default_value = "token")]
     auth: AuthMode,
@@ -326,6 +332,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         home: a.home.unwrap_or_else(home_dir),
         listen: a.listen,
         api_listen: a.api_listen,
+        api_url: a.api_url,
         auth: a.auth,
         read_only: a.read_only,
         api_token_file: a
@@ -441,6 +448,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// An http(s) URL with no query or fragment; kept without a trailing `/`.
+fn parse_api_url(s: &str) -> Result<String, String> {
+    let u = url::Url::parse(s).map_err(|e| {
+        format!("`{s}` is not a URL ({e}); for example https://alice-api.dev.example.com")
+    })?;
+    if !matches!(u.scheme(), "http" | "https") || u.query().is_some() || u.fragment().is_some() {
+        return Err(format!(
+            "`{s}` must be an http or https URL without query or fragment"
+        ));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 /// `--home ~/code` on a machine without `~/code`: make it, as a user would

@@ -327,13 +327,19 @@ const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/api/schedules",
-        body: Some(r#"{"name":"m","cron":"0 3 * * *","prompt":"p","assistant":"fake"}"#),
+        body: Some(r#"{"name":"m{n}","cron":"0 3 * * *","prompt":"p","assistant":"fake"}"#),
         ok: 201,
     },
     Route {
         method: "DELETE",
         path: "/api/schedules/0123456789ab",
         body: None,
+        ok: 404,
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/schedules/0123456789ab",
+        body: Some(r#"{"paused":true}"#),
         ok: 404,
     },
     Route {
@@ -344,9 +350,27 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        path: "/api/schedules/0123456789ab/run",
+        body: None,
+        ok: 404,
+    },
+    Route {
+        method: "POST",
         path: "/api/webhooks",
-        body: Some(r#"{"name":"w","prompt_template":"p","assistant":"fake"}"#),
+        body: Some(r#"{"name":"w{n}","prompt_template":"p","assistant":"fake"}"#),
         ok: 201,
+    },
+    Route {
+        method: "PATCH",
+        path: "/api/webhooks/0123456789ab",
+        body: Some(r#"{"paused":true}"#),
+        ok: 404,
+    },
+    Route {
+        method: "GET",
+        path: "/api/webhooks/0123456789ab/deliveries",
+        body: None,
+        ok: 404,
     },
     Route {
         method: "DELETE",
@@ -439,8 +463,9 @@ fn expected(mode: &Mode, l: Listener, cred: Cred, r: &Route) -> u16 {
             return 404;
         }
         // Deliveries are received on the api listener only; here the path
-        // only deletes a definition, whoever asks.
-        Listener::Dashboard if receive => return 405,
+        // edits and deletes a definition, and a delivery, whoever sends
+        // it, is told where to go.
+        Listener::Dashboard if receive => return 421,
         Listener::Dashboard => {
             // Scrapes and the operator's idle check are api-listener only.
             if r.path == "/metrics" || r.path == "/api/activity" {
@@ -599,6 +624,7 @@ async fn session_cookie(ws: &Workspace) -> String {
 async fn every_route_every_mode_every_credential() {
     let scratch = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
+    let mut sent = 0u64;
     for mode in modes(scratch.path()) {
         let flags: Vec<&str> = mode.flags.iter().map(String::as_str).collect();
         let mut all = flags.clone();
@@ -626,6 +652,9 @@ async fn every_route_every_mode_every_credential() {
                     let method = Method::from_bytes(route.method.as_bytes()).unwrap();
                     let mut req = ws.client.request(method, &url);
                     if let Some(b) = route.body {
+                        // Names of schedules and webhooks are unique.
+                        sent += 1;
+                        let b = b.replace("{n}", &sent.to_string());
                         req = req.header("content-type", "application/json").body(b);
                     }
                     // Browser credentials come from our own page.

@@ -1,6 +1,7 @@
 //! Cron schedules fired by the server: firings recorded with their tasks,
 //! and firings missed while the server was down recorded as missed, with
-//! the run-once/skip policy applied. Starts: `kube-coder serve`, tmux.
+//! the run-once/skip policy applied; pause, resume, edit and run now.
+//! Starts: `kube-coder serve`, tmux.
 
 mod common;
 
@@ -170,4 +171,110 @@ async fn bad_schedules_are_refused_with_the_reason() {
     }
     let (s, _) = ws.api_get("/api/schedules/nope/firings").await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_schedule_is_paused_resumed_edited_and_run_on_demand() {
+    let ws = Workspace::start(&["--max-tasks", "100"]).await;
+    let (s, v) = ws
+        .api_post(
+            "/api/schedules",
+            json!({"name": "nightly", "cron": "0 3 * * *", "assistant": "shell",
+                   "prompt": "echo nightly run"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let next = v["next_run"].clone();
+    assert_eq!(v["paused"], false);
+
+    // Names are unique among schedules.
+    let (s, v) = ws
+        .api_post(
+            "/api/schedules",
+            json!({"name": "nightly", "cron": "0 4 * * *"}),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("name_taken")), "{v}");
+
+    // Run now: a task at once, recorded, the next run unmoved.
+    let (s, v) = ws
+        .api_post(&format!("/api/schedules/{id}/run"), json!({}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let task = v["task_id"].as_str().unwrap().to_string();
+    ws.wait_output(&task, "nightly run").await;
+    let f = firings(&ws, &id).await;
+    assert_eq!((f.len(), f[0]["outcome"].as_str()), (1, Some("fired")));
+    assert_eq!(f[0]["task_id"], task.as_str());
+    let (_, list) = ws.api_get("/api/schedules").await;
+    assert_eq!(list["schedules"][0]["next_run"], next);
+
+    // Paused, it has no next run and fires nothing, even every second.
+    let (s, v) = ws
+        .api_patch(
+            &format!("/api/schedules/{id}"),
+            json!({"paused": true, "cron": "* * * * * *"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["paused"].as_bool(), v["next_run"].is_null()),
+        (Some(true), true)
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(firings(&ws, &id).await.len(), 1, "a paused schedule fired");
+
+    // A bad edit is refused whole: the schedule stays as it was.
+    let (s, v) = ws
+        .api_patch(
+            &format!("/api/schedules/{id}"),
+            json!({"cron": "every day", "prompt": "echo changed"}),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cron")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("or 6 with seconds first"),
+        "{v}"
+    );
+    let (_, list) = ws.api_get("/api/schedules").await;
+    assert_eq!(list["schedules"][0]["prompt"], "echo nightly run");
+    for (body, status, code) in [
+        (
+            json!({"hook": {"url": "http://10.0.0.1/"}}),
+            400,
+            "hook_refused",
+        ),
+        (json!({"colour": "blue"}), 400, "invalid_body"),
+        (json!({"assistant": "nope"}), 400, "unknown_assistant"),
+    ] {
+        let (s, v) = ws
+            .api_patch(&format!("/api/schedules/{id}"), body.clone())
+            .await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{body}: {v}");
+    }
+    let (s, _) = ws
+        .api_patch("/api/schedules/nope", json!({"paused": false}))
+        .await;
+    assert_eq!(s, 404);
+
+    // Resumed with a new prompt: it fires again, with the new prompt.
+    let (s, v) = ws
+        .api_patch(
+            &format!("/api/schedules/{id}"),
+            json!({"paused": false, "prompt": "echo edited run"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["next_run"].is_string(), "{v}");
+    until("a firing after resume", || async {
+        firings(&ws, &id).await.len() >= 2
+    })
+    .await;
+    let f = firings(&ws, &id).await;
+    let task = f[0]["task_id"].as_str().unwrap().to_string();
+    ws.wait_output(&task, "edited run").await;
 }

@@ -209,7 +209,8 @@ async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_cle
         .unwrap();
     assert_eq!(r.status(), 401);
     // The dashboard listener manages definitions but never receives
-    // deliveries: even a signed-in caller gets no receiver there.
+    // deliveries: even a signed-in caller gets no receiver there, only
+    // where to send it.
     let r = ws
         .client
         .post(format!("{}/api/webhooks/{id}", ws.dashboard))
@@ -218,7 +219,9 @@ async fn unknown_ids_and_bad_signatures_look_the_same_and_other_refusals_are_cle
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 405);
+    assert_eq!(r.status(), 421);
+    let (_, tasks) = ws.api_get("/api/tasks").await;
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 0);
     let r = ws
         .client
         .delete(format!("{}/api/webhooks/{id}", ws.api))
@@ -297,4 +300,121 @@ async fn a_captured_delivery_cannot_be_replayed_with_a_new_id_or_time() {
     );
     let (_, tasks) = ws.api_get("/api/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_is_paused_edited_and_keeps_a_history_of_its_deliveries() {
+    let ws = Workspace::start(&["--max-tasks", "1"]).await;
+    let (id, secret) = define(&ws).await;
+    // The full address to give a sender, and unique names.
+    let (_, list) = ws.api_get("/api/webhooks").await;
+    assert_eq!(
+        list["webhooks"][0]["url"],
+        format!("{}/api/webhooks/{id}", ws.api).as_str()
+    );
+    let (s, v) = ws
+        .api_post(
+            "/api/webhooks",
+            json!({"name": "ci", "prompt_template": "x"}),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("name_taken")), "{v}");
+
+    // A delivery sent to the dashboard's port is told where to go.
+    let body = br#"{"repository": {"full_name": "acme/app"}, "after": "abc123"}"#;
+    let r = ws
+        .client
+        .post(format!("{}/api/webhooks/{id}", ws.dashboard))
+        .headers(header_map(&signed_delivery(
+            &secret,
+            now_secs(),
+            "d-0",
+            body,
+        )))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "wrong_listener");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}/api/webhooks/{id}", ws.api)),
+        "{v}"
+    );
+
+    // Paused: refused and recorded; the same delivery passes once resumed.
+    let (s, v) = ws
+        .api_patch(&format!("/api/webhooks/{id}"), json!({"paused": true}))
+        .await;
+    assert_eq!((s, v["paused"].as_bool()), (200, Some(true)), "{v}");
+    let d1 = signed_delivery(&secret, now_secs(), "d-1", body);
+    let (s, v) = deliver(&ws, &id, body, &d1).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("webhook_paused")),
+        "{v}"
+    );
+    assert_eq!(history(&ws, &id).await[0]["outcome"], "paused");
+    let (s, _) = ws
+        .api_patch(
+            &format!("/api/webhooks/{id}"),
+            json!({"paused": false, "prompt_template": "echo edited {{after}}"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = deliver(&ws, &id, body, &d1).await;
+    assert_eq!(s, 202, "{v}");
+    let task = v["task_id"].as_str().unwrap().to_string();
+    let t = ws.wait_state(&task, "succeeded").await;
+    assert_eq!(t["prompt"], "echo edited abc123");
+    let h = history(&ws, &id).await;
+    assert_eq!(h.as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(
+        (h[0]["outcome"].as_str(), h[0]["task_id"].as_str()),
+        (Some("started"), Some(task.as_str()))
+    );
+
+    // A delivery that could not start its task (the task limit is full) is
+    // recorded with the reason, and may be delivered again later.
+    let busy = ws
+        .create(json!({"assistant": "shell", "prompt": "sleep 30"}))
+        .await;
+    let d2 = signed_delivery(&secret, now_secs(), "d-2", body);
+    let (s, v) = deliver(&ws, &id, body, &d2).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("task_limit")), "{v}");
+    let h = history(&ws, &id).await;
+    assert_eq!(
+        (h[0]["delivery_id"].as_str(), h[0]["outcome"].as_str()),
+        (Some("d-2"), Some("failed"))
+    );
+    assert!(h[0]["error"].as_str().unwrap().contains("max"), "{h}");
+    ws.api_delete(&format!("/api/tasks/{}", busy["id"].as_str().unwrap()))
+        .await;
+    ws.wait_state(busy["id"].as_str().unwrap(), "killed").await;
+    let (s, v) = deliver(&ws, &id, body, &d2).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(history(&ws, &id).await[0]["outcome"], "started");
+
+    let (s, _) = ws.api_get("/api/webhooks/nope/deliveries").await;
+    assert_eq!(s, 404);
+}
+
+fn header_map(headers: &[(&'static str, String)]) -> reqwest::header::HeaderMap {
+    let mut m = reqwest::header::HeaderMap::new();
+    m.insert("content-type", "application/json".parse().unwrap());
+    for (k, v) in headers {
+        m.insert(*k, v.parse().unwrap());
+    }
+    m
+}
+
+async fn history(ws: &Workspace, id: &str) -> Value {
+    ws.api_get(&format!("/api/webhooks/{id}/deliveries"))
+        .await
+        .1["deliveries"]
+        .clone()
 }

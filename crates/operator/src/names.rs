@@ -69,6 +69,23 @@ pub fn api_host(ingress: &IngressSpec) -> String {
     }
 }
 
+/// The workspace's two URLs, dashboard and api (each ending in `/`): on
+/// its ingress hosts when it has an ingress, else its Service in the
+/// cluster.
+pub fn urls(ws: &Workspace) -> (String, String) {
+    let ns = namespace(workspace_name(ws));
+    match &ws.spec.ingress {
+        Some(i) => (
+            format!("https://{}/", i.host),
+            format!("https://{}/", api_host(i)),
+        ),
+        None => (
+            format!("http://{WORKLOAD}.{ns}.svc:{DASHBOARD_PORT}/"),
+            format!("http://{WORKLOAD}.{ns}.svc:{API_PORT}/"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,9 @@ pub struct ServeConfig {
     pub home: PathBuf,
     pub listen: SocketAddr,
     pub api_listen: SocketAddr,
+    /// The api listener's URL as webhook senders reach it; see
+    /// [`ServeConfig::api_url_or_default`].
+    pub api_url: Option<String>,
     pub auth: AuthMode,
     pub read_only: bool,
     pub api_token_file: PathBuf,
@@ -182,6 +185,14 @@ pub enum ConfigError {
 }
 
 impl ServeConfig {
+    /// `--api-url`, else the bound api address when it is a specific one
+    /// (a wildcard address says nothing about how senders reach it).
+    pub fn api_url_or_default(&self, bound: SocketAddr) -> Option<String> {
+        self.api_url
+            .clone()
+            .or_else(|| (!bound.ip().is_unspecified()).then(|| format!("http://{bound}")))
+    }
+
     /// Refuse combinations that must never run.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (d, a) = (self.listen, self.api_listen);

@@ -121,7 +121,13 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        ApiError::internal("the task database failed", err)
+        match err {
+            crate::store::StoreError::NameTaken(name) => ApiError::conflict(
+                "name_taken",
+                format!("the name `{name}` is taken; choose another, or edit the one that has it"),
+            ),
+            err => ApiError::internal("the task database failed", err),
+        }
     }
 }
 

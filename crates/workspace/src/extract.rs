@@ -87,3 +87,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 fn path_rejection(rej: PathRejection) -> ApiError {
     ApiError::bad_request("invalid_path", rej.body_text())
 }
+
+/// For PATCH bodies: a field left out is `None`, `null` is `Some(None)`
+/// (clear it), a value is `Some(Some(v))`. Use with
+/// `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

@@ -224,6 +224,7 @@ impl Server {
             limits: config.limits.clone(),
             hook_wake,
             schedule_wake,
+            api_url: None,
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -232,6 +233,12 @@ impl Server {
         };
         let dash = bind(config.listen).await?;
         let api = bind(config.api_listen).await?;
+        let mut state = state;
+        state.api_url = api
+            .local_addr()
+            .ok()
+            .and_then(|a| config.api_url_or_default(a))
+            .map(Arc::from);
         let started = Started {
             dashboard: dash.local_addr().map_err(ServeError::Serve)?,
             api: api.local_addr().map_err(ServeError::Serve)?,
@@ -297,6 +304,7 @@ mod tests {
             home: dir.join("home"),
             listen: "127.0.0.1:0".parse().unwrap(),
             api_listen: "127.0.0.1:0".parse().unwrap(),
+            api_url: None,
             auth: AuthMode::Token,
             read_only: false,
             api_token_file: data_dir.join("api-token"),

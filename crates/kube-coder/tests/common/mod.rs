@@ -257,6 +257,11 @@ prompt_delivery = "stdin"
         self.api_send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    pub async fn api_patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api_send(reqwest::Method::PATCH, path, Some(body))
+            .await
+    }
+
     pub async fn api_delete(&self, path: &str) -> (u16, Value) {
         self.api_send(reqwest::Method::DELETE, path, None).await
     }

@@ -71,20 +71,7 @@ pub fn desired(ws: &Workspace, outcome: &Outcome) -> WorkspaceStatus {
     let generation = ws.metadata.generation;
     let name = names::workspace_name(ws);
     let ns = names::namespace(name);
-    let (url, api_url) = match &ws.spec.ingress {
-        Some(i) => (
-            format!("https://{}/", i.host),
-            format!("https://{}/", names::api_host(i)),
-        ),
-        None => (
-            format!(
-                "http://{}.{ns}.svc:{}/",
-                names::WORKLOAD,
-                names::DASHBOARD_PORT
-            ),
-            format!("http://{}.{ns}.svc:{}/", names::WORKLOAD, names::API_PORT),
-        ),
-    };
+    let (url, api_url) = names::urls(ws);
     let applied = match &outcome.applied {
         Ok(()) => condition(
             "Applied",

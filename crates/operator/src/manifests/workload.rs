@@ -49,6 +49,8 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
         format!("--api-token-file={CREDENTIALS_DIR}/api-token"),
         "--log-format=json".into(),
         format!("--name={}", ws.metadata.name.as_deref().unwrap_or_default()),
+        // Webhook senders are shown this address (the dashboard's webhooks).
+        format!("--api-url={}", names::urls(ws).1),
     ];
     match auth.kind {
         AuthType::Basic => {

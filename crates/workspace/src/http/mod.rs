@@ -47,4 +47,6 @@ pub struct AppState {
     pub hook_wake: Arc<tokio::sync::Notify>,
     /// Wakes the scheduler when schedules change.
     pub schedule_wake: Arc<tokio::sync::Notify>,
+    /// The api listener's URL as webhook senders reach it, when known.
+    pub api_url: Option<Arc<str>>,
 }

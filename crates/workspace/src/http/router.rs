@@ -62,9 +62,14 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/hooks/deliveries", get(hooks::list))
         .route("/hooks/deliveries/{id}/redeliver", post(hooks::redeliver))
         .route("/schedules", get(schedules::list).post(schedules::create))
-        .route("/schedules/{id}", axum::routing::delete(schedules::delete))
+        .route(
+            "/schedules/{id}",
+            axum::routing::delete(schedules::delete).patch(schedules::update),
+        )
         .route("/schedules/{id}/firings", get(schedules::firings))
-        .route("/webhooks", get(webhooks::list).post(webhooks::create));
+        .route("/schedules/{id}/run", post(schedules::run_now))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries));
     Router::new()
         .nest("/api/claude", task_routes())
         .nest("/api", api)
@@ -72,14 +77,16 @@ fn authenticated_routes() -> Router<AppState> {
 
 pub fn dashboard_router(state: AppState) -> Router {
     // On the api listener this path also receives signed deliveries; here
-    // it only deletes a definition.
+    // it edits and deletes a definition, and a delivery sent here by
+    // mistake is told where to go (before auth: the sender has no login).
     let mut protected = authenticated_routes().route(
         "/api/webhooks/{id}",
-        axum::routing::delete(webhooks::delete),
+        axum::routing::delete(webhooks::delete).patch(webhooks::update),
     );
     let mut public = Router::new()
         .route("/auth/login", post(session::login))
-        .route("/auth/logout", post(session::logout));
+        .route("/auth/logout", post(session::logout))
+        .route("/api/webhooks/{id}", post(webhooks::wrong_listener));
     // In token mode the app itself is public: it is where one logs in (it
     // holds no data; every call it makes is authenticated).
     let app = Router::new()
@@ -107,7 +114,9 @@ pub fn api_router(state: AppState) -> Router {
     // token; deleting a definition still needs the token.
     let signed = Router::new().route(
         "/api/webhooks/{id}",
-        post(webhooks::receive).delete(webhooks::delete.layer(bearer)),
+        post(webhooks::receive)
+            .delete(webhooks::delete.layer(bearer.clone()))
+            .patch(webhooks::update.layer(bearer)),
     );
     finish(
         Router::new().merge(protected).merge(signed),

@@ -94,7 +94,7 @@ pub use schedules::{Firing, FiringOutcome, MissedPolicy, Schedule};
 pub use tasks::{
     CompletionPayload, Moved, NewTask, TaskFilter, TaskRecord, Transition, TransitionInfo,
 };
-pub use webhooks::Webhook;
+pub use webhooks::{Receipt, ReceiptOutcome, Webhook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +110,28 @@ pub enum StoreError {
     Sealed(#[from] crate::secret_box::SealError),
     #[error("cannot restrict the database file to its owner: {0}")]
     Mode(std::io::Error),
+    /// Names of schedules and of webhooks are unique within their kind.
+    #[error("the name `{0}` is taken")]
+    NameTaken(String),
+}
+
+/// Within a transaction: is `name` free in `table` for the row `id`?
+/// (Not a UNIQUE index: databases from before the rule may hold twins.)
+pub(super) fn name_free(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    id: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    let taken: bool = tx.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE name = ?1 AND id != ?2)"),
+        rusqlite::params![name, id],
+        |r| r.get(0),
+    )?;
+    if taken {
+        return Err(StoreError::NameTaken(name.to_string()));
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -175,6 +197,24 @@ impl Store {
     }
 
     /// Run a read-only `f` on one of the reader connections.
+    /// The rows of `sql` (one key `?1`, a `?2` limit) read with `row`: a
+    /// history list (firings, receipts).
+    async fn history<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        key: &str,
+        limit: usize,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(rusqlite::params![key, limit as i64], row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,

@@ -16,6 +16,7 @@ const SCHEMA: &[&[&str]] = &[
     &[super::outbox::SCHEMA_V2],
     &[super::webhooks::SCHEMA_V3],
     &[super::schedules::SCHEMA_V4],
+    &[super::schedules::SCHEMA_V5, super::webhooks::SCHEMA_V5],
 ];
 
 /// The database and its -wal/-shm files: readable by the owner only.
@@ -65,8 +66,14 @@ pub(super) fn seal_plain_secrets(conn: &Connection, secrets: &SecretBox) -> Resu
 }
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA.len())
+}
+
+/// Apply the migrations up to schema version `last` (tests build old
+/// databases with it).
+pub(super) fn migrate_to(conn: &Connection, last: usize) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, parts) in SCHEMA.iter().enumerate().skip(version as usize) {
+    for (i, parts) in SCHEMA.iter().enumerate().take(last).skip(version as usize) {
         conn.execute_batch(&format!(
             "BEGIN; {}; PRAGMA user_version = {}; COMMIT;",
             parts.join(";\n"),

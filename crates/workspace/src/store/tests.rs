@@ -153,6 +153,7 @@ async fn secrets_are_sealed_at_rest_and_the_file_is_owner_only() {
             hook_url: Some("http://h.test/".into()),
             hook_secret: Some("hooksec-plain-2".into()),
             created_at: 0,
+            paused: false,
         })
         .await
         .unwrap();
@@ -214,4 +215,118 @@ fn stored_words_round_trip_and_unknown_ones_are_errors() {
     let read = |word: &str| c.query_row("SELECT ?1", [word], |r| r.get::<_, DeliveryState>(0));
     assert_eq!(read("dead").unwrap(), DeliveryState::Dead);
     assert!(read("bogus").is_err());
+}
+
+fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), SecretBox::ephemeral()).unwrap();
+    (dir, store)
+}
+
+fn webhook(id: &str, name: &str) -> Webhook {
+    Webhook {
+        id: id.into(),
+        name: name.into(),
+        secret: "s".into(),
+        prompt_template: "p".into(),
+        assistant: None,
+        workdir: None,
+        hook_url: None,
+        hook_secret: None,
+        created_at: 0,
+        paused: false,
+    }
+}
+
+#[tokio::test]
+async fn trigger_names_are_unique_per_kind_and_edits_keep_that() {
+    let (_dir, store) = open_temp();
+    store.insert_webhook(webhook("w1", "ci")).await.unwrap();
+    store.insert_webhook(webhook("w2", "deploy")).await.unwrap();
+    let twin = store.insert_webhook(webhook("w3", "ci")).await;
+    assert!(matches!(twin, Err(StoreError::NameTaken(n)) if n == "ci"));
+    // Renaming onto another's name is refused; keeping one's own is not.
+    let clash = store.update_webhook(webhook("w2", "ci")).await;
+    assert!(matches!(clash, Err(StoreError::NameTaken(_))));
+    let mut paused = webhook("w2", "deploy");
+    paused.paused = true;
+    assert!(store.update_webhook(paused).await.unwrap());
+    assert!(store.get_webhook("w2").await.unwrap().unwrap().paused);
+    assert_eq!(store.list_webhooks().await.unwrap().len(), 2);
+    assert!(!store.update_webhook(webhook("nope", "x")).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_failed_or_paused_delivery_can_come_again_a_started_one_cannot() {
+    let (_dir, store) = open_temp();
+    store.insert_webhook(webhook("w1", "ci")).await.unwrap();
+    assert!(store.claim_receipt("w1", "k1", "d1").await.unwrap());
+    assert!(
+        !store.claim_receipt("w1", "k1", "d1").await.unwrap(),
+        "pending is taken"
+    );
+    store
+        .finish_receipt(
+            "w1",
+            "k1",
+            ReceiptOutcome::Failed,
+            None,
+            Some("task limit".into()),
+        )
+        .await
+        .unwrap();
+    assert!(store.claim_receipt("w1", "k1", "d1-again").await.unwrap());
+    store
+        .finish_receipt("w1", "k1", ReceiptOutcome::Paused, None, None)
+        .await
+        .unwrap();
+    assert!(store.claim_receipt("w1", "k1", "d1-third").await.unwrap());
+    store
+        .finish_receipt("w1", "k1", ReceiptOutcome::Started, Some("t1".into()), None)
+        .await
+        .unwrap();
+    assert!(!store.claim_receipt("w1", "k1", "d1-fourth").await.unwrap());
+    assert!(store.claim_receipt("w1", "k2", "d2").await.unwrap());
+    let r = store.receipts("w1", 10).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0].delivery_id.as_str(), r[0].outcome),
+        ("d2", ReceiptOutcome::Pending)
+    );
+    assert_eq!(r[1].delivery_id, "d1-third");
+    assert_eq!(r[1].outcome, ReceiptOutcome::Started);
+    assert_eq!(r[1].task_id.as_deref(), Some("t1"));
+}
+
+/// A database from before v5 keeps its receipts, with how they went.
+#[tokio::test]
+async fn receipts_of_an_older_database_keep_their_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let old = Connection::open(&path).unwrap();
+    schema::migrate_to(&old, 4).unwrap();
+    old.execute_batch(
+        "INSERT INTO webhook_receipts (webhook_id, delivery_id, received_at, task_id)
+           VALUES ('w1', 'started-one', 1, 't1'), ('w1', 'failed-one', 2, NULL);
+         INSERT INTO schedules (id, name, cron, timezone, missed_policy, next_at, created_at)
+           VALUES ('s1', 'nightly', '0 3 * * *', 'UTC', 'run_once', 5, 0);",
+    )
+    .unwrap();
+    drop(old);
+    let store = Store::open(&path, SecretBox::ephemeral()).unwrap();
+    let r = store.receipts("w1", 10).await.unwrap();
+    let outcomes: Vec<_> = r
+        .iter()
+        .map(|r| (r.delivery_id.as_str(), r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("failed-one", ReceiptOutcome::Failed),
+            ("started-one", ReceiptOutcome::Started)
+        ]
+    );
+    let s = store.get_schedule("s1").await.unwrap().unwrap();
+    assert!(!s.paused);
+    assert_eq!(s.next_at, 5);
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{name_free, Store, StoreError};
 use crate::clock::now_ms;
 
 /// Schema v3: inbound webhooks and what they received.
@@ -27,6 +27,43 @@ pub(super) const SCHEMA_V3: &str = "CREATE TABLE webhooks (
         UNIQUE (webhook_id, delivery_id)
      );";
 
+/// Schema v5: a webhook can be paused, and each receipt says how its
+/// delivery went (the webhook's delivery history) and the sender's own
+/// delivery id (GitHub's receipts are keyed by the body's digest).
+pub(super) const SCHEMA_V5: &str =
+    "ALTER TABLE webhooks ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE webhook_receipts ADD COLUMN outcome TEXT NOT NULL DEFAULT 'started';
+     ALTER TABLE webhook_receipts ADD COLUMN error TEXT;
+     ALTER TABLE webhook_receipts ADD COLUMN sender_delivery TEXT;
+     UPDATE webhook_receipts SET outcome = 'failed' WHERE task_id IS NULL;
+     UPDATE webhook_receipts SET sender_delivery = delivery_id;
+     CREATE INDEX webhook_receipts_webhook ON webhook_receipts(webhook_id, id)";
+
+text_enum! {
+    /// How one received delivery went.
+    ReceiptOutcome {
+        /// Claimed; its task is being started.
+        Pending => "pending",
+        Started => "started",
+        /// The task could not be started (the error says why); the sender
+        /// may deliver it again.
+        Failed => "failed",
+        /// Refused while the webhook was paused; may be delivered again.
+        Paused => "paused",
+    }
+}
+
+/// One delivery a webhook received.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// The sender's delivery id.
+    pub delivery_id: String,
+    pub received_at: i64,
+    pub outcome: ReceiptOutcome,
+    pub task_id: Option<String>,
+    pub error: Option<String>,
+}
+
 /// An inbound webhook definition (its secret verifies signatures).
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -39,10 +76,12 @@ pub struct Webhook {
     pub hook_url: Option<String>,
     pub hook_secret: Option<String>,
     pub created_at: i64,
+    /// Deliveries are refused (409) while paused.
+    pub paused: bool,
 }
 
 const WEBHOOK_COLUMNS: &str =
-    "id, name, secret, prompt_template, assistant, workdir, hook_url, hook_secret, created_at";
+    "id, name, secret, prompt_template, assistant, workdir, hook_url, hook_secret, created_at, paused";
 
 fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
     Ok(Webhook {
@@ -55,16 +94,39 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<Webhook> {
         hook_url: r.get(6)?,
         hook_secret: r.get(7)?,
         created_at: r.get(8)?,
+        paused: r.get(9)?,
     })
 }
 
 impl Store {
-    pub async fn insert_webhook(&self, mut w: Webhook) -> Result<(), StoreError> {
+    /// Store a new webhook (`update`: replace the definition with its id,
+    /// whose receipts stay; false when there is none). Its name must be
+    /// free.
+    /// Store a new webhook; its name must be free.
+    pub async fn insert_webhook(&self, x: Webhook) -> Result<(), StoreError> {
+        self.save_webhook(x, false).await.map(|_| ())
+    }
+
+    /// Replace the webhook with this id (false when there is none); its
+    /// name must be free.
+    pub async fn update_webhook(&self, x: Webhook) -> Result<bool, StoreError> {
+        self.save_webhook(x, true).await
+    }
+
+    async fn save_webhook(&self, mut w: Webhook, update: bool) -> Result<bool, StoreError> {
         w.secret = self.secrets.seal(&w.secret);
         w.hook_secret = self.seal(w.hook_secret.take());
         self.call(move |c| {
-            c.execute(
-                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            let tx = c.transaction()?;
+            name_free(&tx, "webhooks", &w.id, &w.name)?;
+            let values = "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+            let sql = if update {
+                format!("UPDATE webhooks SET ({WEBHOOK_COLUMNS}) = {values} WHERE id = ?1")
+            } else {
+                format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES {values}")
+            };
+            let n = tx.execute(
+                &sql,
                 params![
                     w.id,
                     w.name,
@@ -74,10 +136,12 @@ impl Store {
                     w.workdir,
                     w.hook_url,
                     w.hook_secret,
-                    w.created_at
+                    w.created_at,
+                    w.paused
                 ],
             )?;
-            Ok(())
+            tx.commit()?;
+            Ok(n == 1)
         })
         .await
     }
@@ -117,42 +181,83 @@ impl Store {
             .await
     }
 
-    /// Record a receipt; false when this delivery id was seen before (a replay).
+    /// Claim a delivery by its replay key: false when it was received
+    /// before (a replay) and did not end `failed` or `paused`, which the
+    /// sender may deliver again.
     pub async fn claim_receipt(
         &self,
         webhook_id: &str,
-        delivery_id: &str,
+        replay_key: &str,
+        sender_delivery: &str,
     ) -> Result<bool, StoreError> {
-        let (w, d) = (webhook_id.to_string(), delivery_id.to_string());
+        let (w, k, d) = (
+            webhook_id.to_string(),
+            replay_key.to_string(),
+            sender_delivery.to_string(),
+        );
         self.call(move |c| {
-            let n = c.execute(
-                "INSERT OR IGNORE INTO webhook_receipts (webhook_id, delivery_id, received_at)
-                 VALUES (?1, ?2, ?3)",
-                params![w, d, now_ms()],
-            )?;
-            Ok(n == 1)
+            let tx = c.transaction()?;
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO webhook_receipts
+                   (webhook_id, delivery_id, received_at, outcome, sender_delivery)
+                 VALUES (?1, ?2, ?3, 'pending', ?4)",
+                params![w, k, now_ms(), d],
+            )? == 1;
+            let again = !fresh
+                && tx.execute(
+                    "UPDATE webhook_receipts
+                     SET outcome = 'pending', error = NULL, received_at = ?3, sender_delivery = ?4
+                     WHERE webhook_id = ?1 AND delivery_id = ?2 AND outcome IN ('failed', 'paused')",
+                    params![w, k, now_ms(), d],
+                )? == 1;
+            tx.commit()?;
+            Ok(fresh || again)
         })
         .await
     }
 
-    pub async fn set_receipt_task(
+    /// How a claimed delivery ended.
+    pub async fn finish_receipt(
         &self,
         webhook_id: &str,
-        delivery_id: &str,
-        task_id: &str,
+        replay_key: &str,
+        outcome: ReceiptOutcome,
+        task_id: Option<String>,
+        error: Option<String>,
     ) -> Result<(), StoreError> {
-        let (w, d, t) = (
-            webhook_id.to_string(),
-            delivery_id.to_string(),
-            task_id.to_string(),
-        );
+        let (w, k) = (webhook_id.to_string(), replay_key.to_string());
         self.call(move |c| {
             c.execute(
-                "UPDATE webhook_receipts SET task_id = ?3 WHERE webhook_id = ?1 AND delivery_id = ?2",
-                params![w, d, t],
+                "UPDATE webhook_receipts SET outcome = ?3, task_id = ?4, error = ?5
+                 WHERE webhook_id = ?1 AND delivery_id = ?2",
+                params![w, k, outcome, task_id, error],
             )?;
             Ok(())
         })
+        .await
+    }
+
+    /// A webhook's receipts, newest first.
+    pub async fn receipts(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        self.history(
+            "SELECT COALESCE(sender_delivery, delivery_id), received_at, outcome, task_id, error
+             FROM webhook_receipts WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2",
+            webhook_id,
+            limit,
+            |r| {
+                Ok(Receipt {
+                    delivery_id: r.get(0)?,
+                    received_at: r.get(1)?,
+                    outcome: r.get(2)?,
+                    task_id: r.get(3)?,
+                    error: r.get(4)?,
+                })
+            },
+        )
         .await
     }
 }

@@ -153,49 +153,55 @@ impl Scheduler {
             });
         }
         if let Some(at) = fire_at {
-            firings.push(self.fire(s, at).await);
+            firings.push(fire(&self.tasks, s, at).await);
         }
-        for f in &firings {
-            self.metrics
-                .schedule_firings
-                .get_or_create(&FiringLabels {
-                    outcome: f.outcome.as_str().into(),
-                })
-                .inc();
-        }
+        count(&self.metrics, &firings);
         let next = next_after(&cron, tz, now).unwrap_or(i64::MAX);
-        if let Err(e) = self.store.record_firings(&s.id, firings, next).await {
+        if let Err(e) = self.store.record_firings(&s.id, firings, Some(next)).await {
             tracing::error!(schedule.id = %s.id, error = %e, "could not record schedule firings");
         }
     }
+}
 
-    async fn fire(&self, s: &Schedule, due_at: i64) -> Firing {
-        let created = self
-            .tasks
-            .create(CreateTask {
-                prompt: s.prompt.clone(),
-                assistant: s.assistant.clone(),
-                workdir: s.workdir.clone(),
-                name: Some(format!("schedule: {}", s.name)),
-                env: HashMap::new(),
-                hook: s.hook_url.clone().map(|url| HookSpec {
-                    url,
-                    secret: s.hook_secret.clone(),
-                }),
+/// Start the task of one firing of `s` (due at `due_at`; now for a run on
+/// demand) and say how it went.
+pub async fn fire(tasks: &Arc<TaskManager>, s: &Schedule, due_at: i64) -> Firing {
+    let created = tasks
+        .create(CreateTask {
+            prompt: s.prompt.clone(),
+            assistant: s.assistant.clone(),
+            workdir: s.workdir.clone(),
+            name: Some(format!("schedule: {}", s.name)),
+            env: HashMap::new(),
+            hook: s.hook_url.clone().map(|url| HookSpec {
+                url,
+                secret: s.hook_secret.clone(),
+            }),
+        })
+        .await;
+    let (outcome, task_id, error) = match created {
+        Ok(t) => (FiringOutcome::Fired, Some(t.id), None),
+        Err(e) => (FiringOutcome::Failed, None, Some(e.message)),
+    };
+    tracing::info!(schedule.id = %s.id, outcome = outcome.as_str(), task.id = ?task_id, "schedule fired");
+    Firing {
+        due_at,
+        fired_at: now_ms(),
+        outcome,
+        task_id,
+        error,
+    }
+}
+
+/// Count firings in the metrics, by outcome.
+pub fn count(metrics: &Metrics, firings: &[Firing]) {
+    for f in firings {
+        metrics
+            .schedule_firings
+            .get_or_create(&FiringLabels {
+                outcome: f.outcome.as_str().into(),
             })
-            .await;
-        let (outcome, task_id, error) = match created {
-            Ok(t) => (FiringOutcome::Fired, Some(t.id), None),
-            Err(e) => (FiringOutcome::Failed, None, Some(e.message)),
-        };
-        tracing::info!(schedule.id = %s.id, outcome = outcome.as_str(), task.id = ?task_id, "schedule fired");
-        Firing {
-            due_at,
-            fired_at: now_ms(),
-            outcome,
-            task_id,
-            error,
-        }
+            .inc();
     }
 }
 

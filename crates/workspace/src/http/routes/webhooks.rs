@@ -30,10 +30,10 @@ use crate::signature::{
     verify_body, verify_delivery, DELIVERY_HEADER, GITHUB_DELIVERY_HEADER, GITHUB_SIGNATURE_HEADER,
     MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use crate::store::Webhook;
+use crate::store::{ReceiptOutcome, Webhook};
 use crate::tasks::CreateTask;
-use crate::triggers::validate_target;
 use crate::triggers::webhook::render;
+use crate::triggers::{validate_target, Target, TargetPatch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,15 +44,30 @@ pub struct NewWebhook {
     assistant: Option<String>,
     workdir: Option<String>,
     hook: Option<HookSpec>,
+    /// Created paused: deliveries are refused until resumed.
+    #[serde(default)]
+    paused: bool,
+}
+
+/// `PATCH /api/webhooks/{id}`: what changes; the rest (and the secret) stays.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    prompt_template: Option<String>,
+    #[serde(flatten)]
+    target: TargetPatch,
 }
 
 /// `writer`: whether the caller may change the workspace; only writers
 /// see a hook URL whole (its path is often a secret).
-fn view(w: &Webhook, writer: bool) -> Value {
+fn view(app: &AppState, w: &Webhook, writer: bool) -> Value {
+    let path = format!("/api/webhooks/{}", w.id);
     json!({
         "id": w.id,
         "name": w.name,
-        "path": format!("/api/webhooks/{}", w.id),
+        "url": app.api_url.as_deref().map(|base| format!("{base}{path}")),
+        "path": path,
+        "paused": w.paused,
         "prompt_template": w.prompt_template,
         "assistant": w.assistant,
         "workdir": w.workdir,
@@ -61,14 +76,19 @@ fn view(w: &Webhook, writer: bool) -> Value {
     })
 }
 
-pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> ApiResult<Response> {
-    validate_target(&app.tasks, &n.name, n.assistant.as_deref(), n.hook.as_ref()).await?;
-    if n.prompt_template.trim().is_empty() || n.prompt_template.len() > 64 * 1024 {
+fn check_template(t: &str) -> ApiResult<()> {
+    if t.trim().is_empty() || t.len() > 64 * 1024 {
         return Err(ApiError::bad_request(
             "invalid_template",
             "prompt_template must be 1 byte to 64 KiB",
         ));
     }
+    Ok(())
+}
+
+pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> ApiResult<Response> {
+    validate_target(&app.tasks, &n.name, n.assistant.as_deref(), n.hook.as_ref()).await?;
+    check_template(&n.prompt_template)?;
     let secret = generate_token();
     let w = Webhook {
         id: generate_id(),
@@ -80,9 +100,10 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
         hook_url: n.hook.as_ref().map(|h| h.url.clone()),
         hook_secret: n.hook.and_then(|h| h.secret),
         created_at: now_ms(),
+        paused: n.paused,
     };
     app.store.insert_webhook(w.clone()).await?;
-    let mut body = view(&w, true);
+    let mut body = view(&app, &w, true);
     // Shown once: it is never returned again.
     body["secret"] = json!(secret);
     Ok((
@@ -96,18 +117,98 @@ pub async fn create(State(app): State<AppState>, Json(n): Json<NewWebhook>) -> A
 pub async fn list(State(app): State<AppState>) -> ApiResult<Response> {
     let all = app.store.list_webhooks().await?;
     Ok(axum::Json(
-        json!({"webhooks": all.iter().map(|x| view(x, app.auth.may_write())).collect::<Vec<_>>()}),
+        json!({"webhooks": all.iter().map(|x| view(&app, x, app.auth.may_write())).collect::<Vec<_>>()}),
     )
     .into_response())
 }
 
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("webhook `{id}` does not exist"))
+}
+
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     if !app.store.delete_webhook(&id).await? {
-        return Err(ApiError::not_found(format!(
-            "webhook `{id}` does not exist"
-        )));
+        return Err(not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn existing(app: &AppState, id: &str) -> ApiResult<Webhook> {
+    app.store
+        .get_webhook(id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Edit a webhook: pause (`{"paused": true}`), resume, or change its
+/// template, assistant, workdir, hook or name. The secret stays.
+pub async fn update(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(p): Json<WebhookPatch>,
+) -> ApiResult<Response> {
+    let mut w = existing(&app, &id).await?;
+    if let Some(t) = p.prompt_template {
+        check_template(&t)?;
+        w.prompt_template = t;
+    }
+    p.target
+        .apply(
+            &app.tasks,
+            Target {
+                name: &mut w.name,
+                assistant: &mut w.assistant,
+                workdir: &mut w.workdir,
+                hook_url: &mut w.hook_url,
+                hook_secret: &mut w.hook_secret,
+                paused: &mut w.paused,
+            },
+        )
+        .await?;
+    if !app.store.update_webhook(w.clone()).await? {
+        return Err(not_found(&id));
+    }
+    Ok(axum::Json(view(&app, &w, true)).into_response())
+}
+
+/// A webhook's received deliveries, newest first: when, the sender's id,
+/// and the task it started or why it did not.
+pub async fn deliveries(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    existing(&app, &id).await?;
+    let list: Vec<_> = app
+        .store
+        .receipts(&id, 200)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "delivery_id": r.delivery_id,
+                "received_at": rfc3339(r.received_at),
+                "outcome": r.outcome,
+                "task_id": r.task_id,
+                "error": r.error,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"deliveries": list})).into_response())
+}
+
+/// The dashboard listener's answer to a delivery: it names the listener
+/// that receives them (a sender configured with the dashboard's address
+/// shows this message in its delivery log).
+pub async fn wrong_listener(State(app): State<AppState>, Path(id): Path<String>) -> ApiError {
+    let to = app.api_url.as_deref().map_or_else(
+        || "the api listener (--api-listen)".to_string(),
+        |base| format!("{base}/api/webhooks/{id}"),
+    );
+    ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "wrong_listener",
+        format!("webhook deliveries are received on the api listener, not the dashboard's: send them to {to}"),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -254,11 +355,27 @@ async fn receive_inner(
     let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the webhook body is not JSON: {e}"))
     })?;
-    if !app.store.claim_receipt(&hook.id, &replay_key).await? {
+    if !app
+        .store
+        .claim_receipt(&hook.id, &replay_key, &delivery)
+        .await?
+    {
         let resp = axum::Json(json!({"duplicate": true, "delivery_id": delivery})).into_response();
         return Ok((resp, true));
     }
-    let task = app
+    if hook.paused {
+        app.store
+            .finish_receipt(&hook.id, &replay_key, ReceiptOutcome::Paused, None, None)
+            .await?;
+        return Err(ApiError::conflict(
+            "webhook_paused",
+            format!(
+                "webhook `{}` is paused; deliver again once it is resumed",
+                hook.name
+            ),
+        ));
+    }
+    let created = app
         .tasks
         .create(CreateTask {
             prompt: Some(render(&hook.prompt_template, &payload)),
@@ -271,9 +388,31 @@ async fn receive_inner(
                 secret: hook.hook_secret.clone(),
             }),
         })
-        .await?;
+        .await;
+    let task = match created {
+        Ok(task) => task,
+        Err(e) => {
+            // Recorded, and open to a redelivery (a full task limit passes).
+            app.store
+                .finish_receipt(
+                    &hook.id,
+                    &replay_key,
+                    ReceiptOutcome::Failed,
+                    None,
+                    Some(e.message.clone()),
+                )
+                .await?;
+            return Err(e);
+        }
+    };
     app.store
-        .set_receipt_task(&hook.id, &replay_key, &task.id)
+        .finish_receipt(
+            &hook.id,
+            &replay_key,
+            ReceiptOutcome::Started,
+            Some(task.id.clone()),
+            None,
+        )
         .await?;
     let resp = (
         StatusCode::ACCEPTED,
