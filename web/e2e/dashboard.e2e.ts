@@ -2,7 +2,7 @@
 // embedded default): log in, tasks with live output, follow-up, terminal,
 // files round trip, triggers, kill; screenshots of every view at desktop
 // and phone width in web/test-results/screenshots.
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
@@ -175,9 +175,11 @@ describe("token mode", () => {
     page.once("dialog", (d) => void d.accept("renamed.bin"));
     await page.getByRole("button", { name: "Rename blob.bin" }).click();
     await page.locator('[data-entry="renamed.bin"]').waitFor();
-    page.once("dialog", (d) => void d.accept());
     await page.getByRole("button", { name: "Delete renamed.bin" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
     await page.locator('[data-entry="renamed.bin"]').waitFor({ state: "detached" });
+    // The success clears the earlier error message.
+    expect(await page.locator(".toast.error").count()).toBe(0);
     // Into the folder and back via the breadcrumbs.
     await page.getByRole("link", { name: "notes/" }).click();
     await expect.poll(() => text(".files")).toContain("Empty folder");
@@ -237,26 +239,82 @@ describe("token mode", () => {
     await shot(page, "files-desktop");
   });
 
-  it("shows triggers and creates and deletes a schedule", async () => {
+  it("manages schedules and webhooks: create, refuse, edit, pause, run now, history, delete", async () => {
     await nav("Triggers");
     await page.getByText("New schedule").click();
-    await page.getByLabel("Name").first().fill("nightly");
-    await page.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("0 3 * * *");
-    await page.getByLabel("Time zone").fill("UTC");
-    await page.getByRole("button", { name: "Create schedule" }).click();
-    await expect.poll(() => text("[aria-label=Schedules]")).toContain("nightly");
-    // A bad cron is refused with the server's reason.
-    await page.getByLabel("Name").first().fill("broken");
-    await page.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("every day");
-    await page.getByRole("button", { name: "Create schedule" }).click();
-    await expect.poll(() => page.locator(".toast.error").last().innerText()).toMatch(/cron/i);
+    const form = page.getByRole("form", { name: "New schedule" });
+    await form.getByLabel("Name").fill("nightly");
+    await form.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("0 3 * * *");
+    await form.getByLabel("Time zone").fill("UTC");
+    await form.getByLabel("Prompt").fill("nightly prompt");
+    await form.getByLabel("Working directory").fill("");
+    await form.getByRole("button", { name: "Create schedule" }).click();
+    await expect.poll(() => text("[aria-label=Schedules]")).toContain("nightly prompt");
+    // A bad cron is refused beside the form, in the docs' words; a name in use too.
+    await form.getByLabel("Name").fill("broken");
+    await form.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("every day");
+    await form.getByRole("button", { name: "Create schedule" }).click();
+    await expect.poll(() => form.getByRole("alert").innerText()).toContain("5 fields");
+    await expect.poll(() => form.getByRole("alert").innerText()).toContain("or 6 with seconds first");
+    await form.getByLabel("Name").fill("nightly");
+    await form.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("0 4 * * *");
+    await form.getByRole("button", { name: "Create schedule" }).click();
+    await expect.poll(() => form.getByRole("alert").innerText()).toContain("taken");
+    await page.getByText("New schedule").click();
+
+    // Edit: a new prompt and cron; the list shows them.
+    await page.getByRole("button", { name: "Edit schedule nightly" }).click();
+    const edit = page.getByRole("form", { name: "Edit schedule nightly" });
+    await edit.getByLabel("Prompt").fill("edited prompt");
+    await edit.getByLabel("Cron (5 fields, or 6 with seconds first)").fill("30 2 * * 1-5");
+    await edit.getByRole("button", { name: "Save schedule" }).click();
+    await expect.poll(() => text("[aria-label=Schedules]")).toContain("edited prompt");
+    await expect.poll(() => text("[aria-label=Schedules]")).toContain("30 2 * * 1-5");
+    // Pause and resume.
+    await page.getByRole("button", { name: "Pause schedule nightly" }).click();
+    await expect.poll(() => text("[aria-label='schedule nightly']")).toMatch(/paused/);
+    await page.getByRole("button", { name: "Resume schedule nightly" }).click();
+    await expect.poll(() => text("[aria-label='schedule nightly']")).toMatch(/next 20/);
+    // Run now: a task at once, in the firing history with a link to it.
+    await page.getByRole("button", { name: "Run schedule nightly now" }).click();
+    await page.locator(".toast", { hasText: "started a task" }).waitFor();
+    await page.getByRole("button", { name: "History of schedule nightly" }).click();
+    await expect.poll(() => text("[aria-label=Firings]")).toMatch(/fired[\s\S]*task [0-9a-f]{12}/);
+
+    // A webhook: its secret and full URL shown once, with copy buttons.
     await page.getByText("New webhook").click();
-    await page.getByLabel("Name").nth(1).fill("on-push");
-    await page.getByLabel("Prompt template").fill("Review {{head_commit.id}}");
-    await page.getByRole("button", { name: "Create webhook" }).click();
+    const wform = page.getByRole("form", { name: "New webhook" });
+    await wform.getByLabel("Name").fill("on-push");
+    await wform.getByLabel("Prompt template").fill("Review {{head_commit.id}}");
+    await wform.getByRole("button", { name: "Create webhook" }).click();
     await expect.poll(() => text(".callout")).toContain("shown only now");
+    const secret = await page.getByRole("textbox", { name: "Secret of webhook on-push" }).inputValue();
+    const url = await page.locator(".callout").getByRole("textbox", { name: "Delivery URL of webhook on-push" }).inputValue();
+    expect(url).toMatch(new RegExp(`^${server.api}/api/webhooks/[0-9a-f]{12}$`));
     await shot(page, "triggers-desktop");
+    await page.getByRole("button", { name: "I have saved it" }).click();
+    // A sender's delivery shows in the webhook's history with its task.
+    const body = JSON.stringify({ head_commit: { id: "c0ffee" } });
+    const res = await fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "x-github-delivery": "gh-1",
+        "x-hub-signature-256": `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`,
+      },
+      body,
+    });
+    expect(res.status).toBe(202);
+    await page.getByRole("button", { name: "History of webhook on-push" }).click();
+    await expect.poll(() => text("[aria-label='Received deliveries']")).toMatch(/started[\s\S]*gh-1[\s\S]*task [0-9a-f]{12}/);
+    await shot(page, "triggers-history-desktop");
+
+    // Delete asks first, in the app's own dialog; Cancel keeps it.
     await page.getByRole("button", { name: "Delete schedule nightly" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+    expect(await text("[aria-label=Schedules]")).toContain("nightly");
+    await page.getByRole("button", { name: "Delete schedule nightly" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
     await expect.poll(() => text("[aria-label=Schedules]")).not.toContain("nightly");
   });
 
@@ -264,6 +322,7 @@ describe("token mode", () => {
     await nav("Tasks");
     await page.getByRole("link", { name: /e2e task/ }).click();
     await page.getByRole("button", { name: "Kill" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Kill" }).click();
     await expect.poll(() => text(".detail-head .badge"), { timeout: 15_000 }).toMatch(/killed/);
     await expect.poll(() => text(`.tasks`)).toMatch(/killed/);
     // The completion hook was delivered; the detail shows it, and Redeliver sends it again.

@@ -112,6 +112,26 @@ export interface Delivery {
   next_attempt_at: string | null;
 }
 
+/** The fields a schedule or webhook form sends; `null` clears a field in an edit. */
+interface TargetFields {
+  name?: string;
+  assistant?: string | null;
+  workdir?: string | null;
+  hook?: { url: string; secret?: string } | null;
+  paused?: boolean;
+}
+
+export interface ScheduleFields extends TargetFields {
+  cron?: string;
+  timezone?: string;
+  prompt?: string | null;
+  missed?: string;
+}
+
+export interface WebhookFields extends TargetFields {
+  prompt_template?: string;
+}
+
 export interface Schedule {
   id: string;
   name: string;
@@ -120,18 +140,42 @@ export interface Schedule {
   next_run: string | null;
   assistant: string | null;
   prompt: string | null;
+  workdir: string | null;
+  hook_url: string | null;
   missed: string;
+  paused: boolean;
+}
+
+export interface Firing {
+  due_at: string;
+  fired_at: string;
+  outcome: "fired" | "missed" | "failed";
+  task_id: string | null;
+  error: string | null;
 }
 
 export interface Webhook {
   id: string;
   name: string;
   path: string;
+  /** The full address to give senders; null when the server cannot know it. */
+  url: string | null;
   prompt_template: string;
   assistant: string | null;
+  workdir: string | null;
+  hook_url: string | null;
+  paused: boolean;
   created_at: string;
   /** Only in the answer to create: shown once. */
   secret?: string;
+}
+
+export interface WebhookReceipt {
+  delivery_id: string;
+  received_at: string;
+  outcome: "started" | "failed" | "paused" | "pending";
+  task_id: string | null;
+  error: string | null;
 }
 
 const q = encodeURIComponent;
@@ -161,12 +205,15 @@ export const api = {
     call<{ deliveries: Delivery[] }>("GET", `/api/hooks/deliveries?limit=100${taskId ? `&task_id=${q(taskId)}` : ""}`),
   redeliver: (id: string) => call<unknown>("POST", `/api/hooks/deliveries/${q(id)}/redeliver`),
   schedules: () => call<{ schedules: Schedule[] }>("GET", "/api/schedules"),
-  createSchedule: (s: { name: string; cron: string; timezone?: string; prompt?: string; assistant?: string }) =>
-    call<Schedule>("POST", "/api/schedules", s),
+  createSchedule: (s: ScheduleFields) => call<Schedule>("POST", "/api/schedules", s),
+  updateSchedule: (id: string, s: ScheduleFields) => call<Schedule>("PATCH", `/api/schedules/${q(id)}`, s),
+  runSchedule: (id: string) => call<{ task_id: string }>("POST", `/api/schedules/${q(id)}/run`),
+  firings: (id: string) => call<{ firings: Firing[] }>("GET", `/api/schedules/${q(id)}/firings`),
   deleteSchedule: (id: string) => call<void>("DELETE", `/api/schedules/${q(id)}`),
   webhooks: () => call<{ webhooks: Webhook[] }>("GET", "/api/webhooks"),
-  createWebhook: (w: { name: string; prompt_template: string; assistant?: string }) =>
-    call<Webhook>("POST", "/api/webhooks", w),
+  createWebhook: (w: WebhookFields) => call<Webhook>("POST", "/api/webhooks", w),
+  updateWebhook: (id: string, w: WebhookFields) => call<Webhook>("PATCH", `/api/webhooks/${q(id)}`, w),
+  webhookDeliveries: (id: string) => call<{ deliveries: WebhookReceipt[] }>("GET", `/api/webhooks/${q(id)}/deliveries`),
   deleteWebhook: (id: string) => call<void>("DELETE", `/api/webhooks/${q(id)}`),
 };
 

@@ -79,6 +79,11 @@ export function age(iso: string, now: number): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** An RFC 3339 time as "2026-11-29 14:05" (UTC, as the server sends it). */
+export function shortTime(iso: string): string {
+  return `${iso.replace("T", " ").slice(0, 16)} UTC`;
+}
+
 export function bytes(n: number | null | undefined): string {
   if (n == null) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

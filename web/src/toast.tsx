@@ -19,6 +19,7 @@ export function toast(what: unknown, error = true): void {
   for (const l of listeners) l(t);
 }
 
+/** A confirmation; it also clears the error messages shown before it (they are about what just worked). */
 export function notice(text: string): void {
   toast(text, false);
 }
@@ -27,7 +28,7 @@ export function Toasts() {
   const [items, setItems] = useState<Toast[]>([]);
   useEffect(() => {
     const add = (t: Toast) => {
-      setItems((xs) => [...xs.slice(-3), t]);
+      setItems((xs) => [...(t.error ? xs : xs.filter((x) => !x.error)).slice(-3), t]);
       setTimeout(() => setItems((xs) => xs.filter((x) => x.id !== t.id)), t.error ? 8000 : 3000);
     };
     listeners.add(add);

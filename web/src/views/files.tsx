@@ -3,6 +3,7 @@
 // message (it names the path and the problem).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, upload, type Entry, type Listing, type Whoami } from "../api";
+import { confirmAction } from "../components/confirm";
 import { dirWatch } from "../live";
 import { bytes, crumbs, joinPath, parentPath, progressPercent, routeHash, validName, type Progress } from "../state";
 import { notice, toast } from "../toast";
@@ -86,7 +87,13 @@ export function FilesView(props: { me: Whoami; dir: string }) {
 
   const remove = async (e: Entry) => {
     const isDir = e.kind === "dir";
-    if (!confirm(`Delete ${e.name}${isDir ? " and everything in it" : ""}?`)) return;
+    const ok = await confirmAction({
+      title: `Delete ${e.name}${isDir ? " and everything in it" : ""}?`,
+      body: "Deleted files cannot be restored from here.",
+      action: "Delete",
+      danger: true,
+    });
+    if (!ok) return;
     try {
       await api.remove(joinPath(dir, e.name), isDir);
       notice(`Deleted ${e.name}`);

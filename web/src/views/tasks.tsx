@@ -1,7 +1,9 @@
 // Tasks: the live list, the "new task" form, and one task's detail with its
 // live output, follow-up box, keys, kill and hook deliveries.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { api, type Assistant, type Delivery, type Whoami } from "../api";
+import { api, type Delivery, type Whoami } from "../api";
+import { AssistantSelect, useAssistants } from "../components/assistant-select";
+import { confirmAction } from "../components/confirm";
 import { live, taskStream } from "../live";
 import {
   age,
@@ -128,7 +130,7 @@ export function TasksView(props: { me: Whoami; selected: string }) {
 }
 
 function NewTask(props: { onDone: (t: Task | null) => void }) {
-  const [assistants, setAssistants] = useState<Assistant[]>([]);
+  const known = useAssistants();
   const [assistant, setAssistant] = useState("");
   const [workdir, setWorkdir] = useState("");
   const [prompt, setPrompt] = useState("");
@@ -138,14 +140,8 @@ function NewTask(props: { onDone: (t: Task | null) => void }) {
   const [error, setError] = useState("");
 
   useEffect(() => {
-    api
-      .assistants()
-      .then((a) => {
-        setAssistants(a.assistants);
-        setAssistant(a.default);
-      })
-      .catch(toast);
-  }, []);
+    if (known && !assistant) setAssistant(known.default);
+  }, [known]);
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -172,17 +168,7 @@ function NewTask(props: { onDone: (t: Task | null) => void }) {
     <form class="card form" onSubmit={submit} aria-label="New task">
       <h2>New task</h2>
       <label for="nt-assistant">Assistant</label>
-      <select id="nt-assistant" value={assistant} onChange={field(setAssistant)}>
-        {assistants.map((a) => (
-          <option
-            value={a.name}
-            disabled={!a.available}
-            title={a.available ? (a.description ?? "") : `not installed${a.install ? `: ${a.install}` : ""}`}
-          >
-            {a.available ? a.name : `${a.name} (not installed)`}
-          </option>
-        ))}
-      </select>
+      <AssistantSelect id="nt-assistant" value={assistant} onChange={setAssistant} />
       <label for="nt-workdir">Working directory</label>
       <input id="nt-workdir" placeholder="home (or a path inside it)" value={workdir} onInput={field(setWorkdir)} />
       <label for="nt-prompt">Prompt (optional)</label>
@@ -298,7 +284,16 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
           </a>
         )}
         {canWrite && (
-          <button class="danger" onClick={() => confirm(`Kill task ${id}?`) && void act(() => api.kill(id), "Task killed")}>
+          <button
+            class="danger"
+            onClick={() =>
+              void confirmAction({ title: `Kill task ${task?.name || id}?`, body: "Its session ends; the output so far is kept.", action: "Kill", danger: true }).then(
+                (ok) => {
+                  if (ok) void act(() => api.kill(id), "Task killed");
+                },
+              )
+            }
+          >
             Kill
           </button>
         )}

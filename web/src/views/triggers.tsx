@@ -1,12 +1,26 @@
-// Triggers and hooks: schedules (cron), inbound webhooks (the secret is
-// shown once, at creation), and completion-hook deliveries with redeliver.
+// Triggers and hooks: schedules (cron) and inbound webhooks — create, edit,
+// pause/resume, run now (schedules), history, delete — and completion-hook
+// deliveries with redeliver. A webhook's secret is shown once, at creation.
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, type Delivery, type Schedule, type Webhook, type Whoami } from "../api";
+import {
+  api,
+  type Delivery,
+  type Firing,
+  type Schedule,
+  type ScheduleFields,
+  type Webhook,
+  type WebhookFields,
+  type WebhookReceipt,
+  type Whoami,
+} from "../api";
+import { AssistantSelect } from "../components/assistant-select";
+import { confirmAction } from "../components/confirm";
+import { field } from "../form";
 import { live } from "../live";
+import { shortTime } from "../state";
 import { notice, toast } from "../toast";
 import { DeliveryList } from "./tasks";
-import { field } from "../form";
 
 export function TriggersView(props: { me: Whoami }) {
   const ro = props.me.read_only;
@@ -24,10 +38,12 @@ export function TriggersView(props: { me: Whoami }) {
     void loadDeliveries();
     const offs = [
       live.on("hook_delivery", () => void loadDeliveries()),
-      // A schedule firing creates a task: its next run moved.
+      // A firing or a webhook delivery creates a task: next runs moved,
+      // histories grew.
       live.on("task_created", () => void loadSchedules()),
       live.on("resync", () => {
         void loadSchedules();
+        void loadWebhooks();
         void loadDeliveries();
       }),
     ];
@@ -43,31 +59,30 @@ export function TriggersView(props: { me: Whoami }) {
         ) : (
           <ul class="plain">
             {schedules.map((s) => (
-              <TriggerRow key={s.id} kind="schedule" name={s.name} readOnly={ro} onDelete={() => api.deleteSchedule(s.id).then(loadSchedules)}>
-                <code>{s.cron}</code>
-                <span class="muted small">
-                  {s.timezone} · next {s.next_run ? s.next_run.replace("T", " ").slice(0, 16) : "never"}
-                </span>
-              </TriggerRow>
+              <ScheduleRow key={s.id} s={s} readOnly={ro} reload={loadSchedules} />
             ))}
           </ul>
         )}
-        {!ro && <NewSchedule onDone={() => void loadSchedules()} />}
+        {!ro && (
+          <details>
+            <summary>New schedule</summary>
+            <ScheduleForm onSaved={() => void loadSchedules()} />
+          </details>
+        )}
       </section>
 
       <section class="card" aria-label="Webhooks">
         <h2>Webhooks</h2>
         <p class="muted small">
-          A signed POST to the api listener at the webhook's path starts a task from its prompt template.
+          A signed POST to a webhook's URL (on the api listener) starts a task from its prompt template; GitHub's
+          signature (X-Hub-Signature-256) and kube-coder's are both accepted.
         </p>
         {webhooks.length === 0 ? (
           <p class="muted">No webhooks.</p>
         ) : (
           <ul class="plain">
             {webhooks.map((w) => (
-              <TriggerRow key={w.id} kind="webhook" name={w.name} readOnly={ro} onDelete={() => api.deleteWebhook(w.id).then(loadWebhooks)}>
-                <code class="ellipsis">{w.path}</code>
-              </TriggerRow>
+              <WebhookRow key={w.id} w={w} readOnly={ro} reload={loadWebhooks} />
             ))}
           </ul>
         )}
@@ -82,108 +97,420 @@ export function TriggersView(props: { me: Whoami }) {
   );
 }
 
-/** One schedule or webhook: its name, what the caller shows, and Delete (asks first). */
+/** Run an action; a success message clears earlier errors, a failure shows the server's reason. */
+async function act(what: () => Promise<unknown>, done: string, then?: () => unknown): Promise<boolean> {
+  try {
+    await what();
+    notice(done);
+    await then?.();
+    return true;
+  } catch (err) {
+    toast(err);
+    return false;
+  }
+}
+
+/** One schedule or webhook: its name and state, what the caller shows, its buttons, edit form and history. */
 function TriggerRow(props: {
-  kind: string;
+  kind: "schedule" | "webhook";
   name: string;
+  paused: boolean;
   readOnly: boolean;
+  summary: ComponentChildren;
+  actions?: ComponentChildren;
+  onPause: (paused: boolean) => Promise<unknown>;
   onDelete: () => Promise<unknown>;
-  children: ComponentChildren;
+  edit: (close: () => void) => ComponentChildren;
+  history: () => ComponentChildren;
 }) {
-  const remove = () => {
-    if (confirm(`Delete ${props.kind} ${props.name}?`)) props.onDelete().catch(toast);
+  const [open, setOpen] = useState<"" | "edit" | "history">("");
+  const label = `${props.kind} ${props.name}`;
+  const toggle = (what: "edit" | "history") => setOpen((o) => (o === what ? "" : what));
+  const remove = async () => {
+    const ok = await confirmAction({
+      title: `Delete ${label}?`,
+      body: props.kind === "webhook" ? "Senders still using its URL will get 401 answers." : "Its firing history goes too.",
+      action: "Delete",
+      danger: true,
+    });
+    if (ok) await act(props.onDelete, `Deleted ${label}`);
   };
   return (
-    <li class="trigger">
-      <strong>{props.name}</strong>
-      {props.children}
-      {!props.readOnly && (
-        <button class="small danger" aria-label={`Delete ${props.kind} ${props.name}`} onClick={remove}>
-          Delete
+    <li class={props.paused ? "trigger paused" : "trigger"} aria-label={label}>
+      <div class="trigger-head">
+        <strong>{props.name}</strong>
+        {props.paused && <span class="badge">paused</span>}
+      </div>
+      <div class="trigger-summary">{props.summary}</div>
+      <div class="row wrap">
+        {!props.readOnly && props.actions}
+        {!props.readOnly && (
+          <button class="small" aria-label={`${props.paused ? "Resume" : "Pause"} ${label}`} onClick={() => void props.onPause(!props.paused)}>
+            {props.paused ? "Resume" : "Pause"}
+          </button>
+        )}
+        {!props.readOnly && (
+          <button class="small" aria-expanded={open === "edit"} aria-label={`Edit ${label}`} onClick={() => toggle("edit")}>
+            Edit
+          </button>
+        )}
+        <button class="small" aria-expanded={open === "history"} aria-label={`History of ${label}`} onClick={() => toggle("history")}>
+          History
         </button>
-      )}
+        {!props.readOnly && (
+          <button class="small danger" aria-label={`Delete ${label}`} onClick={() => void remove()}>
+            Delete
+          </button>
+        )}
+      </div>
+      {open === "edit" && props.edit(() => setOpen(""))}
+      {open === "history" && props.history()}
     </li>
   );
 }
 
-function NewSchedule(props: { onDone: () => void }) {
-  const [name, setName] = useState("");
-  const [cron, setCron] = useState("0 9 * * 1-5");
-  const [timezone, setTimezone] = useState(Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
-  const [prompt, setPrompt] = useState("");
-  const submit = async (e: Event) => {
-    e.preventDefault();
+function ScheduleRow(props: { s: Schedule; readOnly: boolean; reload: () => unknown }) {
+  const s = props.s;
+  return (
+    <TriggerRow
+      kind="schedule"
+      name={s.name}
+      paused={s.paused}
+      readOnly={props.readOnly}
+      summary={
+        <>
+          <code>{s.cron}</code>{" "}
+          <span class="muted small">
+            {s.timezone} · {s.paused ? "paused" : `next ${s.next_run ? shortTime(s.next_run) : "never"}`} · {s.assistant ?? "default assistant"}
+            {s.workdir ? ` · in ${s.workdir}` : ""}
+            {s.hook_url ? " · hook" : ""}
+          </span>
+          {s.prompt && <p class="small prompt-line">{s.prompt}</p>}
+        </>
+      }
+      actions={
+        <button
+          class="small"
+          aria-label={`Run schedule ${s.name} now`}
+          onClick={() => void act(() => api.runSchedule(s.id), `Schedule ${s.name} started a task`, props.reload)}
+        >
+          Run now
+        </button>
+      }
+      onPause={(paused) => act(() => api.updateSchedule(s.id, { paused }), `Schedule ${s.name} ${paused ? "paused" : "resumed"}`, props.reload)}
+      onDelete={() => api.deleteSchedule(s.id).then(props.reload)}
+      edit={(close) => (
+        <ScheduleForm
+          existing={s}
+          onSaved={() => {
+            close();
+            void props.reload();
+          }}
+        />
+      )}
+      history={() => <FiringList id={s.id} />}
+    />
+  );
+}
+
+function WebhookRow(props: { w: Webhook; readOnly: boolean; reload: () => unknown }) {
+  const w = props.w;
+  return (
+    <TriggerRow
+      kind="webhook"
+      name={w.name}
+      paused={w.paused}
+      readOnly={props.readOnly}
+      summary={
+        <>
+          <CopyField label={`Delivery URL of webhook ${w.name}`} value={w.url ?? w.path} />
+          {!w.url && <p class="muted small">Start the server with --api-url to show the full address senders use.</p>}
+          <span class="muted small">
+            {w.assistant ?? "default assistant"}
+            {w.workdir ? ` · in ${w.workdir}` : ""}
+            {w.hook_url ? " · hook" : ""}
+          </span>
+          <p class="small prompt-line">{w.prompt_template}</p>
+        </>
+      }
+      onPause={(paused) => act(() => api.updateWebhook(w.id, { paused }), `Webhook ${w.name} ${paused ? "paused" : "resumed"}`, props.reload)}
+      onDelete={() => api.deleteWebhook(w.id).then(props.reload)}
+      edit={(close) => (
+        <WebhookForm
+          existing={w}
+          onSaved={() => {
+            close();
+            void props.reload();
+          }}
+        />
+      )}
+      history={() => <ReceiptList id={w.id} />}
+    />
+  );
+}
+
+/** A read-only value with a Copy button (webhook URLs, secrets). */
+function CopyField(props: { label: string; value: string; secret?: boolean }) {
+  const copy = async () => {
     try {
-      await api.createSchedule({ name, cron, timezone, prompt: prompt || undefined });
-      notice(`Schedule ${name} created`);
-      setName("");
-      setPrompt("");
-      props.onDone();
-    } catch (err) {
-      toast(err);
+      await navigator.clipboard.writeText(props.value);
+      notice("Copied");
+    } catch {
+      toast("Copying needs a secure page (https or localhost); select the text instead");
     }
   };
   return (
-    <details>
-      <summary>New schedule</summary>
-      <form class="form" onSubmit={submit}>
-        <label for="sc-name">Name</label>
-        <input id="sc-name" required value={name} onInput={field(setName)} />
-        <label for="sc-cron">Cron (5 fields, or 6 with seconds first)</label>
-        <input id="sc-cron" required value={cron} onInput={field(setCron)} />
-        <label for="sc-tz">Time zone</label>
-        <input id="sc-tz" value={timezone} onInput={field(setTimezone)} />
-        <label for="sc-prompt">Prompt</label>
-        <textarea id="sc-prompt" rows={3} value={prompt} onInput={field(setPrompt)} />
-        <button type="submit" class="primary">
-          Create schedule
-        </button>
-      </form>
-    </details>
+    <div class="copy-field">
+      <input readOnly aria-label={props.label} class={props.secret ? "secret" : ""} value={props.value} onFocus={(e) => e.currentTarget.select()} />
+      <button type="button" class="small" aria-label={`Copy ${props.label}`} onClick={() => void copy()}>
+        Copy
+      </button>
+    </div>
+  );
+}
+
+function useHistory<T>(load: () => Promise<T[]>): T[] | null {
+  const [items, setItems] = useState<T[] | null>(null);
+  useEffect(() => {
+    const refresh = () => void load().then(setItems).catch(toast);
+    refresh();
+    return live.on("task_created", refresh);
+  }, []);
+  return items;
+}
+
+function FiringList(props: { id: string }) {
+  const items = useHistory<Firing>(() => api.firings(props.id).then((f) => f.firings));
+  if (!items) return <p class="muted small">Loading…</p>;
+  if (items.length === 0) return <p class="muted small history">Not fired yet.</p>;
+  return (
+    <ul class="plain history" aria-label="Firings">
+      {items.slice(0, 50).map((f) => (
+        <li key={f.fired_at + f.due_at}>
+          <span class={`badge ${f.outcome}`}>{f.outcome}</span> <span class="small">{shortTime(f.due_at)}</span>{" "}
+          {f.task_id && <a href={`#/tasks/${f.task_id}`}>task {f.task_id}</a>}
+          {f.error && <span class="error small"> {f.error}</span>}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function ReceiptList(props: { id: string }) {
+  const items = useHistory<WebhookReceipt>(() => api.webhookDeliveries(props.id).then((d) => d.deliveries));
+  if (!items) return <p class="muted small">Loading…</p>;
+  if (items.length === 0) return <p class="muted small history">Nothing received yet.</p>;
+  return (
+    <ul class="plain history" aria-label="Received deliveries">
+      {items.slice(0, 50).map((r) => (
+        <li key={r.delivery_id + r.received_at}>
+          <span class={`badge ${r.outcome}`}>{r.outcome}</span> <span class="small">{shortTime(r.received_at)}</span>{" "}
+          <code class="small">{r.delivery_id}</code> {r.task_id && <a href={`#/tasks/${r.task_id}`}>task {r.task_id}</a>}
+          {r.error && <span class="error small"> {r.error}</span>}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+/** What schedules and webhooks share: assistant, working directory and completion hook. */
+function TargetFields(props: {
+  prefix: string;
+  assistant: string;
+  setAssistant: (v: string) => void;
+  workdir: string;
+  setWorkdir: (v: string) => void;
+  hook: string;
+  setHook: (v: string) => void;
+  hookSecret: string;
+  setHookSecret: (v: string) => void;
+  hasSecret: boolean;
+}) {
+  const p = props.prefix;
+  return (
+    <>
+      <label for={`${p}-assistant`}>Assistant</label>
+      <AssistantSelect id={`${p}-assistant`} value={props.assistant} onChange={props.setAssistant} allowDefault />
+      <label for={`${p}-workdir`}>Working directory</label>
+      <input id={`${p}-workdir`} placeholder="home (or a path inside it)" value={props.workdir} onInput={field(props.setWorkdir)} />
+      <label for={`${p}-hook`}>Completion hook URL (optional)</label>
+      <input id={`${p}-hook`} type="url" placeholder="https://…" value={props.hook} onInput={field(props.setHook)} />
+      {props.hook.trim() && (
+        <>
+          <label for={`${p}-hook-secret`}>Hook secret (signs each delivery){props.hasSecret ? "; empty keeps the current one" : ""}</label>
+          <input id={`${p}-hook-secret`} type="password" autocomplete="off" value={props.hookSecret} onInput={field(props.setHookSecret)} />
+        </>
+      )}
+    </>
+  );
+}
+
+/** The shared part of a create or edit body: only what the form has, with an edit's cleared fields as null. */
+function targetBody(editing: boolean, f: { assistant: string; workdir: string; hook: string; hookSecret: string; hadHook: boolean }) {
+  const orNull = (v: string) => (v.trim() ? v.trim() : editing ? null : undefined);
+  const hook = f.hook.trim()
+    ? { url: f.hook.trim(), ...(f.hookSecret ? { secret: f.hookSecret } : {}) }
+    : editing && f.hadHook
+      ? null
+      : undefined;
+  return { assistant: orNull(f.assistant), workdir: orNull(f.workdir), hook };
+}
+
+function ScheduleForm(props: { existing?: Schedule; onSaved: () => void }) {
+  const e = props.existing;
+  const p = e ? `sc-${e.id}` : "sc";
+  const [name, setName] = useState(e?.name ?? "");
+  const [cron, setCron] = useState(e?.cron ?? "0 9 * * 1-5");
+  const [timezone, setTimezone] = useState(e?.timezone ?? (Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"));
+  const [prompt, setPrompt] = useState(e?.prompt ?? "");
+  const [missed, setMissed] = useState(e?.missed ?? "run_once");
+  const [assistant, setAssistant] = useState(e?.assistant ?? "");
+  const [workdir, setWorkdir] = useState(e?.workdir ?? "");
+  const [hook, setHook] = useState(e?.hook_url ?? "");
+  const [hookSecret, setHookSecret] = useState("");
+  const [error, setError] = useState("");
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    setError("");
+    const body: ScheduleFields = {
+      name,
+      cron,
+      timezone,
+      missed,
+      prompt: prompt.trim() ? prompt : e ? null : undefined,
+      ...targetBody(!!e, { assistant, workdir, hook, hookSecret, hadHook: !!e?.hook_url }),
+    };
+    try {
+      if (e) await api.updateSchedule(e.id, body);
+      else await api.createSchedule(body);
+      notice(`Schedule ${name} ${e ? "saved" : "created"}`);
+      if (!e) {
+        setName("");
+        setPrompt("");
+      }
+      props.onSaved();
+    } catch (err) {
+      // Shown beside the form, where the fix goes; cleared by the next try.
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  return (
+    <form class="form" onSubmit={submit} aria-label={e ? `Edit schedule ${e.name}` : "New schedule"}>
+      <label for={`${p}-name`}>Name</label>
+      <input id={`${p}-name`} required value={name} onInput={field(setName)} />
+      <label for={`${p}-cron`}>Cron (5 fields, or 6 with seconds first)</label>
+      <input id={`${p}-cron`} required value={cron} onInput={field(setCron)} placeholder="0 3 * * *" />
+      <label for={`${p}-tz`}>Time zone</label>
+      <input id={`${p}-tz`} value={timezone} onInput={field(setTimezone)} placeholder="Europe/Berlin" />
+      <label for={`${p}-prompt`}>Prompt</label>
+      <textarea id={`${p}-prompt`} rows={3} value={prompt} onInput={field(setPrompt)} />
+      <TargetFields
+        prefix={p}
+        {...{ assistant, setAssistant, workdir, setWorkdir, hook, setHook, hookSecret, setHookSecret }}
+        hasSecret={!!e?.hook_url}
+      />
+      <label for={`${p}-missed`}>Firings missed while the server was down</label>
+      <select id={`${p}-missed`} value={missed} onChange={field(setMissed)}>
+        <option value="run_once">run once when it starts again</option>
+        <option value="skip">skip them</option>
+      </select>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <button type="submit" class="primary">
+        {e ? "Save schedule" : "Create schedule"}
+      </button>
+    </form>
+  );
+}
+
+function WebhookForm(props: { existing?: Webhook; onSaved: (w: Webhook) => void }) {
+  const e = props.existing;
+  const p = e ? `wh-${e.id}` : "wh";
+  const [name, setName] = useState(e?.name ?? "");
+  const [template, setTemplate] = useState(e?.prompt_template ?? "");
+  const [assistant, setAssistant] = useState(e?.assistant ?? "");
+  const [workdir, setWorkdir] = useState(e?.workdir ?? "");
+  const [hook, setHook] = useState(e?.hook_url ?? "");
+  const [hookSecret, setHookSecret] = useState("");
+  const [error, setError] = useState("");
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    setError("");
+    const body: WebhookFields = {
+      name,
+      prompt_template: template,
+      ...targetBody(!!e, { assistant, workdir, hook, hookSecret, hadHook: !!e?.hook_url }),
+    };
+    try {
+      const w = e ? await api.updateWebhook(e.id, body) : await api.createWebhook(body);
+      notice(`Webhook ${name} ${e ? "saved" : "created"}`);
+      if (!e) {
+        setName("");
+        setTemplate("");
+      }
+      props.onSaved(w);
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  return (
+    <form class="form" onSubmit={submit} aria-label={e ? `Edit webhook ${e.name}` : "New webhook"}>
+      <label for={`${p}-name`}>Name</label>
+      <input id={`${p}-name`} required value={name} onInput={field(setName)} />
+      <label for={`${p}-template`}>Prompt template</label>
+      <textarea
+        id={`${p}-template`}
+        rows={3}
+        required
+        value={template}
+        onInput={field(setTemplate)}
+        placeholder="Review {{pull_request.html_url}} ({{body}} is the whole delivery)"
+      />
+      <TargetFields
+        prefix={p}
+        {...{ assistant, setAssistant, workdir, setWorkdir, hook, setHook, hookSecret, setHookSecret }}
+        hasSecret={!!e?.hook_url}
+      />
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <button type="submit" class="primary">
+        {e ? "Save webhook" : "Create webhook"}
+      </button>
+    </form>
   );
 }
 
 function NewWebhook(props: { onDone: () => void }) {
-  const [name, setName] = useState("");
-  const [template, setTemplate] = useState("");
-  const [secret, setSecret] = useState<{ name: string; secret: string; path: string } | null>(null);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    try {
-      const w = await api.createWebhook({ name, prompt_template: template });
-      setSecret({ name: w.name, secret: w.secret ?? "", path: w.path });
-      setName("");
-      setTemplate("");
-      props.onDone();
-    } catch (err) {
-      toast(err);
-    }
-  };
+  const [created, setCreated] = useState<Webhook | null>(null);
   return (
     <>
-      {secret && (
+      {created && (
         <div class="callout" role="status">
           <p>
-            Webhook <strong>{secret.name}</strong> created. Its signing secret is shown only now:
+            Webhook <strong>{created.name}</strong> created. Its signing secret is shown only now:
           </p>
-          <code class="secret">{secret.secret}</code>
-          <p class="muted small">Senders POST to {secret.path} on the api listener, signed with it.</p>
-          <button class="small" onClick={() => setSecret(null)}>
+          <CopyField label={`Secret of webhook ${created.name}`} value={created.secret ?? ""} secret />
+          <p class="small">Give the sender this URL and the secret (GitHub: Settings → Webhooks, content type application/json):</p>
+          <CopyField label={`Delivery URL of webhook ${created.name}`} value={created.url ?? created.path} />
+          <button class="small" onClick={() => setCreated(null)}>
             I have saved it
           </button>
         </div>
       )}
       <details>
         <summary>New webhook</summary>
-        <form class="form" onSubmit={submit}>
-          <label for="wh-name">Name</label>
-          <input id="wh-name" required value={name} onInput={field(setName)} />
-          <label for="wh-template">Prompt template</label>
-          <textarea id="wh-template" rows={3} required value={template} onInput={field(setTemplate)} placeholder="Fix the issue: {{issue.title}}" />
-          <button type="submit" class="primary">
-            Create webhook
-          </button>
-        </form>
+        <WebhookForm
+          onSaved={(w) => {
+            setCreated(w);
+            props.onDone();
+          }}
+        />
       </details>
     </>
   );
