@@ -1178,3 +1178,64 @@ async fn watching_refuses_files_missing_folders_and_hidden_ones_in_read_only_mod
     std::fs::write(ro.home().join("readme.txt"), "hi").unwrap();
     assert_eq!(events.next().await.expect("changed").event, "changed");
 }
+
+/// The editor's save: a conditional upload with the ETag it read. A change
+/// made on disk since then is not overwritten (412), nothing is written,
+/// and the answer names the new ETag; `If-None-Match: *` only creates.
+#[tokio::test]
+async fn conditional_uploads_refuse_to_overwrite_a_newer_file() {
+    let ws = Workspace::start(&[]).await;
+    let send = |headers: Vec<(&'static str, String)>, body: &'static str| {
+        let mut req = ws
+            .client
+            .put(format!("{}/api/files/content?path=notes.md", ws.api))
+            .header("authorization", ws.bearer())
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let etag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, etag, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Create only if absent: once, then refused.
+    let (s, first, v) = send(vec![("if-none-match", "*".into())], "one\n").await;
+    assert_eq!(s, 201, "{v}");
+    let first = first.expect("an ETag");
+    assert_eq!(v["etag"], first.as_str());
+    let (s, _, v) = send(vec![("if-none-match", "*".into())], "two\n").await;
+    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    // The ETag a download shows is the one a save must send.
+    let r = get(&ws, "notes.md", &[]).await;
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), first);
+    let (s, second, v) = send(vec![("if-match", first.clone())], "two\n").await;
+    assert_eq!(s, 201, "{v}");
+    let second = second.unwrap();
+    assert_ne!(second, first);
+    // Someone else writes the file: a save with the old ETag is refused,
+    // their content stays, and the message names the current ETag.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(ws.home().join("notes.md"), "theirs\n").unwrap();
+    let (s, _, v) = send(vec![("if-match", second.clone())], "mine\n").await;
+    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("changed since it was read"), "{v}");
+    assert_eq!(std::fs::read_to_string(ws.home().join("notes.md")).unwrap(), "theirs\n");
+    let leftovers: Vec<_> = std::fs::read_dir(ws.home())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(leftovers, ["notes.md"], "no temp file left");
+    // `*` matches any existing file; a plain save overwrites.
+    let (s, _, _) = send(vec![("if-match", "*".into())], "mine\n").await;
+    assert_eq!(s, 201);
+    std::fs::remove_file(ws.home().join("notes.md")).unwrap();
+    let (s, _, v) = send(vec![("if-match", second)], "gone?\n").await;
+    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    assert!(!ws.home().join("notes.md").exists());
+}

@@ -44,8 +44,7 @@ pub struct Opened {
 
 pub fn open(files: &Files, path: &UserPath) -> Result<Opened, ApiError> {
     let (file, meta) = files.open_regular(path)?;
-    let mtime =
-        UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().max(0) as u32);
+    let mtime = mtime_of(&meta);
     let name = path
         .as_path()
         .file_name()
@@ -57,6 +56,16 @@ pub fn open(files: &Files, path: &UserPath) -> Result<Opened, ApiError> {
         mtime,
         name,
     })
+}
+
+fn mtime_of(meta: &cap_std::fs::Metadata) -> SystemTime {
+    UNIX_EPOCH + Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().max(0) as u32)
+}
+
+/// A file's ETag: its size and modification time. Downloads send it; an
+/// upload's `If-Match` is checked against it (the editor's conflict check).
+pub fn etag_of(meta: &cap_std::fs::Metadata) -> String {
+    etag(meta.len(), mtime_of(meta))
 }
 
 fn etag(len: u64, mtime: SystemTime) -> String {

@@ -7,6 +7,11 @@
 //! following it. A disconnect, an oversize body or a full disk leaves the
 //! old file untouched, and the [`TempGuard`] removes the temp file even if
 //! the request future is dropped midway.
+//!
+//! A conditional upload (`If-Match: <ETag>`, `If-None-Match: *`) is checked
+//! against the target when the upload starts and again just before the
+//! rename, so an editor's save cannot silently overwrite a change made on
+//! disk after it read the file.
 
 use std::ffi::OsString;
 
@@ -49,12 +54,69 @@ impl Drop for TempGuard {
 pub struct Uploaded {
     pub path: String,
     pub size: u64,
+    /// The new file's ETag (the next conditional save sends it).
+    pub etag: Option<String>,
+}
+
+/// What the client expects to find at the target.
+#[derive(Debug, Clone, Default)]
+pub enum Precondition {
+    #[default]
+    Any,
+    /// `If-Match`: one of these ETags (or `*`: any existing file).
+    Matches(Vec<String>),
+    /// `If-None-Match: *`: no file there yet.
+    Absent,
+}
+
+impl Precondition {
+    /// From the request's `If-Match` / `If-None-Match` headers.
+    pub fn from_headers(if_match: Option<&str>, if_none_match: Option<&str>) -> Self {
+        if let Some(m) = if_match {
+            return Self::Matches(m.split(',').map(|t| t.trim().to_string()).collect());
+        }
+        if if_none_match.is_some_and(|v| v.trim() == "*") {
+            return Self::Absent;
+        }
+        Self::Any
+    }
+
+    fn check(&self, dir: &Dir, name: &std::path::Path, p: &UserPath) -> Result<(), ApiError> {
+        let current = dir
+            .metadata(name)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| super::download::etag_of(&m));
+        let ok = match (self, &current) {
+            (Self::Any, _) => true,
+            (Self::Absent, c) => c.is_none(),
+            (Self::Matches(tags), Some(c)) => tags.iter().any(|t| t == "*" || t == c),
+            (Self::Matches(_), None) => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let why = match (self, current) {
+            (Self::Absent, _) => format!("`{}` exists already", p.display()),
+            (_, Some(now)) => format!(
+                "`{}` changed since it was read (its ETag is now {now}); reload it, or save without If-Match to overwrite",
+                p.display()
+            ),
+            (_, None) => format!("`{}` no longer exists", p.display()),
+        };
+        Err(ApiError::new(
+            axum::http::StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            why,
+        ))
+    }
 }
 
 pub async fn upload(
     files: &Files,
     path: UserPath,
     declared_len: Option<u64>,
+    expect: Precondition,
     body: Body,
 ) -> Result<Uploaded, ApiError> {
     let cap = files.limits.upload_bytes;
@@ -71,8 +133,10 @@ pub async fn upload(
     // Open the parent and create the temp file beside the target.
     let f = files.clone();
     let p = path.clone();
+    let first = expect.clone();
     let (guard, file) = super::blocking(move || {
         let (dir, name) = f.parent_of(&p)?;
+        first.check(&dir, std::path::Path::new(&name), &p)?;
         if let Ok(m) = dir.symlink_metadata(name) {
             if m.is_dir() {
                 return Err(ApiError::conflict(
@@ -149,23 +213,29 @@ pub async fn upload(
     out.sync_all().await.map_err(|e| io_error(&path, e))?;
     drop(out);
     let p = path.clone();
-    super::blocking(move || {
+    let etag = super::blocking(move || {
         let (_, name) = p
             .split()
             .ok_or_else(|| ApiError::bad_request("is_root", "cannot upload onto the home root"))?;
         let dir = guard
             .dir()
             .ok_or_else(|| ApiError::internal("upload state lost", "no dir"))?;
+        expect.check(dir, std::path::Path::new(name), &p)?;
         dir.rename(&guard.name, dir, name)
             .map_err(|e| io_error(&p, e))?;
+        let etag = dir
+            .metadata(name)
+            .ok()
+            .map(|m| super::download::etag_of(&m));
         if let Some(dir) = guard.commit() {
             sync_dir(&dir);
         }
-        Ok(())
+        Ok(etag)
     })
     .await?;
     Ok(Uploaded {
         path: path.display(),
         size: written,
+        etag,
     })
 }

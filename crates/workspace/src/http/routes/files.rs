@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::error::{ApiError, ApiResult};
 use crate::events::ServerEvent;
 use crate::extract::{Json, Query};
+use crate::files::upload::Precondition;
 use crate::files::{blocking, download, upload, zip_extract};
 use crate::http::AppState;
 
@@ -79,7 +80,10 @@ pub async fn upload(
         )),
         Ok(path) => {
             shown = path.display();
-            upload::upload(&app.files, path, declared, body).await
+            let value = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+            let expect =
+                Precondition::from_headers(value(header::IF_MATCH), value(header::IF_NONE_MATCH));
+            upload::upload(&app.files, path, declared, expect, body).await
         }
         Err(e) => Err(e),
     };
@@ -87,7 +91,15 @@ pub async fn upload(
         Ok(done) => {
             app.metrics.upload_bytes.inc_by(done.size);
             changed(&app, &shown);
-            Ok((StatusCode::CREATED, axum::Json(done)).into_response())
+            let etag = done
+                .etag
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok());
+            let mut resp = (StatusCode::CREATED, axum::Json(done)).into_response();
+            if let Some(t) = etag {
+                resp.headers_mut().insert(header::ETAG, t);
+            }
+            Ok(resp)
         }
         // The body may be unread: the connection cannot carry another request.
         Err(e) => Ok(([(header::CONNECTION, "close")], e).into_response()),
