@@ -5,7 +5,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, type Server } from "./harness";
@@ -30,6 +30,8 @@ const hookBodies: string[] = [];
 let receiver: HttpServer;
 let hookUrl = "";
 const INTERNAL_HOOKS = { ALLOW_INTERNAL_HOOKS: "true" };
+// A 1×1 PNG.
+const PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
 beforeAll(async () => {
   receiver = createServer((req, res) => {
@@ -158,9 +160,52 @@ describe("token mode", () => {
     await page.getByLabel("Files to upload").setInputFiles({ name: "blob.bin", mimeType: "application/octet-stream", buffer: data });
     await page.locator('[data-entry="blob.bin"]').waitFor({ timeout: 15_000 });
     expect(readFileSync(`${server.home}/blob.bin`).equals(data)).toBe(true);
-    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "blob.bin" }).click()]);
+    // A click opens the file: binary, so offered for download.
+    await page.getByRole("link", { name: "blob.bin" }).click();
+    const preview = page.getByRole("region", { name: "File blob.bin" });
+    await expect.poll(() => preview.innerText()).toContain("A binary file");
+    const [download] = await Promise.all([page.waitForEvent("download"), preview.getByRole("link", { name: "Download" }).click()]);
     const saved = readFileSync((await download.path())!);
     expect(saved.equals(data)).toBe(true);
+    await preview.getByRole("button", { name: "Close the file" }).click();
+
+    // Text is shown and edited in place; a save never overwrites a change
+    // made on disk since the editor read the file unless asked to.
+    writeFileSync(`${server.home}/notes.md`, "# Notes\nfirst line\n");
+    await page.getByRole("link", { name: "notes.md" }).click();
+    const notes = page.getByRole("region", { name: "File notes.md" });
+    await expect.poll(() => notes.getByLabel("Contents").innerText()).toContain("first line");
+    await notes.getByRole("button", { name: "Edit" }).click();
+    await notes.getByLabel("Text").fill("# Notes\nedited in the browser\n");
+    await notes.getByRole("button", { name: "Save" }).click();
+    await expect.poll(() => readFileSync(`${server.home}/notes.md`, "utf8")).toBe("# Notes\nedited in the browser\n");
+    await expect.poll(() => notes.getByLabel("Contents").innerText()).toContain("edited in the browser");
+    await notes.getByRole("button", { name: "Edit" }).click();
+    await notes.getByLabel("Text").fill("mine\n");
+    writeFileSync(`${server.home}/notes.md`, "an agent wrote this meanwhile\n");
+    await notes.getByRole("button", { name: "Save" }).click();
+    await expect.poll(() => notes.getByRole("alert").innerText()).toContain("changed on disk after you opened it");
+    expect(readFileSync(`${server.home}/notes.md`, "utf8")).toBe("an agent wrote this meanwhile\n");
+    await shot(page, "files-editor-conflict-desktop");
+    await notes.getByRole("button", { name: "Overwrite" }).click();
+    await expect.poll(() => readFileSync(`${server.home}/notes.md`, "utf8")).toBe("mine\n");
+    await notes.getByRole("button", { name: "Close the file" }).click();
+
+    // Images are shown.
+    writeFileSync(`${server.home}/dot.png`, Buffer.from(PNG_1PX, "base64"));
+    await page.getByRole("link", { name: "dot.png" }).click();
+    const img = page.getByRole("region", { name: "File dot.png" }).getByRole("img", { name: "dot.png" });
+    await expect.poll(() => img.evaluate((i) => (i as HTMLImageElement).naturalWidth)).toBe(1);
+    await page.getByRole("button", { name: "Close the file" }).click();
+
+    // Dot-files hide behind "Show hidden" (off by default).
+    mkdirSync(`${server.home}/.cache`, { recursive: true });
+    await page.locator('[data-entry="dot.png"]').waitFor();
+    expect(await page.locator('[data-entry=".cache"]').count()).toBe(0);
+    await page.getByLabel("Show hidden").check();
+    await page.locator('[data-entry=".cache"]').waitFor();
+    await page.getByLabel("Show hidden").uncheck();
+    await page.locator('[data-entry=".cache"]').waitFor({ state: "detached" });
 
     // New folder, through the prompt dialog.
     page.removeAllListeners("dialog");

@@ -200,6 +200,8 @@ export const api = {
   remove: (path: string, recursive: boolean) =>
     call<void>("DELETE", `/api/files?path=${q(path)}${recursive ? "&recursive=true" : ""}`),
   downloadUrl: (path: string) => `/api/files/content?path=${q(path)}`,
+  readText,
+  saveText,
 
   deliveries: (taskId?: string) =>
     call<{ deliveries: Delivery[] }>("GET", `/api/hooks/deliveries?limit=100${taskId ? `&task_id=${q(taskId)}` : ""}`),
@@ -216,6 +218,45 @@ export const api = {
   webhookDeliveries: (id: string) => call<{ deliveries: WebhookReceipt[] }>("GET", `/api/webhooks/${q(id)}/deliveries`),
   deleteWebhook: (id: string) => call<void>("DELETE", `/api/webhooks/${q(id)}`),
 };
+
+/**
+ * Up to `limit` bytes of a file of `size` bytes, decoded as UTF-8, with
+ * the ETag a conditional save sends back. `binary`: not text (a NUL byte,
+ * or bytes that are not UTF-8).
+ */
+async function readText(
+  path: string,
+  limit: number,
+  size: number,
+): Promise<{ text: string; etag: string | null; truncated: boolean; binary: boolean }> {
+  const partial = size > limit;
+  const headers: Record<string, string> = partial ? { Range: `bytes=0-${limit - 1}` } : {};
+  const r = await fetch(`/api/files/content?path=${q(path)}`, { credentials: "same-origin", headers });
+  if (!r.ok) return fail(r);
+  const buf = new Uint8Array(await r.arrayBuffer());
+  const etag = r.headers.get("ETag");
+  if (buf.subarray(0, 8000).includes(0)) return { text: "", etag, truncated: partial, binary: true };
+  try {
+    // A cut in the middle of a character is not an error when the file goes on.
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(buf, { stream: partial });
+    return { text, etag, truncated: partial, binary: false };
+  } catch {
+    return { text: "", etag, truncated: partial, binary: true };
+  }
+}
+
+/**
+ * Save text over a file, atomically; with `etag`, only over the version
+ * that was read (412 `precondition_failed` if it changed meanwhile).
+ */
+async function saveText(path: string, text: string, etag: string | null): Promise<{ etag: string | null }> {
+  const headers: Record<string, string> = { "Content-Type": "text/plain; charset=utf-8", Accept: "application/json" };
+  if (etag) headers["If-Match"] = etag;
+  const r = await fetch(`/api/files/content?path=${q(path)}`, { method: "PUT", credentials: "same-origin", headers, body: text });
+  if (!r.ok) return fail(r);
+  const done = (await r.json()) as { etag?: string | null };
+  return { etag: done.etag ?? r.headers.get("ETag") };
+}
 
 /**
  * Upload one file with progress (fetch cannot report upload progress).

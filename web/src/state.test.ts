@@ -5,6 +5,7 @@ import {
   backoff,
   bytes,
   crumbs,
+  fileKind,
   filterTasks,
   parentPath,
   parseRoute,
@@ -14,6 +15,7 @@ import {
   stripAnsi,
   upsertTask,
   validName,
+  visibleEntries,
   type Task,
 } from "./state";
 
@@ -118,6 +120,17 @@ describe("paths", () => {
     expect(validName("..")).toMatch(/not names/);
     expect(validName("a/b")).toMatch(/without/);
     expect(validName(".env")).toMatch(/hidden/);
+  });
+
+  it("hides dot-files unless asked, and knows images by name", () => {
+    const entries = [{ name: ".git" }, { name: "src" }, { name: ".env" }, { name: "a.txt" }];
+    expect(visibleEntries(entries, false).map((e) => e.name)).toEqual(["src", "a.txt"]);
+    expect(visibleEntries(entries, true)).toHaveLength(4);
+    expect(fileKind("logo.PNG")).toBe("image");
+    expect(fileKind("photo.jpeg")).toBe("image");
+    expect(fileKind("diagram.svg")).toBe("image");
+    expect(fileKind("notes.md")).toBe("other");
+    expect(fileKind("png")).toBe("other");
   });
 });
 

@@ -124,6 +124,18 @@ export function appendOutput(buf: string, chunk: string, cap = 200_000): string 
 
 // ---- paths in the file browser (always relative to the home, "" = home) ----
 
+const IMAGE = /\.(png|jpe?g|gif|webp|avif|bmp|ico|svg)$/i;
+
+/** How the Files view previews a file, by its name. */
+export function fileKind(name: string): "image" | "other" {
+  return IMAGE.test(name) ? "image" : "other";
+}
+
+/** The entries to show: dot-files only when asked for. */
+export function visibleEntries<T extends { name: string }>(entries: readonly T[], showHidden: boolean): T[] {
+  return showHidden ? [...entries] : entries.filter((e) => !e.name.startsWith("."));
+}
+
 export function joinPath(dir: string, name: string): string {
   return dir ? `${dir}/${name}` : name;
 }

@@ -1,11 +1,13 @@
-// Files: browse the home, upload (button or drag and drop, with progress),
-// download, new folder, rename, delete. Every error is the server's own
-// message (it names the path and the problem).
+// Files: browse the home (dot-files behind "Show hidden"), open a file
+// (preview, editor: file-preview.tsx), upload (button or drag and drop,
+// with progress), download, new folder, rename, delete. Every error is the
+// server's own message (it names the path and the problem).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, upload, type Entry, type Listing, type Whoami } from "../api";
 import { confirmAction } from "../components/confirm";
 import { dirWatch } from "../live";
-import { bytes, crumbs, joinPath, parentPath, progressPercent, routeHash, validName, type Progress } from "../state";
+import { bytes, crumbs, joinPath, parentPath, progressPercent, routeHash, validName, visibleEntries, type Progress } from "../state";
+import { FilePreview } from "./file-preview";
 import { notice, toast } from "../toast";
 
 /** The link to a folder of the home (names encoded: `#`, `%` and spaces are fine). */
@@ -21,6 +23,12 @@ export function FilesView(props: { me: Whoami; dir: string }) {
   const [dragging, setDragging] = useState(false);
   const picker = useRef<HTMLInputElement>(null);
   const ro = props.me.read_only;
+  const [showHidden, setShowHidden] = useState(() => localStorage.getItem("kc.showHidden") === "1");
+  const [opened, setOpened] = useState<Entry | null>(null);
+  const toggleHidden = (on: boolean) => {
+    setShowHidden(on);
+    localStorage.setItem("kc.showHidden", on ? "1" : "0");
+  };
 
   const load = () =>
     api
@@ -35,6 +43,7 @@ export function FilesView(props: { me: Whoami; dir: string }) {
       });
 
   useEffect(() => {
+    setOpened(null);
     void load();
     // Whoever changes this folder (an agent's shell, another tab, the file
     // API), the server's watch on it says so.
@@ -133,6 +142,10 @@ export function FilesView(props: { me: Whoami; dir: string }) {
             ),
           )}
         </nav>
+        <label class="toggle small">
+          <input type="checkbox" checked={showHidden} onChange={(e) => toggleHidden((e.target as HTMLInputElement).checked)} />
+          Show hidden
+        </label>
         {!ro && (
           <div class="row">
             <button onClick={() => void mkdir()}>New folder</button>
@@ -169,6 +182,7 @@ export function FilesView(props: { me: Whoami; dir: string }) {
           {error}
         </p>
       )}
+      {opened && <FilePreview dir={dir} entry={opened} readOnly={ro} onClose={() => setOpened(null)} />}
       {listing && (
         <table class="entries">
           <thead>
@@ -189,14 +203,15 @@ export function FilesView(props: { me: Whoami; dir: string }) {
                 </td>
               </tr>
             )}
-            {listing.entries.length === 0 && (
+            {visibleEntries(listing.entries, showHidden).length === 0 && (
               <tr>
                 <td colSpan={4} class="muted">
-                  Empty folder.{ro ? "" : " Drop files here to upload."}
+                  {listing.entries.length === 0 ? "Empty folder." : "Only hidden entries here."}
+                  {ro ? "" : " Drop files here to upload."}
                 </td>
               </tr>
             )}
-            {listing.entries.map((e) => (
+            {visibleEntries(listing.entries, showHidden).map((e) => (
               <tr key={e.name} data-entry={e.name}>
                 <td class="name">
                   {e.kind === "dir" ? (
@@ -204,7 +219,18 @@ export function FilesView(props: { me: Whoami; dir: string }) {
                       {e.name}/
                     </a>
                   ) : (
-                    <a href={api.downloadUrl(joinPath(dir, e.name))} download={e.name}>
+                    // A click opens it here; the link itself still downloads
+                    // (middle click, "save link as").
+                    <a
+                      href={api.downloadUrl(joinPath(dir, e.name))}
+                      download={e.name}
+                      aria-current={opened?.name === e.name ? "true" : undefined}
+                      onClick={(ev) => {
+                        if (ev.button !== 0 || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+                        ev.preventDefault();
+                        setOpened(e);
+                      }}
+                    >
                       {e.name}
                       {e.kind === "symlink" ? " →" : ""}
                     </a>
