@@ -20,6 +20,56 @@ async function text(sel: string): Promise<string> {
   return (await page.locator(sel).first().innerText()).trim();
 }
 
+/**
+ * How many pixels of ink each of the first `n` characters of an xterm row
+ * has inside the row's own box (a glyph drawn below its line, as an
+ * underscore can be with the wrong font metrics, counts for nothing): the
+ * row's screenshot, read back through a canvas in the page.
+ */
+async function inkPerGlyph(row: ReturnType<Page["locator"]>, n: number): Promise<number[]> {
+  const box = (await row.boundingBox())!;
+  const png = (await page.screenshot({ clip: box })).toString("base64");
+  return row.evaluate(
+    async (el, { png, n }) => {
+      const rowBox = el.getBoundingClientRect();
+      // Each character's horizontal extent, from the DOM renderer's text.
+      const cells: [number, number][] = [];
+      const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+      const range = document.createRange();
+      for (let node = walker.nextNode(); node && cells.length < n; node = walker.nextNode()) {
+        for (let i = 0; i < node.textContent!.length && cells.length < n; i++) {
+          range.setStart(node, i);
+          range.setEnd(node, i + 1);
+          const r = range.getBoundingClientRect();
+          cells.push([r.left - rowBox.left, r.right - rowBox.left]);
+        }
+      }
+      const img = new Image();
+      img.src = `data:image/png;base64,${png}`;
+      await img.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = img.width;
+      canvas.height = img.height;
+      const g = canvas.getContext("2d")!;
+      g.drawImage(img, 0, 0);
+      const px = g.getImageData(0, 0, img.width, img.height).data;
+      const scale = img.width / rowBox.width;
+      const bg = [px[0]!, px[1]!, px[2]!];
+      return cells.map(([from, to]) => {
+        let ink = 0;
+        for (let y = 0; y < img.height; y++) {
+          for (let x = Math.floor(from * scale); x < Math.ceil(to * scale) && x < img.width; x++) {
+            const o = (y * img.width + x) * 4;
+            if (Math.abs(px[o]! - bg[0]!) + Math.abs(px[o + 1]! - bg[1]!) + Math.abs(px[o + 2]! - bg[2]!) > 96) ink++;
+          }
+        }
+        return ink;
+      });
+    },
+    { png, n },
+  );
+}
+
 async function nav(view: string): Promise<void> {
   await page.getByRole("navigation", { name: "Views" }).getByRole("link", { name: view, exact: true }).click();
 }
@@ -142,6 +192,16 @@ describe("token mode", () => {
     await page.mouse.dblclick(box.x + 12, box.y + box.height / 2);
     await page.keyboard.press("Control+Shift+C");
     await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe("42xyz");
+    // Every glyph typed is drawn inside its own cell: underscores are not
+    // cut off below the line, and nothing is left blank.
+    const glyphs = "__a_b|gjpqy@#$%^&*()[]{}<>~=+-/\\`',.;:";
+    await page.keyboard.type(`printf '%s\\n' "${glyphs.replace(/[\\`"$]/g, "\\$&")}"`);
+    await page.keyboard.press("Enter");
+    const drawn = page.locator(".term .xterm-rows > div", { hasText: glyphs }).last();
+    await drawn.waitFor({ timeout: 15_000 });
+    const ink = await inkPerGlyph(drawn, glyphs.length);
+    const blank = [...glyphs].filter((_, i) => !(ink[i]! > 0));
+    expect(blank, `glyphs drawn with no ink inside their row: ${JSON.stringify(ink)}`).toEqual([]);
     await shot(page, "terminal-desktop");
   });
 

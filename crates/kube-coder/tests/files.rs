@@ -1210,7 +1210,11 @@ async fn conditional_uploads_refuse_to_overwrite_a_newer_file() {
     let first = first.expect("an ETag");
     assert_eq!(v["etag"], first.as_str());
     let (s, _, v) = send(vec![("if-none-match", "*".into())], "two\n").await;
-    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{v}"
+    );
     // The ETag a download shows is the one a save must send.
     let r = get(&ws, "notes.md", &[]).await;
     assert_eq!(r.headers()["etag"].to_str().unwrap(), first);
@@ -1223,9 +1227,22 @@ async fn conditional_uploads_refuse_to_overwrite_a_newer_file() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(ws.home().join("notes.md"), "theirs\n").unwrap();
     let (s, _, v) = send(vec![("if-match", second.clone())], "mine\n").await;
-    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("changed since it was read"), "{v}");
-    assert_eq!(std::fs::read_to_string(ws.home().join("notes.md")).unwrap(), "theirs\n");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed since it was read"),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.home().join("notes.md")).unwrap(),
+        "theirs\n"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(ws.home())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1236,6 +1253,10 @@ async fn conditional_uploads_refuse_to_overwrite_a_newer_file() {
     assert_eq!(s, 201);
     std::fs::remove_file(ws.home().join("notes.md")).unwrap();
     let (s, _, v) = send(vec![("if-match", second)], "gone?\n").await;
-    assert_eq!((s, v["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{v}"
+    );
     assert!(!ws.home().join("notes.md").exists());
 }

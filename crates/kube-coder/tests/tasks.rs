@@ -618,3 +618,34 @@ async fn instant_commands_start_and_keep_their_output() {
         ws.wait_output(id, &format!("instant-{i}")).await;
     }
 }
+
+/// A finished task can be removed with its files; a live one cannot.
+#[tokio::test]
+async fn a_finished_task_is_removed_with_its_logs_a_live_one_is_not() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    let (s, v) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("task_live")), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("kill it first"),
+        "{v}"
+    );
+    let (s, _) = ws.api_delete(&format!("/api/tasks/{id}")).await;
+    assert_eq!(s, 200);
+    ws.wait_state(&id, "killed").await;
+    let dir = ws.data_dir().join("tasks").join(&id);
+    assert!(
+        dir.join("output.log").exists(),
+        "the log is where the test looks"
+    );
+    let (s, _) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
+    assert_eq!(s, 204);
+    assert!(!dir.exists(), "the task's files are gone");
+    let (s, _) = ws.api_get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(s, 404);
+    let (_, list) = ws.api_get("/api/tasks").await;
+    assert_eq!(list["tasks"], json!([]), "{list}");
+    let (s, _) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
+    assert_eq!(s, 404);
+}

@@ -21,6 +21,10 @@ pub enum ServerEvent {
         task: TaskView,
         from: String,
     },
+    /// A finished task was removed with its files.
+    TaskRemoved {
+        id: String,
+    },
     /// CPU, memory and disk of the workspace, pushed every few seconds
     /// while someone listens.
     System {
@@ -44,6 +48,7 @@ impl ServerEvent {
         match self {
             ServerEvent::TaskCreated { .. } => "task_created",
             ServerEvent::TaskState { .. } => "task_state",
+            ServerEvent::TaskRemoved { .. } => "task_removed",
             ServerEvent::HookDelivery { .. } => "hook_delivery",
             ServerEvent::System { .. } => "system",
             ServerEvent::FilesChanged { .. } => "files_changed",

@@ -80,8 +80,11 @@ function Term(props: { id: string; readOnly: boolean }) {
       const term = new Terminal({
         cursorBlink: !props.readOnly,
         disableStdin: props.readOnly,
-        fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
+        // With the line height at 1.2, underscores stay inside their row (at
+        // 1.0 DejaVu Sans Mono draws them below it, where they are cut off).
+        fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, \"DejaVu Sans Mono\", \"Liberation Mono\", monospace",
         fontSize: 14,
+        lineHeight: 1.2,
         scrollback: 5000,
         theme: { background: cssVar("--term-bg"), foreground: cssVar("--term-fg"), cursor: cssVar("--accent") },
       });

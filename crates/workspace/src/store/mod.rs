@@ -92,7 +92,8 @@ use crate::secret_box::SecretBox;
 pub use outbox::{AfterAttempt, Attempt, Delivery, DeliveryState};
 pub use schedules::{Firing, FiringOutcome, MissedPolicy, Schedule};
 pub use tasks::{
-    CompletionPayload, Moved, NewTask, TaskFilter, TaskRecord, Transition, TransitionInfo,
+    CompletionPayload, Moved, NewTask, TaskFilter, TaskRecord, TaskRemoval, Transition,
+    TransitionInfo,
 };
 pub use webhooks::{Receipt, ReceiptOutcome, Webhook};
 

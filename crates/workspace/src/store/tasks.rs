@@ -35,6 +35,16 @@ pub(super) const SCHEMA_V1: &str = "CREATE TABLE tasks (
      );
      CREATE INDEX task_transitions_task ON task_transitions(task_id)";
 
+/// What became of a request to forget a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRemoval {
+    Removed,
+    /// No such task, or it is still live.
+    NotFinished,
+    /// Its completion hook is still being delivered.
+    DeliveryPending,
+}
+
 /// One task as stored.
 #[derive(Debug, Clone)]
 pub struct TaskRecord {
@@ -147,6 +157,48 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("inserted task vanished".into()))?;
             tx.commit()?;
             Ok(rec)
+        })
+        .await
+    }
+
+    /// Forget a finished task with its transitions and its hook
+    /// deliveries (each delivered or dead: one still pending keeps it).
+    pub async fn delete_finished_task(&self, id: &str) -> Result<TaskRemoval, StoreError> {
+        let id = id.to_string();
+        let finals: Vec<&str> = TaskState::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        let finals = format!("'{}'", finals.join("','"));
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let finished: bool = tx.query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1 AND state IN ({finals}))"),
+                [&id],
+                |r| r.get(0),
+            )?;
+            if !finished {
+                return Ok(TaskRemoval::NotFinished);
+            }
+            let pending: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM hook_deliveries WHERE task_id = ?1 AND state = 'pending')",
+                [&id],
+                |r| r.get(0),
+            )?;
+            if pending {
+                return Ok(TaskRemoval::DeliveryPending);
+            }
+            tx.execute(
+                "DELETE FROM hook_attempts WHERE delivery_id IN
+                   (SELECT id FROM hook_deliveries WHERE task_id = ?1)",
+                [&id],
+            )?;
+            tx.execute("DELETE FROM hook_deliveries WHERE task_id = ?1", [&id])?;
+            tx.execute("DELETE FROM task_transitions WHERE task_id = ?1", [&id])?;
+            tx.execute("DELETE FROM tasks WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(TaskRemoval::Removed)
         })
         .await
     }

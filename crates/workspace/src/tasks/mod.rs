@@ -32,7 +32,7 @@ use crate::hooks::ssrf::Guard;
 use crate::hooks::HookSpec;
 use crate::metrics::Metrics;
 use crate::secrets::generate_id;
-use crate::store::{NewTask, Store, TaskRecord, TransitionInfo};
+use crate::store::{NewTask, Store, TaskRecord, TaskRemoval, TransitionInfo};
 use crate::task_state::TaskState;
 use crate::views::TaskView;
 use assistants::{Assistants, PromptDelivery};
@@ -473,6 +473,40 @@ impl TaskManager {
             // It finished on its own in the meantime.
             None => self.get(id).await,
         }
+    }
+
+    /// Forget a finished task: its record, its transitions and its files
+    /// (prompt, script, output log). A live one must be killed first.
+    pub async fn remove(&self, id: &str) -> ApiResult<()> {
+        let rec = self.get(id).await?;
+        if !rec.state.is_final() {
+            return Err(ApiError::conflict(
+                "task_live",
+                format!(
+                    "task `{id}` is still {}; kill it first (DELETE /api/tasks/{id})",
+                    rec.state
+                ),
+            ));
+        }
+        match self.store.delete_finished_task(id).await? {
+            TaskRemoval::Removed => {}
+            TaskRemoval::NotFinished => return Err(ApiError::task_not_found(id)),
+            TaskRemoval::DeliveryPending => {
+                return Err(ApiError::conflict(
+                    "delivery_pending",
+                    format!("task `{id}`'s completion hook is still being delivered; remove the task once it is delivered or dead"),
+                ))
+            }
+        }
+        let dir = self.task_dir(id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(task.id = id, error = %e, "could not remove the task's files");
+            }
+        }
+        self.events
+            .publish(ServerEvent::TaskRemoved { id: id.to_string() });
+        Ok(())
     }
 
     fn require_live(&self, rec: &TaskRecord) -> ApiResult<()> {

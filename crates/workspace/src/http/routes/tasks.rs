@@ -218,12 +218,27 @@ pub async fn keys(
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Forget a finished task and its logs instead of killing a live one.
+    #[serde(default)]
+    remove: bool,
+}
+
+/// Kill a live task (200 with it), or with `?remove=true` forget a
+/// finished one and its files (204).
 pub async fn kill(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<TaskView>> {
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Response> {
+    if q.remove {
+        app.tasks.remove(&id).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let rec = app.tasks.kill(&id).await?;
-    Ok(axum::Json(TaskView::from(&rec)))
+    Ok(axum::Json(TaskView::from(&rec)).into_response())
 }
 
 pub async fn assistants(State(app): State<AppState>) -> axum::Json<serde_json::Value> {
