@@ -649,3 +649,27 @@ async fn a_finished_task_is_removed_with_its_logs_a_live_one_is_not() {
     let (s, _) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
     assert_eq!(s, 404);
 }
+
+/// The tmux status bar (what the terminal shows under the task) is in the
+/// dashboard's colours and names the task: its name, else its prompt on
+/// one line.
+#[tokio::test]
+async fn the_status_bar_names_the_task_in_the_dashboards_colours() {
+    let ws = Workspace::start(&[]).await;
+    let show = |session: &str, option: &str| {
+        let out = ws.tmux(&["show-options", "-v", "-t", session, option]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let named = ws
+        .create(json!({"assistant": "fake", "name": "Fix the build"}))
+        .await;
+    let session = named["tmux_session"].as_str().unwrap();
+    assert_eq!(show(session, "@kc_title"), "Fix the build");
+    assert!(show(session, "status-style").contains("#181c25"), "{}", show(session, "status-style"));
+    assert!(show(session, "status-left").contains("@kc_title"));
+    let prompted = ws
+        .create(json!({"assistant": "fake", "prompt": "refactor\n  the parser\tnow"}))
+        .await;
+    let session = prompted["tmux_session"].as_str().unwrap();
+    assert_eq!(show(session, "@kc_title"), "refactor the parser now");
+}

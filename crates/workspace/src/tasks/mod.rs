@@ -329,8 +329,15 @@ impl TaskManager {
             sh_quote(&dir.join("run.sh").to_string_lossy())
         );
         let pipe = self.pipe_command(&dir);
+        // What the tmux status bar shows: the task's name, else its prompt.
+        let title = rec
+            .name
+            .clone()
+            .or_else(|| rec.prompt.clone())
+            .unwrap_or_else(|| format!("{} task", rec.assistant));
         let spec = SessionSpec {
             name: &session,
+            title: &title,
             workdir: &workdir,
             env: &env,
             command: &run,

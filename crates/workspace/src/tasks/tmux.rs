@@ -43,8 +43,24 @@ pub struct Tmux {
 }
 
 /// What a new session runs and where.
+/// The status bar in the dashboard's dark colours (the terminal is dark in
+/// both themes): the task's title on the left in the accent colour, the
+/// time on the right, nothing else.
+const STATUS_THEME: &[(&str, &str)] = &[
+    ("status-style", "bg=#181c25,fg=#9aa3b5"),
+    ("status-left", "#[fg=#6d9bff,bold] #{@kc_title} #[default]"),
+    ("status-left-length", "64"),
+    ("status-right", "#[fg=#9aa3b5]%H:%M "),
+    ("window-status-format", ""),
+    ("window-status-current-format", ""),
+    ("message-style", "bg=#2a303d,fg=#e4e7ee"),
+    ("mode-style", "bg=#6d9bff,fg=#0c1020"),
+];
+
 pub struct SessionSpec<'a> {
     pub name: &'a str,
+    /// Shown on the status bar (the task's name or prompt).
+    pub title: &'a str,
     pub workdir: &'a Path,
     pub env: &'a [(String, String)],
     /// Command line tmux runs with `sh -c`.
@@ -142,22 +158,39 @@ impl Tmux {
             new_session.extend(["-e", kv.as_str()]);
         }
         new_session.push(spec.command);
-        self.run_all(&[
+        // One line, and short: a prompt can be pages long.
+        let title: String = spec
+            .title
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(60)
+            .collect();
+        let mut commands: Vec<Vec<&str>> = vec![
             // The server outlives its last session: otherwise a task that
             // ends at once takes the server down while the next task's
             // client connects ("server exited unexpectedly").
-            &["set-option", "-s", "exit-empty", "off"],
-            &new_session,
-            &["set-option", "-t", spec.name, "history-limit", "10000"],
+            vec!["set-option", "-s", "exit-empty", "off"],
+            new_session,
+            vec!["set-option", "-t", spec.name, "history-limit", "10000"],
             // Only the owner's terminal sizes the window (resize-window);
             // a viewer's attached client never does (see `terminal`).
-            &["set-option", "-w", "-t", spec.name, "window-size", "manual"],
-            &["pipe-pane", "-t", spec.name, spec.pipe_command],
+            vec!["set-option", "-w", "-t", spec.name, "window-size", "manual"],
+            vec!["set-option", "-t", spec.name, "@kc_title", &title],
+        ];
+        commands.extend(
+            STATUS_THEME
+                .iter()
+                .map(|(option, value)| vec!["set-option", "-t", spec.name, option, value]),
+        );
+        commands.extend([
+            vec!["pipe-pane", "-t", spec.name, spec.pipe_command],
             // tmux remembers a signal nobody waits for yet.
-            &["wait-for", "-S", spec.started_channel],
-        ])
-        .await
-        .map(|_| ())
+            vec!["wait-for", "-S", spec.started_channel],
+        ]);
+        let commands: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
+        self.run_all(&commands).await.map(|_| ())
     }
 
     pub async fn has_session(&self, name: &str) -> Result<bool, TmuxError> {
