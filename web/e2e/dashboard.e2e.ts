@@ -167,6 +167,33 @@ describe("token mode", () => {
     await shot(page, "tasks-desktop");
   });
 
+  it("shows output in colour, the run's duration, and runs a finished task again or deletes it", async () => {
+    const made = await fetch(`${server.api}/api/tasks`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ assistant: "shell", name: "colours", prompt: "printf '\\033[31mred\\033[0m plain \\033[1;32mbold green\\033[0m\\n'" }),
+    });
+    const { id } = (await made.json()) as { id: string };
+    await page.goto(`${server.url}/#/tasks/${id}`);
+    const red = page.locator(".output span.f-a1", { hasText: "red" });
+    await red.waitFor({ timeout: 15_000 });
+    expect(await red.evaluate((el) => getComputedStyle(el).color)).toBe("rgb(224, 108, 117)");
+    expect(await page.locator(".output span.f-a2.a-bold", { hasText: "bold green" }).count()).toBe(1);
+    expect(await text(".output")).not.toContain("[31m");
+    await expect.poll(() => text(".task-detail .meta")).toMatch(/ran \d+s/);
+    // Run again: a new task with the same prompt and name.
+    await page.getByRole("button", { name: "Run again" }).click();
+    await expect.poll(() => page.evaluate(() => location.hash)).not.toBe(`#/tasks/${id}`);
+    await page.locator(".output span.f-a1", { hasText: "red" }).waitFor({ timeout: 15_000 });
+    expect(await text(".task-detail .task-title")).toBe("colours");
+    // Delete the first run: gone from the list, its log with it.
+    await page.goto(`${server.url}/#/tasks/${id}`);
+    await page.getByRole("button", { name: "Delete" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+    await expect.poll(() => page.locator(`[data-task="${id}"]`).count()).toBe(0);
+    expect((await fetch(`${server.api}/api/tasks/${id}`, { headers: { authorization: `Bearer ${server.token}` } })).status).toBe(404);
+  });
+
   it("types a command into the terminal and shows its output", async () => {
     await nav("Terminal");
     await page.getByRole("button", { name: "New shell" }).click();
@@ -202,6 +229,8 @@ describe("token mode", () => {
     const ink = await inkPerGlyph(drawn, glyphs.length);
     const blank = [...glyphs].filter((_, i) => !(ink[i]! > 0));
     expect(blank, `glyphs drawn with no ink inside their row: ${JSON.stringify(ink)}`).toEqual([]);
+    // The header names the task, not its id.
+    expect(await text(".terminal-view .task-title")).toBe("shell");
     await shot(page, "terminal-desktop");
   });
 
@@ -212,6 +241,12 @@ describe("token mode", () => {
     await page.keyboard.type("echo again$((1+1))");
     await page.keyboard.press("Enter");
     await expect.poll(() => text(".term .xterm-rows"), { timeout: 15_000 }).toContain("again2");
+    // Close shell ends the shell's task and goes back to the list.
+    const id = (await page.evaluate(() => location.hash)).split("/").pop()!;
+    await page.getByRole("button", { name: "Close shell" }).click();
+    await expect.poll(() => page.evaluate(() => location.hash)).toBe("#/terminal");
+    const t = await (await fetch(`${server.api}/api/tasks/${id}`, { headers: { authorization: `Bearer ${server.token}` } })).json();
+    expect((t as { state: string }).state).toBe("killed");
   });
 
   it("uploads a file and downloads it back identical; mkdir, rename, delete, errors", async () => {
@@ -469,6 +504,15 @@ describe("token mode", () => {
     const [, rows, cols] = /size=(\d+) (\d+)/.exec(await text(".term .xterm-rows"))!;
     expect(Number(cols)).toBeLessThan(60);
     expect(Number(rows)).toBeGreaterThan(10);
+    // The extra-keys row: Ctrl then "c" cancels the line typed so far.
+    const keys = page.getByRole("toolbar", { name: "Extra keys" });
+    await page.keyboard.type("echo cancelled");
+    await keys.getByRole("button", { name: "Ctrl" }).click();
+    await page.keyboard.type("c");
+    await page.keyboard.type("echo kept");
+    await page.keyboard.press("Enter");
+    await page.locator(".term .xterm-rows > div", { hasText: /^kept$/ }).waitFor({ timeout: 15_000 });
+    expect(await page.locator(".term .xterm-rows > div", { hasText: /^cancelled$/ }).count()).toBe(0);
     await shot(page, "terminal-phone");
     await page.emulateMedia({ colorScheme: "dark" });
     await page.goto(server.url + "/#/tasks");

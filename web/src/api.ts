@@ -193,6 +193,8 @@ export const api = {
   message: (id: string, text: string) => call<void>("POST", `/api/tasks/${q(id)}/message`, { text }),
   keys: (id: string, keys: string[]) => call<void>("POST", `/api/tasks/${q(id)}/keys`, { keys }),
   kill: (id: string) => call<Task>("DELETE", `/api/tasks/${q(id)}`),
+  /** Forget a finished task with its output log. */
+  removeTask: (id: string) => call<void>("DELETE", `/api/tasks/${q(id)}?remove=true`),
 
   list: (path: string) => call<Listing>("GET", `/api/files?path=${q(path)}`),
   mkdir: (path: string) => call<unknown>("POST", "/api/files/mkdir", { path }),

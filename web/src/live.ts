@@ -9,7 +9,7 @@ import { backoff } from "./state";
 
 type Handler = (data: unknown) => void;
 
-const WORKSPACE_EVENTS = ["task_created", "task_state", "hook_delivery", "system", "files_changed", "resync"];
+const WORKSPACE_EVENTS = ["task_created", "task_state", "task_removed", "hook_delivery", "system", "files_changed", "resync"];
 
 function parse(e: Event): unknown {
   try {

@@ -5,6 +5,7 @@ import {
   backoff,
   bytes,
   crumbs,
+  duration,
   fileKind,
   filterTasks,
   parentPath,
@@ -12,10 +13,10 @@ import {
   percent,
   progressPercent,
   routeHash,
-  stripAnsi,
   upsertTask,
   validName,
   visibleEntries,
+  withCtrl,
   type Task,
 } from "./state";
 
@@ -90,11 +91,6 @@ describe("formatting", () => {
 });
 
 describe("output", () => {
-  it("strips colours, cursor moves and titles", () => {
-    expect(stripAnsi("\x1b[1;31mred\x1b[0m \x1b]0;title\x07done\r\n")).toBe("red done\r\n");
-    expect(stripAnsi("50%\r100%")).toBe("50%100%");
-  });
-
   it("keeps the tail of long output, cut at a line start", () => {
     const long = "x".repeat(50) + "\n" + "y".repeat(60);
     const out = appendOutput("", long, 100);
@@ -147,5 +143,26 @@ describe("routes", () => {
 
   it("backs off exponentially up to a cap", () => {
     expect([0, 1, 2, 10].map((a) => backoff(a))).toEqual([500, 1000, 2000, 10000]);
+  });
+});
+
+describe("keys", () => {
+  it("turns a key typed after the phone row's Ctrl into its control code", () => {
+    expect(withCtrl("c")).toBe("\x03");
+    expect(withCtrl("C")).toBe("\x03");
+    expect(withCtrl("d")).toBe("\x04");
+    expect(withCtrl("[")).toBe("\x1b");
+    expect(withCtrl("1")).toBeNull();
+    expect(withCtrl("ab")).toBeNull();
+  });
+});
+
+describe("durations", () => {
+  it("says how long a task ran, or has been running", () => {
+    const t = { created_at: "2026-11-29T10:00:00Z", started_at: "2026-11-29T10:00:01Z", finished_at: "2026-11-29T10:00:05Z" };
+    expect(duration(t, 0)).toBe("4s");
+    expect(duration({ ...t, finished_at: "2026-11-29T10:02:06Z" }, 0)).toBe("2m 05s");
+    expect(duration({ ...t, finished_at: "2026-11-29T11:03:01Z" }, 0)).toBe("1h 03m");
+    expect(duration({ ...t, finished_at: null }, Date.parse("2026-11-29T10:00:31Z"))).toBe("30s");
   });
 });

@@ -84,6 +84,22 @@ export function shortTime(iso: string): string {
   return `${iso.replace("T", " ").slice(0, 16)} UTC`;
 }
 
+/** How long a task ran (or has been running, at `now`): "4s", "2m 05s", "1h 02m". */
+export function duration(t: Pick<Task, "started_at" | "created_at" | "finished_at">, now: number): string {
+  const from = Date.parse(t.started_at ?? t.created_at);
+  const to = t.finished_at ? Date.parse(t.finished_at) : now;
+  const s = Math.max(0, Math.round((to - from) / 1000));
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
+}
+
+/** Drop a removed task from the list. */
+export function withoutTask(tasks: readonly Task[], id: string): Task[] {
+  return tasks.filter((t) => t.id !== id);
+}
+
 export function bytes(n: number | null | undefined): string {
   if (n == null) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -99,15 +115,6 @@ export function bytes(n: number | null | undefined): string {
 export function percent(used: number | null | undefined, total: number | null | undefined): number | null {
   if (used == null || total == null || total <= 0) return null;
   return Math.min(100, Math.round((used / total) * 100));
-}
-
-// Terminal control sequences: CSI, OSC (ended by BEL or ST), other ESC pairs.
-// eslint-disable-next-line no-control-regex
-const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|\r(?!\n)/g;
-
-/** Task output as plain text for the output pane (the terminal view shows it raw). */
-export function stripAnsi(s: string): string {
-  return s.replace(ANSI, "");
 }
 
 /**
@@ -212,4 +219,11 @@ export function progressPercent(p: Progress): number {
 
 export function backoff(attempt: number, base = 500, cap = 10_000): number {
   return Math.min(cap, base * 2 ** Math.max(0, attempt));
+}
+
+/** What Ctrl does to one typed character (Ctrl+C is \x03), or null when it does nothing. */
+export function withCtrl(data: string): string | null {
+  if (data.length !== 1) return null;
+  const c = data.toUpperCase().charCodeAt(0);
+  return c >= 0x40 && c <= 0x5f ? String.fromCharCode(c & 0x1f) : null;
 }

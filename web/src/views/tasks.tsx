@@ -1,6 +1,7 @@
 // Tasks: the live list, the "new task" form, and one task's detail with its
 // live output, follow-up box, keys, kill and hook deliveries.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { parseAnsi, segmentProps } from "../ansi";
 import { api, type Delivery, type Whoami } from "../api";
 import { AssistantSelect, useAssistants } from "../components/assistant-select";
 import { confirmAction } from "../components/confirm";
@@ -11,8 +12,9 @@ import {
   filterTasks,
   isFinal,
   stateLabel,
-  stripAnsi,
+  duration,
   upsertTask,
+  withoutTask,
   type Task,
   type TaskFilter,
   type TaskState,
@@ -50,7 +52,12 @@ export function useTasks(): Task[] {
         .catch(toast);
     void load();
     const onTask = (d: unknown) => setTasks((cur) => upsertTask(cur, (d as { task: Task }).task));
-    const offs = [live.on("task_created", onTask), live.on("task_state", onTask), live.on("resync", () => void load())];
+    const offs = [
+      live.on("task_created", onTask),
+      live.on("task_state", onTask),
+      live.on("task_removed", (d) => setTasks((cur) => withoutTask(cur, (d as { id: string }).id))),
+      live.on("resync", () => void load()),
+    ];
     return () => offs.forEach((f) => f());
   }, []);
   return tasks;
@@ -102,7 +109,7 @@ export function TasksView(props: { me: Whoami; selected: string }) {
                   <StateBadge state={t.state} exit={t.exit_code} />
                   <span class="task-title">{t.name || t.prompt || t.id}</span>
                   <span class="muted small">{t.assistant}</span>
-                  <span class="muted small" title={t.created_at}>
+                  <span class="muted small" title={`created ${t.created_at}; ran ${duration(t, now)}`}>
                     {age(t.created_at, now)}
                   </span>
                 </a>
@@ -227,7 +234,8 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
       if ((d as { task_id: string }).task_id === id) void loadDeliveries();
     });
     const close = taskStream(id, {
-      onOutput: (t) => setOutput((o) => appendOutput(o, stripAnsi(t))),
+      // Kept with its colour escapes; the pane renders them (ansi.ts).
+      onOutput: (t) => setOutput((o) => appendOutput(o, t)),
       onEnd: () => {
         setEnded(true);
         void loadDeliveries();
@@ -255,6 +263,39 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
   };
 
   const canWrite = !props.me.read_only && task != null && !isFinal(task.state);
+  const now = useNow();
+  // A new task from this one's assistant, prompt, folder and name (its
+  // environment values and hook secret are the server's alone: not copied).
+  const rerun = async (t: Task) => {
+    try {
+      const again = await api.createTask({
+        assistant: t.assistant,
+        prompt: t.prompt ?? undefined,
+        workdir: t.workdir,
+        name: t.name ?? undefined,
+      });
+      notice("Started again");
+      go({ view: "tasks", arg: again.id });
+    } catch (e) {
+      toast(e);
+    }
+  };
+  const remove = async () => {
+    const ok = await confirmAction({
+      title: `Delete task ${task?.name || id}?`,
+      body: "Its output log and history are deleted too.",
+      action: "Delete",
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      await api.removeTask(id);
+      notice("Task deleted");
+      go({ view: "tasks", arg: "" });
+    } catch (e) {
+      toast(e);
+    }
+  };
   const send = async (e: Event) => {
     e.preventDefault();
     if (!text.trim()) return;
@@ -273,15 +314,24 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
       </div>
       {task && (
         <p class="muted small meta">
-          {task.assistant} · {task.workdir || "~"} · <code>{id}</code>
+          {task.assistant} · {task.workdir || "~"} · {isFinal(task.state) ? "ran" : "running for"} {duration(task, now)} · <code>{id}</code>
           {task.error ? ` · ${task.error}` : ""}
         </p>
       )}
+      {task?.prompt && task.name && <p class="prompt-line small">{task.prompt}</p>}
       <div class="row wrap">
         {task && !isFinal(task.state) && (
           <a class="button" href={`#/terminal/${id}`}>
             Open in terminal
           </a>
+        )}
+        {task && isFinal(task.state) && !props.me.read_only && (
+          <>
+            <button onClick={() => void rerun(task)}>Run again</button>
+            <button class="danger" onClick={() => void remove()}>
+              Delete
+            </button>
+          </>
         )}
         {canWrite && (
           <button
@@ -309,7 +359,7 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
           stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
         }}
       >
-        {output || (ended ? "(no output)" : "waiting for output…")}
+        {output ? <Colored text={output} /> : ended ? "(no output)" : "waiting for output…"}
       </pre>
       {canWrite && (
         <>
@@ -340,6 +390,24 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
         </section>
       )}
     </article>
+  );
+}
+
+/** Output with its colours (segments from ansi.ts, as spans). */
+function Colored(props: { text: string }) {
+  const segments = useMemo(() => parseAnsi(props.text), [props.text]);
+  return (
+    <>
+      {segments.map((seg, i) => {
+        if (!seg.style.fg && !seg.style.bg && Object.keys(seg.style).length === 0) return seg.text;
+        const p = segmentProps(seg.style);
+        return (
+          <span key={i} class={p.class} style={p.style}>
+            {seg.text}
+          </span>
+        );
+      })}
+    </>
   );
 }
 

@@ -4,9 +4,9 @@
 // so it survives reconnects and shows in the task list).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, type Whoami } from "../api";
-import { backoff, isFinal } from "../state";
+import { backoff, isFinal, withCtrl } from "../state";
 import { go } from "../nav";
-import { toast } from "../toast";
+import { notice, toast } from "../toast";
 import { StateBadge, useTasks } from "./tasks";
 
 type Conn = "connecting" | "open" | "retrying" | "ended";
@@ -59,10 +59,31 @@ function cssVar(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
 
+/** The phone row: keys a touch keyboard lacks. Ctrl applies to the next key typed. */
+const EXTRA_KEYS: { label: string; name: string; send?: string; app?: string }[] = [
+  { label: "Esc", name: "Escape", send: "\x1b" },
+  { label: "Ctrl", name: "Control" },
+  { label: "Tab", name: "Tab", send: "\t" },
+  { label: "←", name: "Left", send: "\x1b[D", app: "\x1bOD" },
+  { label: "↑", name: "Up", send: "\x1b[A", app: "\x1bOA" },
+  { label: "↓", name: "Down", send: "\x1b[B", app: "\x1bOB" },
+  { label: "→", name: "Right", send: "\x1b[C", app: "\x1bOC" },
+  { label: "|", name: "Pipe", send: "|" },
+  { label: "~", name: "Tilde", send: "~" },
+];
+
 function Term(props: { id: string; readOnly: boolean }) {
   const box = useRef<HTMLDivElement>(null);
   const [conn, setConn] = useState<Conn>("connecting");
   const [why, setWhy] = useState("");
+  const [ctrl, setCtrl] = useState(false);
+  const ctrlRef = useRef(false);
+  ctrlRef.current = ctrl;
+  // Set once the terminal exists: send bytes as if typed, and whether the
+  // application asked for application cursor keys (vim, less).
+  const send = useRef<((data: string) => void) | null>(null);
+  const appCursor = useRef<() => boolean>(() => false);
+  const task = useTasks().find((t) => t.id === props.id);
 
   useEffect(() => {
     let disposed = false;
@@ -99,7 +120,20 @@ function Term(props: { id: string; readOnly: boolean }) {
       const sendInput = (data: string) => {
         if (!props.readOnly && socket?.readyState === WebSocket.OPEN) socket.send(enc.encode(data));
       };
-      const sub = term.onData(sendInput);
+      send.current = (data: string) => {
+        sendInput(data);
+        term.focus();
+      };
+      appCursor.current = () => term.modes.applicationCursorKeysMode;
+      const sub = term.onData((data) => {
+        // The phone row's Ctrl turns the next key typed into its control code.
+        if (ctrlRef.current) {
+          setCtrl(false);
+          const c = withCtrl(data);
+          if (c) return sendInput(c);
+        }
+        sendInput(data);
+      });
       cleanups.push(() => sub.dispose());
       const resizeSub = term.onResize(({ cols, rows }) => {
         if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "resize", cols, rows }));
@@ -174,6 +208,16 @@ function Term(props: { id: string; readOnly: boolean }) {
     };
   }, [props.id, props.readOnly]);
 
+  const closeShell = async () => {
+    try {
+      await api.kill(props.id);
+      notice("Shell closed");
+      go({ view: "terminal", arg: "" });
+    } catch (e) {
+      toast(e);
+    }
+  };
+  const title = task ? task.name && task.name !== "shell" ? task.name : task.prompt || task.name || props.id : props.id;
   return (
     <div class="terminal-view">
       <div class="toolbar">
@@ -181,14 +225,49 @@ function Term(props: { id: string; readOnly: boolean }) {
           ←
         </a>
         <span class="task-title">
-          <a href={`#/tasks/${props.id}`}>{props.id}</a>
+          <a href={`#/tasks/${props.id}`} title={`task ${props.id}`}>
+            {title}
+          </a>
         </span>
         <span class={`badge conn-${conn}`} role="status">
           {conn === "open" ? (props.readOnly ? "view only" : "connected") : conn === "retrying" ? "reconnecting…" : conn}
         </span>
         {why && <span class="muted small">{why}</span>}
+        {!props.readOnly && task?.assistant === "shell" && !isFinal(task.state) && (
+          <button class="small" onClick={() => void closeShell()}>
+            Close shell
+          </button>
+        )}
       </div>
       <div class="term" ref={box} data-conn={conn} />
+      {!props.readOnly && conn === "open" && (
+        <div class="extra-keys" role="toolbar" aria-label="Extra keys">
+          {EXTRA_KEYS.map((k) =>
+            k.name === "Control" ? (
+              <button
+                key={k.name}
+                class={ctrl ? "small armed" : "small"}
+                aria-pressed={ctrl}
+                onMouseDown={(e) => e.preventDefault()}
+                onClick={() => setCtrl(!ctrl)}
+              >
+                {k.label}
+              </button>
+            ) : (
+              <button
+                key={k.name}
+                class="small"
+                aria-label={k.name}
+                // Keep the focus (and the phone's keyboard) in the terminal.
+                onMouseDown={(e) => e.preventDefault()}
+                onClick={() => send.current?.((appCursor.current() && k.app) || k.send!)}
+              >
+                {k.label}
+              </button>
+            ),
+          )}
+        </div>
+      )}
     </div>
   );
 }
