@@ -102,9 +102,50 @@ impl From<SettingsArgs> for Settings {
 pub async fn client() -> Result<kube::Client, String> {
     // Both ring and aws-lc-rs are linked in; pick one before any TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    kube::Client::try_default().await.map_err(|e| {
-        format!("cannot reach a Kubernetes cluster ({e}); set KUBECONFIG or run inside the cluster")
-    })
+    kube::Client::try_default()
+        .await
+        .map_err(|_| format!("cannot reach a Kubernetes cluster: {}", why_no_config()))
+}
+
+/// Why no cluster configuration could be loaded, as one sentence naming
+/// the file that was tried (kube's own error nests every attempt).
+fn why_no_config() -> String {
+    let first_line =
+        |e: &dyn std::fmt::Display| e.to_string().lines().next().unwrap_or_default().to_string();
+    let try_file = |path: &std::path::Path, from: &str| {
+        match kube::config::Kubeconfig::read_from(path) {
+        Err(_) if !path.exists() => format!(
+            "{from} names {}, which does not exist; point KUBECONFIG at your cluster's kubeconfig file",
+            path.display()
+        ),
+        Err(e) => format!(
+            "{} (from {from}) is not a kubeconfig file kube-coder can read ({})",
+            path.display(),
+            first_line(&e)
+        ),
+        Ok(_) => format!(
+            "{} (from {from}) has no usable current context; choose one with kubectl config use-context",
+            path.display()
+        ),
+    }
+    };
+    if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        let first = std::env::split_paths(&list).next().unwrap_or_default();
+        return try_file(&first, "KUBECONFIG");
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty()) {
+        return "this pod's service account could not be read (is automountServiceAccountToken off?)"
+            .into();
+    }
+    match std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".kube/config")) {
+        Some(p) if p.exists() => try_file(&p, "the default location"),
+        Some(p) => format!(
+            "KUBECONFIG is not set and {} does not exist; set KUBECONFIG to your cluster's kubeconfig file",
+            p.display()
+        ),
+        None => "KUBECONFIG is not set and there is no HOME; set KUBECONFIG to your cluster's kubeconfig file"
+            .into(),
+    }
 }
 
 /// Run `body` on a fresh runtime; errors print as one line and exit 1.

@@ -301,3 +301,36 @@ fn the_token_is_shown_once_even_after_a_failed_start_and_token_local_prints_it()
         .stderr(std::process::Stdio::null())
         .status();
 }
+
+/// Without a usable kubeconfig the admin commands say which file they
+/// tried and what is wrong with it, in one line (not kube's nested dump).
+#[test]
+fn a_missing_or_broken_kubeconfig_is_named_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "just some text\n").unwrap();
+    let run = |env: &[(&str, &std::ffi::OsStr)]| {
+        let out = Command::new(bin())
+            .args(["user", "list"])
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("in-cluster"), "{err}");
+        err
+    };
+    let err = run(&[("KUBECONFIG", broken.as_os_str())]);
+    assert!(
+        err.contains("is not a kubeconfig file") && err.contains("YAML"),
+        "{err}"
+    );
+    let err = run(&[("HOME", dir.path().as_os_str())]);
+    assert!(
+        err.contains("KUBECONFIG is not set") && err.contains(".kube/config does not exist"),
+        "{err}"
+    );
+}

@@ -665,7 +665,11 @@ async fn the_status_bar_names_the_task_in_the_dashboards_colours() {
         .await;
     let session = named["tmux_session"].as_str().unwrap();
     assert_eq!(show(session, "@kc_title"), "Fix the build");
-    assert!(show(session, "status-style").contains("#181c25"), "{}", show(session, "status-style"));
+    assert!(
+        show(session, "status-style").contains("#181c25"),
+        "{}",
+        show(session, "status-style")
+    );
     assert!(show(session, "status-left").contains("@kc_title"));
     let prompted = ws
         .create(json!({"assistant": "fake", "prompt": "refactor\n  the parser\tnow"}))

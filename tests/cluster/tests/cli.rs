@@ -174,7 +174,10 @@ async fn doctor_reports_each_check_and_a_missing_cluster_in_one_line() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("set KUBECONFIG"), "{err}");
+    assert!(
+        err.contains("KUBECONFIG names /nonexistent/kubeconfig, which does not exist"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -71,9 +71,27 @@ impl Resolve for SystemResolver {
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
         Box::pin(async move {
-            let found = self.0.lookup_ip(host).await.map_err(|e| e.to_string())?;
+            let found = self.0.lookup_ip(host).await.map_err(|e| dns_failure(&e))?;
             Ok(found.iter().collect())
         })
+    }
+}
+
+/// Why a lookup failed, as a sentence (hickory's own text is a debug dump
+/// of the query); the cause stays in parentheses where it helps.
+fn dns_failure(e: &hickory_resolver::net::NetError) -> String {
+    use hickory_resolver::net::NetError;
+    if e.is_nx_domain() {
+        return "the DNS says no such name exists".into();
+    }
+    if e.is_no_records_found() {
+        return "the name has no address in the DNS (no A or AAAA record)".into();
+    }
+    match e {
+        NetError::Timeout => "the DNS server did not answer in time".into(),
+        NetError::NoConnections => "no DNS server could be reached (see /etc/resolv.conf)".into(),
+        NetError::Io(io) => format!("the DNS server could not be reached ({io})"),
+        other => format!("the DNS lookup failed ({other})"),
     }
 }
 
@@ -332,4 +350,36 @@ fn refusal_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("outside the global unicast range (2000::/3)");
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::net::{DnsError, NetError, NoRecords};
+    use hickory_resolver::proto::op::{Query, ResponseCode};
+    use hickory_resolver::proto::rr::{Name, RecordType};
+
+    use super::dns_failure;
+
+    fn no_records(code: ResponseCode) -> NetError {
+        let q = Query::query(Name::from_ascii("x.invalid.").unwrap(), RecordType::AAAA);
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords::new(q, code)))
+    }
+
+    /// Lookup failures read as sentences, not as a dump of the query.
+    #[test]
+    fn dns_failures_are_plain_sentences() {
+        for (e, says) in [
+            (no_records(ResponseCode::NXDomain), "no such name exists"),
+            (no_records(ResponseCode::NoError), "no address in the DNS"),
+            (NetError::Timeout, "did not answer in time"),
+            (NetError::NoConnections, "no DNS server could be reached"),
+        ] {
+            let text = dns_failure(&e);
+            assert!(text.contains(says), "{text}");
+            assert!(
+                !text.contains("Query {") && !text.contains("query_type"),
+                "{text}"
+            );
+        }
+    }
 }
