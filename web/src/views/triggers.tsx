@@ -269,91 +269,117 @@ function CopyField(props: { label: string; value: string; secret?: boolean }) {
   );
 }
 
-function useHistory<T>(load: () => Promise<T[]>): T[] | null {
+/** A firing or a received delivery: how it went, when, and its task. */
+interface HistoryItem {
+  outcome: string;
+  task_id: string | null;
+  error: string | null;
+}
+
+function HistoryList<T extends HistoryItem>(props: {
+  label: string;
+  empty: string;
+  load: () => Promise<T[]>;
+  when: (x: T) => string;
+  extra?: (x: T) => ComponentChildren;
+}) {
   const [items, setItems] = useState<T[] | null>(null);
   useEffect(() => {
-    const refresh = () => void load().then(setItems).catch(toast);
+    const refresh = () => void props.load().then(setItems).catch(toast);
     refresh();
     return live.on("task_created", refresh);
   }, []);
-  return items;
-}
-
-function FiringList(props: { id: string }) {
-  const items = useHistory<Firing>(() => api.firings(props.id).then((f) => f.firings));
   if (!items) return <p class="muted small">Loading…</p>;
-  if (items.length === 0) return <p class="muted small history">Not fired yet.</p>;
+  if (items.length === 0) return <p class="muted small history">{props.empty}</p>;
   return (
-    <ul class="plain history" aria-label="Firings">
-      {items.slice(0, 50).map((f) => (
-        <li key={f.fired_at + f.due_at}>
-          <span class={`badge ${f.outcome}`}>{f.outcome}</span> <span class="small">{shortTime(f.due_at)}</span>{" "}
-          {f.task_id && <a href={`#/tasks/${f.task_id}`}>task {f.task_id}</a>}
-          {f.error && <span class="error small"> {f.error}</span>}
+    <ul class="plain history" aria-label={props.label}>
+      {items.slice(0, 50).map((x, i) => (
+        <li key={i}>
+          <span class={`badge ${x.outcome}`}>{x.outcome}</span> <span class="small">{shortTime(props.when(x))}</span> {props.extra?.(x)}{" "}
+          {x.task_id && <a href={`#/tasks/${x.task_id}`}>task {x.task_id}</a>}
+          {x.error && <span class="error small"> {x.error}</span>}
         </li>
       ))}
     </ul>
+  );
+}
+
+function FiringList(props: { id: string }) {
+  return (
+    <HistoryList<Firing> label="Firings" empty="Not fired yet." load={() => api.firings(props.id).then((f) => f.firings)} when={(f) => f.due_at} />
   );
 }
 
 function ReceiptList(props: { id: string }) {
-  const items = useHistory<WebhookReceipt>(() => api.webhookDeliveries(props.id).then((d) => d.deliveries));
-  if (!items) return <p class="muted small">Loading…</p>;
-  if (items.length === 0) return <p class="muted small history">Nothing received yet.</p>;
   return (
-    <ul class="plain history" aria-label="Received deliveries">
-      {items.slice(0, 50).map((r) => (
-        <li key={r.delivery_id + r.received_at}>
-          <span class={`badge ${r.outcome}`}>{r.outcome}</span> <span class="small">{shortTime(r.received_at)}</span>{" "}
-          <code class="small">{r.delivery_id}</code> {r.task_id && <a href={`#/tasks/${r.task_id}`}>task {r.task_id}</a>}
-          {r.error && <span class="error small"> {r.error}</span>}
-        </li>
-      ))}
-    </ul>
+    <HistoryList<WebhookReceipt>
+      label="Received deliveries"
+      empty="Nothing received yet."
+      load={() => api.webhookDeliveries(props.id).then((d) => d.deliveries)}
+      when={(r) => r.received_at}
+      extra={(r) => <code class="small">{r.delivery_id}</code>}
+    />
   );
 }
 
-/** What schedules and webhooks share: assistant, working directory and completion hook. */
-function TargetFields(props: {
-  prefix: string;
-  assistant: string;
-  setAssistant: (v: string) => void;
-  workdir: string;
-  setWorkdir: (v: string) => void;
-  hook: string;
-  setHook: (v: string) => void;
-  hookSecret: string;
-  setHookSecret: (v: string) => void;
-  hasSecret: boolean;
-}) {
-  const p = props.prefix;
+/** The state of what schedules and webhooks share: assistant, working directory and completion hook. */
+function useTarget(e?: { assistant: string | null; workdir: string | null; hook_url: string | null }) {
+  const [assistant, setAssistant] = useState(e?.assistant ?? "");
+  const [workdir, setWorkdir] = useState(e?.workdir ?? "");
+  const [hook, setHook] = useState(e?.hook_url ?? "");
+  const [hookSecret, setHookSecret] = useState("");
+  const editing = !!e;
+  /** The shared part of the body: in an edit, a cleared field is sent as null. */
+  const body = () => {
+    const orNull = (v: string) => (v.trim() ? v.trim() : editing ? null : undefined);
+    const h = hook.trim()
+      ? { url: hook.trim(), ...(hookSecret ? { secret: hookSecret } : {}) }
+      : editing && e?.hook_url
+        ? null
+        : undefined;
+    return { assistant: orNull(assistant), workdir: orNull(workdir), hook: h };
+  };
+  return { assistant, setAssistant, workdir, setWorkdir, hook, setHook, hookSecret, setHookSecret, hasSecret: !!e?.hook_url, body };
+}
+
+function TargetFields(props: { prefix: string; t: ReturnType<typeof useTarget> }) {
+  const { prefix: p, t } = props;
   return (
     <>
       <label for={`${p}-assistant`}>Assistant</label>
-      <AssistantSelect id={`${p}-assistant`} value={props.assistant} onChange={props.setAssistant} allowDefault />
+      <AssistantSelect id={`${p}-assistant`} value={t.assistant} onChange={t.setAssistant} allowDefault />
       <label for={`${p}-workdir`}>Working directory</label>
-      <input id={`${p}-workdir`} placeholder="home (or a path inside it)" value={props.workdir} onInput={field(props.setWorkdir)} />
+      <input id={`${p}-workdir`} placeholder="home (or a path inside it)" value={t.workdir} onInput={field(t.setWorkdir)} />
       <label for={`${p}-hook`}>Completion hook URL (optional)</label>
-      <input id={`${p}-hook`} type="url" placeholder="https://…" value={props.hook} onInput={field(props.setHook)} />
-      {props.hook.trim() && (
+      <input id={`${p}-hook`} type="url" placeholder="https://…" value={t.hook} onInput={field(t.setHook)} />
+      {t.hook.trim() && (
         <>
-          <label for={`${p}-hook-secret`}>Hook secret (signs each delivery){props.hasSecret ? "; empty keeps the current one" : ""}</label>
-          <input id={`${p}-hook-secret`} type="password" autocomplete="off" value={props.hookSecret} onInput={field(props.setHookSecret)} />
+          <label for={`${p}-hook-secret`}>Hook secret (signs each delivery){t.hasSecret ? "; empty keeps the current one" : ""}</label>
+          <input id={`${p}-hook-secret`} type="password" autocomplete="off" value={t.hookSecret} onInput={field(t.setHookSecret)} />
         </>
       )}
     </>
   );
 }
 
-/** The shared part of a create or edit body: only what the form has, with an edit's cleared fields as null. */
-function targetBody(editing: boolean, f: { assistant: string; workdir: string; hook: string; hookSecret: string; hadHook: boolean }) {
-  const orNull = (v: string) => (v.trim() ? v.trim() : editing ? null : undefined);
-  const hook = f.hook.trim()
-    ? { url: f.hook.trim(), ...(f.hookSecret ? { secret: f.hookSecret } : {}) }
-    : editing && f.hadHook
-      ? null
-      : undefined;
-  return { assistant: orNull(f.assistant), workdir: orNull(f.workdir), hook };
+/** Submit a create or edit form: the server's refusal is shown beside it (where the fix goes). */
+function useSubmit(save: () => Promise<unknown>) {
+  const [error, setError] = useState("");
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    setError("");
+    try {
+      await save();
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  const shown = error && (
+    <p class="error" role="alert">
+      {error}
+    </p>
+  );
+  return { submit, shown };
 }
 
 function ScheduleForm(props: { existing?: Schedule; onSaved: () => void }) {
@@ -364,36 +390,18 @@ function ScheduleForm(props: { existing?: Schedule; onSaved: () => void }) {
   const [timezone, setTimezone] = useState(e?.timezone ?? (Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"));
   const [prompt, setPrompt] = useState(e?.prompt ?? "");
   const [missed, setMissed] = useState(e?.missed ?? "run_once");
-  const [assistant, setAssistant] = useState(e?.assistant ?? "");
-  const [workdir, setWorkdir] = useState(e?.workdir ?? "");
-  const [hook, setHook] = useState(e?.hook_url ?? "");
-  const [hookSecret, setHookSecret] = useState("");
-  const [error, setError] = useState("");
-  const submit = async (ev: Event) => {
-    ev.preventDefault();
-    setError("");
-    const body: ScheduleFields = {
-      name,
-      cron,
-      timezone,
-      missed,
-      prompt: prompt.trim() ? prompt : e ? null : undefined,
-      ...targetBody(!!e, { assistant, workdir, hook, hookSecret, hadHook: !!e?.hook_url }),
-    };
-    try {
-      if (e) await api.updateSchedule(e.id, body);
-      else await api.createSchedule(body);
-      notice(`Schedule ${name} ${e ? "saved" : "created"}`);
-      if (!e) {
-        setName("");
-        setPrompt("");
-      }
-      props.onSaved();
-    } catch (err) {
-      // Shown beside the form, where the fix goes; cleared by the next try.
-      setError(err instanceof Error ? err.message : String(err));
+  const t = useTarget(e);
+  const { submit, shown } = useSubmit(async () => {
+    const body: ScheduleFields = { name, cron, timezone, missed, prompt: prompt.trim() ? prompt : e ? null : undefined, ...t.body() };
+    if (e) await api.updateSchedule(e.id, body);
+    else await api.createSchedule(body);
+    notice(`Schedule ${name} ${e ? "saved" : "created"}`);
+    if (!e) {
+      setName("");
+      setPrompt("");
     }
-  };
+    props.onSaved();
+  });
   return (
     <form class="form" onSubmit={submit} aria-label={e ? `Edit schedule ${e.name}` : "New schedule"}>
       <label for={`${p}-name`}>Name</label>
@@ -404,21 +412,13 @@ function ScheduleForm(props: { existing?: Schedule; onSaved: () => void }) {
       <input id={`${p}-tz`} value={timezone} onInput={field(setTimezone)} placeholder="Europe/Berlin" />
       <label for={`${p}-prompt`}>Prompt</label>
       <textarea id={`${p}-prompt`} rows={3} value={prompt} onInput={field(setPrompt)} />
-      <TargetFields
-        prefix={p}
-        {...{ assistant, setAssistant, workdir, setWorkdir, hook, setHook, hookSecret, setHookSecret }}
-        hasSecret={!!e?.hook_url}
-      />
+      <TargetFields prefix={p} t={t} />
       <label for={`${p}-missed`}>Firings missed while the server was down</label>
       <select id={`${p}-missed`} value={missed} onChange={field(setMissed)}>
         <option value="run_once">run once when it starts again</option>
         <option value="skip">skip them</option>
       </select>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      {shown}
       <button type="submit" class="primary">
         {e ? "Save schedule" : "Create schedule"}
       </button>
@@ -431,31 +431,17 @@ function WebhookForm(props: { existing?: Webhook; onSaved: (w: Webhook) => void 
   const p = e ? `wh-${e.id}` : "wh";
   const [name, setName] = useState(e?.name ?? "");
   const [template, setTemplate] = useState(e?.prompt_template ?? "");
-  const [assistant, setAssistant] = useState(e?.assistant ?? "");
-  const [workdir, setWorkdir] = useState(e?.workdir ?? "");
-  const [hook, setHook] = useState(e?.hook_url ?? "");
-  const [hookSecret, setHookSecret] = useState("");
-  const [error, setError] = useState("");
-  const submit = async (ev: Event) => {
-    ev.preventDefault();
-    setError("");
-    const body: WebhookFields = {
-      name,
-      prompt_template: template,
-      ...targetBody(!!e, { assistant, workdir, hook, hookSecret, hadHook: !!e?.hook_url }),
-    };
-    try {
-      const w = e ? await api.updateWebhook(e.id, body) : await api.createWebhook(body);
-      notice(`Webhook ${name} ${e ? "saved" : "created"}`);
-      if (!e) {
-        setName("");
-        setTemplate("");
-      }
-      props.onSaved(w);
-    } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+  const t = useTarget(e);
+  const { submit, shown } = useSubmit(async () => {
+    const body: WebhookFields = { name, prompt_template: template, ...t.body() };
+    const w = e ? await api.updateWebhook(e.id, body) : await api.createWebhook(body);
+    notice(`Webhook ${name} ${e ? "saved" : "created"}`);
+    if (!e) {
+      setName("");
+      setTemplate("");
     }
-  };
+    props.onSaved(w);
+  });
   return (
     <form class="form" onSubmit={submit} aria-label={e ? `Edit webhook ${e.name}` : "New webhook"}>
       <label for={`${p}-name`}>Name</label>
@@ -469,16 +455,8 @@ function WebhookForm(props: { existing?: Webhook; onSaved: (w: Webhook) => void 
         onInput={field(setTemplate)}
         placeholder="Review {{pull_request.html_url}} ({{body}} is the whole delivery)"
       />
-      <TargetFields
-        prefix={p}
-        {...{ assistant, setAssistant, workdir, setWorkdir, hook, setHook, hookSecret, setHookSecret }}
-        hasSecret={!!e?.hook_url}
-      />
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <TargetFields prefix={p} t={t} />
+      {shown}
       <button type="submit" class="primary">
         {e ? "Save webhook" : "Create webhook"}
       </button>
