@@ -439,3 +439,37 @@ async fn hook_urls_are_shown_whole_only_to_writers_and_never_logged() {
     }
     assert!(!ws.log().contains("s3cr3t"), "the hook URL reached the log");
 }
+
+/// A finished task is not removed while its hook is still being delivered
+/// (the delivery would lose its task); once it is dead, the task goes with
+/// its delivery history.
+#[tokio::test]
+async fn a_task_whose_hook_is_in_flight_is_kept_until_the_delivery_ends() {
+    let ws = Workspace::start(&[
+        "--allow-internal-hooks",
+        "true",
+        "--hook-retry-base-ms",
+        "1500",
+        "--hook-max-attempts",
+        "2",
+    ])
+    .await;
+    // Nothing listens on port 9 of loopback: refused, retried, then dead.
+    let t = ws
+        .create(json!({"assistant": "shell", "prompt": "true",
+                       "hook": {"url": "http://127.0.0.1:9/done"}}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    ws.wait_state(id, "succeeded").await;
+    wait_delivery(&ws, id, "pending").await;
+    let (s, v) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("delivery_pending")),
+        "{v}"
+    );
+    wait_delivery(&ws, id, "dead").await;
+    let (s, _) = ws.api_delete(&format!("/api/tasks/{id}?remove=true")).await;
+    assert_eq!(s, 204);
+    assert!(deliveries(&ws, id).await.is_empty());
+}
