@@ -44,6 +44,55 @@ struct Args {
     /// The server's home directory (same machine): adds the folder-watch figures.
     #[arg(long)]
     home: Option<std::path::PathBuf>,
+    /// The server's tmux socket (same machine): adds the tmux floor of a
+    /// task start and the start figures with 200 live tasks.
+    #[arg(long)]
+    tmux_socket: Option<std::path::PathBuf>,
+    /// Live tasks for the loaded task-start figures (the server's
+    /// --max-tasks must allow this many plus the samples).
+    #[arg(long, default_value_t = 200)]
+    live_tasks: usize,
+}
+
+/// The floor of a task start: what the server's tmux step does — one tmux
+/// client that creates the session with the server's options and attaches
+/// the output pipe (`Tmux::new_session`, the server's own code) — and
+/// nothing else: no HTTP, no SQLite, no task files. Milliseconds per start;
+/// each session is killed after it is timed.
+async fn tmux_floor(
+    socket: &std::path::Path,
+    dir: &std::path::Path,
+    samples: usize,
+) -> Result<Vec<f64>> {
+    use workspace::tasks::tmux::{SessionSpec, Tmux};
+    let tmux = Tmux::new(socket.to_path_buf());
+    let mut lat = Vec::new();
+    for i in 0..samples {
+        let name = format!("floor-{}-{i}", std::process::id());
+        let pipe = format!("cat >> {}/floor.log", dir.display());
+        let spec = SessionSpec {
+            name: &name,
+            title: "floor",
+            workdir: dir,
+            env: &[],
+            command: "sleep 30",
+            pipe_command: &pipe,
+            started_channel: &format!("{name}-started"),
+        };
+        let t0 = Instant::now();
+        tmux.new_session(&spec)
+            .await
+            .context("tmux floor session")?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        tmux.kill_session(&name).await.ok();
+    }
+    Ok(lat)
+}
+
+fn p50(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 struct Bench {
@@ -423,17 +472,47 @@ async fn main() -> Result<()> {
         ));
     }
 
-    // Create latency: POST until the answer, which comes once tmux runs it.
-    let mut lat = Vec::new();
-    for _ in 0..args.create_samples {
-        let (took, v) = b.create(Some("sleep 30")).await?;
-        if v["state"] != "running" {
-            bail!("created task is {}, not running", v["state"]);
+    // Create latency: POST until the answer, which comes once tmux runs it;
+    // beside it, the tmux floor in the same run; then both again with
+    // `--live-tasks` tasks running.
+    let floor_dir = std::env::temp_dir().join(format!("kc-bench-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&floor_dir)?;
+    let mut live = Vec::new();
+    for load in [0, args.live_tasks] {
+        if args.tmux_socket.is_none() && load > 0 {
+            break;
         }
-        lat.push(took.as_secs_f64() * 1000.0);
-        b.kill(v["id"].as_str().unwrap_or_default()).await?;
+        while live.len() < load {
+            let (_, v) = b.create(Some("sleep 600")).await?;
+            live.push(v["id"].as_str().unwrap_or_default().to_string());
+        }
+        let mut lat = Vec::new();
+        for _ in 0..args.create_samples {
+            let (took, v) = b.create(Some("sleep 30")).await?;
+            if v["state"] != "running" {
+                bail!("created task is {}, not running", v["state"]);
+            }
+            lat.push(took.as_secs_f64() * 1000.0);
+            b.kill(v["id"].as_str().unwrap_or_default()).await?;
+        }
+        let create_p50 = p50(&lat);
+        rows.push(Row(
+            format!("create task → running tmux session, {load} live"),
+            stats(lat),
+        ));
+        if let Some(sock) = &args.tmux_socket {
+            let floor = tmux_floor(sock, &floor_dir, args.create_samples).await?;
+            let ratio = create_p50 / p50(&floor);
+            rows.push(Row(
+                format!("tmux floor of a start (session + options + pipe), {load} live"),
+                format!("{}; create p50 is {ratio:.2}× the floor's", stats(floor)),
+            ));
+        }
     }
-    rows.push(Row("create task → running tmux session".into(), stats(lat)));
+    for id in &live {
+        b.kill(id).await?;
+    }
+    std::fs::remove_dir_all(&floor_dir).ok();
 
     rows.push(Row(
         "task output → SSE client".into(),

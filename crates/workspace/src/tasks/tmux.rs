@@ -42,7 +42,6 @@ pub struct Tmux {
     socket: PathBuf,
 }
 
-/// What a new session runs and where.
 /// The status bar in the dashboard's dark colours (the terminal is dark in
 /// both themes): the task's title on the left in the accent colour, the
 /// time on the right, nothing else.
@@ -57,6 +56,7 @@ const STATUS_THEME: &[(&str, &str)] = &[
     ("mode-style", "bg=#6d9bff,fg=#0c1020"),
 ];
 
+/// What a new session runs and where.
 pub struct SessionSpec<'a> {
     pub name: &'a str,
     /// Shown on the status bar (the task's name or prompt).
