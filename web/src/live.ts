@@ -3,7 +3,8 @@
 // EventSource by itself after a network error (resuming a task stream at
 // Last-Event-ID), but gives up for good when a reconnect gets an HTTP error
 // (a restarting server, the stream cap): then we open a new one, with
-// backoff. After any reconnect views reload what they show (`resync`).
+// backoff. Whenever the stream opens, the first time included, views reload
+// what they show (`resync`): events before that moment were not seen.
 
 import { backoff } from "./state";
 
@@ -25,7 +26,6 @@ export class LiveEvents {
   private statusHandlers = new Set<(up: boolean) => void>();
   private retry: ReturnType<typeof setTimeout> | undefined;
   private attempt = 0;
-  private everOpen = false;
   private running = false;
   up = false;
 
@@ -41,9 +41,9 @@ export class LiveEvents {
     es.onopen = () => {
       this.attempt = 0;
       this.setUp(true);
-      // After a drop, events may have been missed: views reload.
-      if (this.everOpen) this.emit("resync", {});
-      this.everOpen = true;
+      // Events may have been missed — after a drop, and on the first open
+      // too, between the views' first loads and this moment: views reload.
+      this.emit("resync", {});
     };
     es.onerror = () => {
       this.setUp(false);
@@ -59,7 +59,6 @@ export class LiveEvents {
     clearTimeout(this.retry);
     this.source?.close();
     this.source = null;
-    this.everOpen = false;
     this.setUp(false);
   }
 

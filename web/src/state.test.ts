@@ -8,6 +8,7 @@ import {
   duration,
   fileKind,
   filterTasks,
+  newerTask,
   parentPath,
   parseRoute,
   percent,
@@ -164,5 +165,17 @@ describe("durations", () => {
     expect(duration({ ...t, finished_at: "2026-11-29T10:02:06Z" }, 0)).toBe("2m 05s");
     expect(duration({ ...t, finished_at: "2026-11-29T11:03:01Z" }, 0)).toBe("1h 03m");
     expect(duration({ ...t, finished_at: null }, Date.parse("2026-11-29T10:00:31Z"))).toBe("30s");
+  });
+});
+
+describe("one task seen twice", () => {
+  it("keeps the newer view, and a final state against a late running one", () => {
+    const running = task("a", "2026-11-29T10:00:00Z", "running", "2026-11-29T10:00:01Z");
+    const done = task("a", "2026-11-29T10:00:00Z", "succeeded", "2026-11-29T10:00:02Z");
+    expect(newerTask(done, running)).toBe(done);
+    expect(newerTask(running, done)).toBe(done);
+    expect(newerTask(null, running)).toBe(running);
+    const lateRunning = { ...running, updated_at: "2026-11-29T10:00:03Z" };
+    expect(newerTask(done, lateRunning)).toBe(done);
   });
 });

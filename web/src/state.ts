@@ -42,15 +42,25 @@ function byNewest(a: Task, b: Task): number {
  * list's copy is newer (events and a list reload can cross); a new one is
  * inserted in order.
  */
+/**
+ * The later of two views of one task: an answer that left the server
+ * before an event can arrive after it, and must not undo it.
+ */
+export function newerTask(old: Task | null | undefined, t: Task): Task {
+  if (!old) return t;
+  if (old.updated_at > t.updated_at) return old;
+  // A final state is final: a late "running" never undoes it.
+  if (isFinal(old.state) && !isFinal(t.state)) return old;
+  return t;
+}
+
 export function upsertTask(tasks: readonly Task[], t: Task): Task[] {
   const i = tasks.findIndex((x) => x.id === t.id);
   if (i >= 0) {
-    const old = tasks[i]!;
-    if (old.updated_at > t.updated_at) return tasks as Task[];
-    // A final state is final: a late "running" never undoes it.
-    if (isFinal(old.state) && !isFinal(t.state)) return tasks as Task[];
+    const kept = newerTask(tasks[i], t);
+    if (kept === tasks[i]) return tasks as Task[];
     const next = tasks.slice();
-    next[i] = t;
+    next[i] = kept;
     return next;
   }
   return [...tasks, t].sort(byNewest);

@@ -13,6 +13,7 @@ import {
   isFinal,
   stateLabel,
   duration,
+  newerTask,
   upsertTask,
   withoutTask,
   type Task,
@@ -223,11 +224,16 @@ function TaskDetail(props: { id: string; me: Whoami; known: Task | undefined }) 
   const id = props.id;
 
   useEffect(() => {
-    if (props.known) setTask(props.known);
+    const known = props.known;
+    if (known) setTask((cur) => newerTask(cur, known));
   }, [props.known]);
 
   useEffect(() => {
-    api.task(id).then(setTask).catch(toast);
+    // Whichever arrives last, the list's event or this answer, the newer wins.
+    api
+      .task(id)
+      .then((t) => setTask((cur) => newerTask(cur, t)))
+      .catch(toast);
     const loadDeliveries = () => api.deliveries(id).then((d) => setDeliveries(d.deliveries)).catch(() => undefined);
     void loadDeliveries();
     const off = live.on("hook_delivery", (d) => {
