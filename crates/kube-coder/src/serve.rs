@@ -308,7 +308,16 @@ fn home_dir() -> PathBuf {
 }
 
 fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
-    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    // Absolute, because tasks run elsewhere: their command lines name files
+    // in the data dir, and tmux hands its socket's path to every pane.
+    let absolute = |p: PathBuf, what: &str| {
+        std::path::absolute(&p).map_err(|e| format!("cannot resolve {what} {}: {e}", p.display()))
+    };
+    let data_dir = absolute(a.data_dir.unwrap_or_else(default_data_dir), "--data-dir")?;
+    let tmux_socket = match a.tmux_socket {
+        Some(p) => absolute(p, "--tmux-socket")?,
+        None => data_dir.join("tmux.sock"),
+    };
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let hook_secret = match &a.hook_secret_file {
@@ -351,7 +360,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
             .filter(|u| !u.is_empty())
             .collect(),
         assistants_config: a.assistants_config,
-        tmux_socket: a.tmux_socket.unwrap_or_else(|| data_dir.join("tmux.sock")),
+        tmux_socket,
         pipe_log_command: vec![exe.to_string_lossy().into_owned(), "pipe-log".into()],
         limits: Limits {
             json_body_bytes: a.max_json_bytes,

@@ -42,6 +42,20 @@ async fn a_task_runs_takes_messages_and_reports_its_exit_code() {
     assert_eq!((s, v["code"].as_str()), (409, Some("task_finished")));
 }
 
+/// `--data-dir data`, as someone types it: tasks run in their workdir, so
+/// the paths they are handed must not be relative to the server's.
+#[tokio::test]
+async fn a_relative_data_dir_runs_tasks() {
+    let ws = Workspace::start_relative().await;
+    let t = ws
+        .create(json!({"assistant": "fake", "prompt": "relative"}))
+        .await;
+    let id = t["id"].as_str().unwrap();
+    ws.wait_output(id, "prompt: relative").await;
+    ws.say(id, "exit 3").await;
+    assert_eq!(ws.wait_state(id, "failed").await["exit_code"], 3);
+}
+
 #[tokio::test]
 async fn exit_zero_succeeds_and_output_is_served_as_text_or_json() {
     let ws = Workspace::start(&[]).await;

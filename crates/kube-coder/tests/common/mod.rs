@@ -62,6 +62,16 @@ impl Workspace {
 
     /// Start with extra flags and environment variables.
     pub async fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, env, false).await
+    }
+
+    /// Start with `--data-dir data --home home`, relative to the server's
+    /// working directory (the test's temp dir).
+    pub async fn start_relative() -> Self {
+        Self::start_with(&[], &[], true).await
+    }
+
+    async fn start_with(extra: &[&str], env: &[(&str, &str)], relative: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kc-test")
             .tempdir()
@@ -92,14 +102,14 @@ prompt_delivery = "stdin"
             ),
         )
         .unwrap();
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ];
+        let at = |name: &str| match relative {
+            true => name.to_string(),
+            false => dir.path().join(name).display().to_string(),
+        };
+        let mut args: Vec<String> = vec!["serve".into(), "--data-dir".into(), at("data")];
         if !extra.contains(&"--home") {
             args.push("--home".into());
-            args.push(dir.path().join("home").display().to_string());
+            args.push(at("home"));
         }
         args.extend([
             "--listen".into(),
@@ -137,6 +147,7 @@ prompt_delivery = "stdin"
     pub async fn spawn(&mut self) {
         let mut child = Command::new(bin())
             .args(&self.args)
+            .current_dir(self.dir.path())
             .env_remove("KUBE_CODER_CONFIG")
             .env("KUBE_CODER_LOG", "info")
             // Tasks' login shells (`bash -l`) read the profile of this HOME,
