@@ -149,9 +149,20 @@ impl TaskManager {
         tokio::spawn(async move {
             let mut seen = rx.borrow().output;
             loop {
-                let changed = tokio::select! {
-                    changed = tokio::time::timeout(idle, rx.changed()) => changed,
-                    _ = shutdown.cancelled() => return,
+                // The quiet timer runs only while the task is running: a
+                // task already waiting for input sleeps until its next
+                // output or state change (no wake-ups while nothing happens).
+                let running = rx.borrow().state == TaskState::Running;
+                let changed = if running {
+                    tokio::select! {
+                        changed = tokio::time::timeout(idle, rx.changed()) => changed,
+                        _ = shutdown.cancelled() => return,
+                    }
+                } else {
+                    tokio::select! {
+                        changed = rx.changed() => Ok(changed),
+                        _ = shutdown.cancelled() => return,
+                    }
                 };
                 let Some(mgr) = weak.upgrade() else { return };
                 match changed {
