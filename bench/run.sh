@@ -16,5 +16,5 @@ trap cleanup EXIT
 for _ in $(seq 100); do grep -q '^api:' "$work/out" 2>/dev/null && break; sleep 0.1; done
 api=$(sed -n 's/^api: *\(http:[^ ]*\).*/\1/p' "$work/out")
 echo "server: $api (pid $pid), data in $work; $(nproc) cores"
-./target/release/kube-coder-bench --base-url "$api" --token-file "$work/data/api-token" --pid "$pid" --home "$work/home" \
+${BENCH_WRAP:-} ./target/release/kube-coder-bench --base-url "$api" --token-file "$work/data/api-token" --pid "$pid" --home "$work/home" \
   --tmux-socket "$work/data/tmux.sock" "$@"

@@ -54,18 +54,30 @@ struct Args {
     live_tasks: usize,
 }
 
-/// The floor of a task start: what the server's tmux step does — one tmux
-/// client that creates the session with the server's options and attaches
-/// the output pipe (`Tmux::new_session`, the server's own code) — and
-/// nothing else: no HTTP, no SQLite, no task files. Milliseconds per start;
-/// each session is killed after it is timed.
-async fn tmux_floor(
-    socket: &std::path::Path,
+/// How a start's tmux step is timed.
+#[derive(Clone, Copy)]
+enum TmuxStep {
+    /// The floor: what a script does for a task start — one `tmux` client
+    /// process that creates the session with the server's options and
+    /// attaches the output pipe (the server's own command list,
+    /// `SessionSpec::commands`) — and nothing else: no HTTP, no SQLite, no
+    /// task files.
+    OneOffClient,
+    /// The same commands through the server's own long-lived control
+    /// client (`Tmux::new_session`): what is left of a start that is tmux's.
+    ControlClient,
+}
+
+/// Milliseconds per start of `samples` sessions on the server's tmux
+/// socket; each session is killed after it is timed.
+async fn tmux_step(
+    tmux: &workspace::tasks::tmux::Tmux,
     dir: &std::path::Path,
     samples: usize,
+    how: TmuxStep,
 ) -> Result<Vec<f64>> {
-    use workspace::tasks::tmux::{SessionSpec, Tmux};
-    let tmux = Tmux::new(socket.to_path_buf());
+    use workspace::tasks::tmux::SessionSpec;
+    let socket = tmux.socket();
     let mut lat = Vec::new();
     for i in 0..samples {
         let name = format!("floor-{}-{i}", std::process::id());
@@ -80,9 +92,28 @@ async fn tmux_floor(
             started_channel: &format!("{name}-started"),
         };
         let t0 = Instant::now();
-        tmux.new_session(&spec)
-            .await
-            .context("tmux floor session")?;
+        match how {
+            TmuxStep::OneOffClient => {
+                let mut argv: Vec<String> = vec!["-f".into(), "/dev/null".into()];
+                for (n, command) in spec.commands().into_iter().enumerate() {
+                    if n > 0 {
+                        argv.push(";".into());
+                    }
+                    argv.extend(command);
+                }
+                let out = tokio::process::Command::new("tmux")
+                    .arg("-S")
+                    .arg(socket)
+                    .args(&argv)
+                    .output()
+                    .await
+                    .context("running tmux")?;
+                if !out.status.success() {
+                    bail!("tmux: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            TmuxStep::ControlClient => tmux.new_session(&spec).await.context("tmux step")?,
+        }
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
         tmux.kill_session(&name).await.ok();
     }
@@ -477,6 +508,14 @@ async fn main() -> Result<()> {
     // `--live-tasks` tasks running.
     let floor_dir = std::env::temp_dir().join(format!("kc-bench-floor-{}", std::process::id()));
     std::fs::create_dir_all(&floor_dir)?;
+    // The benchmark's own control client (beside the server's), for the
+    // floor's clean-up and the control-client figure; it detaches at the end.
+    let stop_tmux = tokio_util::sync::CancellationToken::new();
+    let _stop_tmux = stop_tmux.clone().drop_guard();
+    let tmux = args
+        .tmux_socket
+        .as_ref()
+        .map(|s| workspace::tasks::tmux::Tmux::new(s.clone(), stop_tmux.clone()));
     let mut live = Vec::new();
     for load in [0, args.live_tasks] {
         if args.tmux_socket.is_none() && load > 0 {
@@ -500,14 +539,41 @@ async fn main() -> Result<()> {
             format!("create task → running tmux session, {load} live"),
             stats(lat),
         ));
-        if let Some(sock) = &args.tmux_socket {
-            let floor = tmux_floor(sock, &floor_dir, args.create_samples).await?;
+        if let Some(tmux) = &tmux {
+            let floor = tmux_step(
+                tmux,
+                &floor_dir,
+                args.create_samples,
+                TmuxStep::OneOffClient,
+            )
+            .await?;
             let ratio = create_p50 / p50(&floor);
             rows.push(Row(
-                format!("tmux floor of a start (session + options + pipe), {load} live"),
+                format!("tmux floor of a start (one tmux client: session + options + pipe), {load} live"),
                 format!("{}; create p50 is {ratio:.2}× the floor's", stats(floor)),
             ));
+            let step = tmux_step(
+                tmux,
+                &floor_dir,
+                args.create_samples,
+                TmuxStep::ControlClient,
+            )
+            .await?;
+            let share = p50(&step) / create_p50;
+            rows.push(Row(
+                format!("the server's tmux step alone (its control client), {load} live"),
+                format!("{}; {:.0}% of the create p50", stats(step), share * 100.0),
+            ));
         }
+    }
+    if !live.is_empty() {
+        // Quiet: past the server's input-idle time (10 s unless set), every
+        // live task is waiting for input, and nothing happens.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        rows.push(Row(
+            format!("CPU with {} live quiet tasks", live.len()),
+            idle_cpu(args.pid, args.idle_secs).await,
+        ));
     }
     for id in &live {
         b.kill(id).await?;
@@ -534,6 +600,10 @@ async fn main() -> Result<()> {
     rows.push(Row(
         format!("RSS with {} open SSE streams", open.len()),
         mib(args.pid.and_then(rss_kib)),
+    ));
+    rows.push(Row(
+        format!("CPU with {} quiet SSE streams", open.len()),
+        idle_cpu(args.pid, args.idle_secs).await,
     ));
     drop(open);
 

@@ -155,3 +155,34 @@ async fn the_token_and_sessions_survive_a_restart() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A task's session is started while its record is written; a process that
+/// dies between the two leaves a session nobody tracks, which the next
+/// start ends. Sessions that are not a task's are left alone.
+#[tokio::test]
+async fn a_session_whose_task_was_never_recorded_is_ended_on_start() {
+    let mut ws = Workspace::start(&[]).await;
+    let recorded = ws.create_fake().await;
+    ws.wait_output(&recorded, "fake-agent ready").await;
+    ws.crash();
+    let orphan = "kc-0123456789ab";
+    for name in [orphan, "someone-elses"] {
+        let out = ws.tmux(&["new-session", "-d", "-s", name, "sleep 600"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    ws.spawn().await;
+    let has = |ws: &Workspace, name: &str| {
+        ws.tmux(&["has-session", "-t", &format!("={name}")])
+            .status
+            .success()
+    };
+    assert!(
+        !has(&ws, orphan),
+        "the unrecorded task's session still runs"
+    );
+    assert!(has(&ws, "someone-elses"));
+    assert!(has(&ws, &format!("kc-{recorded}")));
+    let (s, t) = ws.api_get(&format!("/api/tasks/{recorded}")).await;
+    assert_eq!(s, 200);
+    assert_ne!(t["state"], "lost", "{t}");
+}

@@ -159,7 +159,7 @@ impl Server {
         );
         let tasks = TaskManager::start(TaskManagerParts {
             store: store.clone(),
-            tmux: Tmux::new(config.tmux_socket.clone()),
+            tmux: Tmux::new(config.tmux_socket.clone(), workers.child_token()),
             assistants,
             home: config.home.clone(),
             data_dir: config.data_dir.clone(),

@@ -151,6 +151,17 @@ pub struct Store {
 
 const READERS: usize = 4;
 
+/// When a write's commit returns.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// Once it is on disk (`synchronous=FULL`): the default.
+    Synced,
+    /// Once it is in the write-ahead log (`synchronous=NORMAL`): it
+    /// survives a crash of this process, and reaches the disk with the next
+    /// synced commit or checkpoint; a power loss may take it back.
+    Relaxed,
+}
+
 impl Store {
     pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
         // Made 0600 before SQLite opens it (its -wal and -shm files take
@@ -197,7 +208,6 @@ impl Store {
             .transpose()
     }
 
-    /// Run a read-only `f` on one of the reader connections.
     /// The rows of `sql` (one key `?1`, a `?2` limit) read with `row`: a
     /// history list (firings, receipts).
     async fn history<T: Send + 'static>(
@@ -216,6 +226,7 @@ impl Store {
         .await
     }
 
+    /// Run a read-only `f` on one of the reader connections.
     async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -239,8 +250,17 @@ impl Store {
         .await?
     }
 
-    /// Run `f` with the connection on a blocking thread.
+    /// Run `f` with the connection on a blocking thread; its commits are
+    /// synced to disk before they return.
     async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.call_with(Durability::Synced, f).await
+    }
+
+    async fn call_with<R, F>(&self, durability: Durability, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
@@ -248,7 +268,16 @@ impl Store {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
-            f(&mut guard)
+            match durability {
+                Durability::Synced => f(&mut guard),
+                Durability::Relaxed => {
+                    guard.pragma_update(None, "synchronous", "NORMAL")?;
+                    let out = f(&mut guard);
+                    // Back before anyone else can write.
+                    guard.pragma_update(None, "synchronous", "FULL")?;
+                    out
+                }
+            }
         })
         .await?
     }

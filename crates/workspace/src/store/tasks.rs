@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{Durability, Store, StoreError};
 use crate::clock::now_ms;
 use crate::task_state::TaskState;
 
@@ -218,7 +218,16 @@ impl Store {
         info: TransitionInfo,
     ) -> Result<Option<Moved>, StoreError> {
         let id = id.to_string();
-        self.call(move |c| {
+        // A live state is derived again from tmux at every start (a task
+        // left `starting` whose session runs is `running`), and a power loss
+        // ends every session anyway: such a commit need not wait for the
+        // disk (the next synced commit carries it there). Final states do.
+        let durability = if to.is_final() {
+            Durability::Synced
+        } else {
+            Durability::Relaxed
+        };
+        self.call_with(durability, move |c| {
             let tx = c.transaction()?;
             let Some(current) = get_task(&tx, &id)? else {
                 return Ok(None);

@@ -213,6 +213,26 @@ impl TaskManager {
             }
         };
         let sessions = self.tmux.list_sessions().await.unwrap_or_default();
+        // A session started for a task whose record was never written (the
+        // process ended between the two) runs for nobody: end it.
+        for name in &sessions {
+            let Some(id) = super::tmux::task_of_session(name) else {
+                continue;
+            };
+            if tasks.iter().any(|t| t.id == id) {
+                continue;
+            }
+            if let Ok(Some(_)) = self.store.get_task(id).await {
+                continue;
+            }
+            tracing::warn!(
+                task.id = id,
+                "ending a tmux session whose task was never recorded"
+            );
+            if let Err(e) = self.tmux.kill_session(name).await {
+                tracing::warn!(task.id = id, error = %e, "could not end the session");
+            }
+        }
         for t in tasks {
             if let Err(e) = self.register_live(&t.id, t.state) {
                 tracing::warn!(task.id = %t.id, error = %e, "could not watch a task directory");

@@ -221,6 +221,14 @@ impl TaskManager {
             .map_err(std::io::Error::other)
     }
 
+    /// Undo `register_live` for a task that never started.
+    fn unregister_live(&self, id: &str) {
+        if let Ok(mut m) = self.live.lock() {
+            m.remove(id);
+        }
+        self.watcher.unwatch(&self.task_dir(id));
+    }
+
     pub async fn get(&self, id: &str) -> ApiResult<TaskRecord> {
         self.store
             .get_task(id)
@@ -302,27 +310,13 @@ impl TaskManager {
         let started = started_channel(&session);
         self.write_task_files(&dir, prompt.as_deref(), &command, &started)
             .map_err(|e| ApiError::internal("could not write the task's files", e))?;
-        let rec = self
-            .store
-            .insert_task(NewTask {
-                id: id.clone(),
-                name: req.name,
-                assistant: assistant.name.clone(),
-                prompt: prompt.clone(),
-                workdir: workdir.to_string_lossy().into_owned(),
-                env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
-                tmux_session: session.clone(),
-                hook_url: hook.as_ref().map(|h| h.url.clone()),
-                hook_secret: hook.and_then(|h| h.secret),
-            })
-            .await?;
-        self.register_live(&id, TaskState::Starting)
-            .map_err(|e| ApiError::internal("could not watch the task directory", e))?;
+        // The slot counts against the cap from here, and the directory is
+        // watched before anything can run in it.
+        if let Err(e) = self.register_live(&id, TaskState::Starting) {
+            self.unregister_live(&id);
+            return Err(ApiError::internal("could not watch the task directory", e));
+        }
         drop(_guard);
-        self.metrics.tasks_created.inc();
-        self.events.publish(ServerEvent::TaskCreated {
-            task: TaskView::from(&rec),
-        });
 
         let run = format!(
             "exec sh {}",
@@ -330,11 +324,11 @@ impl TaskManager {
         );
         let pipe = self.pipe_command(&dir);
         // What the tmux status bar shows: the task's name, else its prompt.
-        let title = rec
+        let title = req
             .name
             .clone()
-            .or_else(|| rec.prompt.clone())
-            .unwrap_or_else(|| format!("{} task", rec.assistant));
+            .or_else(|| prompt.clone())
+            .unwrap_or_else(|| format!("{} task", assistant.name));
         let spec = SessionSpec {
             name: &session,
             title: &title,
@@ -344,7 +338,39 @@ impl TaskManager {
             pipe_command: &pipe,
             started_channel: &started,
         };
-        if let Err(e) = self.tmux.new_session(&spec).await {
+        // The record is written while tmux starts the session, neither
+        // waiting for the other (syncing the record to disk costs about as
+        // much as the rest of a start). A session whose record never got
+        // written (this process died in between) is ended at the next
+        // start (`recover`).
+        let insert = self.store.insert_task(NewTask {
+            id: id.clone(),
+            name: req.name,
+            assistant: assistant.name.clone(),
+            prompt: prompt.clone(),
+            workdir: workdir.to_string_lossy().into_owned(),
+            env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
+            tmux_session: session.clone(),
+            hook_url: hook.as_ref().map(|h| h.url.clone()),
+            hook_secret: hook.and_then(|h| h.secret),
+        });
+        let (inserted, started) = tokio::join!(insert, self.tmux.new_session(&spec));
+        let rec = match inserted {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Nothing would ever refer to the session.
+                if let Err(e) = self.tmux.kill_session(&session).await {
+                    tracing::warn!(task.id = id, error = %e, "could not end the session of an unrecorded task");
+                }
+                self.unregister_live(&id);
+                return Err(e.into());
+            }
+        };
+        self.metrics.tasks_created.inc();
+        self.events.publish(ServerEvent::TaskCreated {
+            task: TaskView::from(&rec),
+        });
+        if let Err(e) = started {
             tracing::error!(task.id = id, error = %e, "could not start the tmux session");
             let msg = format!("could not start the tmux session: {}", e.public());
             self.move_to(
@@ -363,6 +389,13 @@ impl TaskManager {
             .move_to(&id, TaskState::Running, reason("session started"))
             .await
             .unwrap_or(rec);
+        // A command that ended before its record existed left an exit
+        // record that nothing could finish yet.
+        if self.read_exit_record(&id).is_some() {
+            let mgr = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move { mgr.finish_from_exit_record(&id).await });
+        }
         self.spawn_monitor(&id);
         if let (Some(p), PromptDelivery::Typed) = (prompt, assistant.prompt_delivery) {
             let mgr = self.clone();

@@ -1,0 +1,544 @@
+//! The only place that runs tmux.
+//!
+//! All tasks of a workspace live on one tmux server with its own socket in
+//! the data dir, so they outlive this process and never mix with a user's own
+//! tmux. Commands go to that server through one long-lived control-mode
+//! client (`control.rs`), every argument quoted for tmux's command language
+//! (`quote.rs`), so data always arrives exactly as sent; the one command
+//! line tmux itself hands to `sh -c` is built from quoted paths only.
+
+mod control;
+mod quote;
+
+pub use control::CONTROL_SESSION;
+pub use quote::sh_quote;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use control::{Control, Reply};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    #[error("tmux is not installed (install it: apt-get install tmux)")]
+    Missing,
+    #[error("tmux {command}: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("could not run tmux: {0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Exited(String),
+    #[error("tmux did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl TmuxError {
+    /// What a client may be told: tmux's own words name server paths (the
+    /// socket, the data dir), so they go to the log, not to the client.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Missing | Self::Timeout(_) => self.to_string(),
+            Self::Failed { command, .. } => format!("tmux {command} failed"),
+            Self::Io(_) => "could not run tmux".into(),
+            Self::Exited(_) => "the tmux client ended; try again".into(),
+        }
+    }
+}
+
+/// The workspace's tmux server. Clones share one control client.
+#[derive(Clone)]
+pub struct Tmux {
+    socket: PathBuf,
+    control: Arc<Control>,
+}
+
+/// The status bar in the dashboard's dark colours (the terminal is dark in
+/// both themes): the task's title on the left in the accent colour, the
+/// time on the right, nothing else.
+const STATUS_THEME: &[(&str, &str)] = &[
+    ("status-style", "bg=#181c25,fg=#9aa3b5"),
+    ("status-left", "#[fg=#6d9bff,bold] #{@kc_title} #[default]"),
+    ("status-left-length", "64"),
+    ("status-right", "#[fg=#9aa3b5]%H:%M "),
+    ("window-status-format", ""),
+    ("window-status-current-format", ""),
+    ("message-style", "bg=#2a303d,fg=#e4e7ee"),
+    ("mode-style", "bg=#6d9bff,fg=#0c1020"),
+];
+
+/// What a new session runs and where.
+pub struct SessionSpec<'a> {
+    pub name: &'a str,
+    /// Shown on the status bar (the task's name or prompt).
+    pub title: &'a str,
+    pub workdir: &'a Path,
+    pub env: &'a [(String, String)],
+    /// Command line tmux runs with `sh -c`.
+    pub command: &'a str,
+    /// Command line tmux pipes the pane's output into.
+    pub pipe_command: &'a str,
+    /// A `wait-for` channel signalled once the output pipe is attached; the
+    /// pane's command waits on it before it runs (see `started_channel`).
+    pub started_channel: &'a str,
+}
+
+/// The tmux session of task `id` (the one place this name is made).
+pub fn session_name(id: &str) -> String {
+    format!("kc-{id}")
+}
+
+/// The task a session was made for, if `name` is one of `session_name`'s.
+pub fn task_of_session(name: &str) -> Option<&str> {
+    name.strip_prefix("kc-")
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The channel a task's command waits on before it starts, so that nothing
+/// it prints can precede the output pipe, and a command that ends at once
+/// cannot take its session away before the pipe is attached.
+pub fn started_channel(session: &str) -> String {
+    format!("{session}-started")
+}
+
+impl Tmux {
+    /// `shutdown` ends the control client (never the sessions).
+    pub fn new(socket: PathBuf, shutdown: CancellationToken) -> Self {
+        Self {
+            control: Arc::new(Control::new(socket.clone(), server_options(), shutdown)),
+            socket,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
+        self.run_all(&[args]).await
+    }
+
+    /// Run several commands in order with nothing between them; the
+    /// output of the last, or the first failure.
+    async fn run_all(&self, commands: &[&[&str]]) -> Result<String, TmuxError> {
+        let replies = self.control.run(commands).await?;
+        let mut last = String::new();
+        for (command, Reply { ok, output }) in commands.iter().zip(replies) {
+            if !ok {
+                return Err(TmuxError::Failed {
+                    command: command.first().copied().unwrap_or_default().to_string(),
+                    stderr: output.trim().to_string(),
+                });
+            }
+            last = output;
+        }
+        Ok(last)
+    }
+
+    /// Create a detached session and attach the output pipe in one batch,
+    /// before the pane's command (which waits for the started signal) can
+    /// print anything.
+    pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
+        let commands = spec.commands();
+        let commands: Vec<Vec<&str>> = commands
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let commands: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
+        self.run_all(&commands).await.map(|_| ())
+    }
+
+    pub async fn has_session(&self, name: &str) -> Result<bool, TmuxError> {
+        match self.run(&["has-session", "-t", &exact(name)]).await {
+            Ok(_) => Ok(true),
+            Err(TmuxError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of all sessions (the control client's own included).
+    pub async fn list_sessions(&self) -> Result<Vec<String>, TmuxError> {
+        // Each line starts with a mark of ours, so no session name, whatever
+        // a process on this server called it, can pass for protocol.
+        let out = self
+            .run(&["list-sessions", "-F", "s:#{session_name}"])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix("s:"))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Type literal text into the session's pane.
+    pub async fn send_text(&self, name: &str, text: &str) -> Result<(), TmuxError> {
+        self.run(&["send-keys", "-t", &exact_pane(name), "-l", "--", text])
+            .await
+            .map(|_| ())
+    }
+
+    /// Send named keys (already checked against the allowlist).
+    pub async fn send_keys(&self, name: &str, keys: &[&str]) -> Result<(), TmuxError> {
+        let target = exact_pane(name);
+        let mut args = vec!["send-keys", "-t", &target, "--"];
+        args.extend_from_slice(keys);
+        self.run(&args).await.map(|_| ())
+    }
+
+    pub async fn kill_session(&self, name: &str) -> Result<(), TmuxError> {
+        match self.run(&["kill-session", "-t", &exact(name)]).await {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(TmuxError::Failed { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set the session's window to the size of the terminal that types
+    /// into it (windows are sized by hand: `window-size manual`).
+    pub async fn resize_window(&self, name: &str, cols: u16, rows: u16) -> Result<(), TmuxError> {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        self.run(&[
+            "resize-window",
+            "-t",
+            &exact_pane(name),
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+        ])
+        .await
+        .map(|_| ())
+    }
+}
+
+impl SessionSpec<'_> {
+    /// The tmux commands that start this session, in order (public for the
+    /// benchmark, which times them in a one-off client as the floor).
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let mut new_session = s(&[
+            "new-session",
+            "-d",
+            "-s",
+            self.name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            &self.workdir.to_string_lossy(),
+        ]);
+        for (k, v) in self.env {
+            new_session.extend(["-e".to_string(), format!("{k}={v}")]);
+        }
+        new_session.push(self.command.to_string());
+        // One line, and short: a prompt can be pages long.
+        let title: String = self
+            .title
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(60)
+            .collect();
+        // The rest of a session's options are the server's (`server_options`).
+        vec![
+            new_session,
+            // Only the owner's terminal sizes the window (resize-window); a
+            // viewer's attached client never does (see `terminal`). Per
+            // window: as a global default, tmux 3.3 crashes on the next
+            // `new-session -x -y`.
+            s(&["set-option", "-w", "-t", self.name, "window-size", "manual"]),
+            s(&["set-option", "-t", self.name, "@kc_title", &title]),
+            s(&["pipe-pane", "-t", self.name, self.pipe_command]),
+            // tmux remembers a signal nobody waits for yet.
+            s(&["wait-for", "-S", self.started_channel]),
+        ]
+    }
+}
+
+/// Options every task session shares, set once on the server (as global
+/// defaults) by each new control client: a start then sends five commands,
+/// not sixteen, and tmux's cost per command grows with its sessions.
+fn server_options() -> Vec<Vec<String>> {
+    let global = |flags: &str, option: &str, value: &str| {
+        ["set-option", flags, option, value]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut options = vec![
+        // The server outlives its last task session (and this client):
+        // otherwise a task that ends at once could take the server down
+        // under the next command.
+        ["set-option", "-s", "exit-empty", "off"]
+            .map(String::from)
+            .to_vec(),
+        // Before a session exists: a pane's history is sized when it is made.
+        global("-g", "history-limit", "10000"),
+    ];
+    options.extend(
+        STATUS_THEME
+            .iter()
+            .map(|(option, value)| global("-g", option, value)),
+    );
+    options
+}
+
+/// `=name` makes tmux match the session name exactly, not as a prefix.
+fn exact(name: &str) -> String {
+    format!("={name}")
+}
+
+/// The active pane of the exactly-named session.
+fn exact_pane(name: &str) -> String {
+    format!("={name}:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    struct Server {
+        _dir: tempfile::TempDir,
+        socket: PathBuf,
+        stop: CancellationToken,
+        tmux: Tmux,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.cancel();
+            cli(&self.socket, &["kill-server"]);
+        }
+    }
+
+    fn server() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let stop = CancellationToken::new();
+        let tmux = Tmux::new(socket.clone(), stop.clone());
+        Server {
+            _dir: dir,
+            socket,
+            stop,
+            tmux,
+        }
+    }
+
+    /// Every byte of hostile text reaches tmux as sent: stored in a paste
+    /// buffer through the control client, read back by a separate client.
+    #[tokio::test]
+    async fn text_arrives_exactly_as_sent() {
+        let s = server();
+        let long = "x".repeat(200_000);
+        let cases = [
+            "plain",
+            "it's",
+            "$(rm -rf /)",
+            "a\"b\"c",
+            "`x` \\ \n",
+            "x;",
+            "x\\;",
+            "a ; b",
+            "#{session_name}",
+            "~/x",
+            "a~b",
+            "{ }",
+            "%if 1",
+            "%end 1 2 1",
+            "$HOME ${HOME}",
+            "tab\there",
+            "\u{1}\u{2}\u{1b}[31m\u{7f}",
+            "ünïcödé ✓ 🎉",
+            "\\",
+            "\\n",
+            "''",
+            "--",
+            "-x",
+            "a\r\nb",
+            &long,
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let buffer = format!("b{i}");
+            s.tmux
+                .run(&["set-buffer", "-b", &buffer, "--", case])
+                .await
+                .unwrap();
+            let out = cli(&s.socket, &["save-buffer", "-b", &buffer, "-"]);
+            assert!(out.status.success(), "case {i}");
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                *case,
+                "case {i} changed on its way"
+            );
+        }
+    }
+
+    /// Answers reach the callers that asked, whatever the interleaving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_get_their_own_answers() {
+        let s = server();
+        let mut joins = Vec::new();
+        for i in 0..40 {
+            let tmux = s.tmux.clone();
+            joins.push(tokio::spawn(async move {
+                let name = format!("s{i}");
+                let dir = std::env::temp_dir();
+                let spec = SessionSpec {
+                    name: &name,
+                    title: "t",
+                    workdir: &dir,
+                    env: &[],
+                    command: "exec cat",
+                    pipe_command: "exec cat >/dev/null",
+                    started_channel: &started_channel(&name),
+                };
+                tmux.new_session(&spec).await.unwrap();
+                assert!(tmux.has_session(&name).await.unwrap());
+                assert!(!tmux.has_session(&format!("none{i}")).await.unwrap());
+                let e = tmux.send_keys(&format!("none{i}"), &["Enter"]).await;
+                assert!(matches!(e, Err(TmuxError::Failed { .. })), "{e:?}");
+            }));
+        }
+        for j in joins {
+            j.await.unwrap();
+        }
+        let mut names = s.tmux.list_sessions().await.unwrap();
+        names.sort();
+        assert_eq!(names.len(), 41, "{names:?}");
+        assert!(names.contains(&CONTROL_SESSION.to_string()));
+    }
+
+    /// A task's session has the options a task relies on, whether it is
+    /// the first on the server or the server was started by someone else.
+    #[tokio::test]
+    async fn a_session_has_the_task_options() {
+        let s = server();
+        // A server the control client did not start.
+        assert!(cli(
+            &s.socket,
+            &[
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "other",
+                "exec cat"
+            ]
+        )
+        .status
+        .success());
+        let dir = std::env::temp_dir();
+        let spec = SessionSpec {
+            name: "kc-abc",
+            title: "fix the\nbug;  now",
+            workdir: &dir,
+            env: &[("A".into(), "1 2".into())],
+            command: "exec cat",
+            pipe_command: "exec cat >/dev/null",
+            started_channel: "kc-abc-started",
+        };
+        s.tmux.new_session(&spec).await.unwrap();
+        let show = |args: &[&str]| {
+            let out = cli(&s.socket, args);
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(
+            show(&["show-options", "-v", "-t", "kc-abc", "@kc_title"]),
+            "fix the bug; now"
+        );
+        assert_eq!(show(&["show-options", "-gv", "history-limit"]), "10000");
+        assert_eq!(
+            show(&["show-options", "-wv", "-t", "kc-abc:", "window-size"]),
+            "manual"
+        );
+        // The status bar shows the title.
+        assert!(
+            show(&["display-message", "-p", "-t", "kc-abc:", "#{T:status-left}"])
+                .contains(" fix the bug; now "),
+        );
+        assert_eq!(show(&["show-environment", "-t", "kc-abc", "A"]), "A=1 2");
+        assert_eq!(
+            show(&["display-message", "-p", "-t", "kc-abc:", "#{history_limit}"]),
+            "10000"
+        );
+    }
+
+    /// A session created with a name that reads like the protocol is
+    /// listed as a name.
+    #[tokio::test]
+    async fn session_names_cannot_pass_for_protocol() {
+        let s = server();
+        s.tmux.list_sessions().await.unwrap();
+        let forged = cli(
+            &s.socket,
+            &["new-session", "-d", "-s", "%end 1 2 1", "exec cat"],
+        );
+        assert!(forged.status.success());
+        let names = s.tmux.list_sessions().await.unwrap();
+        assert!(names.contains(&"%end 1 2 1".to_string()), "{names:?}");
+        assert!(names.contains(&CONTROL_SESSION.to_string()));
+    }
+
+    /// When the tmux server goes away (killed from a task, or crashed), the
+    /// next command starts a new client, and a new server.
+    #[tokio::test]
+    async fn a_killed_tmux_server_is_started_again() {
+        let s = server();
+        assert_eq!(
+            s.tmux.list_sessions().await.unwrap(),
+            vec![CONTROL_SESSION.to_string()]
+        );
+        assert!(cli(&s.socket, &["kill-server"]).status.success());
+        // However soon after: the command is sent again on a fresh client
+        // if the old one ended before writing it.
+        let mut sessions = Err(TmuxError::Missing);
+        for _ in 0..3 {
+            sessions = s.tmux.list_sessions().await;
+            if sessions.is_ok() {
+                break;
+            }
+        }
+        assert_eq!(sessions.unwrap(), vec![CONTROL_SESSION.to_string()]);
+    }
+
+    /// The shutdown signal ends the control client; the sessions stay.
+    #[tokio::test]
+    async fn shutdown_detaches_and_leaves_sessions() {
+        let s = server();
+        s.tmux
+            .run(&["new-session", "-d", "-s", "keep", "exec cat"])
+            .await
+            .unwrap();
+        let clients = || {
+            String::from_utf8(
+                cli(&s.socket, &["list-clients", "-F", "#{client_control_mode}"]).stdout,
+            )
+            .unwrap()
+        };
+        assert_eq!(clients().trim(), "1");
+        s.stop.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !clients().trim().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(clients().trim(), "", "the control client is still attached");
+        assert!(cli(&s.socket, &["has-session", "-t", "=keep"])
+            .status
+            .success());
+    }
+}
