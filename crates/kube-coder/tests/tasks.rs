@@ -258,6 +258,23 @@ async fn a_session_that_vanishes_is_lost() {
     assert_eq!(lost["exit_code"], serde_json::Value::Null);
 }
 
+/// The whole tmux server going (killed, or crashed) loses every live task,
+/// told by the end of the server's tmux client; the next task starts a new
+/// tmux server.
+#[tokio::test]
+async fn a_tmux_server_that_dies_loses_its_tasks_and_the_next_task_runs() {
+    let ws = Workspace::start(&[]).await;
+    let a = ws.create_fake().await;
+    let b = ws.create_fake().await;
+    ws.wait_output(&b, "fake-agent ready").await;
+    assert!(ws.tmux(&["kill-server"]).status.success());
+    for id in [&a, &b] {
+        ws.wait_state(id, "lost").await;
+    }
+    let c = ws.create_fake().await;
+    ws.wait_output(&c, "fake-agent ready").await;
+}
+
 #[tokio::test]
 async fn live_task_cap_answers_429() {
     let ws = Workspace::start(&["--max-tasks", "2"]).await;

@@ -50,6 +50,10 @@ pub const ALLOWED_KEYS: &[&str] = &[
 
 const MAX_NAME: usize = 200;
 
+/// How long the sweep for vanished sessions lets a burst of session changes
+/// settle before it looks.
+const SWEEP_SETTLE: Duration = Duration::from_millis(200);
+
 /// The latest news about a live task.
 #[derive(Debug, Clone, Copy)]
 pub struct Pulse {
@@ -166,12 +170,18 @@ impl TaskManager {
         mgr.recover().await;
         let weak = Arc::downgrade(&mgr);
         let shutdown = p.shutdown.clone();
+        // Sessions are swept when tmux says they changed, not on a timer:
+        // a quiet workspace does nothing.
+        let tmux = mgr.tmux.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tmux.sessions_changed() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                // One sweep for a burst of changes (every start is one).
+                tokio::select! {
+                    _ = tokio::time::sleep(SWEEP_SETTLE) => {}
                     _ = shutdown.cancelled() => return,
                 }
                 let Some(mgr) = weak.upgrade() else { break };

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::quote::tmux_command;
@@ -71,6 +71,9 @@ struct Waiting {
 
 pub struct Control {
     socket: PathBuf,
+    /// Told when tmux says the set of sessions changed, and when a client
+    /// ends (its server may have taken every session with it).
+    sessions_changed: Arc<Notify>,
     /// Commands every new client runs first (server-wide options).
     setup: Vec<Vec<String>>,
     shutdown: CancellationToken,
@@ -82,10 +85,16 @@ impl Control {
     pub fn new(socket: PathBuf, setup: Vec<Vec<String>>, shutdown: CancellationToken) -> Self {
         Self {
             socket,
+            sessions_changed: Arc::new(Notify::new()),
             setup,
             shutdown,
             client: Mutex::new(None),
         }
+    }
+
+    /// Wait until the set of sessions may have changed.
+    pub async fn sessions_changed(&self) {
+        self.sessions_changed.notified().await;
     }
 
     /// Run commands in order, one reply each. A batch is written at once,
@@ -140,7 +149,12 @@ impl Control {
         if let Some(tx) = client.as_ref().filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());
         }
-        let tx = start(&self.socket, &self.setup, &self.shutdown)?;
+        let tx = start(
+            &self.socket,
+            &self.setup,
+            &self.sessions_changed,
+            &self.shutdown,
+        )?;
         *client = Some(tx.clone());
         Ok(tx)
     }
@@ -156,6 +170,7 @@ impl Control {
 fn start(
     socket: &Path,
     setup: &[Vec<String>],
+    sessions_changed: &Arc<Notify>,
     shutdown: &CancellationToken,
 ) -> Result<mpsc::UnboundedSender<Batch>, TmuxError> {
     let mut child = Command::new("tmux")
@@ -209,6 +224,7 @@ fn start(
         child,
         BufReader::new(stdout),
         waiting,
+        sessions_changed.clone(),
         shutdown.clone(),
         ended,
     ));
@@ -268,6 +284,7 @@ async fn read_loop(
     mut child: Child,
     mut stdout: BufReader<tokio::process::ChildStdout>,
     waiting: Arc<Mutex<Waiting>>,
+    sessions_changed: Arc<Notify>,
     shutdown: CancellationToken,
     ended: CancellationToken,
 ) {
@@ -285,7 +302,12 @@ async fn read_loop(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line);
-        let Some((ours, reply)) = parser.line(text.trim_end_matches(['\n', '\r'])) else {
+        let text = text.trim_end_matches(['\n', '\r']);
+        if !parser.in_block() && text == "%sessions-changed" {
+            sessions_changed.notify_one();
+            continue;
+        }
+        let Some((ours, reply)) = parser.line(text) else {
             continue;
         };
         if !ours {
@@ -310,6 +332,7 @@ async fn read_loop(
         }
     };
     ended.cancel();
+    sessions_changed.notify_one();
     let slots = match waiting.lock() {
         Ok(mut w) => {
             w.closed = Some(why.clone());
@@ -368,6 +391,10 @@ struct Parser {
 }
 
 impl Parser {
+    fn in_block(&self) -> bool {
+        self.block.is_some()
+    }
+
     /// The reply a line completes, and whether it answers a command this
     /// client wrote (flags `1`) rather than its start-up command line.
     fn line(&mut self, line: &str) -> Option<(bool, Reply)> {

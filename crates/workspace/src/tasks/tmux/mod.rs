@@ -116,6 +116,12 @@ impl Tmux {
         &self.socket
     }
 
+    /// Wait until a session may have ended or appeared: tmux's own
+    /// notice, or the end of the control client (and perhaps its server).
+    pub async fn sessions_changed(&self) {
+        self.control.sessions_changed().await
+    }
+
     async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
         self.run_all(&[args]).await
     }
