@@ -76,9 +76,10 @@ pub struct Auth {
     identity_headers: crate::config::IdentityHeaders,
     allowed_users: Vec<String>,
     store: Store,
-    // Held across "write or read the token file, then replace the token":
-    // the file watcher must not read the old file while a regeneration
-    // writes the new one, then put the old token back.
+    // Held across "write or read the token file, end the sessions, replace
+    // the token": the file watcher must not read the old file while a
+    // regeneration writes the new one, then put the old token back; and a
+    // login holds it too, so no session is made with a token being replaced.
     rotation: tokio::sync::Mutex<()>,
 }
 

@@ -93,9 +93,11 @@ async fn reload(path: &Path, auth: &Auth) {
     if auth.token_is(token) {
         return;
     }
-    auth.replace_token(token);
+    // Sessions first: no request may find the old token refused and an old
+    // session still good (logins wait for the rotation lock).
     if let Err(e) = auth.store().delete_all_sessions().await {
         tracing::error!(error = %e, "could not end browser sessions after a token rotation");
     }
+    auth.replace_token(token);
     tracing::info!(path = %path.display(), "API token rotated from its file");
 }

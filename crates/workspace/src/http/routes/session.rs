@@ -49,6 +49,9 @@ pub async fn login(
     }
     // Login CSRF: a foreign page must not log the browser into our session.
     require_same_origin(&headers)?;
+    // A login checked against a token that a rotation is replacing would
+    // make a session the rotation never sees.
+    let _rotation = app.auth.rotation().await;
     if !app.auth.token_matches(body.token.trim()) {
         return Err(ApiError::unauthorized(
             "that is not this workspace's API token",
@@ -149,8 +152,10 @@ pub async fn regenerate_token(State(app): State<AppState>) -> ApiResult<Response
         }
         Err(e) => return Err(ApiError::internal("could not write the token file", e)),
     }
-    app.auth.replace_token(&token);
+    // Sessions first: no request may find the old token refused and an old
+    // session still good (logins wait for the rotation lock).
     app.store.delete_all_sessions().await?;
+    app.auth.replace_token(&token);
     tracing::info!("API token regenerated");
     Ok((
         StatusCode::CREATED,
