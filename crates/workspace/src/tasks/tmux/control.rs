@@ -109,9 +109,10 @@ impl Control {
                 text: text.clone(),
                 slots,
             };
-            if self.writer()?.send(batch).is_err() {
+            let writer = self.writer()?;
+            if writer.send(batch).is_err() {
                 // The client ended since we looked: start another.
-                self.forget();
+                self.forget(&writer);
                 if tried_fresh {
                     return Err(TmuxError::Exited("the tmux client would not start".into()));
                 }
@@ -135,7 +136,7 @@ impl Control {
             if !resend {
                 return Ok(replies);
             }
-            self.forget();
+            self.forget(&writer);
             tried_fresh = true;
         }
     }
@@ -159,9 +160,12 @@ impl Control {
         Ok(tx)
     }
 
-    fn forget(&self) {
+    /// Drop a client that has ended (not one another caller started since).
+    fn forget(&self, ended: &mpsc::UnboundedSender<Batch>) {
         if let Ok(mut client) = self.client.lock() {
-            *client = None;
+            if client.as_ref().is_some_and(|tx| tx.same_channel(ended)) {
+                *client = None;
+            }
         }
     }
 }
