@@ -14,10 +14,15 @@ mkdir -p "$work/home"
 ./target/release/kube-coder serve --data-dir "$work/data" --home "$work/home" \
   --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --max-upload-bytes $((64 << 30)) >"$work/out" 2>"$work/log" &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; tmux -S "$work/data/tmux.sock" kill-server 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "$pid" "${sink_pid:-}" 2>/dev/null || true; tmux -S "$work/data/tmux.sock" kill-server 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 for _ in $(seq 100); do grep -q '^api:' "$work/out" 2>/dev/null && break; sleep 0.1; done
 api=$(sed -n 's/^api: *\(http:[^ ]*\).*/\1/p' "$work/out")
+# The floor of an upload: the same curl into a reader that discards it.
+python3 bench/tcp_sink.py >"$work/sink" &
+sink_pid=$!
+for _ in $(seq 50); do [ -s "$work/sink" ] && break; sleep 0.1; done
+sink="http://127.0.0.1:$(head -1 "$work/sink")"
 auth="Authorization: Bearer $(cat "$work/data/api-token")"
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -27,7 +32,7 @@ now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v t="$2" 'BEGIN {printf "%.0f", b/1048576/t}'; }
 
 echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}'), $(nproc) cores, caches dropped before reads: $([ -w /proc/sys/vm/drop_caches ] && echo yes || echo no)"
-printf '\n| size | dd write (fsync) | upload | ratio | peak RSS | dd read | download | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n'
+printf '\n| size | dd write (fsync) | loopback floor | upload | ratio to dd | to floor | peak RSS | dd read | download | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|\n'
 # Median of three timed runs of "$@" (seconds); $prep runs untimed before each.
 median3() {
   local ts=()
@@ -45,6 +50,8 @@ for mib in "${sizes[@]}"; do
   prep='rm -f "$work/dd.out"; sync'
   dd_w=$(mbps "$bytes" "$(median3 dd if="$work/src" of="$work/dd.out" bs=4M conv=fsync status=none)")
   rm -f "$work/dd.out"
+  prep=':'
+  floor=$(mbps "$bytes" "$(median3 curl -sf -o /dev/null -T "$work/src" "$sink/")")
   prep='reset_peak'
   up=$(mbps "$bytes" "$(median3 curl -sf -o /dev/null -H "$auth" -T "$work/src" "$api/api/files/content?path=up.bin")")
   up_rss=$(peak_mib)
@@ -58,8 +65,8 @@ for mib in "${sizes[@]}"; do
   curl -sf -H "$auth" -o "$work/down.bin" "$api/api/files/content?path=up.bin"
   cmp -s "$work/src" "$work/down.bin" || { echo "downloaded file differs" >&2; exit 1; }
   rm -f "$work/down.bin" "$work/home/up.bin" "$work/src"
-  printf '| %s MiB | %s MB/s | %s MB/s | %s%% | %s MiB | %s MB/s | %s MB/s | %s%% | %s MiB |\n' "$mib" \
-    "$dd_w" "$up" "$((100 * up / dd_w))" "$up_rss" "$dd_r" "$down" "$((100 * down / dd_r))" "$down_rss"
+  printf '| %s MiB | %s MB/s | %s MB/s | %s MB/s | %s%% | %s%% | %s MiB | %s MB/s | %s MB/s | %s%% | %s MiB |\n' "$mib" \
+    "$dd_w" "$floor" "$up" "$((100 * up / dd_w))" "$((100 * up / floor))" "$up_rss" "$dd_r" "$down" "$((100 * down / dd_r))" "$down_rss"
 done
 echo
 echo "command: bench/files.sh ${sizes[*]}"
