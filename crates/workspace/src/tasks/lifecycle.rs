@@ -72,16 +72,13 @@ impl TaskManager {
         }
         tracing::info!(task.id = id, from = %from, to = %to, exit_code = ?rec.exit_code, "task state changed");
         let finished = to.is_final();
-        if let Ok(mut m) = self.live.lock() {
+        if let Ok(m) = self.live.lock() {
             if let Some(tx) = m.get(id) {
                 tx.send_modify(|p| p.state = to);
             }
-            if finished {
-                m.remove(id);
-            }
         }
         if finished {
-            self.watcher.unwatch(&self.task_dir(id));
+            self.unregister_live(id);
             if let Some(started) = rec.started_at {
                 let secs = (rec.finished_at.unwrap_or(started) - started).max(0) as f64 / 1000.0;
                 self.metrics

@@ -231,7 +231,7 @@ impl TaskManager {
             .map_err(std::io::Error::other)
     }
 
-    /// Undo `register_live` for a task that never started.
+    /// Undo `register_live`: the task finished, or never started.
     fn unregister_live(&self, id: &str) {
         if let Ok(mut m) = self.live.lock() {
             m.remove(id);
