@@ -65,8 +65,8 @@ struct Batch {
 #[derive(Default)]
 struct Waiting {
     slots: VecDeque<Slot>,
-    /// Set once the client has ended: why.
-    closed: Option<String>,
+    /// Set once the client has ended.
+    closed: bool,
 }
 
 pub struct Control {
@@ -109,10 +109,8 @@ impl Control {
                 text: text.clone(),
                 slots,
             };
-            let writer = self.writer()?;
-            if writer.send(batch).is_err() {
-                // The client ended since we looked: start another.
-                self.forget(&writer);
+            // A closed channel (its client ended) is replaced by `writer`.
+            if self.writer()?.send(batch).is_err() {
                 if tried_fresh {
                     return Err(TmuxError::Exited("the tmux client would not start".into()));
                 }
@@ -136,7 +134,6 @@ impl Control {
             if !resend {
                 return Ok(replies);
             }
-            self.forget(&writer);
             tried_fresh = true;
         }
     }
@@ -158,15 +155,6 @@ impl Control {
         )?;
         *client = Some(tx.clone());
         Ok(tx)
-    }
-
-    /// Drop a client that has ended (not one another caller started since).
-    fn forget(&self, ended: &mpsc::UnboundedSender<Batch>) {
-        if let Ok(mut client) = self.client.lock() {
-            if client.as_ref().is_some_and(|tx| tx.same_channel(ended)) {
-                *client = None;
-            }
-        }
     }
 }
 
@@ -241,6 +229,9 @@ async fn write_loop(
     waiting: Arc<Mutex<Waiting>>,
     ended: CancellationToken,
 ) {
+    // Batches never written: told so once the channel is closed, so that a
+    // caller's retry finds it closed and starts a new client.
+    let mut unsent = Vec::new();
     loop {
         let batch = tokio::select! {
             _ = ended.cancelled() => break,
@@ -250,37 +241,36 @@ async fn write_loop(
             },
         };
         // Slots first, so the reader always has one for the answer.
-        {
-            let Ok(mut w) = waiting.lock() else { break };
-            if let Some(why) = &w.closed {
-                for slot in batch.slots {
-                    let _ = slot.send(Err(Gone {
-                        why: why.clone(),
-                        unsent: true,
-                    }));
-                }
+        let text = {
+            let Ok(mut w) = waiting.lock() else {
+                unsent.push(batch);
+                break;
+            };
+            if w.closed {
+                unsent.push(batch);
                 break;
             }
             w.slots.extend(batch.slots);
-        }
+            batch.text
+        };
         tokio::select! {
             _ = ended.cancelled() => break,
-            r = stdin.write_all(batch.text.as_bytes()) => if let Err(e) = r {
+            r = stdin.write_all(text.as_bytes()) => if let Err(e) = r {
                 // The reader sees the client end and answers the slots.
                 tracing::warn!(error = %e, "could not write to the tmux client");
                 break;
             },
         }
     }
-    // Batches still queued were never written: say so, so they are resent.
     batches.close();
     while let Ok(batch) = batches.try_recv() {
-        for slot in batch.slots {
-            let _ = slot.send(Err(Gone {
-                why: "the tmux client ended".into(),
-                unsent: true,
-            }));
-        }
+        unsent.push(batch);
+    }
+    for slot in unsent.into_iter().flat_map(|b| b.slots) {
+        let _ = slot.send(Err(Gone {
+            why: "the tmux client ended".into(),
+            unsent: true,
+        }));
     }
 }
 
@@ -339,7 +329,7 @@ async fn read_loop(
     sessions_changed.notify_one();
     let slots = match waiting.lock() {
         Ok(mut w) => {
-            w.closed = Some(why.clone());
+            w.closed = true;
             std::mem::take(&mut w.slots)
         }
         Err(_) => VecDeque::new(),
