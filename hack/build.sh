@@ -69,6 +69,8 @@ for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
 done
 build coredns "$COREDNS_VERSION" coredns github.com/coredns/coredns ""
 build local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" local-path github.com/rancher/local-path-provisioner ""
+build kube-router "$KUBE_ROUTER_VERSION" kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+  "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 
 # Our own small main around the mockoidc module: keyed by its source.
 build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256sum | cut -c1-12)" mockoidc . ""

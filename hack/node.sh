@@ -9,8 +9,14 @@
 # kubeconfig, ours. Needs root (mounts, network, cgroups).
 #
 # No packet leaves the machine: the pod range's bridge, a blackhole route for
-# the rest of the pod range and the Service range on the bridge are set before
-# anything starts, and the host forwards nothing that comes from the bridge.
+# the rest of the pod range and for the test hosts' ranges, and the Service
+# range on the bridge are set before anything starts, and the host forwards
+# nothing that comes from the bridge except to the bridge and to test hosts.
+#
+# NetworkPolicy is enforced: kube-router's policy controller (iptables and
+# ipsets; the kernel here lacks nft_queue, which kube-network-policies
+# needs) runs beside kube-proxy, and cluster DNS runs as a pod, so a
+# workspace's DNS rule (egress to kube-dns pods) means what it says.
 
 NODE_POD_RANGE=10.244.0.0/16
 NODE_POD_CIDR=10.244.0.0/24
@@ -18,11 +24,29 @@ NODE_POD_GATEWAY=10.244.0.1
 NODE_SERVICE_RANGE=10.96.0.0/16
 NODE_DNS_IP=10.96.0.10
 NODE_BRIDGE=kcbr0
+# Test hosts (tests/cluster/src/test_host.rs): each lives in a network
+# namespace reached through a veth whose host end is named kcth*; pods get
+# a route to these addresses, and the host a blackhole for the rest of
+# each range, so nothing sent there can take the default route out. A
+# metadata address, a private one and a public-range one.
+NODE_TEST_HOSTS="169.254.169.254 192.168.255.10 11.22.33.44"
+NODE_TEST_RANGES="169.254.0.0/16 192.168.255.0/24 11.22.33.0/24"
+NODE_TEST_IFACES="kcth"
+# The forward guard: an nftables table of its own, ahead of every filter
+# chain (kube-router keeps its own jump first in FORWARD).
+NODE_NFT_TABLE=kube-coder-node
 NODE_TAINT_KEY=kube-coder.dev/node
 # The images every node start imports (target/images/NAME.tar).
 NODE_IMAGES="busybox kube-coder workspace oauth2-proxy"
 
 node_name() { hostname | tr 'A-Z_' 'a-z-'; }
+
+pod_ready() { # NAMESPACE NAME: the pod reports Ready=True
+  api GET "/api/v1/namespaces/$1/pods/$2" | python3 -c 'import json, sys
+p = json.load(sys.stdin)
+ok = any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+sys.exit(0 if ok else 1)'
+}
 
 # The machine's own non-loopback address: pods, the API server and the
 # kubelet reach each other on it (a loopback node IP leaves exec, logs and
@@ -41,6 +65,8 @@ node_possible() {
     [ -f "$hack/../target/images/$i.tar" ] || { echo "target/images/$i.tar is missing: run make images (PROFILE=debug for tests)"; return 1; }
   done
   command -v iptables >/dev/null || { echo "iptables is missing: apt-get install iptables"; return 1; }
+  command -v ipset >/dev/null || { echo "ipset is missing (kube-router's policies need it): apt-get install ipset"; return 1; }
+  command -v nft >/dev/null || { echo "nft is missing: apt-get install nftables"; return 1; }
 }
 
 node_net_up() {
@@ -55,9 +81,20 @@ node_net_up() {
   # can rewrite it. A Service address with no rule dies on the bridge,
   # which holds nothing but this node's pods.
   ip route replace "$NODE_SERVICE_RANGE" dev "$NODE_BRIDGE"
-  # Pods talk to pods on the bridge and to this host, never beyond: the
-  # host forwards nothing that enters from the bridge to another interface.
-  iptables -w -I FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP
+  local r
+  for r in $NODE_TEST_RANGES; do ip route replace blackhole "$r"; done
+  # Pods talk to pods on the bridge, to this host and to test hosts, never
+  # beyond: the host forwards nothing that enters from the bridge to any
+  # other interface. Before the filter chains, where kube-router's accepts
+  # cannot come first.
+  nft -f - <<NFT
+table inet $NODE_NFT_TABLE {
+  chain forward {
+    type filter hook forward priority -200; policy accept;
+    iifname "$NODE_BRIDGE" oifname != "$NODE_BRIDGE" oifname != "$NODE_TEST_IFACES*" drop
+  }
+}
+NFT
   echo "$NODE_BRIDGE" >"$n/bridge"
   # Forwarding on, for traffic between pods that kube-proxy rewrote
   # (a Service's address to a pod on the same bridge).
@@ -70,14 +107,16 @@ node_net_up() {
   for p in bridge loopback host-local portmap; do
     ln -sf "$bin/cni-$p-$CNI_PLUGINS_VERSION" "$n/cni/bin/$p"
   done
-  # Routes in the pod: its range, the Services, this host; no default route,
-  # so any other address fails at once instead of leaving.
+  # Routes in the pod: its range, the Services, this host, the test hosts;
+  # no default route, so any other address fails at once instead of leaving.
+  local routes="{\"dst\": \"$NODE_POD_RANGE\"}, {\"dst\": \"$NODE_SERVICE_RANGE\"}, {\"dst\": \"$(node_ip)/32\"}" h
+  for h in $NODE_TEST_HOSTS; do routes="$routes, {\"dst\": \"$h/32\"}"; done
   cat >"$n/cni/net.d/10-kube-coder.conflist" <<CNI
 {"cniVersion": "1.0.0", "name": "kube-coder", "plugins": [
   {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$NODE_POD_CIDR", "gateway": "$NODE_POD_GATEWAY"}]],
             "dataDir": "$n/cni/ipam",
-            "routes": [{"dst": "$NODE_POD_RANGE"}, {"dst": "$NODE_SERVICE_RANGE"}, {"dst": "$(node_ip)/32"}]}},
+            "routes": [$routes]}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 CNI
@@ -86,13 +125,16 @@ CNI
 node_net_down() {
   local n=$dir/node
   [ -f "$n/bridge" ] || return 0
-  iptables -w -D FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP 2>/dev/null || true
+  nft delete table inet "$NODE_NFT_TABLE" 2>/dev/null || true
   ip route del blackhole "$NODE_POD_RANGE" 2>/dev/null || true
+  local r
+  for r in $NODE_TEST_RANGES; do ip route del blackhole "$r" 2>/dev/null || true; done
   ip route del "$NODE_SERVICE_RANGE" 2>/dev/null || true
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
   if [ -f "$n/ip_forward.before" ]; then cat "$n/ip_forward.before" >/proc/sys/net/ipv4/ip_forward; fi
   # kube-proxy's chains: it removes them itself with --cleanup.
   "$bin/kube-proxy-$KUBERNETES_VERSION" --cleanup >/dev/null 2>&1 || true
+  node_policy_cleanup
   rm -f "$n/bridge"
 }
 
@@ -220,31 +262,79 @@ YAML
   wait_for kube-proxy 60 curl -sf "http://127.0.0.1:$healthz/healthz"
 }
 
-# Cluster DNS: CoreDNS on this host, behind the kube-dns Service (an
-# EndpointSlice pointing at the node), answering for cluster.local only.
+# NetworkPolicy: kube-router's policy controller alone (no routing, no
+# Service proxy: the bridge and kube-proxy do those). It keeps every local
+# pod's policies as iptables chains and ipsets, checks egress to this host
+# too (INPUT), and lets this host reach its pods (probes, port-forward).
+node_policy() {
+  local port
+  port=$(free_port)
+  start kube-router "$bin/kube-router-$KUBE_ROUTER_VERSION" --run-firewall=true --run-router=false \
+    --run-service-proxy=false --kubeconfig "$dir/admin.kubeconfig" --hostname-override "$(node_name)" \
+    --service-cluster-ip-range "$NODE_SERVICE_RANGE" --health-port "$port" --metrics-port 0
+  wait_for kube-router 60 curl -sf "http://127.0.0.1:$port/healthz"
+}
+
+# kube-router's chains and ipsets, removed by name: its own --cleanup-config
+# reports success but leaves them (v2.1.0), then crashes in the Service
+# proxy's half.
+node_policy_cleanup() {
+  local c r
+  for c in INPUT FORWARD OUTPUT; do
+    iptables -w -S "$c" | sed -n 's/^-A \(.*-j KUBE-ROUTER-.*\)/-D \1/p' | while read -r r; do
+      eval "iptables -w $r" || true
+    done
+  done
+  for c in $(iptables -w -S | awk '/^-N KUBE-(ROUTER|POD-FW|NWPLCY)-/ {print $2}'); do iptables -w -F "$c"; done
+  for c in $(iptables -w -S | awk '/^-N KUBE-(ROUTER|POD-FW|NWPLCY)-/ {print $2}'); do iptables -w -X "$c" || true; done
+  for c in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-'); do ipset destroy "$c" || true; done
+}
+
+# Cluster DNS: CoreDNS in a pod on the node behind the kube-dns Service, as
+# on a real cluster, so the workspace policy's DNS rule (egress to kube-dns
+# pods only) is what lets pods resolve. The binary is the one built here,
+# mounted into the kube-coder image (it has the libc CoreDNS links against);
+# it answers for cluster.local only and reads the API as its own account.
 node_dns() {
-  local n=$dir/node ip
-  ip=$(node_ip)
-  cat >"$n/Corefile" <<COREFILE
-cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
-    bind $ip
+  local n=$dir/node image
+  image=$(cut -d' ' -f1 "$hack/../target/images/kube-coder.ref")
+  api POST /api/v1/namespaces/kube-system/serviceaccounts '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"coredns","namespace":"kube-system"}}' >/dev/null
+  api POST /apis/rbac.authorization.k8s.io/v1/clusterroles '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"kube-coder-test:coredns"},"rules":[{"apiGroups":[""],"resources":["services","pods","namespaces"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]}' >/dev/null
+  api POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"kube-coder-test:coredns"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"kube-coder-test:coredns"},"subjects":[{"kind":"ServiceAccount","name":"coredns","namespace":"kube-system"}]}' >/dev/null
+  python3 - <<'PY' | api POST /api/v1/namespaces/kube-system/configmaps @- >/dev/null
+import json
+corefile = """cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     errors
+    ready :8181
     kubernetes cluster.local in-addr.arpa ip6.arpa {
-        kubeconfig $dir/admin.kubeconfig
         pods insecure
     }
 }
 .:53 {
-    bind $ip
     # No names outside the cluster: this machine has no upstream DNS to give.
     template ANY ANY {
         rcode NXDOMAIN
     }
 }
-COREFILE
-  start coredns "$bin/coredns-$COREDNS_VERSION" -conf "$n/Corefile"
-  api POST /api/v1/namespaces/kube-system/services '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$NODE_DNS_IP"'","ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}' >/dev/null
-  api POST /apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"kube-dns-node","namespace":"kube-system","labels":{"kubernetes.io/service-name":"kube-dns","endpointslice.kubernetes.io/managed-by":"kube-coder-test-cluster"}},"addressType":"IPv4","endpoints":[{"addresses":["'"$ip"'"]}],"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}' >/dev/null
+"""
+print(json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile}}))
+PY
+  api POST /api/v1/namespaces/kube-system/pods '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"coredns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},
+    "spec":{"serviceAccountName":"coredns","nodeSelector":{"'"$NODE_TAINT_KEY"'":"real"},
+      "tolerations":[{"key":"'"$NODE_TAINT_KEY"'","operator":"Exists","effect":"NoSchedule"}],
+      "securityContext":{"runAsUser":65532,"runAsGroup":65532,"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"},
+        "sysctls":[{"name":"net.ipv4.ip_unprivileged_port_start","value":"53"}]},
+      "containers":[{"name":"coredns","image":"'"$image"'","imagePullPolicy":"Never",
+        "command":["/coredns/coredns","-conf","/etc/coredns/Corefile"],
+        "ports":[{"name":"dns","containerPort":53,"protocol":"UDP"},{"name":"dns-tcp","containerPort":53,"protocol":"TCP"}],
+        "readinessProbe":{"httpGet":{"path":"/ready","port":8181},"periodSeconds":1},
+        "securityContext":{"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]}},
+        "volumeMounts":[{"name":"binary","mountPath":"/coredns/coredns","readOnly":true},{"name":"config","mountPath":"/etc/coredns","readOnly":true}]}],
+      "volumes":[{"name":"binary","hostPath":{"path":"'"$bin/coredns-$COREDNS_VERSION"'","type":"File"}},
+        {"name":"config","configMap":{"name":"coredns"}}]}}' >/dev/null
+  api POST /api/v1/namespaces/kube-system/services '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"'"$NODE_DNS_IP"'","selector":{"k8s-app":"kube-dns"},"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}' >/dev/null
+  wait_for coredns 90 pod_ready kube-system coredns
 }
 
 # Storage: local-path-provisioner on this host; its helper pods (which make
@@ -305,7 +395,8 @@ node_up() {
   say "node: containerd up with the images in $((SECONDS - t))s"
   t=$SECONDS; node_kubelet; say "node: kubelet registered the node Ready in $((SECONDS - t))s"
   t=$SECONDS; node_proxy; say "node: kube-proxy healthy in $((SECONDS - t))s"
-  t=$SECONDS; node_dns; node_storage; say "node: CoreDNS and local-path-provisioner started in $((SECONDS - t))s"
+  t=$SECONDS; node_policy; say "node: kube-router enforcing NetworkPolicy in $((SECONDS - t))s"
+  t=$SECONDS; node_storage; node_dns; say "node: local-path-provisioner started, CoreDNS pod Ready in $((SECONDS - t))s"
   echo "$(node_name)" >"$dir/node/name"
   say "node: $(node_name) Ready on $(node_ip) in $((SECONDS - t0))s (taint $NODE_TAINT_KEY=real:NoSchedule)"
 }
@@ -316,10 +407,17 @@ node_up() {
 node_down() {
   local n=$dir/node pid f
   [ -d "$n" ] || return 0
-  for f in kubelet kube-proxy coredns local-path-provisioner; do
+  local stopped=()
+  for f in kubelet kube-proxy kube-router local-path-provisioner; do
     [ -f "$dir/pids/$f" ] || continue
     pid=$(cat "$dir/pids/$f")
-    if ours "$pid"; then kill "$pid" 2>/dev/null || true; fi
+    if ours "$pid"; then kill "$pid" 2>/dev/null || true; stopped+=("$pid"); fi
+  done
+  # Gone before their rules are removed, so none is written again.
+  local i
+  for i in $(seq 50); do
+    kill -0 "${stopped[@]}" 2>/dev/null || break
+    sleep 0.1
   done
   if [ -S "$n/containerd.sock" ]; then
     local ctr=("$bin/ctr-$CONTAINERD_VERSION" --address "$n/containerd.sock" -n k8s.io)

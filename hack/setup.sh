@@ -35,6 +35,9 @@ if [ "$purpose" = test ] || [ "$purpose" = images ]; then
   [ -f /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
   have iptables || need_apt+=(iptables)
   have conntrack || need_apt+=(conntrack)
+  # NetworkPolicy on the real node (kube-router) and its forward guard.
+  have ipset || need_apt+=(ipset)
+  have nft || need_apt+=(nftables)
   have npm || { echo "setup: npm is missing (the workspace image's agents come from npm): install Node.js 20 with npm, then run make again" >&2; exit 1; }
 fi
 

@@ -2,8 +2,11 @@
 //! `hack/cluster up` starts (`make test` does it). Each test uses its own
 //! namespaces, so test binaries can share one running cluster.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+pub mod test_host;
 
 /// A client for the test cluster, or a panic that says how to get one.
 pub async fn client() -> kube::Client {
@@ -42,6 +45,22 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Wait until `api` lists nothing (with `what` in the panic otherwise).
+pub async fn eventually_empty<K>(api: &kube::Api<K>, what: &str, secs: u64)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, secs, || async {
+        api.list(&kube::api::ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await
 }
 
 /// Install (server-side apply) the checked-in Workspace CRD and wait
@@ -416,4 +435,103 @@ pub async fn service_url(client: &kube::Client, ns: &str, port: u16) -> String {
         .expect("the workspace Service");
     let ip = svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
     format!("http://{ip}:{port}")
+}
+
+/// GET `url` with the token; the JSON answer.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// Runs `script` as a shell task; returns its output as the stream gave it.
+pub async fn run_task(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    script: &str,
+) -> (String, serde_json::Value) {
+    let task: serde_json::Value = http
+        .post(format!("{api}/api/tasks"))
+        .bearer_auth(token)
+        .json(
+            &serde_json::json!({"assistant": "shell", "prompt": script, "name": "real-node-check"}),
+        )
+        .send()
+        .await
+        .expect("create a task")
+        .error_for_status()
+        .expect("the task is accepted")
+        .json()
+        .await
+        .unwrap();
+    let id = task["id"].as_str().expect("task id").to_string();
+    // The output, pushed as it comes, until the stream's `end`.
+    let mut stream = http
+        .get(format!("{api}/api/tasks/{id}/stream"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("open the task stream")
+        .error_for_status()
+        .unwrap();
+    let mut events = String::new();
+    let mut output = String::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.expect("read the stream") {
+            events.push_str(&String::from_utf8_lossy(&chunk));
+            if events.contains("event: end") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("the task did not end within 60 s; stream so far:\n{events}"));
+    for block in events.split("\n\n") {
+        if block.lines().any(|l| l == "event: output") {
+            for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                output.push_str(v["data"].as_str().unwrap_or_default());
+            }
+        }
+    }
+    let task = get_json(http, &format!("{api}/api/tasks/{id}"), token).await;
+    (output, task)
+}
+
+/// A bash script (the workspace image's) making one TCP connection attempt
+/// per target, all at once, each given 3 s; it prints `probe NAME
+/// open|closed`. A dropped SYN and a refused one both read as closed, so a
+/// test that expects a refusal also shows the target open without the
+/// policy (network_policy.rs).
+pub fn probe_script(targets: &[(String, String, u16)]) -> String {
+    let mut s = String::from(
+        "probe() { if timeout 3 bash -c 'exec 3<>\"/dev/tcp/$0/$1\"' \"$2\" \"$3\" 2>/dev/null; \
+         then echo \"probe $1 open\"; else echo \"probe $1 closed\"; fi; }\n",
+    );
+    for (name, host, port) in targets {
+        s.push_str(&format!("probe {name} {host} {port} &\n"));
+    }
+    s.push_str("wait\n");
+    s
+}
+
+/// `probe NAME open|closed` lines → NAME → open.
+pub fn probe_results(output: &str) -> BTreeMap<String, bool> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                ["probe", name, "open"] => Some((name.to_string(), true)),
+                ["probe", name, "closed"] => Some((name.to_string(), false)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A probe target: its name in the answers, host, port.
+pub fn target(name: &str, host: impl ToString, port: u16) -> (String, String, u16) {
+    (name.to_string(), host.to_string(), port)
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube_coder_cluster_tests::{
-    chart, client, eventually, install_crd, oauth2_proxy_version, require_real_node, run_helm,
-    service_url, ws_name, REAL_NODE_KEY,
+    chart, client, eventually, eventually_empty, install_crd, oauth2_proxy_version, probe_results,
+    probe_script, require_real_node, run_helm, run_task, service_url, target, ws_name,
+    REAL_NODE_KEY,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::{json, Value};
@@ -134,6 +135,28 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
     })
     .await;
     let id = task["id"].as_str().unwrap().to_string();
+    // The operator reaches the workspace (its idle checks, below), never
+    // the other way: the workspace's egress policy refuses the operator's
+    // pod (hack/node.sh enforces policies; network_policy.rs shows such a
+    // refusal turns into a connection without them).
+    let operator_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("the operator pod's address");
+    let (output, probe) = run_task(
+        &http,
+        &api,
+        &token,
+        &probe_script(&[target("operator", operator_ip, 8080)]),
+    )
+    .await;
+    assert_eq!(probe["state"], "succeeded", "{probe}\n{output}");
+    assert_eq!(
+        probe_results(&output).get("operator"),
+        Some(&false),
+        "the workspace reached its operator:\n{output}"
+    );
     // No request for longer than stopAfter plus a few checks: only the task.
     tokio::time::sleep(Duration::from_secs(80)).await;
     assert_eq!(
@@ -160,15 +183,7 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
     })
     .await;
     assert!(!ws.spec.running, "idle stop sets running: false");
-    eventually("the workspace pod to be gone", 90, || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    eventually_empty(&pods, "the workspace pod to be gone", 90).await;
 
     workspaces
         .delete(&name, &DeleteParams::default())

@@ -13,66 +13,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, kube_coder, kube_coder_bin, operator_for_real_node,
-    require_real_node, service_url, wait_namespace_gone, ws_name,
+    client, eventually, eventually_empty, get_json, install_crd, kube_coder, kube_coder_bin,
+    operator_for_real_node, require_real_node, run_task, service_url, wait_namespace_gone, ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
-
-/// GET `url` with the token; the JSON answer.
-async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
-    let r = http.get(url).bearer_auth(token).send().await.unwrap();
-    r.json().await.unwrap()
-}
-
-/// Runs `script` as a shell task; returns its output as the stream gave it.
-async fn run_task(http: &reqwest::Client, api: &str, token: &str, script: &str) -> (String, Value) {
-    let task: Value = http
-        .post(format!("{api}/api/tasks"))
-        .bearer_auth(token)
-        .json(&json!({"assistant": "shell", "prompt": script, "name": "real-node-check"}))
-        .send()
-        .await
-        .expect("create a task")
-        .error_for_status()
-        .expect("the task is accepted")
-        .json()
-        .await
-        .unwrap();
-    let id = task["id"].as_str().expect("task id").to_string();
-    // The output, pushed as it comes, until the stream's `end`.
-    let mut stream = http
-        .get(format!("{api}/api/tasks/{id}/stream"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("open the task stream")
-        .error_for_status()
-        .unwrap();
-    let mut events = String::new();
-    let mut output = String::new();
-    let read = async {
-        while let Some(chunk) = stream.chunk().await.expect("read the stream") {
-            events.push_str(&String::from_utf8_lossy(&chunk));
-            if events.contains("event: end") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .unwrap_or_else(|_| panic!("the task did not end within 60 s; stream so far:\n{events}"));
-    for block in events.split("\n\n") {
-        if block.lines().any(|l| l == "event: output") {
-            for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                let v: Value = serde_json::from_str(data).unwrap();
-                output.push_str(v["data"].as_str().unwrap_or_default());
-            }
-        }
-    }
-    let task = get_json(http, &format!("{api}/api/tasks/{id}"), token).await;
-    (output, task)
-}
 
 /// A running `kube-coder connect` and the URLs it printed.
 struct Connect {
@@ -398,15 +343,7 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
     // Stop: the pod goes, the home stays. Start: both are back.
     let (code, out, err) = kube_coder(&["user", "stop", &name], "").await;
     assert_eq!(code, 0, "{out}{err}");
-    eventually("the pod to be gone", 90, || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    eventually_empty(&pods, "the pod to be gone", 90).await;
     assert!(Api::<PersistentVolume>::all(client.clone())
         .get_opt(&volume)
         .await
@@ -656,6 +593,10 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
             "provider": "oidc", "issuerUrl": oidc.issuer, "clientSecretRef": client_secret,
             "providerCASecretRef": ca_secret,
         }},
+        // The provider listens on the node's own (private) address, which
+        // the egress policy refuses unless it is allowed by name: as an
+        // in-house identity provider on a private network would be.
+        "network": {"egress": {"allowCIDRs": [format!("{node_ip}/32")]}},
     }))
     .unwrap();
     let workspaces: Api<Workspace> = Api::all(client.clone());

@@ -1,0 +1,177 @@
+//! Test hosts: a TCP server at a chosen IPv4 address inside a network
+//! namespace the test creates and removes, reached from the real node's
+//! pods through a veth whose host end is `kcth*` (the only interfaces,
+//! besides the pod bridge, the node forwards pod traffic to).
+//!
+//! The namespace belongs to the server process (`unshare --net`) and ends
+//! with it, taking the veth along. Not `ip netns add`: that bind-mounts
+//! `/run/netns` over itself, hiding the pods' namespaces the CNI mounted
+//! there, which then cannot be removed when the node stops.
+//!
+//! No packet may leave the machine: `hack/node.sh` gives pods a route to
+//! each test address and the host a blackhole route for the rest of each
+//! range. `TestHost::start` checks that blackhole is in place before it
+//! adds the address's own route, so a test that gets anything wrong sends
+//! into a blackhole, never out of the default route.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The server each test host runs: it waits for its address to be set up
+/// (a line on stdin), then greets every connection with its name, so a
+/// probe knows which host answered.
+const SERVER: &str = r#"
+import socket, sys
+sys.stdin.readline()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall((sys.argv[3] + "\n").encode())
+    finally:
+        c.close()
+"#;
+
+/// The pod range the node's pods come from (hack/node.sh NODE_POD_RANGE).
+const POD_RANGE: &str = "10.244.0.0/16";
+
+pub struct TestHost {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    iface: String,
+    server: Child,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e} (apt-get install iproute2)"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether the host has a blackhole route whose range holds `addr`.
+fn blackholed(addr: Ipv4Addr) -> bool {
+    let routes = ip(&["-4", "route", "show", "type", "blackhole"]).unwrap_or_default();
+    routes.lines().any(|l| {
+        let cidr = l.split_whitespace().nth(1).unwrap_or_default();
+        let (net, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
+        match (net.parse::<Ipv4Addr>(), len.parse::<u32>()) {
+            (Ok(net), Ok(len)) if len <= 32 => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                u32::from(addr) & mask == u32::from(net) & mask
+            }
+            _ => false,
+        }
+    })
+}
+
+impl TestHost {
+    /// A host at `addr` answering on `port` with `name`. Panics with what
+    /// to do when the node has no blackhole for the address's range.
+    pub fn start(name: &str, addr: Ipv4Addr, port: u16) -> TestHost {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        assert!(
+            blackholed(addr),
+            "no blackhole route covers {addr} on this host: hack/node.sh sets one for each test range (NODE_TEST_RANGES) before any pod starts; is the real node up?"
+        );
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Interface names hold 15 bytes: kcth + 6 hex digits + 'p'.
+        let tag = format!("{:06x}", (std::process::id() << 4 | (n & 0xf)) & 0xff_ffff);
+        let iface = format!("kcth{tag}");
+        let peer = format!("{iface}p");
+        let a = addr.to_string();
+        let mut server = Command::new("unshare")
+            .args(["--net", "--", "python3", "-c", SERVER])
+            .args([a.as_str(), &port.to_string(), name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the test host's server (unshare, from util-linux)");
+        let pid = server.id().to_string();
+        let setup = || -> Result<(), String> {
+            ip(&["link", "add", &iface, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &pid])?;
+            let inside = |args: &[&str]| -> Result<(), String> {
+                let out = Command::new("nsenter")
+                    .args(["-t", &pid, "-n", "ip"])
+                    .args(args)
+                    .output()
+                    .map_err(|e| format!("cannot run nsenter: {e}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "ip {} in the test host: {}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            };
+            inside(&["link", "set", "lo", "up"])?;
+            inside(&["addr", "add", &format!("{a}/32"), "dev", &peer])?;
+            inside(&["link", "set", &peer, "up"])?;
+            // Back to the pods only: the host answers for them (proxy ARP).
+            inside(&["route", "add", POD_RANGE, "dev", &peer])?;
+            ip(&["link", "set", &iface, "up"])?;
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{iface}/proxy_arp"), "1")
+                .map_err(|e| format!("proxy_arp on {iface}: {e}"))?;
+            ip(&["route", "replace", &format!("{a}/32"), "dev", &iface])?;
+            Ok(())
+        };
+        let started = setup().and_then(|()| {
+            use std::io::Write;
+            let mut stdin = server.stdin.take().ok_or("no stdin")?;
+            writeln!(stdin, "go").map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            let stdout = server.stdout.take().ok_or("no stdout")?;
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            if line.trim() == "ready" {
+                Ok(())
+            } else {
+                Err("its server did not start".to_string())
+            }
+        });
+        let host = TestHost {
+            addr,
+            port,
+            iface,
+            server,
+        };
+        if let Err(e) = started {
+            drop(host);
+            panic!("cannot make the test host {name} at {addr}:{port}: {e}");
+        }
+        host
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = ip(&[
+            "route",
+            "del",
+            &format!("{}/32", self.addr),
+            "dev",
+            &self.iface,
+        ]);
+        let _ = ip(&["link", "del", &self.iface]);
+        // Its namespace ends with it.
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
