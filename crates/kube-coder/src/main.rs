@@ -5,6 +5,7 @@
 
 mod admin;
 mod cluster;
+mod egress_gateway_cmd;
 mod operator_cmd;
 mod serve;
 
@@ -29,6 +30,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run the operator: turn Workspace resources into running workspaces.
     Operator(Box<operator_cmd::OperatorArgs>),
+    /// Run a workspace's egress gateway: a proxy to the host names on its allow list.
+    EgressGateway(Box<egress_gateway_cmd::EgressGatewayArgs>),
     /// Create, list, show, stop, start and delete workspaces.
     #[command(subcommand)]
     User(admin::user::UserCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Operator(args) => operator_cmd::run(*args),
+        Command::EgressGateway(args) => egress_gateway_cmd::run(*args),
         Command::User(cmd) => cluster::block_on(admin::user::run(cmd)),
         // The local token needs no cluster (nor its async client).
         Command::Token(args) if args.local() => match admin::token::run_local(&args) {

@@ -1,0 +1,199 @@
+//! Whether a connection to `host:port` may go out, and to which addresses.
+//!
+//! In order: an IP address is refused (the list holds names); a name not
+//! on the list is refused; the name is resolved **once**, by the gateway;
+//! every address it resolves to must be public by the hook SSRF guard's
+//! classifier (`workspace::hooks::ssrf::refusal`), unless it lies in a
+//! range the workspace allows (`allowCIDRs`). The connection then goes to
+//! those addresses, never to a second lookup's, so DNS rebinding cannot
+//! swap them.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use workspace::hooks::ssrf::{refusal, Resolve};
+
+use crate::allow_list::{normalize, AllowList};
+
+/// Why a connection was refused; each names the rule that refused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{host} is an IP address; the egress gateway lets through host names on this workspace's allow list only (spec.network.egress.allowDomains)")]
+    Address { host: String },
+    #[error("{host}:{port} is not on this workspace's egress allow list (spec.network.egress.allowDomains)")]
+    NotListed { host: String, port: u16 },
+    #[error("{host} could not be resolved: {why}")]
+    Dns { host: String, why: String },
+    #[error("{host} resolves to {addr}, which is {why}; the egress gateway reaches public addresses only (spec.network.egress.allowCIDRs can allow a range)")]
+    Private {
+        host: String,
+        addr: IpAddr,
+        why: &'static str,
+    },
+}
+
+impl Refusal {
+    /// The metric label of this refusal (`egress_requests_total{decision}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Address { .. } => "refused_address",
+            Refusal::NotListed { .. } => "refused_not_listed",
+            Refusal::Dns { .. } => "refused_dns",
+            Refusal::Private { .. } => "refused_private_address",
+        }
+    }
+}
+
+/// What the gateway checks against: the list (replaced when its file
+/// changes) and the ranges allowed although private.
+pub struct Policy<'a> {
+    pub list: &'a AllowList,
+    pub allow_cidrs: &'a [IpNet],
+}
+
+impl Policy<'_> {
+    /// The addresses `host:port` may be reached at, or why not.
+    pub async fn check(
+        &self,
+        resolver: &dyn Resolve,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, Refusal> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<IpAddr>().is_ok() {
+            return Err(Refusal::Address {
+                host: host.to_string(),
+            });
+        }
+        let name = normalize(host);
+        if self.list.allowing(&name, port).is_none() {
+            return Err(Refusal::NotListed { host: name, port });
+        }
+        let addrs = resolver.resolve(&name).await.map_err(|why| Refusal::Dns {
+            host: name.clone(),
+            why,
+        })?;
+        if addrs.is_empty() {
+            return Err(Refusal::Dns {
+                host: name,
+                why: "the name has no address".into(),
+            });
+        }
+        for addr in &addrs {
+            let addr = canonical(*addr);
+            if let Some(why) = refusal(addr) {
+                if !self.allow_cidrs.iter().any(|n| n.contains(&addr)) {
+                    return Err(Refusal::Private {
+                        host: name,
+                        addr,
+                        why,
+                    });
+                }
+            }
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|a| SocketAddr::new(a, port))
+            .collect())
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is, so an allowed
+/// IPv4 range covers it too (the classifier refuses mapped forms).
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// DNS as the test says: `name=addr,addr` pairs.
+    struct Fixed(Vec<(&'static str, Vec<IpAddr>)>);
+
+    impl Resolve for Fixed {
+        fn resolve<'a>(
+            &'a self,
+            host: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
+            let found = self
+                .0
+                .iter()
+                .find(|(n, _)| *n == host)
+                .map(|(_, a)| a.clone());
+            Box::pin(async move { found.ok_or_else(|| "the DNS says no such name exists".into()) })
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_rule_refuses_with_its_own_reason() {
+        let list = AllowList::parse("*.example.com\nmirror.corp\nrebind.example.org").unwrap();
+        let allow_cidrs: Vec<IpNet> = vec!["10.20.0.0/16".parse().unwrap()];
+        let policy = Policy {
+            list: &list,
+            allow_cidrs: &allow_cidrs,
+        };
+        let dns = Fixed(vec![
+            ("api.example.com", vec![ip("93.184.215.14")]),
+            ("meta.example.com", vec![ip("169.254.169.254")]),
+            (
+                "mixed.example.com",
+                vec![ip("93.184.215.14"), ip("10.0.0.5")],
+            ),
+            ("mapped.example.com", vec![ip("::ffff:10.20.1.1")]),
+            ("mirror.corp", vec![ip("10.20.3.4")]),
+        ]);
+        let ok = policy.check(&dns, "API.example.com.", 443).await.unwrap();
+        assert_eq!(ok, vec!["93.184.215.14:443".parse().unwrap()]);
+        // A private range the workspace allows, also in its mapped form.
+        assert!(policy.check(&dns, "mirror.corp", 80).await.is_ok());
+        assert!(policy.check(&dns, "mapped.example.com", 443).await.is_ok());
+
+        let refused = |host: &'static str, port: u16| {
+            let policy = &policy;
+            let dns = &dns;
+            async move { policy.check(dns, host, port).await.unwrap_err() }
+        };
+        let e = refused("93.184.215.14", 443).await;
+        assert_eq!(e.label(), "refused_address");
+        assert_eq!(
+            refused("[2606:4700::1]", 443).await.label(),
+            "refused_address"
+        );
+        let e = refused("example.org", 443).await;
+        assert_eq!(e.label(), "refused_not_listed");
+        assert!(
+            e.to_string()
+                .contains("example.org:443 is not on this workspace's egress allow list"),
+            "{e}"
+        );
+        assert_eq!(
+            refused("api.example.com", 22).await.label(),
+            "refused_not_listed"
+        );
+        let e = refused("meta.example.com", 443).await;
+        assert_eq!(e.label(), "refused_private_address");
+        assert!(
+            e.to_string()
+                .contains("169.254.169.254, which is link-local"),
+            "{e}"
+        );
+        // One private address among public ones is enough to refuse.
+        assert_eq!(
+            refused("mixed.example.com", 443).await.label(),
+            "refused_private_address"
+        );
+        let e = refused("rebind.example.org", 443).await;
+        assert_eq!(e.label(), "refused_dns");
+        assert!(e.to_string().contains("no such name"), "{e}");
+    }
+}
