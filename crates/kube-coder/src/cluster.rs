@@ -45,6 +45,18 @@ pub struct SettingsArgs {
     #[arg(long = "workspace-toleration", env = "KUBE_CODER_WORKSPACE_TOLERATIONS",
           value_delimiter = ',', value_parser = parse_toleration)]
     tolerations: Vec<Toleration>,
+    /// Host names every workspace with an egress allow list may reach
+    /// (`network.egress.allowDomains`), before its own; repeat or separate
+    /// with commas.
+    #[arg(
+        long = "egress-default-domain",
+        env = "KUBE_CODER_EGRESS_DEFAULT_DOMAINS",
+        value_delimiter = ','
+    )]
+    egress_default_domains: Vec<String>,
+    /// The image egress gateways run (the kube-coder image).
+    #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_IMAGE", default_value_t = Settings::default().egress_gateway_image)]
+    egress_gateway_image: String,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -94,6 +106,8 @@ impl From<SettingsArgs> for Settings {
             activity_url: a.activity_url,
             node_selector: a.node_selector.into_iter().collect(),
             tolerations: a.tolerations,
+            egress_default_domains: a.egress_default_domains,
+            egress_gateway_image: a.egress_gateway_image,
         }
     }
 }

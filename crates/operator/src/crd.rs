@@ -339,6 +339,20 @@ pub struct Egress {
     #[schemars(length(max = 64), inner(length(max = 43)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("network.egress.allowCIDRs must hold CIDRs such as 10.20.0.0/16"))]
     pub allow_cidrs: Vec<String>,
+    /// Egress by name: the workspace reaches the internet only through an
+    /// egress gateway of its own, and only the host names listed here (plus
+    /// the cluster's default list): `registry.npmjs.org`, `*.github.com` (the
+    /// names below it), `name:port` (a port other than 80 and 443). Its
+    /// NetworkPolicy then allows DNS and the gateway only. Unset: the CIDR
+    /// rules above, no gateway. Changes apply without a restart.
+    #[serde(
+        default,
+        rename = "allowDomains",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256), inner(length(max = 260)))]
+    #[x_kube(validation = Rule::new(r"self.all(d, d.matches('^(\\*\\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$'))").message("network.egress.allowDomains holds lower-case host names such as registry.npmjs.org or *.github.com, each optionally with :port"))]
+    pub allow_domains: Option<Vec<String>>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -30,6 +30,16 @@ pub const OAUTH2_PORT: i32 = 4180;
 pub const OAUTH2_PROVIDER_CA_KEY: &str = "provider-ca.crt";
 pub const OAUTH2_PROVIDER_CA_DIR: &str = "/etc/kube-coder/oauth2-provider-ca";
 
+/// The egress gateway (Deployment, Service, pod label), its allow list's
+/// ConfigMap, and its ports: the proxy and the admin port (health,
+/// metrics, recent refusals).
+pub const EGRESS_GATEWAY: &str = "egress-gateway";
+pub const EGRESS_ALLOW_LIST: &str = "egress-allow-list";
+pub const EGRESS_PROXY_PORT: i32 = 3128;
+pub const EGRESS_ADMIN_PORT: i32 = 3129;
+/// The user of the kube-coder image (the gateway's).
+pub const IMAGE_UID: i64 = 65532;
+
 /// Home directory and UID inside the workspace image.
 pub const HOME: &str = "/home/dev";
 pub const UID: i64 = 1000;
@@ -55,6 +65,13 @@ pub fn labels(workspace: &str) -> BTreeMap<String, String> {
 pub fn pod_labels(workspace: &str) -> BTreeMap<String, String> {
     let mut l = labels(workspace);
     l.insert("app.kubernetes.io/name".into(), WORKLOAD.into());
+    l
+}
+
+/// Labels selecting the egress gateway's pod.
+pub fn gateway_pod_labels(workspace: &str) -> BTreeMap<String, String> {
+    let mut l = labels(workspace);
+    l.insert("app.kubernetes.io/name".into(), EGRESS_GATEWAY.into());
     l
 }
 

@@ -33,6 +33,11 @@ pub struct Settings {
     pub node_selector: BTreeMap<String, String>,
     /// Taints of such nodes that workspace pods tolerate.
     pub tolerations: Vec<Toleration>,
+    /// Host names every workspace with an egress allow list may reach (the
+    /// chart's `network.egressDefaultDomains`), before its own.
+    pub egress_default_domains: Vec<String>,
+    /// The image of egress gateways (the kube-coder image).
+    pub egress_gateway_image: String,
 }
 
 impl Default for Settings {
@@ -48,6 +53,12 @@ impl Default for Settings {
             activity_url: "http://workspace.{namespace}.svc:6081".into(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            egress_default_domains: Vec::new(),
+            egress_gateway_image: concat!(
+                "ghcr.io/kube-coder/kube-coder:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
         }
     }
 }

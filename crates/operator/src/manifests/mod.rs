@@ -8,6 +8,7 @@
 
 pub mod container;
 pub mod credentials;
+pub mod egress_gateway;
 pub mod limits;
 pub mod namespace;
 pub mod network_policy;
@@ -35,6 +36,7 @@ pub enum Kind {
     PersistentVolumeClaim,
     ResourceQuota,
     LimitRange,
+    ConfigMap,
     NetworkPolicy,
     Deployment,
     Service,
@@ -42,13 +44,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Secret,
         Kind::PersistentVolumeClaim,
         Kind::ResourceQuota,
         Kind::LimitRange,
+        Kind::ConfigMap,
         Kind::NetworkPolicy,
         Kind::Deployment,
         Kind::Service,
@@ -64,6 +67,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => ApiResource::erase::<core::PersistentVolumeClaim>(&()),
             Kind::ResourceQuota => ApiResource::erase::<core::ResourceQuota>(&()),
             Kind::LimitRange => ApiResource::erase::<core::LimitRange>(&()),
+            Kind::ConfigMap => ApiResource::erase::<core::ConfigMap>(&()),
             Kind::NetworkPolicy => ApiResource::erase::<net::NetworkPolicy>(&()),
             Kind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
             Kind::Service => ApiResource::erase::<core::Service>(&()),
@@ -156,6 +160,13 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
         Manifest::new(Kind::ResourceQuota, &limits::resource_quota(ws)?)?,
         Manifest::new(Kind::LimitRange, &limits::limit_range(ws))?,
     ];
+    let gateway = egress_gateway::enabled(ws);
+    if gateway {
+        out.push(Manifest::new(
+            Kind::ConfigMap,
+            &egress_gateway::config_map(ws, settings),
+        )?);
+    }
     for policy in network_policy::policies(ws, settings)? {
         out.push(Manifest::new(Kind::NetworkPolicy, &policy)?);
     }
@@ -164,6 +175,13 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
         &workload::deployment(ws, settings),
     )?);
     out.push(Manifest::new(Kind::Service, &routing::service(ws))?);
+    if gateway {
+        out.push(Manifest::new(
+            Kind::Deployment,
+            &egress_gateway::deployment(ws, settings),
+        )?);
+        out.push(Manifest::new(Kind::Service, &egress_gateway::service(ws))?);
+    }
     for ingress in routing::ingresses(ws) {
         out.push(Manifest::new(Kind::Ingress, &ingress)?);
     }

@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{meta, BuildError};
+use super::{egress_gateway, meta, BuildError};
 use crate::crd::{AuthType, Workspace};
 use crate::names;
 use crate::settings::Settings;
@@ -69,11 +69,66 @@ pub const DENY_V6: [&str; 16] = [
 ];
 
 pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy>, BuildError> {
-    Ok(vec![
-        default_deny(ws),
-        ingress(ws, settings),
-        egress(ws, settings)?,
-    ])
+    let mut out = vec![default_deny(ws), ingress(ws, settings)];
+    if egress_gateway::enabled(ws) {
+        // By name: the workspace reaches DNS and its gateway; the gateway
+        // takes the workspace's traffic only and goes where the CIDR
+        // rules would have let the workspace go.
+        out.push(policy(
+            ws,
+            "workspace-egress",
+            NetworkPolicySpec {
+                pod_selector: Some(workspace_pod(ws)),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![
+                    dns_rule(ws, settings)?,
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![pod_peer(gateway_pod(ws))]),
+                        ports: Some(vec![
+                            tcp(names::EGRESS_PROXY_PORT),
+                            tcp(names::EGRESS_ADMIN_PORT),
+                        ]),
+                    },
+                ]),
+                ..Default::default()
+            },
+        ));
+        out.push(policy(
+            ws,
+            "egress-gateway-ingress",
+            NetworkPolicySpec {
+                pod_selector: Some(gateway_pod(ws)),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pod_peer(workspace_pod(ws))]),
+                    ports: Some(vec![
+                        tcp(names::EGRESS_PROXY_PORT),
+                        tcp(names::EGRESS_ADMIN_PORT),
+                    ]),
+                }]),
+                ..Default::default()
+            },
+        ));
+        out.push(policy(
+            ws,
+            "egress-gateway-egress",
+            NetworkPolicySpec {
+                pod_selector: Some(gateway_pod(ws)),
+                policy_types: Some(vec!["Egress".into()]),
+                egress: Some(vec![
+                    dns_rule(ws, settings)?,
+                    NetworkPolicyEgressRule {
+                        to: Some(public_peers(ws)),
+                        ports: None,
+                    },
+                ]),
+                ..Default::default()
+            },
+        ));
+    } else {
+        out.push(egress(ws, settings)?);
+    }
+    Ok(out)
 }
 
 fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
@@ -86,6 +141,21 @@ fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy 
 fn workspace_pod(ws: &Workspace) -> LabelSelector {
     LabelSelector {
         match_labels: Some(names::pod_labels(names::workspace_name(ws))),
+        ..Default::default()
+    }
+}
+
+fn gateway_pod(ws: &Workspace) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(names::gateway_pod_labels(names::workspace_name(ws))),
+        ..Default::default()
+    }
+}
+
+/// Pods of this namespace.
+fn pod_peer(selector: LabelSelector) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(selector),
         ..Default::default()
     }
 }
@@ -150,7 +220,8 @@ fn ingress(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
     )
 }
 
-fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildError> {
+/// Every address outside the denied ranges, and the allowed ranges.
+fn public_peers(ws: &Workspace) -> Vec<NetworkPolicyPeer> {
     let e = &ws.spec.network.egress;
     let deny: Vec<String> = match &e.deny_cidrs {
         Some(list) => list.clone(),
@@ -170,7 +241,11 @@ fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildErr
     };
     let mut public = vec![block("0.0.0.0/0", v4), block("::/0", v6)];
     public.extend(e.allow_cidrs.iter().map(|c| block(c, vec![])));
+    public
+}
 
+/// Port 53 of the cluster DNS pods.
+fn dns_rule(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicyEgressRule, BuildError> {
     let (label_key, label_value) = settings.dns_pod_label.split_once('=').ok_or_else(|| {
         BuildError::Invalid(
             names::workspace_name(ws).into(),
@@ -190,6 +265,13 @@ fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildErr
         port: Some(IntOrString::Int(53)),
         ..Default::default()
     };
+    Ok(NetworkPolicyEgressRule {
+        to: Some(vec![dns_peer]),
+        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+    })
+}
+
+fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildError> {
     Ok(policy(
         ws,
         "workspace-egress",
@@ -197,12 +279,9 @@ fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildErr
             pod_selector: Some(workspace_pod(ws)),
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(vec![
+                dns_rule(ws, settings)?,
                 NetworkPolicyEgressRule {
-                    to: Some(vec![dns_peer]),
-                    ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
-                },
-                NetworkPolicyEgressRule {
-                    to: Some(public),
+                    to: Some(public_peers(ws)),
                     ports: None,
                 },
             ]),
@@ -282,6 +361,55 @@ mod tests {
         for a in ["2606:4700:4700::1111", "2a00:1450:4001::200e"] {
             assert!(!denied(a), "{a} is public");
         }
+    }
+
+    /// By name: the workspace may reach DNS and its gateway only; the
+    /// gateway takes traffic from the workspace only and reaches what the
+    /// CIDR rules allow.
+    #[test]
+    fn with_an_allow_list_the_workspace_reaches_only_dns_and_its_gateway() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"},
+                   "network": {"egress": {"allowDomains": ["*.github.com"]}}}),
+        );
+        let all = policies(&ws, &Settings::default()).unwrap();
+        let by_name = |n: &str| {
+            all.iter()
+                .find(|p| p.metadata.name.as_deref() == Some(n))
+                .and_then(|p| p.spec.clone())
+                .unwrap_or_else(|| panic!("no policy {n}"))
+        };
+        let egress = by_name("workspace-egress").egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        assert!(
+            egress
+                .iter()
+                .all(|r| r.to.iter().flatten().all(|p| p.ip_block.is_none())),
+            "the workspace reaches no address range directly: {egress:?}"
+        );
+        let to_gateway = egress[1].to.clone().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            to_gateway.match_labels.unwrap()["app.kubernetes.io/name"],
+            names::EGRESS_GATEWAY
+        );
+        let ingress = by_name("egress-gateway-ingress").ingress.unwrap();
+        let from = ingress[0].from.clone().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            from.match_labels.unwrap()["app.kubernetes.io/name"],
+            names::WORKLOAD
+        );
+        let out = by_name("egress-gateway-egress").egress.unwrap();
+        let v4 = out[1].to.clone().unwrap()[0].ip_block.clone().unwrap();
+        assert_eq!(v4.cidr, "0.0.0.0/0");
+        assert!(v4.except.unwrap().contains(&"169.254.0.0/16".to_string()));
+        assert_eq!(all.len(), 5);
     }
 
     #[test]

@@ -104,18 +104,27 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
         image: Some(image(ws, settings)),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(serve_args(ws)),
-        env: Some(vec![
-            EnvVar {
-                name: "HOME".into(),
-                value: Some(names::HOME.into()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "KUBE_CODER_ALLOW_INTERNAL_HOOKS".into(),
-                value: Some(ws.spec.network.allow_internal_hooks.to_string()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(
+            [
+                EnvVar {
+                    name: "HOME".into(),
+                    value: Some(names::HOME.into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "KUBE_CODER_ALLOW_INTERNAL_HOOKS".into(),
+                    value: Some(ws.spec.network.allow_internal_hooks.to_string()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(
+                super::egress_gateway::enabled(ws)
+                    .then(super::egress_gateway::proxy_env)
+                    .unwrap_or_default(),
+            )
+            .collect(),
+        ),
         ports: Some(ports),
         liveness_probe: Some(http_probe("/livez", names::API_PORT, 20)),
         readiness_probe: Some(http_probe("/readyz", names::API_PORT, 5)),
