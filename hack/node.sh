@@ -310,6 +310,15 @@ corefile = """cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
         pods insecure
     }
 }
+# The test hosts' names (tests/cluster/src/test_host.rs), for egress by name.
+egress.test:53 {
+    errors
+    hosts {
+        11.22.33.44 public.egress.test other.egress.test
+        192.168.255.10 private.egress.test
+        169.254.169.254 metadata.egress.test
+    }
+}
 .:53 {
     # No names outside the cluster: this machine has no upstream DNS to give.
     template ANY ANY {

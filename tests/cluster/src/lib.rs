@@ -535,3 +535,51 @@ pub fn probe_results(output: &str) -> BTreeMap<String, bool> {
 pub fn target(name: &str, host: impl ToString, port: u16) -> (String, String, u16) {
     (name.to_string(), host.to_string(), port)
 }
+
+/// A Workspace on the real node (small resources, a 1Gi home, and
+/// `extra` merged into its spec), Ready and answering through its
+/// Service; its API URL and token.
+pub async fn real_node_workspace(
+    client: &kube::Client,
+    name: &str,
+    extra: serde_json::Value,
+) -> (String, String) {
+    let mut spec = serde_json::json!({
+        "owner": {"name": name},
+        "storage": {"size": "1Gi"},
+        // The node has two cores; other tests' workspaces share them.
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    });
+    if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    let spec: operator::crd::WorkspaceSpec =
+        serde_json::from_value(spec).expect("a valid Workspace spec");
+    let workspaces: kube::Api<operator::crd::Workspace> = kube::Api::all(client.clone());
+    workspaces
+        .create(
+            &kube::api::PostParams::default(),
+            &operator::crd::Workspace::new(name, spec),
+        )
+        .await
+        .unwrap();
+    eventually(&format!("workspace {name} to be Ready"), 180, || async {
+        let ws = workspaces.get(name).await.ok()?;
+        (ws.status?.phase == Some(operator::crd::Phase::Ready)).then_some(())
+    })
+    .await;
+    let (code, token, err) = kube_coder(&["token", name], "").await;
+    assert_eq!(code, 0, "{err}");
+    let api = service_url(client, &format!("ws-{name}"), 6081).await;
+    // kube-proxy writes a new Service's rules within moments of its endpoints.
+    eventually(
+        &format!("{name}'s API to answer through its Service"),
+        30,
+        || async {
+            let r = reqwest::get(format!("{api}/readyz")).await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    (api, token.trim().to_string())
+}

@@ -19,23 +19,21 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The server each test host runs: it waits for its address to be set up
-/// (a line on stdin), then greets every connection with its name, so a
-/// probe knows which host answered.
+/// The server each test host runs: once its address is set up (a line on
+/// stdin), an HTTP server of the host's own directory, whose `index.html`
+/// is the host's name, so a probe knows which host answered (a bare TCP
+/// connect works too). Tests may add files (a git repository served by
+/// git's dumb HTTP protocol, say).
 const SERVER: &str = r#"
-import socket, sys
+import functools, http.server, sys
 sys.stdin.readline()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[3])
+server = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), handler)
 print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    try:
-        c.sendall((sys.argv[3] + "\n").encode())
-    finally:
-        c.close()
+server.serve_forever()
 "#;
 
 /// The pod range the node's pods come from (hack/node.sh NODE_POD_RANGE).
@@ -46,6 +44,7 @@ pub struct TestHost {
     pub port: u16,
     iface: String,
     server: Child,
+    root: tempfile::TempDir,
 }
 
 fn ip(args: &[&str]) -> Result<String, String> {
@@ -95,9 +94,13 @@ impl TestHost {
         let iface = format!("kcth{tag}");
         let peer = format!("{iface}p");
         let a = addr.to_string();
+        let root = tempfile::tempdir().expect("a directory for the test host");
+        std::fs::write(root.path().join("index.html"), format!("{name}\n"))
+            .expect("write the test host's index");
         let mut server = Command::new("unshare")
             .args(["--net", "--", "python3", "-c", SERVER])
-            .args([a.as_str(), &port.to_string(), name])
+            .args([a.as_str(), &port.to_string()])
+            .arg(root.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -151,12 +154,20 @@ impl TestHost {
             port,
             iface,
             server,
+            root,
         };
         if let Err(e) = started {
             drop(host);
             panic!("cannot make the test host {name} at {addr}:{port}: {e}");
         }
         host
+    }
+}
+
+impl TestHost {
+    /// The directory the host serves over HTTP.
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
     }
 }
 

@@ -22,47 +22,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    client, eventually, eventually_empty, install_crd, kube_coder, operator_for_real_node,
-    probe_results, probe_script, require_real_node, run_task, service_url, target, unique, ws_name,
+    client, eventually, eventually_empty, install_crd, operator_for_real_node, probe_results,
+    probe_script, real_node_workspace, require_real_node, run_task, target, unique, ws_name,
     REAL_NODE_KEY,
 };
-use operator::crd::{Phase, Workspace};
+use operator::crd::Workspace;
 use serde_json::json;
-
-/// A workspace on the real node, Ready; its API URL and token.
-async fn workspace(client: &kube::Client, name: &str) -> (String, String) {
-    let spec: operator::crd::WorkspaceSpec = serde_json::from_value(json!({
-        "owner": {"name": name},
-        "storage": {"size": "1Gi"},
-        // The node has two cores; other tests' workspaces share them.
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-    }))
-    .unwrap();
-    let workspaces: Api<Workspace> = Api::all(client.clone());
-    workspaces
-        .create(&PostParams::default(), &Workspace::new(name, spec))
-        .await
-        .unwrap();
-    eventually(&format!("workspace {name} to be Ready"), 180, || async {
-        let ws = workspaces.get(name).await.ok()?;
-        (ws.status?.phase == Some(Phase::Ready)).then_some(())
-    })
-    .await;
-    let (code, token, err) = kube_coder(&["token", name], "").await;
-    assert_eq!(code, 0, "{err}");
-    let api = service_url(client, &format!("ws-{name}"), 6081).await;
-    // kube-proxy writes a new Service's rules within moments of its endpoints.
-    eventually(
-        &format!("{name}'s API to answer through its Service"),
-        30,
-        || async {
-            let r = reqwest::get(format!("{api}/readyz")).await.ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
-    (api, token.trim().to_string())
-}
 
 /// Runs the probes in a workspace pod, as a task.
 async fn probe_from_workspace(
@@ -210,7 +175,10 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
 
     let a = ws_name("np-a");
     let b = ws_name("np-b");
-    let ((api_a, token_a), _) = tokio::join!(workspace(&client, &a), workspace(&client, &b));
+    let ((api_a, token_a), _) = tokio::join!(
+        real_node_workspace(&client, &a, json!({})),
+        real_node_workspace(&client, &b, json!({}))
+    );
     let (ns_a, ns_b) = (format!("ws-{a}"), format!("ws-{b}"));
     let pod_ip = |ns: String| {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
