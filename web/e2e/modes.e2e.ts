@@ -1,12 +1,16 @@
 // The other ways into the dashboard, in a real browser: read-only (every
 // write hidden and refused; the terminal view-only), basic auth (the
 // browser's own prompt), oauth2 (identity from the trusted proxy headers).
-import { writeFileSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, tmuxCapture, type Server } from "./harness";
+import { BIN, DESKTOP, PHONE, cleanup, launch, newPage, restart, shot, startServer, tmuxCapture, type Server } from "./harness";
 
 let browser: Browser;
 
@@ -17,6 +21,21 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
 });
+
+/**
+ * A page as carol, signed in by oauth2-proxy: the browser talks to the
+ * server from 127.0.0.1, a trusted proxy address by default, so these
+ * headers stand in for the proxy's.
+ */
+async function asCarol() {
+  const ctx = await browser.newContext({
+    viewport: DESKTOP,
+    extraHTTPHeaders: { "X-Forwarded-User": "carol", "X-Forwarded-Email": "carol@example.com" },
+  });
+  const { page, problems } = await newPage(ctx);
+  page.setDefaultTimeout(15_000);
+  return { ctx, page, problems };
+}
 
 async function text(page: Page, sel: string): Promise<string> {
   return (await page.locator(sel).first().innerText()).trim();
@@ -183,14 +202,7 @@ describe("oauth2 (identity headers from the trusted proxy)", () => {
   });
 
   it("shows the proxy's user and writes pass the same-origin check", async () => {
-    // The browser talks to the server from 127.0.0.1, a trusted proxy
-    // address by default: these headers stand in for oauth2-proxy's.
-    const ctx = await browser.newContext({
-      viewport: DESKTOP,
-      extraHTTPHeaders: { "X-Forwarded-User": "carol", "X-Forwarded-Email": "carol@example.com" },
-    });
-    const { page, problems } = await newPage(ctx);
-    page.setDefaultTimeout(15_000);
+    const { ctx, page, problems } = await asCarol();
     await page.goto(server.url);
     await expect.poll(() => text(page, ".user")).toBe("carol");
     await page.getByRole("button", { name: "New task" }).click();
@@ -200,6 +212,53 @@ describe("oauth2 (identity headers from the trusted proxy)", () => {
     // Log out goes to the proxy's sign-out page.
     await page.getByRole("button", { name: "Log out" }).click();
     await expect.poll(() => page.url()).toContain("/oauth2/sign_out");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+});
+
+describe("egress gateway (the Network view)", () => {
+  let server: Server;
+  let gateway: ChildProcess;
+
+  beforeAll(async () => {
+    // The real gateway, with a list; one refused CONNECT to show.
+    const dir = mkdtempSync(join(tmpdir(), "kc-e2e-egress-"));
+    const list = join(dir, "allow");
+    writeFileSync(list, "*.example.com\n");
+    gateway = spawn(BIN, ["egress-gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--allow-file", list], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const banner = await new Promise<string>((done, fail) => {
+      createInterface({ input: gateway.stdout! }).once("line", done);
+      gateway.once("exit", () => fail(new Error("the egress gateway exited")));
+    });
+    const proxy = /proxy on ([^,]+)/.exec(banner)![1]!;
+    const admin = /admin on (\S+)/.exec(banner)![1]!;
+    const [host, port] = [proxy.slice(0, proxy.lastIndexOf(":")), Number(proxy.slice(proxy.lastIndexOf(":") + 1))];
+    await new Promise<void>((done) => {
+      const s = connect(port, host, () => s.write("CONNECT registry.npmjs.org:443 HTTP/1.1\r\nHost: registry.npmjs.org:443\r\nConnection: close\r\n\r\n"));
+      s.on("data", () => undefined);
+      s.on("close", () => done());
+    });
+    server = await startServer({ args: ["--auth", "oauth2", "--egress-gateway-url", `http://${admin}`] });
+  });
+
+  afterAll(async () => {
+    gateway?.kill();
+    await server?.stop();
+    if (server) cleanup(server);
+  });
+
+  it("lists what the gateway refused, with the rule", async () => {
+    const { ctx, page, problems } = await asCarol();
+    await page.goto(server.url);
+    await page.getByRole("link", { name: "Network" }).click();
+    const refusal = page.locator(".refusal").first();
+    await expect.poll(() => refusal.innerText()).toContain("registry.npmjs.org:443");
+    expect(await refusal.innerText()).toContain("is not on this workspace's egress allow list");
+    expect(await refusal.locator(".badge").innerText()).toBe("not listed");
+    await shot(page, "network-refusals-desktop");
     expect(problems).toEqual([]);
     await ctx.close();
   });

@@ -48,6 +48,17 @@ export interface Whoami {
   via: string;
   auth_mode: "basic" | "oauth2" | "token" | "none";
   read_only: boolean;
+  /** The workspace goes out through an egress gateway (egress by name). */
+  egress_gateway: boolean;
+}
+
+/** A connection the workspace's egress gateway refused. */
+export interface EgressRefusal {
+  at: string;
+  host: string;
+  port: number;
+  decision: string;
+  message: string;
 }
 
 export interface Stats {
@@ -182,6 +193,7 @@ const q = encodeURIComponent;
 
 export const api = {
   whoami: () => call<Whoami>("GET", "/api/whoami"),
+  egressRefusals: () => call<{ gateway: boolean; refusals: EgressRefusal[] }>("GET", "/api/egress/refusals"),
   system: () => call<SystemInfo>("GET", "/api/system"),
   login: (token: string) => call<unknown>("POST", "/auth/login", { token }),
   logout: () => call<void>("POST", "/auth/logout"),

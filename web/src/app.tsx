@@ -1,6 +1,6 @@
 // The shell of the dashboard: who is logged in, the header, the navigation
 // and the current view. Views get what they need as props.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError, type Whoami } from "./api";
 import { live } from "./live";
 import { parseRoute, routeHash, type Route, type View } from "./state";
@@ -10,6 +10,7 @@ import { TasksView } from "./views/tasks";
 import { TerminalView } from "./views/terminal";
 import { FilesView } from "./views/files";
 import { TriggersView } from "./views/triggers";
+import { NetworkView } from "./views/network";
 import { Toasts, toast } from "./toast";
 import { go } from "./nav";
 
@@ -18,7 +19,14 @@ const NAV: { view: View; label: string; key: string }[] = [
   { view: "terminal", label: "Terminal", key: "2" },
   { view: "files", label: "Files", key: "3" },
   { view: "triggers", label: "Triggers", key: "4" },
+  // Only for a workspace behind an egress gateway (see `views`).
+  { view: "network", label: "Network", key: "5" },
 ];
+
+/** The views this workspace has. */
+function views(me: Whoami | null) {
+  return NAV.filter((n) => n.view !== "network" || me?.egress_gateway === true);
+}
 
 
 function useRoute(): Route {
@@ -35,6 +43,9 @@ type Session = { state: "loading" } | { state: "login"; why?: string } | { state
 
 export function App() {
   const [session, setSession] = useState<Session>({ state: "loading" });
+  // The key handler below is registered once; it reads who is in here.
+  const meRef = useRef<Whoami | null>(null);
+  meRef.current = session.state === "in" ? session.me : null;
   const route = useRoute();
 
   const check = async () => {
@@ -58,11 +69,11 @@ export function App() {
     return () => live.stop();
   }, [session.state]);
 
-  // Alt+1..4 switch views from anywhere (plain digits are for typing).
+  // Alt+1..5 switch views from anywhere (plain digits are for typing).
   useEffect(() => {
     const on = (e: KeyboardEvent) => {
       if (!e.altKey || e.ctrlKey || e.metaKey) return;
-      const n = NAV.find((x) => x.key === e.key);
+      const n = views(meRef.current).find((x) => x.key === e.key);
       if (n) {
         e.preventDefault();
         go({ view: n.view, arg: "" });
@@ -104,7 +115,7 @@ export function App() {
     <div class="app">
       <Header me={me} onLogout={me.auth_mode === "token" || me.auth_mode === "oauth2" ? logout : null} />
       <nav class="tabs" aria-label="Views">
-        {NAV.map((n) => (
+        {views(me).map((n) => (
           <a
             href={routeHash({ view: n.view, arg: "" })}
             class={route.view === n.view ? "tab active" : "tab"}
@@ -120,6 +131,7 @@ export function App() {
         {route.view === "terminal" && <TerminalView me={me} taskId={route.arg} />}
         {route.view === "files" && <FilesView me={me} dir={route.arg} />}
         {route.view === "triggers" && <TriggersView me={me} />}
+        {route.view === "network" && <NetworkView me={me} />}
       </main>
       <Toasts />
     </div>

@@ -137,6 +137,7 @@ describe("routes", () => {
     expect(parseRoute("#/terminal/t-1")).toEqual({ view: "terminal", arg: "t-1" });
     expect(parseRoute("#/files/src/a%20b")).toEqual({ view: "files", arg: "src/a b" });
     expect(parseRoute("#/nope/x")).toEqual({ view: "tasks", arg: "" });
+    expect(parseRoute("#/network")).toEqual({ view: "network", arg: "" });
     expect(parseRoute("#/files/%E0%A4%A")).toEqual({ view: "files", arg: "" });
     expect(routeHash({ view: "files", arg: "src/a b" })).toBe("#/files/src/a%20b");
     expect(parseRoute(routeHash({ view: "files", arg: "x/y z" }))).toEqual({ view: "files", arg: "x/y z" });

@@ -184,7 +184,7 @@ export function validName(name: string): string | null {
 
 // ---- routing: the fragment says which view (#/tasks/ID, #/terminal/ID, #/files/dir) ----
 
-export type View = "tasks" | "terminal" | "files" | "triggers";
+export type View = "tasks" | "terminal" | "files" | "triggers" | "network";
 
 export interface Route {
   view: View;
@@ -192,7 +192,7 @@ export interface Route {
   arg: string;
 }
 
-const VIEWS: readonly View[] = ["tasks", "terminal", "files", "triggers"];
+const VIEWS: readonly View[] = ["tasks", "terminal", "files", "triggers", "network"];
 
 export function parseRoute(hash: string): Route {
   const raw = hash.replace(/^#\/?/, "");

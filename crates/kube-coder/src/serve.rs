@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// Let completion hooks reach private, loopback and metadata addresses.
     #[arg(long, env = "KUBE_CODER_ALLOW_INTERNAL_HOOKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allow_internal_hooks: bool,
+    /// The admin URL of this workspace's egress gateway (the operator sets
+    /// it when the Workspace lists allowDomains); the dashboard shows its
+    /// recent refusals.
+    #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_URL", value_parser = parse_api_url)]
+    egress_gateway_url: Option<String>,
     /// Completion hook for tasks that name none (and whose assistant has none).
     #[arg(long, env = "KUBE_CODER_HOOK_URL")]
     hook_url: Option<String>,
@@ -386,6 +391,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         },
         allow_internal_hooks: a.allow_internal_hooks,
         default_hook,
+        egress_gateway_url: a.egress_gateway_url.clone(),
         data_dir,
     };
     Ok((config, a.log_format))

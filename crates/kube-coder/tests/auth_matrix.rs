@@ -194,6 +194,12 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/egress/refusals",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/api/webhooks",
         body: None,
         ok: 200,

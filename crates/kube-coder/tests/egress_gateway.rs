@@ -317,3 +317,45 @@ async fn a_bad_list_or_a_missing_file_stops_the_start_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read the egress allow list"), "{err}");
 }
+
+/// The dashboard's view of the gateway: `GET /api/egress/refusals` on the
+/// workspace server relays the gateway's recent refusals; without a
+/// gateway it says so; with the gateway gone, a 502 that says which.
+#[tokio::test]
+async fn the_workspace_server_shows_what_its_gateway_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("allow");
+    std::fs::write(&list, "*.example.com\n").unwrap();
+    let gw = gateway(&list, &[]).await;
+    let (code, _, _) = connect(&gw.proxy, "registry.npmjs.org:443").await;
+    assert_eq!(code, 403);
+    let gateway_url = format!("http://{}", gw.admin);
+    let server = common::Workspace::start(&["--egress-gateway-url", &gateway_url]).await;
+    let (code, body) = server.api_get("/api/egress/refusals").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["gateway"], true);
+    assert_eq!(body["refusals"][0]["host"], "registry.npmjs.org");
+    assert_eq!(body["refusals"][0]["decision"], "refused_not_listed");
+    assert!(body["refusals"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("is not on this workspace's egress allow list"));
+    let (_, me) = server.api_get("/api/whoami").await;
+    assert_eq!(me["egress_gateway"], true);
+
+    drop(gw);
+    let (code, body) = server.api_get("/api/egress/refusals").await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["code"], "egress_gateway_unreachable");
+    assert!(
+        body["error"].as_str().unwrap().contains(&gateway_url),
+        "{body}"
+    );
+
+    let plain = common::Workspace::start(&[]).await;
+    let (code, body) = plain.api_get("/api/egress/refusals").await;
+    assert_eq!(code, 200);
+    assert_eq!(body, serde_json::json!({"gateway": false, "refusals": []}));
+    let (_, me) = plain.api_get("/api/whoami").await;
+    assert_eq!(me["egress_gateway"], false);
+}

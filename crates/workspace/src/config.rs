@@ -166,6 +166,9 @@ pub struct ServeConfig {
     pub allow_internal_hooks: bool,
     /// Hook for tasks that name none (and whose assistant has none).
     pub default_hook: Option<crate::hooks::HookSpec>,
+    /// The admin URL of the workspace's egress gateway, when it has one
+    /// (its recent refusals are shown on the dashboard).
+    pub egress_gateway_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@
 const TIERS: &[&[&str]] = &[
     &[
         "clock",
+        "egress",
         "secrets",
         "signature",
         "task_state",

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod extract;

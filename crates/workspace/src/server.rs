@@ -59,6 +59,8 @@ pub enum ServeError {
     Tasks(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot set up the egress gateway client: {0}")]
+    Egress(String),
 }
 
 impl ServeError {
@@ -225,6 +227,12 @@ impl Server {
             hook_wake,
             schedule_wake,
             api_url: None,
+            egress: match &config.egress_gateway_url {
+                Some(url) => Some(Arc::new(
+                    crate::egress::EgressGateway::new(url).map_err(ServeError::Egress)?,
+                )),
+                None => None,
+            },
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -322,6 +330,7 @@ mod tests {
             hooks: Default::default(),
             allow_internal_hooks: false,
             default_hook: None,
+            egress_gateway_url: None,
             data_dir,
         }
     }

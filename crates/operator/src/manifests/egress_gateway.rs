@@ -253,5 +253,21 @@ mod tests {
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.starts_with("egress-gateway "), "{args}");
         assert!(args.contains("--allow-cidr 10.20.0.0/16"), "{args}");
+        // The workspace goes through it, and shows its refusals.
+        let serve = crate::manifests::workload::serve_args(&ws).join(" ");
+        assert!(
+            serve.contains("--egress-gateway-url=http://egress-gateway:3129"),
+            "{serve}"
+        );
+        let w = crate::manifests::workload::deployment(&ws, &Settings::default());
+        let env = w.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let https_proxy = env
+            .iter()
+            .find(|e| e.name == "HTTPS_PROXY")
+            .and_then(|e| e.value.clone());
+        assert_eq!(https_proxy.as_deref(), Some("http://egress-gateway:3128"));
     }
 }

@@ -69,6 +69,14 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
     if auth.read_only {
         args.push("--read-only".into());
     }
+    if super::egress_gateway::enabled(ws) {
+        // The dashboard lists what the gateway refused.
+        args.push(format!(
+            "--egress-gateway-url=http://{}:{}",
+            names::EGRESS_GATEWAY,
+            names::EGRESS_ADMIN_PORT
+        ));
+    }
     args
 }
 

@@ -49,4 +49,6 @@ pub struct AppState {
     pub schedule_wake: Arc<tokio::sync::Notify>,
     /// The api listener's URL as webhook senders reach it, when known.
     pub api_url: Option<Arc<str>>,
+    /// The workspace's egress gateway, when the operator gave it one.
+    pub egress: Option<Arc<crate::egress::EgressGateway>>,
 }

@@ -20,8 +20,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::routes::{
-    dashboard, events, files, files_watch, health, hooks, metrics as metrics_route, schedules,
-    session, stream, system, tasks, terminal, webhooks,
+    dashboard, egress, events, files, files_watch, health, hooks, metrics as metrics_route,
+    schedules, session, stream, system, tasks, terminal, webhooks,
 };
 use super::AppState;
 use crate::auth;
@@ -48,6 +48,7 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/assistants", get(tasks::assistants))
         .route("/whoami", get(session::whoami))
         .route("/system", get(system::system))
+        .route("/egress/refusals", get(egress::refusals))
         .route("/token", post(session::regenerate_token))
         .route("/files", get(files::list).delete(files::delete))
         .route(

@@ -1,6 +1,7 @@
 //! Request handlers, one file per resource.
 
 pub mod dashboard;
+pub mod egress;
 pub mod events;
 pub mod files;
 pub mod files_watch;

@@ -23,6 +23,7 @@ pub async fn whoami(
         "via": caller.via,
         "auth_mode": app.auth.mode().as_str(),
         "read_only": app.auth.read_only(),
+        "egress_gateway": app.egress.is_some(),
     }))
 }
 

@@ -1,0 +1,22 @@
+//! `GET /api/egress/refusals`: the connections the workspace's egress
+//! gateway refused lately, newest first, each with the rule that refused
+//! it; `gateway: false` and no refusals when the workspace has no gateway
+//! (its egress is by address, not by name).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+
+pub async fn refusals(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    let Some(gateway) = &app.egress else {
+        return Ok(axum::Json(json!({"gateway": false, "refusals": []})));
+    };
+    let refusals = gateway
+        .refusals()
+        .await
+        .map_err(|why| ApiError::new(StatusCode::BAD_GATEWAY, "egress_gateway_unreachable", why))?;
+    Ok(axum::Json(json!({"gateway": true, "refusals": refusals})))
+}
