@@ -37,6 +37,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Bytes each direction of a tunnel reads at a time.
+const TUNNEL_BUFFER: usize = 64 << 10;
+
 /// The header naming why a request was refused (its metric label).
 pub const REFUSAL_HEADER: &str = "x-kube-coder-egress-refusal";
 
@@ -157,8 +160,10 @@ async fn tunnel(
             }
         };
         let mut client = TokioIo::new(client);
+        // Large buffers: with the default 8 KiB a tunnel moved a fifth of
+        // what a direct connection does (bench/egress.sh).
         tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TUNNEL_BUFFER, TUNNEL_BUFFER) => {}
             _ = shutdown.cancelled() => {}
         }
     });
