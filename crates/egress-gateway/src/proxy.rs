@@ -219,7 +219,21 @@ async fn forward(
             )
         }
     };
-    for name in HOP_BY_HOP {
+    // And the headers the client's Connection header names as its own.
+    let named: Vec<String> = parts
+        .headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
         parts.headers.remove(name);
     }
     if !parts.headers.contains_key(HOST) {

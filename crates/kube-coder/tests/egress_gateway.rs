@@ -105,7 +105,8 @@ async fn connect(proxy: &str, target: &str) -> (u16, String, String) {
     (code, header, body)
 }
 
-/// A server that answers each HTTP request with its request line and Host.
+/// A server that answers each HTTP request with its request line, its
+/// Host, then its other headers.
 async fn http_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -126,7 +127,19 @@ async fn http_server() -> u16 {
                     .find(|l| l.to_ascii_lowercase().starts_with("host:"))
                     .cloned()
                     .unwrap_or_default();
-                let body = format!("{}\n{}\n", head.first().cloned().unwrap_or_default(), host);
+                // The request line, the Host, then every other header.
+                let rest: Vec<String> = head
+                    .iter()
+                    .skip(1)
+                    .filter(|l| **l != host)
+                    .cloned()
+                    .collect();
+                let body = format!(
+                    "{}\n{}\n{}\n",
+                    head.first().cloned().unwrap_or_default(),
+                    host,
+                    rest.join("\n")
+                );
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -251,13 +264,36 @@ async fn refusals_name_their_rule_and_allowed_names_reach_their_servers() {
         "forwarded in origin form: {out}"
     );
     assert!(out.contains(&format!("Host: localhost:{port}")), "{out}");
+    // Headers of the client's hop stay with the gateway.
+    let (code, out, err) = curl(&[
+        "-x",
+        &proxy,
+        "-H",
+        "Connection: x-hop",
+        "-H",
+        "X-Hop: secret",
+        "-H",
+        "X-Kept: yes",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("X-Kept: yes"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("x-hop"),
+        "a hop-by-hop header was forwarded: {out}"
+    );
+    assert!(
+        !out.to_ascii_lowercase().contains("proxy-connection"),
+        "{out}"
+    );
     // Through a CONNECT tunnel (curl -p), as HTTPS would go.
     let (code, out, err) = curl(&["-p", "-x", &proxy, &url]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("GET /some/path?q=1 HTTP/1.1\n"), "{out}");
     let metrics = get_text(&format!("http://{}/metrics", gw.admin)).await;
     assert!(
-        metrics.contains(r#"egress_requests_total{decision="allowed"} 2"#),
+        metrics.contains(r#"egress_requests_total{decision="allowed"} 3"#),
         "{metrics}"
     );
 

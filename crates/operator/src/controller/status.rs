@@ -31,14 +31,28 @@ pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
             (Phase::Provisioning, "stopping".into())
         };
     }
-    if current && ready >= 1 {
-        (Phase::Ready, "the workspace is running".into())
-    } else {
-        (
+    if !(current && ready >= 1) {
+        return (
             Phase::Provisioning,
             "waiting for the workspace pod to become ready".into(),
-        )
+        );
     }
+    // Egress by name: without its gateway the workspace reaches nothing.
+    if crate::manifests::egress_gateway::enabled(ws) {
+        let gateway: Option<Deployment> =
+            caches.get_as(Kind::Deployment, names::EGRESS_GATEWAY, Some(&ns));
+        let gateway_ready = gateway
+            .and_then(|g| g.status)
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if gateway_ready < 1 {
+            return (
+                Phase::Provisioning,
+                "waiting for the egress gateway to become ready".into(),
+            );
+        }
+    }
+    (Phase::Ready, "the workspace is running".into())
 }
 
 fn condition(
