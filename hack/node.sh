@@ -223,6 +223,9 @@ clusterDomain: cluster.local
 resolvConf: $n/resolv.conf
 podLogsDir: $n/pod-logs
 serializeImagePulls: false
+# Mounted ConfigMaps and Secrets follow their objects within this (default
+# 1m): an egress allow list or a rotated token reaches its pod in seconds.
+syncFrequency: 10s
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
