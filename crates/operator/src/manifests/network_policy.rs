@@ -8,6 +8,12 @@
 //! denied ranges are every private, loopback, link-local (cloud metadata),
 //! CGNAT, multicast and reserved range, so the policy fails closed on any
 //! cloud, not only one provider's CIDRs.
+//!
+//! With `network.egress.allowDomains` (egress by name) the workspace's
+//! egress policy, under the same name so switching modes replaces it,
+//! allows DNS and its egress gateway only; two more policies let the
+//! gateway take the workspace's traffic alone and go where the rules above
+//! would have let the workspace go.
 
 use std::collections::BTreeMap;
 
