@@ -9,17 +9,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    PodSpec, SeccompProfile, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::container::{hardened, http_probe, resources};
 use super::meta;
+use super::workload::one_pod_deployment;
 use crate::crd::Workspace;
 use crate::names;
 use crate::settings::Settings;
@@ -160,26 +159,8 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         }]),
         ..Default::default()
     };
-    Deployment {
-        metadata: meta(ws, names::EGRESS_GATEWAY, true, true),
-        spec: DeploymentSpec {
-            // Stopped with the workspace: a stopped workspace costs nothing.
-            replicas: Some(if ws.spec.running { 1 } else { 0 }),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    // Stopped with the workspace: a stopped workspace costs nothing.
+    one_pod_deployment(ws, names::EGRESS_GATEWAY, labels, pod, None)
 }
 
 pub fn service(ws: &Workspace) -> Service {

@@ -90,10 +90,7 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
                     dns_rule(ws, settings)?,
                     NetworkPolicyEgressRule {
                         to: Some(vec![pod_peer(gateway_pod(ws))]),
-                        ports: Some(vec![
-                            tcp(names::EGRESS_PROXY_PORT),
-                            tcp(names::EGRESS_ADMIN_PORT),
-                        ]),
+                        ports: Some(gateway_ports()),
                     },
                 ]),
                 ..Default::default()
@@ -107,10 +104,7 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![pod_peer(workspace_pod(ws))]),
-                    ports: Some(vec![
-                        tcp(names::EGRESS_PROXY_PORT),
-                        tcp(names::EGRESS_ADMIN_PORT),
-                    ]),
+                    ports: Some(gateway_ports()),
                 }]),
                 ..Default::default()
             },
@@ -156,6 +150,11 @@ fn gateway_pod(ws: &Workspace) -> LabelSelector {
         match_labels: Some(names::gateway_pod_labels(names::workspace_name(ws))),
         ..Default::default()
     }
+}
+
+/// The gateway's proxy and admin ports (the workspace uses both).
+fn gateway_ports() -> Vec<NetworkPolicyPort> {
+    vec![tcp(names::EGRESS_PROXY_PORT), tcp(names::EGRESS_ADMIN_PORT)]
 }
 
 /// Pods of this namespace.

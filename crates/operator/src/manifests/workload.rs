@@ -4,6 +4,8 @@
 //! read-only root filesystem with writable home and /tmp, no service
 //! account token, probes on the api port.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
@@ -227,21 +229,40 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         ),
         ..Default::default()
     };
+    one_pod_deployment(
+        ws,
+        names::WORKLOAD,
+        pod_labels,
+        pod,
+        // The home volume is ReadWriteOnce: the old pod goes first.
+        Some(DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            ..Default::default()
+        }),
+    )
+}
+
+/// A Deployment of this workspace running one `pod` labelled `labels`
+/// while the workspace runs, none while it is stopped.
+pub fn one_pod_deployment(
+    ws: &Workspace,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    pod: PodSpec,
+    strategy: Option<DeploymentStrategy>,
+) -> Deployment {
     Deployment {
-        metadata: meta(ws, names::WORKLOAD, true, true),
+        metadata: meta(ws, name, true, true),
         spec: DeploymentSpec {
             replicas: Some(if ws.spec.running { 1 } else { 0 }),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..Default::default()
-            }),
+            strategy,
             selector: LabelSelector {
-                match_labels: Some(pod_labels.clone()),
+                match_labels: Some(labels.clone()),
                 ..Default::default()
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
+                    labels: Some(labels),
                     ..Default::default()
                 }),
                 spec: Some(pod),
