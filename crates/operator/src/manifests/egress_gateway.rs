@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSecurityContext,
-    PodSpec, SeccompProfile, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::container::{hardened, http_probe, resources};
 use super::meta;
-use super::workload::one_pod_deployment;
+use super::workload::{locked_down_pod, one_pod_deployment};
 use crate::crd::Workspace;
 use crate::names;
 use crate::settings::Settings;
@@ -132,21 +132,6 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         ..Default::default()
     };
     let pod = PodSpec {
-        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
-        service_account_name: Some(names::SERVICE_ACCOUNT.into()),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(names::IMAGE_UID),
-            run_as_group: Some(names::IMAGE_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
         containers: vec![container],
         volumes: Some(vec![Volume {
             name: "allow-list".into(),
@@ -157,7 +142,7 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             }),
             ..Default::default()
         }]),
-        ..Default::default()
+        ..locked_down_pod(settings, names::IMAGE_UID)
     };
     // Stopped with the workspace: a stopped workspace costs nothing.
     one_pod_deployment(ws, names::EGRESS_GATEWAY, labels, pod, None)

@@ -183,27 +183,15 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         }),
         ..Default::default()
     };
+    let mut pod = locked_down_pod(settings, names::UID);
+    if let Some(sc) = pod.security_context.as_mut() {
+        sc.fs_group = Some(names::UID);
+    }
     let pod = PodSpec {
-        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
-        service_account_name: Some(names::SERVICE_ACCOUNT.into()),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
         image_pull_secrets: ws.spec.image.pull_secret.as_ref().map(|_| {
             vec![LocalObjectReference {
                 name: names::PULL_SECRET.into(),
             }]
-        }),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(names::UID),
-            run_as_group: Some(names::UID),
-            fs_group: Some(names::UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
         }),
         containers,
         volumes: Some(
@@ -227,7 +215,7 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             .chain(oauth2_proxy::provider_ca_volume(ws))
             .collect(),
         ),
-        ..Default::default()
+        ..pod
     };
     one_pod_deployment(
         ws,
@@ -240,6 +228,30 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             ..Default::default()
         }),
     )
+}
+
+/// What every pod in a workspace namespace shares: the nodes set aside
+/// for workspaces, the token-less ServiceAccount, no service links, and a
+/// non-root user `uid` with the RuntimeDefault seccomp profile.
+pub fn locked_down_pod(settings: &Settings, uid: i64) -> PodSpec {
+    PodSpec {
+        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
+        service_account_name: Some(names::SERVICE_ACCOUNT.into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(uid),
+            run_as_group: Some(uid),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// A Deployment of this workspace running one `pod` labelled `labels`
