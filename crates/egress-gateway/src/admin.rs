@@ -1,7 +1,7 @@
 //! The admin port, for the cluster rather than the workspace's programs:
 //! `/healthz` (probes), `/metrics` (Prometheus), `/refusals` (the recent
-//! refusals, newest first, as JSON: the workspace server shows them on its
-//! dashboard).
+//! refusals, newest first, as JSON) and `/usage` (the month's model usage
+//! and budget): the workspace server shows both on its dashboard and API.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,12 +19,39 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+/// The month's model usage, the budget, and the providers on offer.
+fn usage(gw: &Gateway) -> serde_json::Value {
+    let Some(models) = &gw.models else {
+        return serde_json::json!({"models": false});
+    };
+    let loaded = models.current();
+    let month = gw.meter.snapshot();
+    let budget = loaded.config.monthly_token_budget;
+    serde_json::json!({
+        "models": true,
+        "month": month.month,
+        "renews": crate::models::meter::next_month(&month.month),
+        "budget": budget,
+        "used": month.used(),
+        "remaining": budget.map(|b| b.saturating_sub(month.used())),
+        "input_tokens": month.input_tokens,
+        "output_tokens": month.output_tokens,
+        "requests": month.requests,
+        "by_provider": month.providers,
+        "providers": loaded.config.providers.iter().map(|p| serde_json::json!({
+            "name": p.name,
+            "api": p.api,
+            "has_key": loaded.key(&p.name).is_some(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub async fn handle(
@@ -44,8 +71,9 @@ pub async fn handle(
         "/metrics" => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            gw.ledger.encode(),
+            gw.encode_metrics(),
         ),
+        "/usage" => respond(StatusCode::OK, JSON, usage(&gw).to_string()),
         "/refusals" => respond(
             StatusCode::OK,
             JSON,
@@ -54,7 +82,7 @@ pub async fn handle(
         _ => respond(
             StatusCode::NOT_FOUND,
             JSON,
-            r#"{"error":"not_found","message":"the admin port serves /healthz, /metrics and /refusals"}"#.into(),
+            r#"{"error":"not_found","message":"the admin port serves /healthz, /metrics, /refusals and /usage"}"#.into(),
         ),
     })
 }

@@ -69,33 +69,45 @@ impl Policy<'_> {
         if self.list.allowing(&name, port).is_none() {
             return Err(Refusal::NotListed { host: name, port });
         }
-        let addrs = resolver.resolve(&name).await.map_err(|why| Refusal::Dns {
-            host: name.clone(),
-            why,
-        })?;
-        if addrs.is_empty() {
-            return Err(Refusal::Dns {
-                host: name,
-                why: "the name has no address".into(),
-            });
-        }
-        for addr in &addrs {
-            let addr = canonical(*addr);
-            if let Some(why) = refusal(addr) {
-                if !self.allow_cidrs.iter().any(|n| n.contains(&addr)) {
-                    return Err(Refusal::Private {
-                        host: name,
-                        addr,
-                        why,
-                    });
-                }
+        public_addresses(resolver, self.allow_cidrs, &name, port).await
+    }
+}
+
+/// `name` resolved once, every address public (or in `allow_cidrs`): the
+/// address half of the checks, also for model providers, whose names the
+/// cluster's administrator chose rather than the allow list.
+pub async fn public_addresses(
+    resolver: &dyn Resolve,
+    allow_cidrs: &[IpNet],
+    name: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Refusal> {
+    let addrs = resolver.resolve(name).await.map_err(|why| Refusal::Dns {
+        host: name.to_string(),
+        why,
+    })?;
+    if addrs.is_empty() {
+        return Err(Refusal::Dns {
+            host: name.to_string(),
+            why: "the name has no address".into(),
+        });
+    }
+    for addr in &addrs {
+        let addr = canonical(*addr);
+        if let Some(why) = refusal(addr) {
+            if !allow_cidrs.iter().any(|n| n.contains(&addr)) {
+                return Err(Refusal::Private {
+                    host: name.to_string(),
+                    addr,
+                    why,
+                });
             }
         }
-        Ok(addrs
-            .into_iter()
-            .map(|a| SocketAddr::new(a, port))
-            .collect())
     }
+    Ok(addrs
+        .into_iter()
+        .map(|a| SocketAddr::new(a, port))
+        .collect())
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is, so an allowed

@@ -34,20 +34,12 @@ pub struct RecentRefusal {
 }
 
 pub struct Ledger {
-    registry: Registry,
     requests: Family<DecisionLabel, Counter>,
     recent: Mutex<VecDeque<RecentRefusal>>,
 }
 
-impl Default for Ledger {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Ledger {
-    pub fn new() -> Ledger {
-        let mut registry = Registry::default();
+    pub fn new(registry: &mut Registry) -> Ledger {
         let requests = Family::<DecisionLabel, Counter>::default();
         registry.register(
             "egress_requests",
@@ -55,7 +47,6 @@ impl Ledger {
             requests.clone(),
         );
         Ledger {
-            registry,
             requests,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
@@ -106,13 +97,5 @@ impl Ledger {
     pub fn recent(&self) -> Vec<RecentRefusal> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().cloned().collect()
-    }
-
-    /// The metrics in the Prometheus text format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
     }
 }

@@ -3,7 +3,9 @@
 //! The workspace's NetworkPolicy then lets it reach only DNS and this
 //! gateway, and its `HTTPS_PROXY`/`HTTP_PROXY` point here; the gateway lets
 //! a connection out only to a host name on the list, at addresses it
-//! resolved itself and found public.
+//! resolved itself and found public. When the Workspace has `spec.models`,
+//! a third port takes its model requests and adds the provider keys only
+//! this pod can read.
 //!
 //! - `allow_list.rs` — the list's entries and how a name matches them.
 //! - `decision.rs` — the checks in order, and the refusal that names its rule.
@@ -11,11 +13,14 @@
 //! - `admin.rs` — health, metrics and the recent refusals.
 //! - `ledger.rs` — every decision logged and counted; refusals kept.
 //! - `reload.rs` — the list follows its file (a mounted ConfigMap).
+//! - `models/` — the model port: provider keys added here, never in the
+//!   workspace; usage counted and held to a monthly budget.
 
 pub mod admin;
 pub mod allow_list;
 pub mod decision;
 pub mod ledger;
+pub mod models;
 pub mod proxy;
 pub mod reload;
 
@@ -28,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use workspace::hooks::ssrf::{Resolve, SystemResolver};
@@ -35,6 +41,8 @@ use workspace::hooks::ssrf::{Resolve, SystemResolver};
 use allow_list::AllowList;
 use decision::{Policy, Refusal};
 use ledger::Ledger;
+use models::meter::{Meter, UsageStore};
+use models::{Models, ModelsSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -60,6 +68,8 @@ pub enum GatewayError {
     },
     #[error("cannot set up DNS resolution: {0}")]
     Resolver(String),
+    #[error(transparent)]
+    Models(#[from] models::ModelsError),
 }
 
 /// How the gateway runs (the flags of `kube-coder egress-gateway`).
@@ -74,31 +84,51 @@ pub struct Config {
     /// Ranges reached although private (the Workspace's allowCIDRs).
     pub allow_cidrs: Vec<IpNet>,
     pub connect_timeout: Duration,
+    /// The model port, when the workspace has model providers.
+    pub models: Option<(SocketAddr, ModelsSource)>,
 }
 
 /// What every request reads: the list in force, the resolver, the ledger.
 pub struct Gateway {
     list: RwLock<Arc<AllowList>>,
     allow_cidrs: Vec<IpNet>,
-    resolver: Box<dyn Resolve>,
+    resolver: Arc<dyn Resolve>,
     pub ledger: Ledger,
     connect_timeout: Duration,
+    pub models: Option<Models>,
+    pub meter: Arc<Meter>,
+    registry: Registry,
 }
 
 impl Gateway {
     pub fn new(
         list: AllowList,
         allow_cidrs: Vec<IpNet>,
-        resolver: Box<dyn Resolve>,
+        resolver: Arc<dyn Resolve>,
         connect_timeout: Duration,
+        models: Option<Models>,
     ) -> Gateway {
+        let mut registry = Registry::default();
+        let ledger = Ledger::new(&mut registry);
+        let meter = Arc::new(Meter::new(&mut registry));
         Gateway {
             list: RwLock::new(Arc::new(list)),
             allow_cidrs,
             resolver,
-            ledger: Ledger::new(),
+            ledger,
             connect_timeout,
+            models,
+            meter,
+            registry,
         }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 
     fn list(&self) -> Arc<AllowList> {
@@ -124,6 +154,7 @@ impl Gateway {
 pub struct Bound {
     proxy: TcpListener,
     admin: TcpListener,
+    models: Option<TcpListener>,
     gateway: Arc<Gateway>,
     config: Config,
 }
@@ -136,12 +167,17 @@ impl Bound {
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin.local_addr()
     }
+
+    pub fn models_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.models.as_ref().map(TcpListener::local_addr)
+    }
 }
 
 /// Reads the list and binds both ports.
 pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     let list = reload::load(&config.allow_file)?;
-    let resolver = SystemResolver::new().map_err(GatewayError::Resolver)?;
+    let resolver: Arc<dyn Resolve> =
+        Arc::new(SystemResolver::new().map_err(GatewayError::Resolver)?);
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -150,29 +186,91 @@ pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     let proxy = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
     tracing::info!(entries = list.len(), file = %config.allow_file.display(), "egress allow list loaded");
+    let (models, models_listener) = match &config.models {
+        Some((addr, source)) => {
+            let models =
+                Models::load(source.clone(), resolver.clone(), config.allow_cidrs.clone())?;
+            let loaded = models.current();
+            tracing::info!(
+                providers = loaded.config.providers.len(),
+                budget = ?loaded.config.monthly_token_budget,
+                "model settings loaded"
+            );
+            (Some(models), Some(bind(*addr).await?))
+        }
+        None => (None, None),
+    };
     let gateway = Arc::new(Gateway::new(
         list,
         config.allow_cidrs.clone(),
-        Box::new(resolver),
+        resolver,
         config.connect_timeout,
+        models,
     ));
     Ok(Bound {
         proxy,
         admin,
+        models: models_listener,
         gateway,
         config,
     })
 }
 
-/// Serves until `shutdown`; open tunnels end with it.
-pub async fn run(bound: Bound, shutdown: CancellationToken) -> Result<(), GatewayError> {
+/// Serves until `shutdown`; open tunnels end with it. The month's model
+/// usage is loaded from and saved to `usage_store` (in memory only without
+/// one).
+pub async fn run(
+    bound: Bound,
+    usage_store: Option<Arc<dyn UsageStore>>,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
     let Bound {
         proxy,
         admin,
+        models,
         gateway,
         config,
     } = bound;
-    reload::watch(&config.allow_file, gateway.clone(), shutdown.clone())?;
+    reload::watch_list(&config.allow_file, gateway.clone(), shutdown.clone())?;
+    if let Some(m) = &gateway.models {
+        let dirs: Vec<PathBuf> = models::watched(&m.source)
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .map(PathBuf::from)
+            .collect();
+        let gw = gateway.clone();
+        reload::watch(&dirs, shutdown.clone(), move |_| {
+            if let Some(m) = &gw.models {
+                if let Err(e) = m.reload() {
+                    tracing::warn!(error = %e, "keeping the model settings in force");
+                }
+            }
+        })?;
+    }
+    let keeper = match usage_store {
+        Some(store) => {
+            models::meter::load(&gateway.meter, store.as_ref()).await;
+            tokio::spawn(models::meter::keep(
+                gateway.meter.clone(),
+                store,
+                shutdown.clone(),
+            ))
+        }
+        None => tokio::spawn(async {}),
+    };
+    let models_loop = {
+        let gw = gateway.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            if let Some(listener) = models {
+                accept(listener, shutdown, move |_| {
+                    let gw = gw.clone();
+                    service_fn(move |req| models::forward::handle(gw.clone(), req))
+                })
+                .await
+            }
+        }
+    };
     let admin_loop = {
         let gw = gateway.clone();
         accept(admin, shutdown.clone(), move |_| {
@@ -191,7 +289,9 @@ pub async fn run(bound: Bound, shutdown: CancellationToken) -> Result<(), Gatewa
             },
         )
     };
-    tokio::join!(admin_loop, proxy_loop);
+    tokio::join!(admin_loop, proxy_loop, models_loop);
+    // The last usage is saved before the process ends.
+    let _ = keeper.await;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST};
 use hyper::{Method, Request, Response, StatusCode};
@@ -22,11 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::decision::Refusal;
 use crate::Gateway;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Every answer's body: the errors of whatever it streams from.
+pub type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Headers that belong to one hop, never forwarded (RFC 9110 §7.6.1, and
 /// the proxy's own).
-const HOP_BY_HOP: [&str; 8] = [
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "proxy-connection",
     "keep-alive",
@@ -47,7 +48,7 @@ fn text(status: StatusCode, message: String) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(format!("{message}\n")))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -167,7 +168,7 @@ async fn tunnel(
             _ = shutdown.cancelled() => {}
         }
     });
-    Response::new(Empty::new().map_err(|never| match never {}).boxed())
+    Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync())
 }
 
 async fn forward(
@@ -242,7 +243,7 @@ async fn forward(
         }
     }
     match sender.send_request(Request::from_parts(parts, body)).await {
-        Ok(response) => response.map(|b| b.boxed()),
+        Ok(response) => response.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(e) => text(
             StatusCode::BAD_GATEWAY,
             format!("kube-coder egress gateway: {host}:{port} failed the request ({e})"),

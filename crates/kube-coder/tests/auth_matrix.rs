@@ -200,6 +200,12 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/usage",
+        body: None,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
         path: "/api/webhooks",
         body: None,
         ok: 200,

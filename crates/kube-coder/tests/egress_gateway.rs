@@ -48,12 +48,7 @@ async fn gateway(allow_file: &Path, extra: &[&str]) -> Gateway {
         .kill_on_drop(true)
         .spawn()
         .expect("start the gateway");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the gateway printed its ports")
-        .unwrap()
-        .expect("the gateway exited before listening");
+    let line = common::first_line(&mut child, "the gateway").await;
     // "kube-coder egress gateway: proxy on A, admin on B"
     let proxy = line
         .split("proxy on ")
@@ -64,7 +59,6 @@ async fn gateway(allow_file: &Path, extra: &[&str]) -> Gateway {
         .unwrap()
         .to_string();
     let admin = line.split("admin on ").nth(1).unwrap().trim().to_string();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Gateway {
         _child: child,
         proxy,

@@ -1,7 +1,8 @@
 //! The workspace's egress gateway, as the dashboard sees it: when the
 //! operator put the workspace behind one (`--egress-gateway-url`, the
 //! gateway's admin port), its recent refusals, so a user whose `npm
-//! install` failed reads which name was refused and by which rule.
+//! install` failed reads which name was refused and by which rule; and the
+//! month's model usage against the workspace's budget.
 //!
 //! The client ignores the proxy variables: the workspace's own
 //! `HTTP_PROXY` points at this same gateway, whose proxy port would refuse
@@ -34,7 +35,20 @@ impl EgressGateway {
 
     /// The gateway's recent refusals (newest first), as it lists them.
     pub async fn refusals(&self) -> Result<serde_json::Value, String> {
-        let url = format!("{}/refusals", self.url);
+        let body = self.get("refusals").await?;
+        Ok(body
+            .get("refusals")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!([])))
+    }
+
+    /// The month's model usage and budget, as the gateway counts them.
+    pub async fn usage(&self) -> Result<serde_json::Value, String> {
+        self.get("usage").await
+    }
+
+    async fn get(&self, what: &str) -> Result<serde_json::Value, String> {
+        let url = format!("{}/{what}", self.url);
         let r = self
             .client
             .get(&url)
@@ -48,13 +62,8 @@ impl EgressGateway {
                 r.status()
             ));
         }
-        let body: serde_json::Value = r
-            .json()
+        r.json()
             .await
-            .map_err(|e| format!("the egress gateway's answer is not JSON ({e})"))?;
-        Ok(body
-            .get("refusals")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!([])))
+            .map_err(|e| format!("the egress gateway's answer is not JSON ({e})"))
     }
 }

@@ -449,3 +449,18 @@ impl Drop for Mount {
             .status();
     }
 }
+
+/// The first line a spawned program prints (its address, say); the rest
+/// of its output is read and dropped so it never blocks on a full pipe.
+pub async fn first_line(child: &mut tokio::process::Child, what: &str) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{what} printed nothing in 20 s"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{what} exited before it was ready"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    line
+}

@@ -49,6 +49,7 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/whoami", get(session::whoami))
         .route("/system", get(system::system))
         .route("/egress/refusals", get(egress::refusals))
+        .route("/usage", get(egress::usage))
         .route("/token", post(session::regenerate_token))
         .route("/files", get(files::list).delete(files::delete))
         .route(
