@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use k8s_openapi::api::core::v1::Toleration;
-use operator::settings::Settings;
+use operator::settings::{ModelProvider, Settings};
 
 /// Cluster-wide settings (the operator's flags; `render` takes them too).
 #[derive(Args, Debug, Clone)]
@@ -57,6 +57,32 @@ pub struct SettingsArgs {
     /// The image egress gateways run (the kube-coder image).
     #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_IMAGE", default_value_t = Settings::default().egress_gateway_image)]
     egress_gateway_image: String,
+    /// A model provider for workspaces with `spec.models`: NAME:API:URL
+    /// (API: anthropic, openai or gemini); repeat or separate with commas.
+    /// Unset: anthropic, openai and gemini at their public APIs.
+    #[arg(long = "model-provider", env = "KUBE_CODER_MODEL_PROVIDERS",
+          value_delimiter = ',', value_parser = ModelProvider::parse)]
+    model_providers: Vec<ModelProvider>,
+    /// The Secret in the operator's namespace holding the model keys, one
+    /// entry per provider name.
+    #[arg(long, env = "KUBE_CODER_MODEL_KEYS_SECRET", default_value_t = Settings::default().model_keys_secret)]
+    model_keys_secret: String,
+    /// PEM certificates egress gateways trust besides the public roots (a
+    /// model provider behind your own CA).
+    #[arg(long, env = "KUBE_CODER_MODEL_CA_FILE")]
+    model_ca_file: Option<std::path::PathBuf>,
+    /// Where the API server listens (ip:port), for the policy that lets a
+    /// gateway keep its model usage; repeat or separate with commas. Unset:
+    /// read from the `kubernetes` EndpointSlice at start.
+    #[arg(long = "api-server-endpoint", env = "KUBE_CODER_API_SERVER_ENDPOINTS",
+          value_delimiter = ',', value_parser = parse_endpoint)]
+    api_server_endpoints: Vec<String>,
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    s.parse::<std::net::SocketAddr>()
+        .map(|a| a.to_string())
+        .map_err(|_| format!("{s:?} is not an endpoint: write ip:port, e.g. 10.0.0.1:6443"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -93,9 +119,18 @@ fn parse_toleration(s: &str) -> Result<Toleration, String> {
     })
 }
 
-impl From<SettingsArgs> for Settings {
-    fn from(a: SettingsArgs) -> Self {
-        Settings {
+impl TryFrom<SettingsArgs> for Settings {
+    type Error = String;
+
+    fn try_from(a: SettingsArgs) -> Result<Self, String> {
+        let model_ca_bundle = match &a.model_ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read --model-ca-file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Settings {
             image_repository: a.image_repository,
             image_tag: a.image_tag,
             oauth2_proxy_image: a.oauth2_proxy_image,
@@ -108,7 +143,15 @@ impl From<SettingsArgs> for Settings {
             tolerations: a.tolerations,
             egress_default_domains: a.egress_default_domains,
             egress_gateway_image: a.egress_gateway_image,
-        }
+            model_providers: if a.model_providers.is_empty() {
+                ModelProvider::defaults()
+            } else {
+                a.model_providers
+            },
+            model_keys_secret: a.model_keys_secret,
+            model_ca_bundle,
+            api_server_endpoints: a.api_server_endpoints,
+        })
     }
 }
 

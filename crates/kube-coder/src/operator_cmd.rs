@@ -52,6 +52,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     crate::serve::init_logging(&args.log_format);
     cluster::block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let settings = args.settings.try_into()?;
         let stats = Arc::new(Stats::default());
         let config = kube::Config::infer().await.map_err(|e| {
             format!("cannot find a cluster ({e}); set KUBECONFIG or run inside the cluster")
@@ -78,7 +79,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         };
         controller::run(
             client,
-            args.settings.into(),
+            settings,
             Duration::from_secs(args.idle_check_secs.max(1)),
             stats,
             shutdown,

@@ -58,6 +58,10 @@ pub struct WorkspaceSpec {
     pub network: Network,
     #[serde(default)]
     pub build: Build,
+    /// Model providers through the egress gateway, whose keys the workspace
+    /// never holds. Unset: no model port, no keys, no budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Models>,
     /// Stop the workload after this long without HTTP activity and without
     /// running tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,6 +357,32 @@ pub struct Egress {
     #[schemars(length(max = 256), inner(length(max = 260)))]
     #[x_kube(validation = Rule::new(r"self.all(d, d.matches('^(\\*\\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$'))").message("network.egress.allowDomains holds lower-case host names such as registry.npmjs.org or *.github.com, each optionally with :port"))]
     pub allow_domains: Option<Vec<String>>,
+}
+
+/// The workspace's model providers: its programs call the egress gateway
+/// (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`, `GOOGLE_GEMINI_BASE_URL` point
+/// there, with a placeholder key), and the gateway adds the real key from
+/// the cluster's model key Secret, which only the gateway's pod mounts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Models {
+    /// Which of the cluster's providers this workspace may use, by name.
+    /// Unset: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+        )
+    )]
+    pub providers: Option<Vec<String>>,
+    /// Input plus output tokens the workspace may use per calendar month
+    /// (UTC); once used up, model requests get 429 naming this budget.
+    /// Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub monthly_token_budget: Option<i64>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -37,6 +37,12 @@ pub const EGRESS_GATEWAY: &str = "egress-gateway";
 pub const EGRESS_ALLOW_LIST: &str = "egress-allow-list";
 pub const EGRESS_PROXY_PORT: i32 = 3128;
 pub const EGRESS_ADMIN_PORT: i32 = 3129;
+/// The gateway's model port, the key Secret only its pod mounts, and the
+/// ConfigMap where it keeps the month's model usage (the one object its
+/// ServiceAccount may change).
+pub const EGRESS_MODELS_PORT: i32 = 3130;
+pub const MODEL_KEYS_SECRET: &str = "model-keys";
+pub const MODEL_USAGE: &str = "model-usage";
 /// The user of the kube-coder image (the gateway's).
 pub const IMAGE_UID: i64 = 65532;
 

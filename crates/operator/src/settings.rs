@@ -38,6 +38,80 @@ pub struct Settings {
     pub egress_default_domains: Vec<String>,
     /// The image of egress gateways (the kube-coder image).
     pub egress_gateway_image: String,
+    /// The model providers workspaces with `spec.models` may use through
+    /// their gateway.
+    pub model_providers: Vec<ModelProvider>,
+    /// The Secret in the operator's namespace holding the providers' keys,
+    /// one entry per provider name; copied into a workspace's namespace
+    /// for its gateway's pod alone.
+    pub model_keys_secret: String,
+    /// PEM certificates gateways trust besides the public roots (a model
+    /// provider behind the company's own CA).
+    pub model_ca_bundle: Option<String>,
+    /// Where the API server really listens (`ip:port`; a NetworkPolicy
+    /// sees these, not the `kubernetes` Service's address): a gateway with
+    /// models keeps its usage through it. Found from the `kubernetes`
+    /// EndpointSlice when the operator starts, unless given.
+    pub api_server_endpoints: Vec<String>,
+}
+
+/// A model provider: the path prefix on the gateway's model port, the API
+/// it speaks (`anthropic`, `openai` or `gemini`: how it takes its key), and
+/// the base URL the prefix stands for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProvider {
+    pub name: String,
+    pub api: String,
+    pub base_url: String,
+}
+
+impl ModelProvider {
+    /// The providers every cluster starts with.
+    pub fn defaults() -> Vec<ModelProvider> {
+        [
+            ("anthropic", "anthropic", "https://api.anthropic.com"),
+            ("openai", "openai", "https://api.openai.com/v1"),
+            (
+                "gemini",
+                "gemini",
+                "https://generativelanguage.googleapis.com",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, api, url)| ModelProvider {
+            name: name.into(),
+            api: api.into(),
+            base_url: url.into(),
+        })
+        .collect()
+    }
+
+    /// `NAME:API:URL`, as the operator's flag takes it.
+    pub fn parse(s: &str) -> Result<ModelProvider, String> {
+        let bad = || {
+            format!("{s:?} is not a model provider: write NAME:API:URL, e.g. local:openai:https://llm.example.com/v1 (API is anthropic, openai or gemini)")
+        };
+        let mut parts = s.splitn(3, ':');
+        let (Some(name), Some(api), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok
+            || !["anthropic", "openai", "gemini"].contains(&api)
+            || !url.starts_with("https://")
+        {
+            return Err(bad());
+        }
+        Ok(ModelProvider {
+            name: name.into(),
+            api: api.into(),
+            base_url: url.into(),
+        })
+    }
 }
 
 impl Default for Settings {
@@ -59,6 +133,10 @@ impl Default for Settings {
                 env!("CARGO_PKG_VERSION")
             )
             .into(),
+            model_providers: ModelProvider::defaults(),
+            model_keys_secret: "kube-coder-model-keys".into(),
+            model_ca_bundle: None,
+            api_server_endpoints: Vec::new(),
         }
     }
 }

@@ -210,22 +210,24 @@ pub const REAL_NODE_KEY: &str = "kube-coder.dev/node";
 /// built into it (the defaults: `ghcr.io/kube-coder/workspace:<version>`).
 pub fn operator_for_real_node() -> &'static OperatorHandle {
     static OP: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
-    OP.get_or_init(|| {
-        launch_operator(|_| operator::settings::Settings {
-            node_selector: [(REAL_NODE_KEY.to_string(), "real".to_string())].into(),
-            tolerations: vec![k8s_openapi::api::core::v1::Toleration {
-                key: Some(REAL_NODE_KEY.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoSchedule".into()),
-                ..Default::default()
-            }],
-            oauth2_proxy_image: format!(
-                "ghcr.io/kube-coder/oauth2-proxy:{}",
-                oauth2_proxy_version()
-            ),
+    OP.get_or_init(|| launch_operator(|_| real_node_settings()))
+}
+
+/// The settings of [`operator_for_real_node`], for a test binary that
+/// needs an operator of its own with some changed (one per binary: test
+/// binaries run one at a time).
+pub fn real_node_settings() -> operator::settings::Settings {
+    operator::settings::Settings {
+        node_selector: [(REAL_NODE_KEY.to_string(), "real".to_string())].into(),
+        tolerations: vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some(REAL_NODE_KEY.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
             ..Default::default()
-        })
-    })
+        }],
+        oauth2_proxy_image: format!("ghcr.io/kube-coder/oauth2-proxy:{}", oauth2_proxy_version()),
+        ..Default::default()
+    }
 }
 
 /// The oauth2-proxy version hack/versions.env pins (the test image's tag).
@@ -259,7 +261,11 @@ pub async fn require_real_node(client: &kube::Client) -> String {
     node.metadata.name.unwrap_or_default()
 }
 
-fn launch_operator(settings: impl FnOnce(u16) -> operator::settings::Settings) -> OperatorHandle {
+/// An operator in this process with the settings `settings` makes (given
+/// a free local port, for idle checks).
+pub fn launch_operator(
+    settings: impl FnOnce(u16) -> operator::settings::Settings,
+) -> OperatorHandle {
     {
         // KUBE_CODER_LOG=debug shows the operator's log in test output.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KUBE_CODER_LOG") {

@@ -83,6 +83,38 @@ impl TestHost {
     /// A host at `addr` answering on `port` with `name`. Panics with what
     /// to do when the node has no blackhole for the address's range.
     pub fn start(name: &str, addr: Ipv4Addr, port: u16) -> TestHost {
+        let root = tempfile::tempdir().expect("a directory for the test host");
+        std::fs::write(root.path().join("index.html"), format!("{name}\n"))
+            .expect("write the test host's index");
+        let program = [
+            "python3",
+            "-c",
+            SERVER,
+            &addr.to_string(),
+            &port.to_string(),
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([root.path().display().to_string()])
+        .collect::<Vec<_>>();
+        Self::run(name, addr, port, root, &program)
+    }
+
+    /// A host at `addr` running `program` (with its arguments), which must
+    /// read one line from stdin before it listens (the address is set up
+    /// by then) and print a line starting with `ready` once it does.
+    pub fn start_program(name: &str, addr: Ipv4Addr, port: u16, program: &[String]) -> TestHost {
+        let root = tempfile::tempdir().expect("a directory for the test host");
+        Self::run(name, addr, port, root, program)
+    }
+
+    fn run(
+        name: &str,
+        addr: Ipv4Addr,
+        port: u16,
+        root: tempfile::TempDir,
+        program: &[String],
+    ) -> TestHost {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         assert!(
             blackholed(addr),
@@ -94,13 +126,9 @@ impl TestHost {
         let iface = format!("kcth{tag}");
         let peer = format!("{iface}p");
         let a = addr.to_string();
-        let root = tempfile::tempdir().expect("a directory for the test host");
-        std::fs::write(root.path().join("index.html"), format!("{name}\n"))
-            .expect("write the test host's index");
         let mut server = Command::new("unshare")
-            .args(["--net", "--", "python3", "-c", SERVER])
-            .args([a.as_str(), &port.to_string()])
-            .arg(root.path())
+            .args(["--net", "--"])
+            .args(program)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -143,7 +171,7 @@ impl TestHost {
             let mut line = String::new();
             let stdout = server.stdout.take().ok_or("no stdout")?;
             let _ = BufReader::new(stdout).read_line(&mut line);
-            if line.trim() == "ready" {
+            if line.starts_with("ready") {
                 Ok(())
             } else {
                 Err("its server did not start".to_string())

@@ -83,7 +83,10 @@ pub fn render(args: RenderArgs) -> Result<String, String> {
     let text = std::fs::read_to_string(&args.values)
         .map_err(|e| format!("cannot read {}: {e}", args.values.display()))?;
     let (spec, settings) = parse_values(&args.values, &text)?;
-    let settings = settings.unwrap_or_else(|| args.settings.into());
+    let settings = match settings {
+        Some(s) => s,
+        None => args.settings.try_into()?,
+    };
     let ws = Workspace::new(&args.name, spec);
     let mut objects = manifests::build(&ws, &settings).map_err(|e| e.to_string())?;
     if args.with_secrets {

@@ -89,6 +89,15 @@ pub struct AddArgs {
     /// Stop after this long idle, e.g. 2h.
     #[arg(long)]
     idle_stop_after: Option<String>,
+    /// Model providers through the egress gateway (the cluster's keys, never
+    /// in the workspace); repeat or separate with commas to name which
+    /// (e.g. anthropic), or give `all`.
+    #[arg(long = "models", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Input plus output model tokens per calendar month (implies
+    /// `--models all` when no provider is named).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    monthly_token_budget: Option<i64>,
     /// Return after creating, without waiting for Ready.
     #[arg(long)]
     no_wait: bool,
@@ -175,6 +184,13 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
         ingress,
         network: Default::default(),
         build: Default::default(),
+        models: (!a.models.is_empty() || a.monthly_token_budget.is_some()).then(|| {
+            operator::crd::Models {
+                providers: (!a.models.is_empty() && !a.models.iter().any(|m| m == "all"))
+                    .then(|| a.models.clone()),
+                monthly_token_budget: a.monthly_token_budget,
+            }
+        }),
         idle: a
             .idle_stop_after
             .clone()

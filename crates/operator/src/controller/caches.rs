@@ -75,6 +75,11 @@ impl Caches {
             tasks.push(tokio::spawn(async move {
                 while let Some(event) = stream.next().await {
                     match event {
+                        // The gateway's usage changes with every model
+                        // answer, and nothing the operator builds reads it.
+                        Ok(obj)
+                            if kind == crate::manifests::Kind::ConfigMap
+                                && obj.metadata.name.as_deref() == Some(names::MODEL_USAGE) => {}
                         Ok(obj) => {
                             if let Some(name) = obj.labels().get(names::WORKSPACE_LABEL) {
                                 if tx.send(ObjectRef::new(name)).is_err() {

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod caches;
 pub mod client;
+pub mod cluster_facts;
 pub mod idle;
 pub mod secrets;
 pub mod status;
@@ -118,7 +119,7 @@ pub struct Context {
 /// Run the operator until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
-    settings: Settings,
+    mut settings: Settings,
     idle_check: Duration,
     stats: Arc<Stats>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -134,6 +135,10 @@ pub async fn run(
         _ = shutdown.clone() => return,
     }
     tracing::info!(objects = caches.len(), "watch caches filled");
+    if settings.api_server_endpoints.is_empty() {
+        settings.api_server_endpoints = cluster_facts::api_server_endpoints(&client).await;
+        tracing::info!(endpoints = ?settings.api_server_endpoints, "API server endpoints found");
+    }
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -155,10 +160,15 @@ pub async fn run(
         stats,
         idle_check,
     });
-    Controller::new(Api::<Workspace>::all(client), watcher::Config::default())
+    let controller = Controller::new(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let key_changes = cluster_facts::model_key_changes(&client, &ctx.settings, controller.store());
+    controller
         .graceful_shutdown_on(shutdown)
         .trigger_backoff(caches::watch_backoff())
-        .reconcile_on(triggers)
+        .reconcile_on(futures_util::stream::select(triggers, key_changes))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -1,5 +1,6 @@
 //! The workspace's Secrets: credentials generated once and kept, and the
-//! Secrets copied from the operator's namespace (oauth2 client, image pull).
+//! Secrets copied from the operator's namespace (oauth2 client, image pull,
+//! the model keys its providers need, for the egress gateway's pod only).
 //!
 //! A cold or lagging cache must never lead to a second, different token,
 //! so a cache miss is confirmed with a GET, and a first credentials Secret
@@ -13,6 +14,7 @@ use super::caches::Caches;
 use super::Error;
 use crate::crd::{AuthType, Workspace};
 use crate::manifests::credentials::{self, Credentials};
+use crate::manifests::egress_gateway;
 use crate::manifests::{Kind, Manifest};
 use crate::names;
 use crate::settings::Settings;
@@ -132,6 +134,26 @@ pub async fn copied(
             )
             .map_err(Error::BadSecret)?;
             out.push(Manifest::new(Kind::Secret, &secret)?);
+        }
+    }
+    if egress_gateway::has_models(ws) {
+        // Absent keys are not an error here: the gateway answers each model
+        // request with which key is missing, and the copy follows as soon
+        // as the Secret appears (it triggers a reconcile).
+        let name = &settings.model_keys_secret;
+        let found = source_api.get_opt(name).await.map_err(|e| Error::Read {
+            what: format!("Secret {}/{name}", settings.operator_namespace),
+            message: super::describe(e),
+        })?;
+        if let Some(src) = found {
+            let wanted: Vec<&str> = egress_gateway::providers(ws, settings)
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            out.push(Manifest::new(
+                Kind::Secret,
+                &credentials::model_keys(ws, &src, &wanted),
+            )?);
         }
     }
     if let Some(pull) = &ws.spec.image.pull_secret {

@@ -167,6 +167,23 @@ pub fn pull_secret(ws: &Workspace, source: &Secret) -> Secret {
     }
 }
 
+/// The keys of the workspace's model providers (`wanted`), copied from the
+/// cluster's key Secret; no other provider's key enters the namespace.
+pub fn model_keys(ws: &Workspace, source: &Secret, wanted: &[&str]) -> Secret {
+    let data = source.data.as_ref().map(|d| {
+        d.iter()
+            .filter(|(k, _)| wanted.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    Secret {
+        metadata: meta(ws, names::MODEL_KEYS_SECRET, true, true),
+        type_: Some("Opaque".into()),
+        data,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

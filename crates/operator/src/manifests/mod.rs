@@ -37,6 +37,8 @@ pub enum Kind {
     ResourceQuota,
     LimitRange,
     ConfigMap,
+    Role,
+    RoleBinding,
     NetworkPolicy,
     Deployment,
     Service,
@@ -44,7 +46,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Secret,
@@ -52,6 +54,8 @@ impl Kind {
         Kind::ResourceQuota,
         Kind::LimitRange,
         Kind::ConfigMap,
+        Kind::Role,
+        Kind::RoleBinding,
         Kind::NetworkPolicy,
         Kind::Deployment,
         Kind::Service,
@@ -59,7 +63,9 @@ impl Kind {
     ];
 
     pub fn api_resource(self) -> ApiResource {
-        use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, networking::v1 as net};
+        use k8s_openapi::api::{
+            apps::v1 as apps, core::v1 as core, networking::v1 as net, rbac::v1 as rbac,
+        };
         match self {
             Kind::Namespace => ApiResource::erase::<core::Namespace>(&()),
             Kind::ServiceAccount => ApiResource::erase::<core::ServiceAccount>(&()),
@@ -68,6 +74,8 @@ impl Kind {
             Kind::ResourceQuota => ApiResource::erase::<core::ResourceQuota>(&()),
             Kind::LimitRange => ApiResource::erase::<core::LimitRange>(&()),
             Kind::ConfigMap => ApiResource::erase::<core::ConfigMap>(&()),
+            Kind::Role => ApiResource::erase::<rbac::Role>(&()),
+            Kind::RoleBinding => ApiResource::erase::<rbac::RoleBinding>(&()),
             Kind::NetworkPolicy => ApiResource::erase::<net::NetworkPolicy>(&()),
             Kind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
             Kind::Service => ApiResource::erase::<core::Service>(&()),
@@ -164,7 +172,24 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
     if gateway {
         out.push(Manifest::new(
             Kind::ConfigMap,
-            &egress_gateway::config_map(ws, settings),
+            &egress_gateway::config_map(ws, settings)?,
+        )?);
+    }
+    if egress_gateway::has_models(ws) {
+        // The gateway's identity: it may change its usage ConfigMap, and
+        // nothing else; the workspace's has no token at all.
+        out.push(Manifest::new(
+            Kind::ServiceAccount,
+            &egress_gateway::service_account(ws),
+        )?);
+        out.push(Manifest::new(
+            Kind::ConfigMap,
+            &egress_gateway::usage_config_map(ws),
+        )?);
+        out.push(Manifest::new(Kind::Role, &egress_gateway::role(ws))?);
+        out.push(Manifest::new(
+            Kind::RoleBinding,
+            &egress_gateway::role_binding(ws),
         )?);
     }
     for policy in network_policy::policies(ws, settings)? {

@@ -13,7 +13,9 @@
 //! egress policy, under the same name so switching modes replaces it,
 //! allows DNS and its egress gateway only; two more policies let the
 //! gateway take the workspace's traffic alone and go where the rules above
-//! would have let the workspace go.
+//! would have let the workspace go. With `models` the workspace may also
+//! reach the gateway's model port (by address or by name), and the gateway
+//! the API server's real endpoints (it keeps its usage in a ConfigMap).
 
 use std::collections::BTreeMap;
 
@@ -76,7 +78,11 @@ pub const DENY_V6: [&str; 16] = [
 
 pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy>, BuildError> {
     let mut out = vec![default_deny(ws), ingress(ws, settings)];
-    if egress_gateway::enabled(ws) {
+    let to_gateway = || NetworkPolicyEgressRule {
+        to: Some(vec![pod_peer(gateway_pod(ws))]),
+        ports: Some(gateway_ports(ws)),
+    };
+    if egress_gateway::by_name(ws) {
         // By name: the workspace reaches DNS and its gateway; the gateway
         // takes the workspace's traffic only and goes where the CIDR
         // rules would have let the workspace go.
@@ -86,16 +92,20 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
             NetworkPolicySpec {
                 pod_selector: Some(workspace_pod(ws)),
                 policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![
-                    dns_rule(ws, settings)?,
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![pod_peer(gateway_pod(ws))]),
-                        ports: Some(gateway_ports()),
-                    },
-                ]),
+                egress: Some(vec![dns_rule(ws, settings)?, to_gateway()]),
                 ..Default::default()
             },
         ));
+    } else {
+        let mut by_address = egress(ws, settings)?;
+        if egress_gateway::has_models(ws) {
+            if let Some(rules) = by_address.spec.as_mut().and_then(|s| s.egress.as_mut()) {
+                rules.push(to_gateway());
+            }
+        }
+        out.push(by_address);
+    }
+    if egress_gateway::enabled(ws) {
         out.push(policy(
             ws,
             "egress-gateway-ingress",
@@ -104,31 +114,56 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![pod_peer(workspace_pod(ws))]),
-                    ports: Some(gateway_ports()),
+                    ports: Some(gateway_ports(ws)),
                 }]),
                 ..Default::default()
             },
         ));
+        let mut rules = vec![
+            dns_rule(ws, settings)?,
+            NetworkPolicyEgressRule {
+                to: Some(public_peers(ws)),
+                ports: None,
+            },
+        ];
+        if egress_gateway::has_models(ws) {
+            rules.extend(api_server_rules(settings));
+        }
         out.push(policy(
             ws,
             "egress-gateway-egress",
             NetworkPolicySpec {
                 pod_selector: Some(gateway_pod(ws)),
                 policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![
-                    dns_rule(ws, settings)?,
-                    NetworkPolicyEgressRule {
-                        to: Some(public_peers(ws)),
-                        ports: None,
-                    },
-                ]),
+                egress: Some(rules),
                 ..Default::default()
             },
         ));
-    } else {
-        out.push(egress(ws, settings)?);
     }
     Ok(out)
+}
+
+/// The API server at each of its real endpoints (a policy sees those, not
+/// the `kubernetes` Service's address).
+fn api_server_rules(settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
+    settings
+        .api_server_endpoints
+        .iter()
+        .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| {
+            let cidr = match addr.ip() {
+                std::net::IpAddr::V4(ip) => format!("{ip}/32"),
+                std::net::IpAddr::V6(ip) => format!("{ip}/128"),
+            };
+            NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock { cidr, except: None }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![tcp(addr.port() as i32)]),
+            }
+        })
+        .collect()
 }
 
 fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
@@ -152,9 +187,12 @@ fn gateway_pod(ws: &Workspace) -> LabelSelector {
     }
 }
 
-/// The gateway's proxy and admin ports (the workspace uses both).
-fn gateway_ports() -> Vec<NetworkPolicyPort> {
-    vec![tcp(names::EGRESS_PROXY_PORT), tcp(names::EGRESS_ADMIN_PORT)]
+/// The gateway's ports (the workspace uses them all).
+fn gateway_ports(ws: &Workspace) -> Vec<NetworkPolicyPort> {
+    egress_gateway::ports(egress_gateway::has_models(ws))
+        .into_iter()
+        .map(|(_, port)| tcp(port))
+        .collect()
 }
 
 /// Pods of this namespace.
@@ -428,5 +466,50 @@ mod tests {
         assert_eq!(blocks[0].except, Some(vec!["10.0.0.0/8".to_string()]));
         assert_eq!(blocks[1].except, None);
         assert_eq!(blocks[2].cidr, "10.20.0.0/16");
+    }
+
+    /// With models and egress by address: the workspace may also reach the
+    /// gateway, which alone may reach the API server (its usage).
+    #[test]
+    fn with_models_the_gateway_alone_reaches_the_api_server() {
+        let ws = workspace("alice", json!({"owner": {"name": "alice"}, "models": {}}));
+        let settings = Settings {
+            api_server_endpoints: vec!["192.0.2.2:6443".into()],
+            ..Default::default()
+        };
+        let all = policies(&ws, &settings).unwrap();
+        let by_name = |n: &str| {
+            all.iter()
+                .find(|p| p.metadata.name.as_deref() == Some(n))
+                .unwrap_or_else(|| panic!("no policy {n}"))
+                .spec
+                .clone()
+                .unwrap()
+        };
+        let egress = by_name("workspace-egress").egress.unwrap();
+        // DNS, public addresses, the gateway's three ports.
+        assert_eq!(egress.len(), 3);
+        let ports: Vec<IntOrString> = egress[2]
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| p.port)
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                IntOrString::Int(3128),
+                IntOrString::Int(3129),
+                IntOrString::Int(3130)
+            ]
+        );
+        let text = serde_json::to_string(&egress).unwrap();
+        assert!(!text.contains("192.0.2.2/32"), "{text}");
+        let gateway = serde_json::to_string(&by_name("egress-gateway-egress")).unwrap();
+        assert!(
+            gateway.contains(r#""cidr":"192.0.2.2/32""#) && gateway.contains("6443"),
+            "{gateway}"
+        );
     }
 }

@@ -72,7 +72,7 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
         args.push("--read-only".into());
     }
     if super::egress_gateway::enabled(ws) {
-        // The dashboard lists what the gateway refused.
+        // The dashboard lists what the gateway refused, and its usage.
         args.push(format!(
             "--egress-gateway-url=http://{}:{}",
             names::EGRESS_GATEWAY,
@@ -129,10 +129,11 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             ]
             .into_iter()
             .chain(
-                super::egress_gateway::enabled(ws)
+                super::egress_gateway::by_name(ws)
                     .then(super::egress_gateway::proxy_env)
                     .unwrap_or_default(),
             )
+            .chain(super::egress_gateway::model_env(ws, settings))
             .collect(),
         ),
         ports: Some(ports),
