@@ -2,7 +2,7 @@
 // write hidden and refused; the terminal view-only), basic auth (the
 // browser's own prompt), oauth2 (identity from the trusted proxy headers).
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -222,26 +222,72 @@ describe("egress gateway (the Network view)", () => {
   let gateway: ChildProcess;
 
   beforeAll(async () => {
-    // The real gateway, with a list; one refused CONNECT to show.
+    // The real gateway, with a list; one refused CONNECT to show. With
+    // models too: two providers (one without a key) and this month's usage
+    // as a restarted gateway finds it in its store.
     const dir = mkdtempSync(join(tmpdir(), "kc-e2e-egress-"));
     const list = join(dir, "allow");
     writeFileSync(list, "*.example.com\n");
-    gateway = spawn(BIN, ["egress-gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--allow-file", list], {
-      stdio: ["ignore", "pipe", "ignore"],
-    });
+    const models = join(dir, "models.json");
+    writeFileSync(
+      models,
+      JSON.stringify({
+        providers: [
+          { name: "anthropic", api: "anthropic", baseUrl: "https://api.anthropic.com" },
+          { name: "openai", api: "openai", baseUrl: "https://api.openai.com/v1" },
+        ],
+        monthlyTokenBudget: 100000,
+      }),
+    );
+    const keys = join(dir, "keys");
+    mkdirSync(keys);
+    writeFileSync(join(keys, "anthropic"), "sk-ant-not-used");
+    const month = new Date().toISOString().slice(0, 7);
+    const usage = join(dir, "usage.json");
+    writeFileSync(
+      usage,
+      JSON.stringify({
+        month,
+        input_tokens: 61000,
+        output_tokens: 34000,
+        requests: 12,
+        providers: { anthropic: { input_tokens: 61000, output_tokens: 34000, requests: 12 } },
+      }),
+    );
+    gateway = spawn(
+      BIN,
+      [
+        "egress-gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--models-listen",
+        "127.0.0.1:0",
+        "--allow-file",
+        list,
+        "--models-file",
+        models,
+        "--model-keys-dir",
+        keys,
+        "--usage-file",
+        usage,
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
     const banner = await new Promise<string>((done, fail) => {
       createInterface({ input: gateway.stdout! }).once("line", done);
       gateway.once("exit", () => fail(new Error("the egress gateway exited")));
     });
     const proxy = /proxy on ([^,]+)/.exec(banner)![1]!;
-    const admin = /admin on (\S+)/.exec(banner)![1]!;
+    const admin = /admin on ([^,\s]+)/.exec(banner)![1]!;
     const [host, port] = [proxy.slice(0, proxy.lastIndexOf(":")), Number(proxy.slice(proxy.lastIndexOf(":") + 1))];
     await new Promise<void>((done) => {
       const s = connect(port, host, () => s.write("CONNECT registry.npmjs.org:443 HTTP/1.1\r\nHost: registry.npmjs.org:443\r\nConnection: close\r\n\r\n"));
       s.on("data", () => undefined);
       s.on("close", () => done());
     });
-    server = await startServer({ args: ["--auth", "oauth2", "--egress-gateway-url", `http://${admin}`] });
+    server = await startServer({ args: ["--auth", "oauth2", "--egress-gateway-url", `http://${admin}`, "--egress-by-name"] });
   });
 
   afterAll(async () => {
@@ -259,6 +305,24 @@ describe("egress gateway (the Network view)", () => {
     expect(await refusal.innerText()).toContain("is not on this workspace's egress allow list");
     expect(await refusal.locator(".badge").innerText()).toBe("not listed");
     await shot(page, "network-refusals-desktop");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+
+  it("shows the month's model tokens against the budget, and which provider has no key", async () => {
+    const { ctx, page, problems } = await asCarol();
+    await page.goto(server.url);
+    await page.getByRole("link", { name: "Network" }).click();
+    const section = page.getByRole("region", { name: "Model usage" });
+    await expect.poll(() => section.innerText()).toContain("95,000 tokens");
+    const text = await section.innerText();
+    expect(text).toContain("of 100,000 (5,000 left");
+    const rows = section.locator("tr.provider");
+    expect(await rows.nth(0).innerText()).toMatch(/anthropic\s+61,000\s+34,000\s+12/);
+    expect(await rows.nth(1).innerText()).toContain("no key");
+    // Over 90 % used: the bar says so.
+    expect(await section.locator(".bar > span.hot").count()).toBe(1);
+    await shot(page, "network-models-desktop");
     expect(problems).toEqual([]);
     await ctx.close();
   });

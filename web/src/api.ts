@@ -50,6 +50,23 @@ export interface Whoami {
   read_only: boolean;
   /** The workspace goes out through an egress gateway (egress by name). */
   egress_gateway: boolean;
+  /** The workspace has an egress gateway (egress by name, model keys, or both). */
+  gateway: boolean;
+}
+
+/** The month's model usage, as the egress gateway counts it. */
+export interface ModelUsage {
+  models: boolean;
+  month?: string;
+  renews?: string;
+  budget?: number | null;
+  used?: number;
+  remaining?: number | null;
+  input_tokens?: number;
+  output_tokens?: number;
+  requests?: number;
+  by_provider?: Record<string, { input_tokens: number; output_tokens: number; requests: number }>;
+  providers?: { name: string; api: string; has_key: boolean }[];
 }
 
 /** A connection the workspace's egress gateway refused. */
@@ -194,6 +211,7 @@ const q = encodeURIComponent;
 export const api = {
   whoami: () => call<Whoami>("GET", "/api/whoami"),
   egressRefusals: () => call<{ gateway: boolean; refusals: EgressRefusal[] }>("GET", "/api/egress/refusals"),
+  usage: () => call<ModelUsage>("GET", "/api/usage"),
   system: () => call<SystemInfo>("GET", "/api/system"),
   login: (token: string) => call<unknown>("POST", "/auth/login", { token }),
   logout: () => call<void>("POST", "/auth/logout"),

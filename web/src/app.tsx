@@ -25,7 +25,7 @@ const NAV: { view: View; label: string; key: string }[] = [
 
 /** The views this workspace has. */
 function views(me: Whoami | null) {
-  return NAV.filter((n) => n.view !== "network" || me?.egress_gateway === true);
+  return NAV.filter((n) => n.view !== "network" || me?.gateway === true);
 }
 
 

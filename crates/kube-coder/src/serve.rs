@@ -131,10 +131,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KUBE_CODER_ALLOW_INTERNAL_HOOKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allow_internal_hooks: bool,
     /// The admin URL of this workspace's egress gateway (the operator sets
-    /// it when the Workspace lists allowDomains); the dashboard shows its
-    /// recent refusals.
+    /// it when the Workspace lists allowDomains or has models); the
+    /// dashboard shows its recent refusals and the month's model usage.
     #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_URL", value_parser = parse_api_url)]
     egress_gateway_url: Option<String>,
+    /// The workspace's egress goes by name, through that gateway (the
+    /// Workspace lists allowDomains).
+    #[arg(
+        long,
+        env = "KUBE_CODER_EGRESS_BY_NAME",
+        requires = "egress_gateway_url"
+    )]
+    egress_by_name: bool,
     /// Completion hook for tasks that name none (and whose assistant has none).
     #[arg(long, env = "KUBE_CODER_HOOK_URL")]
     hook_url: Option<String>,
@@ -392,6 +400,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         allow_internal_hooks: a.allow_internal_hooks,
         default_hook,
         egress_gateway_url: a.egress_gateway_url.clone(),
+        egress_by_name: a.egress_by_name,
         data_dir,
     };
     Ok((config, a.log_format))

@@ -360,7 +360,8 @@ async fn the_workspace_server_shows_what_its_gateway_refused() {
     let (code, _, _) = connect(&gw.proxy, "registry.npmjs.org:443").await;
     assert_eq!(code, 403);
     let gateway_url = format!("http://{}", gw.admin);
-    let server = common::Workspace::start(&["--egress-gateway-url", &gateway_url]).await;
+    let server =
+        common::Workspace::start(&["--egress-gateway-url", &gateway_url, "--egress-by-name"]).await;
     let (code, body) = server.api_get("/api/egress/refusals").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["gateway"], true);

@@ -365,6 +365,12 @@ async fn keys_stay_in_the_gateway_and_usage_is_counted_and_budgeted() {
     assert_eq!(shown["used"], 122, "{shown}");
     assert_eq!(shown["budget"], 120, "{shown}");
     assert_eq!(shown["remaining"], 0, "{shown}");
+    // A gateway for models only: egress is not by name.
+    let (_, me) = server.api_get("/api/whoami").await;
+    assert_eq!(
+        (me["gateway"].as_bool(), me["egress_gateway"].as_bool()),
+        (Some(true), Some(false))
+    );
 
     // A restart keeps the month (SIGTERM saves it), and without the
     // loopback range allowed the gateway will not send a key there.

@@ -169,6 +169,8 @@ pub struct ServeConfig {
     /// The admin URL of the workspace's egress gateway, when it has one
     /// (its recent refusals are shown on the dashboard).
     pub egress_gateway_url: Option<String>,
+    /// Egress goes by name through that gateway (not only model calls).
+    pub egress_by_name: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

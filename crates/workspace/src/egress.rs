@@ -16,12 +16,14 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct EgressGateway {
     url: String,
+    by_name: bool,
     client: reqwest::Client,
 }
 
 impl EgressGateway {
-    /// The gateway whose admin port answers at `url`.
-    pub fn new(url: &str) -> Result<EgressGateway, String> {
+    /// The gateway whose admin port answers at `url`; `by_name`: all the
+    /// workspace's egress goes through it (else only model calls do).
+    pub fn new(url: &str, by_name: bool) -> Result<EgressGateway, String> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(TIMEOUT)
@@ -29,8 +31,13 @@ impl EgressGateway {
             .map_err(|e| e.to_string())?;
         Ok(EgressGateway {
             url: url.trim_end_matches('/').to_string(),
+            by_name,
             client,
         })
+    }
+
+    pub fn by_name(&self) -> bool {
+        self.by_name
     }
 
     /// The gateway's recent refusals (newest first), as it lists them.

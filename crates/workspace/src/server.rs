@@ -229,7 +229,8 @@ impl Server {
             api_url: None,
             egress: match &config.egress_gateway_url {
                 Some(url) => Some(Arc::new(
-                    crate::egress::EgressGateway::new(url).map_err(ServeError::Egress)?,
+                    crate::egress::EgressGateway::new(url, config.egress_by_name)
+                        .map_err(ServeError::Egress)?,
                 )),
                 None => None,
             },
@@ -331,6 +332,7 @@ mod tests {
             allow_internal_hooks: false,
             default_hook: None,
             egress_gateway_url: None,
+            egress_by_name: false,
             data_dir,
         }
     }

@@ -78,6 +78,9 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
             names::EGRESS_GATEWAY,
             names::EGRESS_ADMIN_PORT
         ));
+        if super::egress_gateway::by_name(ws) {
+            args.push("--egress-by-name".into());
+        }
     }
     args
 }

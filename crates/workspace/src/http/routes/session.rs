@@ -23,7 +23,8 @@ pub async fn whoami(
         "via": caller.via,
         "auth_mode": app.auth.mode().as_str(),
         "read_only": app.auth.read_only(),
-        "egress_gateway": app.egress.is_some(),
+        "egress_gateway": app.egress.as_ref().is_some_and(|g| g.by_name()),
+        "gateway": app.egress.is_some(),
     }))
 }
 
