@@ -151,6 +151,16 @@ pub async fn handle(
             ))
         }
     };
+    // The key goes to the provider's own host and port, whatever the path.
+    if url.host_str() != provider.base_url.host_str()
+        || url.port_or_known_default() != provider.base_url.port_or_known_default()
+    {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("the path leaves {}'s host", provider.name),
+        ));
+    }
     if let Err(refusal) = models.check_literal(url.host_str().unwrap_or_default()) {
         meter.outcome(&provider.name, "refused");
         return Ok(error(StatusCode::FORBIDDEN, "refused", refusal.to_string()));

@@ -112,11 +112,16 @@ impl UsageReader {
             }
             return;
         }
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', chunk) {
             if !self.overflow {
-                self.pending.extend_from_slice(&chunk[..end]);
-                let line = std::mem::take(&mut self.pending);
-                self.event_line(&line);
+                if self.pending.is_empty() {
+                    // The whole line is in this chunk: read it in place.
+                    self.event_line(&chunk[..end]);
+                } else {
+                    self.pending.extend_from_slice(&chunk[..end]);
+                    let line = std::mem::take(&mut self.pending);
+                    self.event_line(&line);
+                }
             }
             self.overflow = false;
             self.pending.clear();
@@ -135,6 +140,11 @@ impl UsageReader {
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
+        // Most events are text; only one that names usage is worth parsing
+        // (every dialect's field has "usage" in its name).
+        if memchr::memmem::find(data, b"usage").is_none() {
+            return;
+        }
         if let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii_start()) {
             self.seen.merge(tokens_of(&v));
         }
