@@ -137,22 +137,6 @@ pub struct EgressGatewayArgs {
     log_format: String,
 }
 
-/// SIGINT or SIGTERM (a pod's stop).
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub fn run(args: EgressGatewayArgs) -> ExitCode {
     crate::serve::init_logging(&args.log_format);
     crate::cluster::block_on(async move {
@@ -194,7 +178,7 @@ pub fn run(args: EgressGatewayArgs) -> ExitCode {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            stop_signal().await;
+            crate::stop_signal::stop_signal().await;
             stop.cancel();
         });
         egress_gateway::run(bound, store, shutdown)

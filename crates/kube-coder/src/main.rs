@@ -8,6 +8,7 @@ mod cluster;
 mod egress_gateway_cmd;
 mod operator_cmd;
 mod serve;
+mod stop_signal;
 
 use std::process::ExitCode;
 

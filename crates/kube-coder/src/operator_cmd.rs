@@ -74,9 +74,8 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             let _ = axum::serve(listener, app).await;
         });
         tracing::info!(listen = %args.listen, "operator started");
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        // A pod's stop is SIGTERM: finish the reconciles in flight, then go.
+        let shutdown = crate::stop_signal::stop_signal();
         controller::run(
             client,
             settings,

@@ -460,7 +460,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            crate::stop_signal::stop_signal().await;
             tracing::info!("shutting down; tasks keep running in tmux");
             trigger.cancel();
         });
@@ -596,16 +596,4 @@ fn which_tmux() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("tmux"))
         .find(|p| p.is_file())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -158,9 +158,11 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
     provide_volume(&client, &name).await;
     api.create(
         &PostParams::default(),
+        // With models: the chart's RBAC must also cover the gateway's
+        // Role and RoleBinding and the API server's EndpointSlice.
         &workspace_json(
             &name,
-            json!({"ingress": {"host": format!("{name}.example.com")}}),
+            json!({"ingress": {"host": format!("{name}.example.com")}, "models": {}}),
         ),
     )
     .await
@@ -195,7 +197,26 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         "{metrics}"
     );
 
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> =
+        Api::namespaced(client.clone(), &format!("ws-{name}"));
+    let role = roles.get("egress-gateway").await.unwrap();
+    assert_eq!(
+        role.rules.unwrap()[0].resource_names.as_deref(),
+        Some(&["model-usage".to_string()][..])
+    );
+
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    let _ = operator.kill().await;
+    // A pod's stop: SIGTERM, and the operator ends by itself.
+    let pid = operator.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), operator.wait())
+        .await
+        .expect("the operator stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
     run_helm(&["uninstall", "kc", "-n", ns, "--wait"]);
 }
