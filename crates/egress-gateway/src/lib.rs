@@ -173,7 +173,7 @@ impl Bound {
     }
 }
 
-/// Reads the list and binds both ports.
+/// Reads the list (and the model settings) and binds the ports.
 pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     let list = reload::load(&config.allow_file)?;
     let resolver: Arc<dyn Resolve> =

@@ -38,6 +38,26 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Removes one hop's headers: the fixed ones, and those the Connection
+/// header names as its own.
+pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
 /// Bytes each direction of a tunnel reads at a time.
 const TUNNEL_BUFFER: usize = 64 << 10;
 
@@ -220,23 +240,7 @@ async fn forward(
             )
         }
     };
-    // And the headers the client's Connection header names as its own.
-    let named: Vec<String> = parts
-        .headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
-        parts.headers.remove(name);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     if !parts.headers.contains_key(HOST) {
         if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
             parts.headers.insert(HOST, v);

@@ -352,6 +352,50 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
         "{output}"
     );
 
+    // A provider taken away takes its key out of the namespace; models
+    // taken away leave no key there and no gateway running (the operator
+    // deletes nothing: it empties and scales down).
     let workspaces: Api<operator::crd::Workspace> = Api::all(client.clone());
+    let keys: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let key_names = || async {
+        let s = keys.get("model-keys").await.ok()?;
+        Some(s.data.unwrap_or_default().into_keys().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        key_names().await,
+        Some(vec!["anthropic".to_string(), "openai".to_string()])
+    );
+    let merge = |spec: Value| {
+        let workspaces = workspaces.clone();
+        let name = name.clone();
+        async move {
+            workspaces
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": spec})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    merge(json!({"models": {"providers": ["anthropic"], "monthlyTokenBudget": 150}})).await;
+    eventually("the openai key to leave the namespace", 30, || async {
+        (key_names().await? == ["anthropic"]).then_some(())
+    })
+    .await;
+    merge(json!({"models": null})).await;
+    eventually("no key left in the namespace", 30, || async {
+        key_names().await?.is_empty().then_some(())
+    })
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    eventually("the gateway scaled to zero", 30, || async {
+        let d = deployments.get("egress-gateway").await.ok()?;
+        (d.spec.replicas == Some(0)).then_some(())
+    })
+    .await;
+
     let _ = workspaces.delete(&name, &DeleteParams::default()).await;
 }

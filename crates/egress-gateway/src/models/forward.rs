@@ -14,13 +14,14 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
+use super::config::{Api, ModelsConfig, Provider};
 use super::meter::Meter;
 use super::usage::UsageReader;
 use crate::decision::Refusal;
-use crate::proxy::{Body, HOP_BY_HOP};
+use crate::proxy::{strip_hop_by_hop, Body, HOP_BY_HOP};
 use crate::Gateway;
 
 fn error(status: StatusCode, kind: &str, message: String) -> Response<Body> {
@@ -75,169 +76,186 @@ pub async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let Some(models) = gw.models.as_ref() else {
-        return Ok(error(
+    Ok(forward(&gw, req).await.unwrap_or_else(|refusal| refusal))
+}
+
+/// The gateway's own answer instead of the provider's, counted under
+/// `outcome` for `provider`.
+fn refuse(
+    meter: &Meter,
+    provider: &str,
+    outcome: &'static str,
+    status: StatusCode,
+    message: String,
+) -> Response<Body> {
+    meter.outcome(provider, outcome);
+    error(status, outcome, message)
+}
+
+/// In order: the provider the path names, its key, the budget, the URL,
+/// the request as the provider gets it, and the answer streamed back.
+async fn forward(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    let models = gw.models.as_ref().ok_or_else(|| {
+        error(
             StatusCode::NOT_FOUND,
             "not_found",
             "this workspace has no model providers (spec.models)".into(),
-        ));
-    };
+        )
+    })?;
     let loaded = models.current();
-    let path = req.uri().path();
-    let (name, rest) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path.trim_start_matches('/'), ""));
-    let Some(provider) = loaded.config.provider(name) else {
-        let names: Vec<&str> = loaded
-            .config
-            .providers
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
+    let (provider, rest) = route(&loaded.config, req.uri().path())
+        .map_err(|why| error(StatusCode::NOT_FOUND, "not_found", why))?;
+    let meter = &gw.meter;
+    let name = provider.name.as_str();
+    let key = loaded.key(name).ok_or_else(|| {
+        refuse(
+            meter,
+            name,
+            "no_key",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no key is configured for the model provider {name} (the cluster's model key Secret has no entry named {name})"),
+        )
+    })?;
+    meter
+        .admit(loaded.config.monthly_token_budget)
+        .map_err(|e| {
+            let mut r = refuse(
+                meter,
+                name,
+                "budget_exceeded",
+                StatusCode::TOO_MANY_REQUESTS,
+                e.to_string(),
+            );
+            // The providers' SDKs retry a 429 unless told not to.
+            r.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+            r
+        })?;
+    let url = target(provider, &rest, req.uri().query())
+        .map_err(|why| error(StatusCode::BAD_REQUEST, "invalid_request_error", why))?;
+    models
+        .check_literal(url.host_str().unwrap_or_default())
+        .map_err(|refusal| {
+            refuse(
+                meter,
+                name,
+                "refused",
+                StatusCode::FORBIDDEN,
+                refusal.to_string(),
+            )
+        })?;
+    let (parts, body) = req.into_parts();
+    let headers = upstream_headers(parts.headers, provider, key).ok_or_else(|| {
+        refuse(
+            meter,
+            name,
+            "no_key",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the key configured for {name} cannot be sent in a header"),
+        )
+    })?;
+    let answer = loaded
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await
+        .map_err(|e| match refusal_in(&e) {
+            Some(refusal) => refuse(
+                meter,
+                name,
+                "refused",
+                StatusCode::FORBIDDEN,
+                refusal.to_string(),
+            ),
+            None => {
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why = format!("{why}: {c}");
+                    cause = c.source();
+                }
+                refuse(
+                    meter,
+                    name,
+                    "upstream_failed",
+                    StatusCode::BAD_GATEWAY,
+                    format!("the model provider {name} could not be reached ({why})"),
+                )
+            }
+        })?;
+    meter.outcome(name, status_class(answer.status()));
+    Ok(relay(answer, gw.meter.clone(), name))
+}
+
+/// The provider the path's first segment names, and the rest of the path.
+fn route<'a>(config: &'a ModelsConfig, path: &str) -> Result<(&'a Provider, String), String> {
+    let path = path.trim_start_matches('/');
+    let (name, rest) = path.split_once('/').unwrap_or((path, ""));
+    match config.provider(name) {
+        Some(p) => Ok((p, rest.to_string())),
+        None => {
+            let names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            Err(format!(
                 "no model provider is named {name:?} here; this workspace's are: {} (the path starts with one, as in /anthropic/v1/messages)",
                 if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            ),
-        ));
-    };
-    let meter = gw.meter.clone();
-    let Some(key) = loaded.key(&provider.name) else {
-        meter.outcome(&provider.name, "no_key");
-        return Ok(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_key",
-            format!(
-                "no key is configured for the model provider {} (the cluster's model key Secret has no entry named {})",
-                provider.name, provider.name
-            ),
-        ));
-    };
-    if let Err(e) = meter.admit(loaded.config.monthly_token_budget) {
-        meter.outcome(&provider.name, "budget_exceeded");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "budget_exceeded",
-            e.to_string(),
-        );
-        // The providers' SDKs retry a 429 unless told not to.
-        r.headers_mut()
-            .insert("x-should-retry", HeaderValue::from_static("false"));
-        return Ok(r);
+            ))
+        }
     }
+}
+
+/// The provider's base URL joined with the rest of the path, and the query
+/// without a key; never another host than the provider's.
+fn target(provider: &Provider, rest: &str, query: Option<&str>) -> Result<url::Url, String> {
     let mut url = format!(
         "{}/{}",
         provider.base_url.as_str().trim_end_matches('/'),
         rest
     );
-    let query = query_without_key(req.uri().query().unwrap_or_default());
+    let query = query_without_key(query.unwrap_or_default());
     if !query.is_empty() {
         url.push('?');
         url.push_str(&query);
     }
-    let url = match reqwest::Url::parse(&url) {
-        Ok(u) => u,
-        Err(e) => {
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!(
-                    "the path does not make a valid URL at {} ({e})",
-                    provider.name
-                ),
-            ))
-        }
-    };
+    let url = url::Url::parse(&url).map_err(|e| {
+        format!(
+            "the path does not make a valid URL at {} ({e})",
+            provider.name
+        )
+    })?;
     // The key goes to the provider's own host and port, whatever the path.
     if url.host_str() != provider.base_url.host_str()
         || url.port_or_known_default() != provider.base_url.port_or_known_default()
     {
-        return Ok(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("the path leaves {}'s host", provider.name),
-        ));
+        return Err(format!("the path leaves {}'s host", provider.name));
     }
-    if let Err(refusal) = models.check_literal(url.host_str().unwrap_or_default()) {
-        meter.outcome(&provider.name, "refused");
-        return Ok(error(StatusCode::FORBIDDEN, "refused", refusal.to_string()));
-    }
+    Ok(url)
+}
 
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    let named: Vec<String> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
-    for drop in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(super::config::Api::CREDENTIAL_HEADERS)
-        // Identity bodies, so usage can be read from them.
+/// The client's headers as the provider gets them: one hop's own, the
+/// client's credential (a placeholder) and its encodings (bodies stay
+/// readable for usage) dropped; the provider's key added. None when the
+/// key cannot be a header value.
+fn upstream_headers(mut headers: HeaderMap, provider: &Provider, key: &str) -> Option<HeaderMap> {
+    strip_hop_by_hop(&mut headers);
+    for drop in Api::CREDENTIAL_HEADERS
+        .into_iter()
         .chain(["host", "accept-encoding"])
-        .chain(named.iter().map(String::as_str))
     {
         headers.remove(drop);
     }
     let (header, value) = provider.api.credential(key);
-    match HeaderValue::from_str(&value) {
-        Ok(mut v) => {
-            v.set_sensitive(true);
-            headers.insert(HeaderName::from_static(header), v);
-        }
-        Err(_) => {
-            meter.outcome(&provider.name, "no_key");
-            return Ok(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_key",
-                format!(
-                    "the key configured for {} cannot be sent in a header",
-                    provider.name
-                ),
-            ));
-        }
-    }
-    let body = reqwest::Body::wrap_stream(body.into_data_stream());
-    let sent = loaded
-        .client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(a) => a,
-        Err(e) => {
-            if let Some(refusal) = refusal_in(&e) {
-                meter.outcome(&provider.name, "refused");
-                return Ok(error(StatusCode::FORBIDDEN, "refused", refusal.to_string()));
-            }
-            meter.outcome(&provider.name, "upstream_failed");
-            let mut why = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                why = format!("{why}: {c}");
-                cause = c.source();
-            }
-            return Ok(error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                format!(
-                    "the model provider {} could not be reached ({why})",
-                    provider.name
-                ),
-            ));
-        }
-    };
-    let status = answer.status();
-    meter.outcome(&provider.name, status_class(status));
-    let mut response = Response::builder().status(status);
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    headers.insert(HeaderName::from_static(header), value);
+    Some(headers)
+}
+
+/// The provider's answer, its body passed on chunk by chunk and read for
+/// usage on the way.
+fn relay(answer: reqwest::Response, meter: Arc<Meter>, provider: &str) -> Response<Body> {
+    let mut response = Response::builder().status(answer.status());
     let content_type = answer
         .headers()
         .get(CONTENT_TYPE)
@@ -253,10 +271,10 @@ pub async fn handle(
         inner: answer.bytes_stream().boxed(),
         reader: UsageReader::new(&content_type),
         meter,
-        provider: provider.name.clone(),
+        provider: provider.to_string(),
     };
     let body = StreamBody::new(tapped.map_ok(Frame::data).map_err(Into::into));
-    Ok(response
+    response
         .body(BodyExt::boxed_unsync(body))
         .unwrap_or_else(|e| {
             error(
@@ -264,7 +282,7 @@ pub async fn handle(
                 "upstream_failed",
                 format!("the provider's answer could not be passed on ({e})"),
             )
-        }))
+        })
 }
 
 /// The answer's body on its way to the client, each chunk passed on as it

@@ -4,14 +4,17 @@
 //! field we set already has our value (the live object may hold more:
 //! defaults, status, other managers' fields), there is no write at all.
 //! Otherwise one server-side apply under our field manager, forced, so
-//! our fields win over drift.
+//! our fields win over drift. A Secret is the exception to "the live object
+//! may hold more": every key of a Secret the operator writes is its own, so
+//! a key in the live one that the desired one lacks (a model key the
+//! workspace may no longer use) is stale, and the apply removes it.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::caches::Caches;
 use super::Error;
-use crate::manifests::Manifest;
+use crate::manifests::{Kind, Manifest};
 use crate::names;
 
 /// Whether every field of `desired` is present in `live` with the same
@@ -44,6 +47,18 @@ pub fn first_difference(desired: &Value, live: &Value) -> Option<String> {
     }
 }
 
+/// A key of the live Secret's data that the desired one lacks.
+pub fn stale_secret_key(desired: &Value, live: &Value) -> Option<String> {
+    let keys = |v: &Value| {
+        v.get("data")
+            .and_then(Value::as_object)
+            .map(|d| d.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let wanted = keys(desired);
+    keys(live).into_iter().find(|k| !wanted.contains(k))
+}
+
 /// Apply `m` unless the cache shows it already as desired.
 /// Returns whether a write was made.
 pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Result<bool, Error> {
@@ -56,10 +71,16 @@ pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Res
             d.remove("apiVersion");
             d.remove("kind");
         }
-        if is_subset(&desired, &live) {
+        let stale = (m.kind == Kind::Secret)
+            .then(|| stale_secret_key(&desired, &live))
+            .flatten();
+        if stale.is_none() && is_subset(&desired, &live) {
             return Ok(false);
         }
-        let path = first_difference(&desired, &live).unwrap_or_default();
+        let path = match stale {
+            Some(key) => format!(".data.{key} (stale)"),
+            None => first_difference(&desired, &live).unwrap_or_default(),
+        };
         tracing::info!(kind = ?m.kind, name = %m.name, path = %path, "live object differs");
     }
     let ar = m.kind.api_resource();
@@ -118,5 +139,18 @@ mod tests {
             &desired,
             &json!({"spec": {"replicas": 1, "ports": [{"port": 80}, {"port": 81}]}})
         ));
+    }
+
+    #[test]
+    fn a_secret_key_the_desired_secret_lacks_is_stale() {
+        use super::stale_secret_key;
+        let live = json!({"data": {"anthropic": "YQ==", "openai": "Yg=="}});
+        assert_eq!(
+            stale_secret_key(&json!({"data": {"anthropic": "YQ=="}}), &live),
+            Some("openai".to_string())
+        );
+        assert_eq!(stale_secret_key(&json!({}), &json!({})), None);
+        assert_eq!(stale_secret_key(&live, &live), None);
+        assert!(stale_secret_key(&json!({"metadata": {}}), &live).is_some());
     }
 }

@@ -7,7 +7,8 @@
 //!   its usage; nothing else in a workspace namespace may.
 //! - the model key Secret in the operator's namespace: when it appears or
 //!   changes, every Workspace with models is reconciled, so a new or
-//!   rotated key reaches the gateways at once.
+//!   rotated key is copied at once (the kubelet then refreshes the
+//!   gateways' volumes, and they read it again).
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;

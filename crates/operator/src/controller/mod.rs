@@ -262,10 +262,34 @@ async fn apply_all(ws: &Workspace, ctx: &Context) -> Result<String, Error> {
     for m in std::iter::once(&credentials_secret)
         .chain(&copied)
         .chain(&rest)
+        .chain(&retired(ws, ctx)?)
     {
         ensure(ctx, ws, m).await?;
     }
     Ok(creds.api_token)
+}
+
+/// What an earlier spec left that this one no longer asks for, made
+/// harmless without deleting (the operator may not): a gateway scaled to
+/// zero, model keys emptied out of the namespace.
+fn retired(ws: &Workspace, ctx: &Context) -> Result<Vec<manifests::Manifest>, Error> {
+    use manifests::egress_gateway;
+    let ns = names::namespace(names::workspace_name(ws));
+    let exists = |kind, name| ctx.caches.get(kind, name, Some(&ns)).is_some();
+    let mut out = Vec::new();
+    if !egress_gateway::enabled(ws) && exists(Kind::Deployment, names::EGRESS_GATEWAY) {
+        out.push(manifests::Manifest::new(
+            Kind::Deployment,
+            &egress_gateway::retired_deployment(ws, &ctx.settings),
+        )?);
+    }
+    if !egress_gateway::has_models(ws) && exists(Kind::Secret, names::MODEL_KEYS_SECRET) {
+        out.push(manifests::Manifest::new(
+            Kind::Secret,
+            &egress_gateway::emptied_keys(ws),
+        )?);
+    }
+    Ok(out)
 }
 
 async fn ensure(ctx: &Context, ws: &Workspace, m: &manifests::Manifest) -> Result<(), Error> {

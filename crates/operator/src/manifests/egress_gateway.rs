@@ -364,6 +364,24 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
     one_pod_deployment(ws, names::EGRESS_GATEWAY, labels, pod, None)
 }
 
+/// A gateway the Workspace no longer asks for, as the operator leaves it
+/// (it deletes nothing): scaled to zero.
+pub fn retired_deployment(ws: &Workspace, settings: &Settings) -> Deployment {
+    let mut d = deployment(ws, settings);
+    d.spec.replicas = Some(0);
+    d
+}
+
+/// Model keys the workspace may no longer use, as the operator leaves
+/// them: the Secret without a single key.
+pub fn emptied_keys(ws: &Workspace) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: meta(ws, names::MODEL_KEYS_SECRET, true, true),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
 pub fn service(ws: &Workspace) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
