@@ -25,6 +25,8 @@ if [ "$purpose" = test ]; then
   have python3 || need_apt+=(python3)
   # The documentation test runs the README's examples, which use jq.
   have jq || need_apt+=(jq)
+  # The SSH tests drive the real OpenSSH client.
+  { have ssh && have ssh-keygen; } || need_apt+=(openssh-client)
   # The browser tests drive Debian's Chromium (testing.md).
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 fi

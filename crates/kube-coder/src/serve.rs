@@ -135,6 +135,14 @@ pub struct ServeArgs {
     /// dashboard shows its recent refusals and the month's model usage.
     #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_URL", value_parser = parse_api_url)]
     egress_gateway_url: Option<String>,
+    /// Listen for SSH here (off by default): logins with the keys in
+    /// --ssh-authorized-keys, as the workspace's one user.
+    #[arg(long, env = "KUBE_CODER_SSH_LISTEN", requires = "ssh_authorized_keys")]
+    ssh_listen: Option<SocketAddr>,
+    /// The keys that may log in over SSH (OpenSSH's authorized_keys
+    /// format), read at each login, so a change applies at once.
+    #[arg(long, env = "KUBE_CODER_SSH_AUTHORIZED_KEYS")]
+    ssh_authorized_keys: Option<PathBuf>,
     /// The workspace's egress goes by name, through that gateway (the
     /// Workspace lists allowDomains).
     #[arg(
@@ -401,6 +409,13 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         default_hook,
         egress_gateway_url: a.egress_gateway_url.clone(),
         egress_by_name: a.egress_by_name,
+        ssh: match (a.ssh_listen, &a.ssh_authorized_keys) {
+            (Some(listen), Some(keys)) => Some(workspace::ssh::SshConfig {
+                listen,
+                authorized_keys: keys.clone(),
+            }),
+            _ => None,
+        },
         data_dir,
     };
     Ok((config, a.log_format))
@@ -522,6 +537,11 @@ fn print_banner(s: &workspace::Started, token: Option<&str>, auth: AuthMode, rea
         auth.as_str(),
         s.api
     );
+    if let Some(ssh) = s.ssh {
+        text.push_str(&format!(
+            "ssh:       {ssh} (keys from --ssh-authorized-keys)\n"
+        ));
+    }
     let ready: Vec<&str> = s
         .assistants
         .iter()

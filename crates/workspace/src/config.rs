@@ -171,6 +171,8 @@ pub struct ServeConfig {
     pub egress_gateway_url: Option<String>,
     /// Egress goes by name through that gateway (not only model calls).
     pub egress_by_name: bool,
+    /// SSH into the workspace, when asked for (`--ssh-listen`).
+    pub ssh: Option<crate::ssh::SshConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ pub mod secret_box;
 pub mod secrets;
 pub mod server;
 pub mod signature;
+pub mod ssh;
 pub mod store;
 pub mod system_stats;
 pub mod task_state;

@@ -1,0 +1,209 @@
+//! SSH into the workspace (`--ssh-listen`) with the real OpenSSH client: a
+//! command's output and exit status, stdin, stderr; a key not listed, and
+//! one removed from the file while the server runs, are refused, and one
+//! added works, without a restart; the host key survives a restart (the
+//! client's known_hosts stays valid); `ssh -W` reaches a port of the
+//! workspace's own and nothing else; read-only mode refuses every login,
+//! saying why.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A new key pair in `dir`; returns the private key's path and the
+/// public key's line.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs (apt-get install openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+struct Client {
+    port: u16,
+    known_hosts: PathBuf,
+    /// `yes`: only the host key known_hosts holds; `accept-new`: learn it.
+    strict: &'static str,
+}
+
+impl Client {
+    /// `ssh` with `key` and `args`, `stdin` fed to it.
+    fn ssh(&self, key: &Path, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            // The key is the workspace's whatever its port (a restart moves it).
+            .args(["-o", "HostKeyAlias=workspace", "-o"])
+            .arg(format!("StrictHostKeyChecking={}", self.strict))
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(key)
+            .args(["-p", &self.port.to_string(), "anyone@127.0.0.1"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh runs (apt-get install openssh-client)");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ssh_port(ws: &common::Workspace) -> u16 {
+    let line = ws
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("ssh:"))
+        .expect("the banner names the SSH address");
+    let addr: std::net::SocketAddr = line.split_whitespace().next().unwrap().parse().unwrap();
+    addr.port()
+}
+
+#[tokio::test]
+async fn ssh_runs_commands_with_listed_keys_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keygen(keys.path(), "alice");
+    let (bob, bob_pub) = keygen(keys.path(), "bob");
+    let authorized = keys.path().join("authorized_keys");
+    std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
+    let authorized_arg = authorized.display().to_string();
+    let mut ws = common::Workspace::start(&[
+        "--ssh-listen",
+        "127.0.0.1:0",
+        "--ssh-authorized-keys",
+        &authorized_arg,
+    ])
+    .await;
+    let mut client = Client {
+        port: ssh_port(&ws),
+        known_hosts: keys.path().join("known_hosts"),
+        strict: "accept-new",
+    };
+
+    // A command: its output, where it runs, its exit status.
+    let out = client.ssh(&alice, &["echo hello; pwd; echo oops >&2; exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let home = std::fs::canonicalize(ws.home()).unwrap();
+    assert_eq!(text(&out.stdout), format!("hello\n{}\n", home.display()));
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+    // Its stdin, to the end.
+    let out = client.ssh(&alice, &["wc -l"], b"a\nb\nc\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "3");
+
+    // A key not listed.
+    let out = client.ssh(&bob, &["true"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Listed now, without a restart; and alice removed.
+    std::fs::write(&authorized, format!("{bob_pub}\n")).unwrap();
+    let out = client.ssh(&bob, &["echo bob"], b"");
+    assert_eq!(text(&out.stdout), "bob\n", "{}", text(&out.stderr));
+    let out = client.ssh(&alice, &["true"], b"");
+    assert_eq!(out.status.code(), Some(255), "a removed key still got in");
+
+    // Forwarding: a port of the workspace's own, not the network around.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dev_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"from the dev server\n").await;
+        }
+    });
+    let target = format!("127.0.0.1:{dev_port}");
+    let out = tokio::task::spawn_blocking({
+        let (bob, client_port, known) = (bob.clone(), client.port, client.known_hosts.clone());
+        move || {
+            Client {
+                port: client_port,
+                known_hosts: known,
+                strict: "accept-new",
+            }
+            .ssh(&bob, &["-W", &target], b"hi\n")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "from the dev server\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client.ssh(&bob, &["-W", "192.0.2.1:80"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("administratively prohibited"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The host key is kept: strict checking against what the client saw.
+    ws.crash();
+    ws.spawn().await;
+    client.port = ssh_port(&ws);
+    client.strict = "yes";
+    let out = client.ssh(&bob, &["echo same host"], b"");
+    assert_eq!(text(&out.stdout), "same host\n", "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn read_only_refuses_every_login_and_says_why() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keygen(keys.path(), "alice");
+    let authorized = keys.path().join("authorized_keys");
+    std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
+    let authorized_arg = authorized.display().to_string();
+    let ws = common::Workspace::start(&[
+        "--read-only",
+        "--ssh-listen",
+        "127.0.0.1:0",
+        "--ssh-authorized-keys",
+        &authorized_arg,
+    ])
+    .await;
+    let client = Client {
+        port: ssh_port(&ws),
+        known_hosts: keys.path().join("known_hosts"),
+        strict: "accept-new",
+    };
+    let out = client.ssh(&alice, &["touch pwned"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("this workspace is read-only; SSH logins are refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!ws.home().join("pwned").exists());
+}
