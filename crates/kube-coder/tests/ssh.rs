@@ -1,5 +1,6 @@
 //! SSH into the workspace (`--ssh-listen`) with the real OpenSSH client: a
-//! command's output and exit status, stdin, stderr; a key not listed, and
+//! command's output and exit status, stdin, stderr; a terminal (`-tt`) of
+//! the client's type, and a shell typed into; a key not listed, and
 //! one removed from the file while the server runs, are refused, and one
 //! added works, without a restart; the host key survives a restart (the
 //! client's known_hosts stays valid); `ssh -W` reaches a port of the
@@ -43,6 +44,8 @@ impl Client {
     fn ssh(&self, key: &Path, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
         let mut child = Command::new("ssh")
+            // What a terminal asked for with -t says it is.
+            .env("TERM", "xterm-256color")
             .args([
                 "-F",
                 "/dev/null",
@@ -115,6 +118,26 @@ async fn ssh_runs_commands_with_listed_keys_only() {
     let out = client.ssh(&alice, &["wc -l"], b"a\nb\nc\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "3");
+
+    // A terminal: the command runs on a PTY of the client's type (this
+    // client has no window, so the default 80×24); typed input reaches an
+    // interactive shell on it.
+    let out = client.ssh(
+        &alice,
+        &["-tt", "tty; echo \"$TERM\"; stty size; exit 5"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("/dev/pts/"), "{shown:?}");
+    assert!(shown.contains("xterm-256color\r\n24 80\r\n"), "{shown:?}");
+    let out = client.ssh(&alice, &["-tt"], b"echo typed-$((6*7))\nexit 7\n");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("typed-42"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A key not listed.
     let out = client.ssh(&bob, &["true"], b"");

@@ -2,13 +2,14 @@
 //! the home with the server's environment, its stdin, stdout and stderr on
 //! the channel, and its exit status sent back, so `ssh host false` fails
 //! like a local command would. `ssh host` with no command runs a login
-//! shell. Local port forwarding (`ssh -L`) reaches the workspace's own
+//! shell. With a terminal asked for (`ssh -t`, or an interactive `ssh
+//! host`), the command or shell runs on a PTY of the client's size and
+//! `TERM`, resized as the client's window is. Local port forwarding (`ssh -L`) reaches the workspace's own
 //! ports only (loopback): a dev server started by a task, not the network
 //! around the workspace.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ impl russh::server::Server for Server {
             shared: self.shared.clone(),
             peer,
             channels: HashMap::new(),
+            terminals: HashMap::new(),
+            resizes: HashMap::new(),
         }
     }
 }
@@ -41,6 +44,26 @@ pub(crate) struct Session {
     peer: Option<SocketAddr>,
     /// Session channels opened and not yet given a command.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Terminals asked for, by channel, until the command starts.
+    terminals: HashMap<ChannelId, Terminal>,
+    /// Window sizes on their way to running terminals.
+    resizes: HashMap<ChannelId, tokio::sync::mpsc::UnboundedSender<(u16, u16)>>,
+}
+
+/// A terminal as the client asked for it.
+struct Terminal {
+    term: String,
+    cols: u16,
+    rows: u16,
+}
+
+/// A client's size, as a PTY takes it (0 means "unknown": 80×24).
+fn size(cols: u32, rows: u32) -> (u16, u16) {
+    let clamp = |v: u32, default: u16| match v {
+        0 => default,
+        v => v.min(1000) as u16,
+    };
+    (clamp(cols, 80), clamp(rows, 24))
 }
 
 const READ_ONLY: &str = "kube-coder: this workspace is read-only; SSH logins are refused.\r\n";
@@ -69,6 +92,17 @@ impl Handler for Session {
         }
     }
 
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        self.terminals.remove(&channel);
+        self.resizes.remove(&channel);
+        Ok(())
+    }
+
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -77,6 +111,45 @@ impl Handler for Session {
     ) -> Result<(), Self::Error> {
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let (cols, rows) = size(col_width, row_height);
+        self.terminals.insert(
+            channel,
+            Terminal {
+                term: term.to_string(),
+                cols,
+                rows,
+            },
+        );
+        session.channel_success(channel)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.resizes.get(&channel) {
+            let _ = tx.send(size(col_width, row_height));
+        }
         Ok(())
     }
 
@@ -154,6 +227,21 @@ impl Session {
         let Some(channel) = self.channels.remove(&id) else {
             return session.channel_failure(id);
         };
+        if let Some(terminal) = self.terminals.remove(&id) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            return match on_terminal(&terminal, command.as_deref(), &self.shared.home) {
+                Ok((pty, child)) => {
+                    self.resizes.insert(id, tx);
+                    session.channel_success(id)?;
+                    tokio::spawn(run_on_terminal(channel, pty, child, rx));
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start an SSH terminal");
+                    session.channel_failure(id)
+                }
+            };
+        }
         let mut cmd = tokio::process::Command::new("sh");
         match &command {
             Some(c) => cmd.arg("-c").arg(c),
@@ -172,14 +260,14 @@ impl Session {
             }
         };
         session.channel_success(id)?;
-        tokio::spawn(run(channel, child, self.shared.home.clone()));
+        tokio::spawn(run(channel, child));
         Ok(())
     }
 }
 
 /// Streams the child's output to the channel and the channel's input to
 /// the child, then sends the exit status and closes.
-async fn run(channel: Channel<Msg>, mut child: tokio::process::Child, _home: PathBuf) {
+async fn run(channel: Channel<Msg>, mut child: tokio::process::Child) {
     let (mut read, write) = channel.split();
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -204,7 +292,101 @@ async fn run(channel: Channel<Msg>, mut child: tokio::process::Child, _home: Pat
     output.await;
     let status = child.wait().await;
     input.abort();
-    // A signal's death is reported as the shells do: 128 + the signal.
+    let _ = write.exit_status(exit_code(status)).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+/// The command (a login shell when none) on a new PTY of the terminal's
+/// size and type.
+fn on_terminal(
+    terminal: &Terminal,
+    command: Option<&str>,
+    home: &std::path::Path,
+) -> pty_process::Result<(pty_process::Pty, tokio::process::Child)> {
+    let (pty, pts) = pty_process::open()?;
+    pty.resize(pty_process::Size::new(terminal.rows, terminal.cols))?;
+    // bash where the image has it (the workspace's), else sh.
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let args: Vec<&str> = match command {
+        Some(c) => vec!["-c", c],
+        None => vec!["-l"],
+    };
+    let child = pty_process::Command::new(shell)
+        .args(args)
+        .current_dir(home)
+        .env("TERM", &terminal.term)
+        .kill_on_drop(true)
+        .spawn(pts)?;
+    Ok((pty, child))
+}
+
+/// The terminal's output to the channel, the channel's input and window
+/// sizes to the terminal; then the exit status, and close.
+async fn run_on_terminal(
+    channel: Channel<Msg>,
+    pty: pty_process::Pty,
+    mut child: tokio::process::Child,
+    mut resizes: tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>,
+) {
+    use tokio::io::AsyncReadExt;
+    let (mut read, write) = channel.split();
+    let (mut pty_out, mut pty_in) = pty.into_split();
+    let mut out = write.make_writer();
+    let output = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match pty_out.read(&mut buf).await {
+                // EOF or EIO: every process on the terminal has left it.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = out.flush().await;
+    };
+    let input = async {
+        let mut reader = read.make_reader();
+        let mut buf = vec![0u8; 8 * 1024];
+        loop {
+            tokio::select! {
+                n = reader.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if pty_in.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                Some((cols, rows)) = resizes.recv() => {
+                    let _ = pty_in.resize(pty_process::Size::new(rows, cols));
+                }
+            }
+        }
+        // The client closed its input; the terminal stays until the
+        // program ends.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = output => {}
+        _ = input => {}
+    }
+    let status = child.wait().await;
+    let _ = write.exit_status(exit_code(status)).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+/// The status a client gets: the program's exit code, or for a death by
+/// signal what the shells report, 128 + the signal.
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> u32 {
     let code = match status {
         Ok(s) => s
             .code()
@@ -212,7 +394,5 @@ async fn run(channel: Channel<Msg>, mut child: tokio::process::Child, _home: Pat
             .unwrap_or(255),
         Err(_) => 255,
     };
-    let _ = write.exit_status(code as u32).await;
-    let _ = write.eof().await;
-    let _ = write.close().await;
+    code as u32
 }
