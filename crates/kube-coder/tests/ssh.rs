@@ -230,3 +230,138 @@ async fn read_only_refuses_every_login_and_says_why() {
     );
     assert!(!ws.home().join("pwned").exists());
 }
+
+/// `program` (scp or sftp) with the options `ssh` gets, and `args`.
+fn transfer(program: &str, client: &Client, key: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "HostKeyAlias=workspace",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            client.known_hosts.display()
+        ))
+        .arg("-i")
+        .arg(key)
+        .args(["-P", &client.port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scp and sftp run (apt-get install openssh-client)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn scp_and_sftp_move_files_both_ways() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keygen(keys.path(), "alice");
+    let authorized = keys.path().join("authorized_keys");
+    std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
+    let authorized_arg = authorized.display().to_string();
+    let ws = common::Workspace::start(&[
+        "--ssh-listen",
+        "127.0.0.1:0",
+        "--ssh-authorized-keys",
+        &authorized_arg,
+    ])
+    .await;
+    let client = Client {
+        port: ssh_port(&ws),
+        known_hosts: keys.path().join("known_hosts"),
+        strict: "accept-new",
+    };
+    let local = tempfile::tempdir().unwrap();
+    // 3 MiB of varied bytes: several SFTP reads and writes each way.
+    let body: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(local.path().join("up.bin"), &body).unwrap();
+
+    // scp up, into a path relative to the home, and back down.
+    let up = local.path().join("up.bin").display().to_string();
+    let out = transfer("scp", &client, &alice, &[&up, "dev@127.0.0.1:up.bin"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(ws.home().join("up.bin")).unwrap(), body);
+    let down = local.path().join("down.bin").display().to_string();
+    let out = transfer(
+        "scp",
+        &client,
+        &alice,
+        &["dev@127.0.0.1:up.bin", &down],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&down).unwrap(), body);
+
+    // sftp: a directory, a rename, a listing, a removal.
+    let batch = format!(
+        "mkdir box\nput {up} box/a.bin\nrename box/a.bin box/b.bin\nls box\nget box/b.bin {}\nrm up.bin\n",
+        local.path().join("b.bin").display()
+    );
+    let mut args = vec!["-b", "-"];
+    args.push("dev@127.0.0.1");
+    let out = transfer("sftp", &client, &alice, &args, batch.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("box/b.bin"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(ws.home().join("box/b.bin")).unwrap(), body);
+    assert_eq!(std::fs::read(local.path().join("b.bin")).unwrap(), body);
+    assert!(!ws.home().join("up.bin").exists());
+    // A file that is not there is an error the client reports.
+    let out = transfer("sftp", &client, &alice, &args, b"get no-such-file\n");
+    assert!(!out.status.success());
+
+    // git over SSH: a push into a bare repository in the home.
+    let git = |dir: &Path, args: &[&str]| {
+        let ssh = format!(
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o HostKeyAlias=workspace -o UserKnownHostsFile={} -i {} -p {}",
+            client.known_hosts.display(),
+            alice.display(),
+            client.port
+        );
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", ssh)
+            .output()
+            .expect("git is installed");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    git(&ws.home(), &["init", "-q", "--bare", "repo.git"]);
+    let src = local.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("README"), "pushed over ssh\n").unwrap();
+    git(&src, &["add", "README"]);
+    git(&src, &["commit", "-q", "-m", "first"]);
+    git(&src, &["push", "-q", "dev@127.0.0.1:repo.git", "main"]);
+    let shown = Command::new("git")
+        .args(["--git-dir", "repo.git", "show", "main:README"])
+        .current_dir(ws.home())
+        .output()
+        .unwrap();
+    assert_eq!(text(&shown.stdout), "pushed over ssh\n");
+}

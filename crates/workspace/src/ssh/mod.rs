@@ -8,12 +8,15 @@
 //!
 //! - `host_key.rs` — the server's key, made once and kept.
 //! - `authorized.rs` — whether a key may log in.
-//! - `session.rs` — one connection: commands with their exit status, and
-//!   local port forwarding to the workspace's own ports.
+//! - `session.rs` — one connection: commands with their exit status, on a
+//!   terminal when asked, and local port forwarding to the workspace's own
+//!   ports.
+//! - `sftp.rs` — the `sftp` subsystem (`sftp`, and `scp`, which speaks it).
 
 mod authorized;
 mod host_key;
 mod session;
+mod sftp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

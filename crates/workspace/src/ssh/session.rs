@@ -34,6 +34,7 @@ impl russh::server::Server for Server {
             peer,
             channels: HashMap::new(),
             terminals: HashMap::new(),
+            sftp: Default::default(),
             resizes: HashMap::new(),
         }
     }
@@ -46,6 +47,8 @@ pub(crate) struct Session {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Terminals asked for, by channel, until the command starts.
     terminals: HashMap<ChannelId, Terminal>,
+    /// Channels serving SFTP.
+    sftp: std::collections::HashSet<ChannelId>,
     /// Window sizes on their way to running terminals.
     resizes: HashMap<ChannelId, tokio::sync::mpsc::UnboundedSender<(u16, u16)>>,
 }
@@ -99,6 +102,7 @@ impl Handler for Session {
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         self.terminals.remove(&channel);
+        self.sftp.remove(&channel);
         self.resizes.remove(&channel);
         Ok(())
     }
@@ -169,6 +173,38 @@ impl Handler for Session {
         session: &mut SshSession,
     ) -> Result<(), Self::Error> {
         self.start(channel, None, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        let Some(open) = self.channels.remove(&channel).filter(|_| name == "sftp") else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let sftp = super::sftp::Sftp::new(self.shared.home.clone());
+        // Served by a task of its own; the client's EOF ends it (below).
+        russh_sftp::server::run(open.into_stream(), sftp).await;
+        self.sftp.insert(channel);
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut SshSession,
+    ) -> Result<(), Self::Error> {
+        // The client is done with SFTP: it waits for a status, as from any
+        // program, and the channel's end.
+        if self.sftp.remove(&channel) {
+            session.exit_status_request(channel, 0)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+        }
+        Ok(())
     }
 
     async fn channel_open_direct_tcpip(
