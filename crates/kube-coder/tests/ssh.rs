@@ -40,37 +40,52 @@ struct Client {
 }
 
 impl Client {
+    /// `program` (ssh, scp or sftp) as the tests run it: no user config,
+    /// no prompts, this key only, the workspace's host key by its alias
+    /// (a restart moves the port).
+    fn command(&self, program: &str, key: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(["-o", "HostKeyAlias=workspace", "-o"])
+        .arg(format!("StrictHostKeyChecking={}", self.strict))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+        .arg("-i")
+        .arg(key)
+        // ssh takes the port as -p, scp and sftp as -P.
+        .arg(if program == "ssh" { "-p" } else { "-P" })
+        .arg(self.port.to_string())
+        // What a terminal asked for with -t says it is.
+        .env("TERM", "xterm-256color");
+        c
+    }
+
     /// `ssh` with `key` and `args`, `stdin` fed to it.
     fn ssh(&self, key: &Path, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = Command::new("ssh")
-            // What a terminal asked for with -t says it is.
-            .env("TERM", "xterm-256color")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            // The key is the workspace's whatever its port (a restart moves it).
-            .args(["-o", "HostKeyAlias=workspace", "-o"])
-            .arg(format!("StrictHostKeyChecking={}", self.strict))
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &self.port.to_string(), "anyone@127.0.0.1"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ssh runs (apt-get install openssh-client)");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        let mut c = self.command("ssh", key);
+        c.arg("anyone@127.0.0.1").args(args);
+        feed(c, stdin)
     }
+}
+
+/// Runs `c` with `stdin` fed to it; its output.
+fn feed(mut c: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the OpenSSH client runs (apt-get install openssh-client)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -233,38 +248,9 @@ async fn read_only_refuses_every_login_and_says_why() {
 
 /// `program` (scp or sftp) with the options `ssh` gets, and `args`.
 fn transfer(program: &str, client: &Client, key: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args([
-            "-o",
-            "HostKeyAlias=workspace",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-        ])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            client.known_hosts.display()
-        ))
-        .arg("-i")
-        .arg(key)
-        .args(["-P", &client.port.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("scp and sftp run (apt-get install openssh-client)");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let mut c = client.command(program, key);
+    c.args(args);
+    feed(c, stdin)
 }
 
 #[tokio::test]
