@@ -40,6 +40,11 @@ enum Command {
     Token(admin::token::TokenArgs),
     /// Reach a workspace without an ingress, through the API server's port-forward.
     Connect(admin::connect::ConnectArgs),
+    /// SSH's ProxyCommand for a workspace: stdin and stdout through the API
+    /// server's port-forward to its SSH port (see `ssh-config`).
+    Ssh(admin::ssh::SshArgs),
+    /// Print ~/.ssh/config Host blocks (`ssh kc-NAME`) for workspaces with SSH.
+    SshConfig(admin::ssh::SshConfigArgs),
     /// Print the manifests of one workspace, for GitOps without the operator.
     Render(Box<admin::render::RenderArgs>),
     /// Check that a cluster is ready for workspaces.
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
         },
         Command::Token(args) => cluster::block_on(admin::token::run(args)),
         Command::Connect(args) => cluster::block_on(admin::connect::run(args)),
+        Command::Ssh(args) => cluster::block_on(admin::ssh::proxy(args)),
+        Command::SshConfig(args) => cluster::block_on(admin::ssh::config(args)),
         Command::Render(args) => match admin::render::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(msg) => {

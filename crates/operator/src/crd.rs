@@ -58,6 +58,10 @@ pub struct WorkspaceSpec {
     pub network: Network,
     #[serde(default)]
     pub build: Build,
+    /// SSH into the workspace (`kube-coder ssh NAME`, through the API
+    /// server's port-forward: no Service is ever opened for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Ssh>,
     /// Model providers through the egress gateway, whose keys the workspace
     /// never holds. Unset: no model port, no keys, no budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,6 +361,18 @@ pub struct Egress {
     #[schemars(length(max = 256), inner(length(max = 260)))]
     #[x_kube(validation = Rule::new(r"self.all(d, d.matches('^(\\*\\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$'))").message("network.egress.allowDomains holds lower-case host names such as registry.npmjs.org or *.github.com, each optionally with :port"))]
     pub allow_domains: Option<Vec<String>>,
+}
+
+/// Who may SSH in: the key decides, under any login name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Ssh {
+    /// OpenSSH public keys, one per entry (`ssh-ed25519 AAAA… alice@laptop`).
+    /// A change applies without a restart.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 16384)))]
+    #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^(ssh-|ecdsa-|sk-)[a-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$'))").message("ssh.authorizedKeys holds OpenSSH public keys such as 'ssh-ed25519 AAAA… alice@laptop', one per entry"))]
+    pub authorized_keys: Vec<String>,
 }
 
 /// The workspace's model providers: its programs call the egress gateway

@@ -43,6 +43,10 @@ pub const EGRESS_ADMIN_PORT: i32 = 3129;
 pub const EGRESS_MODELS_PORT: i32 = 3130;
 pub const MODEL_KEYS_SECRET: &str = "model-keys";
 pub const MODEL_USAGE: &str = "model-usage";
+/// SSH: the port the server listens on in the pod (reached only through
+/// the API server's port-forward), and the ConfigMap of the keys.
+pub const SSH_PORT: i32 = 2222;
+pub const SSH_AUTHORIZED_KEYS: &str = "ssh-authorized-keys";
 /// The user of the kube-coder image (the gateway's).
 pub const IMAGE_UID: i64 = 65532;
 

@@ -97,7 +97,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 /// Refuses early, with the permission named, when the caller may not
 /// port-forward in the workspace's namespace.
-async fn may_port_forward(client: &kube::Client, ns: &str) -> Result<(), String> {
+pub(crate) async fn may_port_forward(client: &kube::Client, ns: &str) -> Result<(), String> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -125,7 +125,7 @@ async fn may_port_forward(client: &kube::Client, ns: &str) -> Result<(), String>
 }
 
 /// The name of the workspace's pod that is Ready now.
-async fn ready_pod(pods: &Api<Pod>, name: &str) -> Result<String, String> {
+pub(crate) async fn ready_pod(pods: &Api<Pod>, name: &str) -> Result<String, String> {
     let selector = names::pod_labels(name)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -173,14 +173,28 @@ async fn forward(
     port: u16,
 ) -> Result<(), String> {
     let pod = ready_pod(pods, name).await?;
+    relay(&mut conn, pods, &pod, port).await
+}
+
+/// Carries `conn` to `port` of `pod` through the API server's
+/// port-forward, until either side ends.
+pub(crate) async fn relay<S>(
+    conn: &mut S,
+    pods: &Api<Pod>,
+    pod: &str,
+    port: u16,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut pf = pods
-        .portforward(&pod, &[port])
+        .portforward(pod, &[port])
         .await
         .map_err(|e| format!("port-forward to {pod}: {e}"))?;
     let mut upstream = pf
         .take_stream(port)
         .ok_or_else(|| format!("port-forward to {pod} gave no stream"))?;
-    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+    let _ = tokio::io::copy_bidirectional(conn, &mut upstream).await;
     drop(upstream);
     let _ = pf.join().await;
     Ok(())

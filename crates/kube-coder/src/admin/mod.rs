@@ -6,5 +6,6 @@
 pub mod connect;
 pub mod doctor;
 pub mod render;
+pub mod ssh;
 pub mod token;
 pub mod user;

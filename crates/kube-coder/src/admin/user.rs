@@ -94,6 +94,10 @@ pub struct AddArgs {
     /// (e.g. anthropic), or give `all`.
     #[arg(long = "models", value_delimiter = ',')]
     models: Vec<String>,
+    /// A public key file (e.g. ~/.ssh/id_ed25519.pub) whose keys may SSH in
+    /// (`kube-coder ssh NAME`); repeatable.
+    #[arg(long = "ssh-key-file")]
+    ssh_key_files: Vec<std::path::PathBuf>,
     /// Input plus output model tokens per calendar month (implies
     /// `--models all` when no provider is named).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -184,6 +188,8 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
         ingress,
         network: Default::default(),
         build: Default::default(),
+        ssh: ssh_keys(&a.ssh_key_files)?
+            .map(|authorized_keys| operator::crd::Ssh { authorized_keys }),
         models: (!a.models.is_empty() || a.monthly_token_budget.is_some()).then(|| {
             operator::crd::Models {
                 providers: (!a.models.is_empty() && !a.models.iter().any(|m| m == "all"))
@@ -196,6 +202,26 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
             .clone()
             .map(|s| operator::crd::Idle { stop_after: s }),
     })
+}
+
+/// The keys in `files`, one per non-empty, non-comment line; none when no
+/// file is given.
+fn ssh_keys(files: &[std::path::PathBuf]) -> Result<Option<Vec<String>>, String> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read --ssh-key-file {}: {e}", f.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(Some(keys))
 }
 
 async fn add(client: &kube::Client, api: &Api<Workspace>, a: AddArgs) -> Result<(), String> {

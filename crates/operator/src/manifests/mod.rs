@@ -15,6 +15,7 @@ pub mod network_policy;
 pub mod oauth2_proxy;
 pub mod quantity;
 pub mod routing;
+pub mod ssh;
 pub mod storage;
 pub mod workload;
 
@@ -174,6 +175,9 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
             Kind::ConfigMap,
             &egress_gateway::config_map(ws, settings)?,
         )?);
+    }
+    if ssh::enabled(ws) {
+        out.push(Manifest::new(Kind::ConfigMap, &ssh::config_map(ws))?);
     }
     if egress_gateway::has_models(ws) {
         // The gateway's identity: it may change its usage ConfigMap, and

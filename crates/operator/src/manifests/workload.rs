@@ -71,6 +71,9 @@ pub fn serve_args(ws: &Workspace) -> Vec<String> {
     if auth.read_only {
         args.push("--read-only".into());
     }
+    if super::ssh::enabled(ws) {
+        args.extend(super::ssh::args());
+    }
     if super::egress_gateway::enabled(ws) {
         // The dashboard lists what the gateway refused, and its usage.
         args.push(format!(
@@ -112,6 +115,9 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             },
         );
     }
+    if super::ssh::enabled(ws) {
+        ports.push(super::ssh::port());
+    }
     Container {
         name: "workspace".into(),
         image: Some(image(ws, settings)),
@@ -147,11 +153,16 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             (&r.limits.cpu, &r.limits.memory),
         )),
         security_context: Some(hardened()),
-        volume_mounts: Some(vec![
-            mount("home", names::HOME, false),
-            mount("tmp", "/tmp", false),
-            mount("credentials", CREDENTIALS_DIR, true),
-        ]),
+        volume_mounts: Some(
+            [
+                mount("home", names::HOME, false),
+                mount("tmp", "/tmp", false),
+                mount("credentials", CREDENTIALS_DIR, true),
+            ]
+            .into_iter()
+            .chain(super::ssh::enabled(ws).then(super::ssh::mount))
+            .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -217,6 +228,7 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             ]
             .into_iter()
             .chain(oauth2_proxy::provider_ca_volume(ws))
+            .chain(super::ssh::enabled(ws).then(super::ssh::volume))
             .collect(),
         ),
         ..pod
