@@ -22,7 +22,7 @@ const TIERS: &[&[&str]] = &[
     &["store"],
     &["error", "views", "metrics"],
     &["extract", "events", "files", "web_assets"],
-    &["hooks"],
+    &["hooks", "ssh"],
     &["config"],
     &["auth"],
     &["activity", "tasks"],
