@@ -4,9 +4,10 @@
 //! like a local command would. `ssh host` with no command runs a login
 //! shell. With a terminal asked for (`ssh -t`, or an interactive `ssh
 //! host`), the command or shell runs on a PTY of the client's size and
-//! `TERM`, resized as the client's window is. Local port forwarding (`ssh -L`) reaches the workspace's own
-//! ports only (loopback): a dev server started by a task, not the network
-//! around the workspace.
+//! `TERM`, resized as the client's window is. The `sftp` subsystem serves
+//! `sftp` and `scp`. Local port forwarding (`ssh -L`) reaches the
+//! workspace's own ports only (loopback): a dev server started by a task,
+//! not the network around the workspace.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
