@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures_util::StreamExt;
+use kube_coder_bench::{cpu_ticks, status_kib};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -412,26 +413,6 @@ impl Bench {
     }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// User plus system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 /// CPU ticks per minute the server spends while nobody asks anything.
 async fn idle_cpu(pid: Option<u32>, secs: u64) -> String {
     let Some(pid) = pid else {
@@ -474,7 +455,7 @@ async fn main() -> Result<()> {
         assistant: args.assistant.clone(),
     };
     let mut rows = Vec::new();
-    let idle = args.pid.and_then(rss_kib);
+    let idle = args.pid.and_then(|p| status_kib(p, "VmRSS:"));
     rows.push(Row("RSS idle".into(), mib(idle)));
     rows.push(Row(
         "CPU idle".into(),
@@ -599,7 +580,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     rows.push(Row(
         format!("RSS with {} open SSE streams", open.len()),
-        mib(args.pid.and_then(rss_kib)),
+        mib(args.pid.and_then(|p| status_kib(p, "VmRSS:"))),
     ));
     rows.push(Row(
         format!("CPU with {} quiet SSE streams", open.len()),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use kube_coder_bench::{cpu_ticks, mib, pct, status_kib};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -169,11 +170,6 @@ async fn skip_head(s: &mut BufReader<TcpStream>) -> Result<String> {
     Ok(status)
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Connect → first byte of the response, in ms, `n` times.
 async fn ttfb(route: Route, upstream: SocketAddr, n: usize) -> Result<(f64, f64)> {
     let mut ms = Vec::with_capacity(n);
@@ -217,22 +213,6 @@ async fn throughput(route: Route, upstream: SocketAddr, bytes: u64) -> Result<f6
         left -= n as u64;
     }
     Ok(bytes as f64 / 1048576.0 / t.elapsed().as_secs_f64())
-}
-
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 #[tokio::main]
@@ -325,10 +305,6 @@ async fn main() -> Result<()> {
     let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = cpu_ticks(pid);
-    let mib = |k: Option<u64>| {
-        k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into())
-    };
     println!("\n| gateway | figure |\n|---|---|");
     println!("| RSS after the figures above | {} |", mib(idle));
     println!(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures_util::StreamExt;
+use kube_coder_bench::{cpu_ticks, mib, pct, status_kib};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -220,11 +221,6 @@ impl Route {
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Request → the answer's head, then its body read, `n` times (ms).
 async fn head_time(route: &Route, n: usize) -> Result<(f64, f64)> {
     let mut ms = Vec::with_capacity(n);
@@ -271,22 +267,6 @@ async fn throughput(route: &Route, bytes: u64) -> Result<f64> {
         got += chunk?.len() as u64;
     }
     Ok(got as f64 / 1048576.0 / t.elapsed().as_secs_f64())
-}
-
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 #[tokio::main]
@@ -418,10 +398,6 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = cpu_ticks(pid);
     reading.abort();
-    let mib = |k: Option<u64>| {
-        k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "n/a".into())
-    };
     println!("\n| gateway | figure |\n|---|---|");
     println!("| RSS after the figures above | {} |", mib(idle));
     println!(

@@ -102,26 +102,35 @@ fn ssh_port(ws: &common::Workspace) -> u16 {
     addr.port()
 }
 
-#[tokio::test]
-async fn ssh_runs_commands_with_listed_keys_only() {
-    let keys = tempfile::tempdir().unwrap();
-    let (alice, alice_pub) = keygen(keys.path(), "alice");
-    let (bob, bob_pub) = keygen(keys.path(), "bob");
-    let authorized = keys.path().join("authorized_keys");
+/// A workspace with SSH (and `extra` flags) letting in the key `alice`
+/// (made in `keys`); the client for it. Returns alice's private key, the
+/// authorized-keys file, the workspace and the client.
+async fn with_alice(keys: &Path, extra: &[&str]) -> (PathBuf, PathBuf, common::Workspace, Client) {
+    let (alice, alice_pub) = keygen(keys, "alice");
+    let authorized = keys.join("authorized_keys");
     std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
     let authorized_arg = authorized.display().to_string();
-    let mut ws = common::Workspace::start(&[
+    let mut args = vec![
         "--ssh-listen",
         "127.0.0.1:0",
         "--ssh-authorized-keys",
         &authorized_arg,
-    ])
-    .await;
-    let mut client = Client {
+    ];
+    args.extend_from_slice(extra);
+    let ws = common::Workspace::start(&args).await;
+    let client = Client {
         port: ssh_port(&ws),
-        known_hosts: keys.path().join("known_hosts"),
+        known_hosts: keys.join("known_hosts"),
         strict: "accept-new",
     };
+    (alice, authorized, ws, client)
+}
+
+#[tokio::test]
+async fn ssh_runs_commands_with_listed_keys_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, authorized, mut ws, mut client) = with_alice(keys.path(), &[]).await;
+    let (bob, bob_pub) = keygen(keys.path(), "bob");
 
     // A command: its output, where it runs, its exit status.
     let out = client.ssh(&alice, &["echo hello; pwd; echo oops >&2; exit 3"], b"");
@@ -219,23 +228,7 @@ async fn ssh_runs_commands_with_listed_keys_only() {
 #[tokio::test]
 async fn read_only_refuses_every_login_and_says_why() {
     let keys = tempfile::tempdir().unwrap();
-    let (alice, alice_pub) = keygen(keys.path(), "alice");
-    let authorized = keys.path().join("authorized_keys");
-    std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
-    let authorized_arg = authorized.display().to_string();
-    let ws = common::Workspace::start(&[
-        "--read-only",
-        "--ssh-listen",
-        "127.0.0.1:0",
-        "--ssh-authorized-keys",
-        &authorized_arg,
-    ])
-    .await;
-    let client = Client {
-        port: ssh_port(&ws),
-        known_hosts: keys.path().join("known_hosts"),
-        strict: "accept-new",
-    };
+    let (alice, _, ws, client) = with_alice(keys.path(), &["--read-only"]).await;
     let out = client.ssh(&alice, &["touch pwned"], b"");
     assert_eq!(out.status.code(), Some(255));
     assert!(
@@ -256,22 +249,7 @@ fn transfer(program: &str, client: &Client, key: &Path, args: &[&str], stdin: &[
 #[tokio::test]
 async fn scp_and_sftp_move_files_both_ways() {
     let keys = tempfile::tempdir().unwrap();
-    let (alice, alice_pub) = keygen(keys.path(), "alice");
-    let authorized = keys.path().join("authorized_keys");
-    std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
-    let authorized_arg = authorized.display().to_string();
-    let ws = common::Workspace::start(&[
-        "--ssh-listen",
-        "127.0.0.1:0",
-        "--ssh-authorized-keys",
-        &authorized_arg,
-    ])
-    .await;
-    let client = Client {
-        port: ssh_port(&ws),
-        known_hosts: keys.path().join("known_hosts"),
-        strict: "accept-new",
-    };
+    let (alice, _, ws, client) = with_alice(keys.path(), &[]).await;
     let local = tempfile::tempdir().unwrap();
     // 3 MiB of varied bytes: several SFTP reads and writes each way.
     let body: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
