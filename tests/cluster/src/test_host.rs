@@ -79,6 +79,25 @@ fn blackholed(addr: Ipv4Addr) -> bool {
     })
 }
 
+/// Waits until process `pid` is in a network namespace of its own.
+/// `spawn` returns once `unshare` is forked, maybe before it has called
+/// unshare(2); a veth moved to it before then stays in the host's
+/// namespace and is missing inside.
+fn in_own_netns(pid: &str) -> Result<(), String> {
+    let ours = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::read_link(format!("/proc/{pid}/ns/net")) {
+            Ok(theirs) if theirs != ours => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(_) => return Err("unshare made no network namespace within 10 s".into()),
+            Err(e) => return Err(format!("the server exited before it was set up: {e}")),
+        }
+    }
+}
+
 impl TestHost {
     /// A host at `addr` answering on `port` with `name`. Panics with what
     /// to do when the node has no blackhole for the address's range.
@@ -135,6 +154,7 @@ impl TestHost {
             .expect("start the test host's server (unshare, from util-linux)");
         let pid = server.id().to_string();
         let setup = || -> Result<(), String> {
+            in_own_netns(&pid)?;
             ip(&["link", "add", &iface, "type", "veth", "peer", "name", &peer])?;
             ip(&["link", "set", &peer, "netns", &pid])?;
             let inside = |args: &[&str]| -> Result<(), String> {
