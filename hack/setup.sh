@@ -25,8 +25,9 @@ if [ "$purpose" = test ]; then
   have python3 || need_apt+=(python3)
   # The documentation test runs the README's examples, which use jq.
   have jq || need_apt+=(jq)
-  # The SSH tests drive the real OpenSSH client.
+  # The SSH tests drive the real OpenSSH client, and rsync over it.
   { have ssh && have ssh-keygen; } || need_apt+=(openssh-client)
+  have rsync || need_apt+=(rsync)
   # The browser tests drive Debian's Chromium (testing.md).
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 fi

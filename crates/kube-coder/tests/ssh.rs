@@ -4,8 +4,9 @@
 //! one removed from the file while the server runs, are refused, and one
 //! added works, without a restart; the host key survives a restart (the
 //! client's known_hosts stays valid); `ssh -W` reaches a port of the
-//! workspace's own and nothing else; read-only mode refuses every login,
-//! saying why.
+//! workspace's own and nothing else, and `ssh -L` a dev server a task
+//! started; scp, sftp, rsync and git move files both ways; read-only mode
+//! refuses every login, saying why.
 
 mod common;
 
@@ -65,6 +66,17 @@ impl Client {
         // What a terminal asked for with -t says it is.
         .env("TERM", "xterm-256color");
         c
+    }
+
+    /// The same options as one `ssh` command line, for the programs that
+    /// run ssh themselves (git's GIT_SSH_COMMAND, rsync's -e).
+    fn ssh_line(&self, key: &Path) -> String {
+        format!(
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o HostKeyAlias=workspace -o UserKnownHostsFile={} -i {} -p {}",
+            self.known_hosts.display(),
+            key.display(),
+            self.port
+        )
     }
 
     /// `ssh` with `key` and `args`, `stdin` fed to it.
@@ -298,18 +310,13 @@ async fn scp_and_sftp_move_files_both_ways() {
     assert!(!out.status.success());
 
     // git over SSH: a push into a bare repository in the home.
+    let ssh = client.ssh_line(&alice);
     let git = |dir: &Path, args: &[&str]| {
-        let ssh = format!(
-            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o HostKeyAlias=workspace -o UserKnownHostsFile={} -i {} -p {}",
-            client.known_hosts.display(),
-            alice.display(),
-            client.port
-        );
         let out = Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
             .args(args)
             .current_dir(dir)
-            .env("GIT_SSH_COMMAND", ssh)
+            .env("GIT_SSH_COMMAND", &ssh)
             .output()
             .expect("git is installed");
         assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
@@ -328,4 +335,94 @@ async fn scp_and_sftp_move_files_both_ways() {
         .output()
         .unwrap();
     assert_eq!(text(&shown.stdout), "pushed over ssh\n");
+
+    // rsync over SSH (rsync --server runs in the workspace): a tree up,
+    // a change made there, and only that back down.
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/big.bin"), &body).unwrap();
+    std::fs::write(tree.join("notes.txt"), "first\n").unwrap();
+    let rsync = |args: &[&str]| {
+        let out = Command::new("rsync")
+            .args(["-a", "--stats", "-e", &ssh])
+            .args(args)
+            .output()
+            .expect("rsync runs (apt-get install rsync)");
+        assert!(
+            out.status.success(),
+            "rsync {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let from = format!("{}/", tree.display());
+    rsync(&[&from, "dev@127.0.0.1:synced/"]);
+    assert_eq!(
+        std::fs::read(ws.home().join("synced/sub/big.bin")).unwrap(),
+        body
+    );
+    std::fs::write(
+        ws.home().join("synced/notes.txt"),
+        "changed in the workspace\n",
+    )
+    .unwrap();
+    let stats = rsync(&["dev@127.0.0.1:synced/", &from]);
+    assert_eq!(
+        std::fs::read_to_string(tree.join("notes.txt")).unwrap(),
+        "changed in the workspace\n"
+    );
+    assert!(
+        stats.contains("Number of regular files transferred: 1"),
+        "only the changed file comes back:\n{stats}"
+    );
+}
+
+#[tokio::test]
+async fn ssh_l_reaches_a_dev_server_a_task_started() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, _, ws, client) = with_alice(keys.path(), &[]).await;
+    let remote = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    std::fs::write(ws.home().join("index.html"), "served in the workspace\n").unwrap();
+    let task = ws
+        .create(serde_json::json!({
+            "assistant": "shell",
+            "prompt": format!("exec python3 -m http.server --bind 127.0.0.1 {remote}"),
+        }))
+        .await;
+    let mut tunnel = client
+        .command("ssh", &alice)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("{local}:127.0.0.1:{remote}"))
+        .arg("dev@127.0.0.1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh runs");
+    // The server and the tunnel each take a moment to listen.
+    let url = format!("http://127.0.0.1:{local}/index.html");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status() == 200 {
+                break r.text().await.unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answered through ssh -L within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "served in the workspace\n");
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    ws.api_delete(&format!("/api/tasks/{}", task["id"].as_str().unwrap()))
+        .await;
 }
