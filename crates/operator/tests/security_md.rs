@@ -80,7 +80,12 @@ fn workspace_defaults_are_the_crds() {
         let field = row.path.split('.').fold(&schema, |node, seg| {
             node.get("properties")
                 .and_then(|p| p.get(seg))
-                .unwrap_or_else(|| panic!("SECURITY.md names {}, which the Workspace CRD has not", row.path))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "SECURITY.md names {}, which the Workspace CRD has not",
+                        row.path
+                    )
+                })
         });
         assert_eq!(
             field.get("default"),

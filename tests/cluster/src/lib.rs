@@ -2,6 +2,7 @@
 //! `hack/cluster up` starts (`make test` does it). Each test uses its own
 //! namespaces, so test binaries can share one running cluster.
 
+use k8s_openapi::api::authorization::v1 as authz;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -503,6 +504,86 @@ pub async fn run_task(
     }
     let task = get_json(http, &format!("{api}/api/tasks/{id}"), token).await;
     (output, task)
+}
+
+/// The lines `answer-NAME: …` of a task's output, by name (a script
+/// prints each finding it reports so).
+pub fn answers(output: &str) -> BTreeMap<String, String> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            let k = k.strip_prefix("answer-")?;
+            Some((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Lines of a task script that look for `value` in every file (but
+/// /proc, /sys and /dev) and every process environment of the workspace
+/// container: `answer-NAME-files:` lists the files holding it (the first
+/// three), `answer-NAME-environ:` counts the environment entries. The
+/// value never appears in the script as itself (the task's prompt file
+/// would hold it); the script writes it to a control file first, so a
+/// search that works answers exactly that file (`SECRET_CONTROL`).
+pub fn secret_search(name: &str, value: &str) -> String {
+    let escaped: String = value.bytes().map(|b| format!("\\x{b:02x}")).collect();
+    format!(
+        "v=$(printf '{escaped}')\n\
+         printf '%s' \"$v\" > {SECRET_CONTROL}\n\
+         echo \"answer-{name}-files: $(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$v\" / | head -3 | tr '\\n' ' ')\"\n\
+         echo \"answer-{name}-environ: $(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF \"$v\")\"\n\
+         rm -f {SECRET_CONTROL}\n"
+    )
+}
+
+/// The control file of `secret_search`, the one place its value may be.
+pub const SECRET_CONTROL: &str = "/tmp/kube-coder-secret-search-control";
+
+/// Whether `user` (a ServiceAccount of namespace `ns`, with its groups)
+/// may do what `attrs` says, as the API server's authorizer answers.
+pub async fn review(
+    client: &kube::Client,
+    user: &str,
+    ns: &str,
+    attrs: authz::ResourceAttributes,
+) -> bool {
+    let sar = authz::SubjectAccessReview {
+        spec: authz::SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(attrs),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: kube::Api<authz::SubjectAccessReview> = kube::Api::all(client.clone());
+    api.create(&kube::api::PostParams::default(), &sar)
+        .await
+        .expect("a SubjectAccessReview")
+        .status
+        .expect("a review's answer")
+        .allowed
+}
+
+/// The attributes of `verb` on `resource` (`name`, or every one) in `ns`.
+pub fn attrs(
+    ns: &str,
+    verb: &str,
+    resource: &str,
+    name: Option<&str>,
+) -> authz::ResourceAttributes {
+    authz::ResourceAttributes {
+        namespace: Some(ns.into()),
+        verb: Some(verb.into()),
+        resource: Some(resource.into()),
+        name: name.map(str::to_string),
+        ..Default::default()
+    }
 }
 
 /// A bash script (the workspace image's) making one TCP connection attempt

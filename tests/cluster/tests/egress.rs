@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    client, eventually, install_crd, operator_for_real_node, real_node_workspace,
+    answers, client, eventually, install_crd, operator_for_real_node, real_node_workspace,
     require_real_node, run_task, ws_name,
 };
 use operator::crd::Workspace;
@@ -52,22 +52,6 @@ fn serve_repository(host: &TestHost) {
         &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
     );
     git(&bare, &["update-server-info"]);
-}
-
-/// Each line `NAME: …` of the task's output, by name.
-fn answers(output: &str) -> std::collections::BTreeMap<String, String> {
-    output
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(": ")?;
-            k.starts_with("answer-").then(|| {
-                (
-                    k.trim_start_matches("answer-").to_string(),
-                    v.trim().to_string(),
-                )
-            })
-        })
-        .collect()
 }
 
 /// A curl through the workspace's proxy variables; prints its body and

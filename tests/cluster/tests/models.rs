@@ -18,15 +18,13 @@
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    client, eventually, get_json, install_crd, launch_operator, real_node_settings,
-    real_node_workspace, require_real_node, run_task, ws_name, OperatorHandle,
+    answers, attrs, client, eventually, get_json, install_crd, launch_operator, real_node_settings,
+    real_node_workspace, require_real_node, review, run_task, secret_search, ws_name,
+    OperatorHandle, SECRET_CONTROL,
 };
 use operator::settings::ModelProvider;
 use serde_json::{json, Value};
@@ -60,51 +58,6 @@ fn operator(ca: String) -> &'static OperatorHandle {
             ..real_node_settings()
         })
     })
-}
-
-async fn review(client: &kube::Client, user: &str, ns: &str, attrs: ResourceAttributes) -> bool {
-    let sar = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(user.to_string()),
-            groups: Some(vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".into(),
-            ]),
-            resource_attributes: Some(attrs),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api: Api<SubjectAccessReview> = Api::all(client.clone());
-    api.create(&PostParams::default(), &sar)
-        .await
-        .expect("a SubjectAccessReview")
-        .status
-        .expect("a review's answer")
-        .allowed
-}
-
-fn attrs(ns: &str, verb: &str, resource: &str, name: Option<&str>) -> ResourceAttributes {
-    ResourceAttributes {
-        namespace: Some(ns.into()),
-        verb: Some(verb.into()),
-        resource: Some(resource.into()),
-        name: name.map(str::to_string),
-        ..Default::default()
-    }
-}
-
-/// The lines `answer-NAME: …` of a task's output, by name.
-fn answers(output: &str) -> std::collections::BTreeMap<String, String> {
-    output
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(": ")?;
-            let k = k.strip_prefix("answer-")?;
-            Some((k.to_string(), v.trim().to_string()))
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -213,16 +166,19 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
 
     // The key is nowhere in the workspace pod: files, mounts, environments.
     let search = format!(
-        "echo \"answer-files: $(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev '{KEY}' / | head -3)\"\n\
-         echo \"answer-environ: $(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF '{KEY}')\"\n\
-         echo \"answer-mounts: $(grep -c 'model-keys\\|serviceaccount' /proc/mounts)\"\n\
-         echo \"answer-token: $(ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1 | head -1)\"\n"
+        "{}echo \"answer-mounts: $(grep -c 'model-keys\\|serviceaccount' /proc/mounts)\"\n\
+         echo \"answer-token: $(ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1 | head -1)\"\n",
+        secret_search("key", KEY)
     );
     let (output, _) = run_task(&http, &api, &token, &search).await;
     let got = answers(&output);
-    assert_eq!(got.get("files").map(String::as_str), Some(""), "{output}");
     assert_eq!(
-        got.get("environ").map(String::as_str),
+        got.get("key-files").map(String::as_str),
+        Some(SECRET_CONTROL),
+        "{output}"
+    );
+    assert_eq!(
+        got.get("key-environ").map(String::as_str),
         Some("0"),
         "{output}"
     );

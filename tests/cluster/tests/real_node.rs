@@ -13,8 +13,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
-    client, eventually, eventually_empty, get_json, install_crd, kube_coder, kube_coder_bin,
-    operator_for_real_node, require_real_node, run_task, service_url, wait_namespace_gone, ws_name,
+    answers, client, eventually, eventually_empty, get_json, install_crd, kube_coder,
+    kube_coder_bin, operator_for_real_node, require_real_node, run_task, secret_search,
+    service_url, wait_namespace_gone, ws_name, SECRET_CONTROL,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -664,6 +665,76 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     let r = browse(&proxy, "/", &oidc.ca_pem).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<html"));
+
+    // The OAuth client secret and the cookie secret are the sidecar's
+    // alone: the workspace container neither mounts nor is given them,
+    // and no file or process environment in it holds either.
+    let oauth2 = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("oauth2-proxy")
+        .await
+        .unwrap();
+    let cookie = oauth2
+        .data
+        .as_ref()
+        .and_then(|d| d.get("cookie-secret"))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .expect("a cookie secret");
+    let server = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name != "oauth2-proxy"))
+        .expect("the workspace container");
+    let secret_volumes: Vec<&str> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("oauth2-proxy")
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        !server
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| secret_volumes.contains(&m.name.as_str())),
+        "the workspace container mounts the oauth2 Secret"
+    );
+    assert!(
+        !server.env.iter().flatten().any(|e| e
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .is_some_and(|r| r.name == "oauth2-proxy")),
+        "the workspace container's environment reads the oauth2 Secret"
+    );
+    let (code, token, err) = kube_coder(&["token", &name], "").await;
+    assert_eq!(code, 0, "{err}");
+    let api = service_url(&client, &ns, 6081).await;
+    let search = format!(
+        "{}{}echo \"answer-mounts: $(grep -c oauth2 /proc/mounts)\"\n",
+        secret_search("client", &oidc.client_secret),
+        secret_search("cookie", &cookie)
+    );
+    let (output, task) = run_task(&reqwest::Client::new(), &api, token.trim(), &search).await;
+    assert_eq!(task["state"], "succeeded", "{task}\n{output}");
+    let got = answers(&output);
+    for (key, want) in [
+        ("client-files", SECRET_CONTROL),
+        ("cookie-files", SECRET_CONTROL),
+        ("client-environ", "0"),
+        ("cookie-environ", "0"),
+        ("mounts", "0"),
+    ] {
+        assert_eq!(
+            got.get(key).map(String::as_str),
+            Some(want),
+            "{key} in the workspace container:\n{output}"
+        );
+    }
 
     workspaces
         .delete(&name, &kube::api::DeleteParams::default())
