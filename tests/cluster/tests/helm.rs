@@ -73,8 +73,14 @@ fn the_chart_lints_and_renders_a_hardened_least_privilege_operator() {
         ] {
             assert!(!verbs.contains(&v), "{v} granted in {rule}");
         }
+        // Pods: read only (why a workspace's pod waits), never made.
+        if resources.contains(&"pods") {
+            assert_eq!(resources, ["pods"], "{rule}");
+            assert_eq!(verbs, ["list", "watch"], "{rule}");
+        }
         for r in [
-            "pods",
+            "pods/exec",
+            "pods/portforward",
             "jobs",
             "clusterroles",
             "clusterrolebindings",

@@ -37,6 +37,8 @@ pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
 
 pub struct Caches {
     stores: HashMap<Kind, Store<DynamicObject>>,
+    /// The workspaces' pods, cut down to why they wait (`pod_states`).
+    pods: Store<k8s_openapi::api::core::v1::Pod>,
     /// The tasks driving the watches; stopped when the caches are dropped.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -93,13 +95,22 @@ impl Caches {
                 }
             }));
         }
+        let (pods, pod_task) = super::pod_states::start(client, tx);
+        tasks.push(pod_task);
         let triggers =
             futures_util::stream::unfold(
                 rx,
                 |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
             )
             .boxed();
-        (Self { stores, tasks }, triggers)
+        (
+            Self {
+                stores,
+                pods,
+                tasks,
+            },
+            triggers,
+        )
     }
 
     pub fn get(
@@ -133,6 +144,13 @@ impl Caches {
         for store in self.stores.values() {
             let _ = store.wait_until_ready().await;
         }
+        let _ = self.pods.wait_until_ready().await;
+    }
+
+    /// Why the pod `app` (the workspace or its gateway) of namespace `ns`
+    /// does not start, if the kubelet or the scheduler has said.
+    pub fn pod_trouble(&self, ns: &str, app: &str) -> Option<String> {
+        super::pod_states::trouble(&self.pods, ns, app)
     }
 
     /// How many objects are cached (for the operator's metrics).

@@ -10,6 +10,7 @@ pub mod caches;
 pub mod client;
 pub mod cluster_facts;
 pub mod idle;
+pub mod pod_states;
 pub mod secrets;
 pub mod status;
 

@@ -32,10 +32,11 @@ pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
         };
     }
     if !(current && ready >= 1) {
-        return (
-            Phase::Provisioning,
-            "waiting for the workspace pod to become ready".into(),
-        );
+        let message = match caches.pod_trouble(&ns, names::WORKLOAD) {
+            Some(why) => format!("the workspace pod cannot start: {why}"),
+            None => "waiting for the workspace pod to become ready".into(),
+        };
+        return (Phase::Provisioning, message);
     }
     // Egress by name: without its gateway the workspace reaches nothing.
     if crate::manifests::egress_gateway::enabled(ws) {
@@ -46,10 +47,11 @@ pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
         if gateway_ready < 1 {
-            return (
-                Phase::Provisioning,
-                "waiting for the egress gateway to become ready".into(),
-            );
+            let message = match caches.pod_trouble(&ns, names::EGRESS_GATEWAY) {
+                Some(why) => format!("the egress gateway cannot start: {why}"),
+                None => "waiting for the egress gateway to become ready".into(),
+            };
+            return (Phase::Provisioning, message);
         }
     }
     (Phase::Ready, "the workspace is running".into())
