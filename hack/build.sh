@@ -52,7 +52,8 @@ build oauth2-proxy "$OAUTH2_PROXY_VERSION" oauth2-proxy github.com/oauth2-proxy/
 
 # The real node: kubelet and kube-proxy from the same Kubernetes module, the
 # container runtime (containerd v2 with its CRI plugin, runc with seccomp), the
-# CNI plugins, CoreDNS and local-path-provisioner.
+# CNI plugins, CoreDNS, local-path-provisioner, and a registry (distribution)
+# for password-protected images.
 build kubelet "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kubelet "$kver"
 build kube-proxy "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kube-proxy "$kver"
 # No btrfs/devmapper snapshotters: the node uses overlayfs, and those need C headers.
@@ -68,6 +69,8 @@ for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
   build "cni-${plugin#*/}" "$CNI_PLUGINS_VERSION" cni "github.com/containernetworking/plugins/plugins/$plugin" ""
 done
 build coredns "$COREDNS_VERSION" coredns github.com/coredns/coredns ""
+build registry "$REGISTRY_VERSION" registry github.com/distribution/distribution/v3/cmd/registry \
+  "-X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION"
 build local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" local-path github.com/rancher/local-path-provisioner ""
 build kube-router "$KUBE_ROUTER_VERSION" kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"

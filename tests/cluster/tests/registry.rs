@@ -1,0 +1,363 @@
+//! Image pull secrets on the real node: the workspace image, pushed to a
+//! local registry (distribution/v3, built from the Go module proxy) that
+//! requires a password, is pulled by the kubelet with the Workspace's
+//! `image.pullSecret` and refused without it, and the Workspace's status
+//! says why. The copied Secret is the kubelet's alone: the workspace's
+//! identity cannot read it.
+//! Starts: the registry on 127.0.0.1 (containerd pulls from localhost over
+//! plain HTTP), the operator in-process; uses the node's containerd
+//! (`ctr`) to push the layers of the image it already holds.
+
+use std::process::{Child, Command};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube_coder_cluster_tests::{
+    attrs, client, eventually, install_crd, operator_for_real_node, require_real_node, review,
+    ws_name,
+};
+use operator::crd::{Phase, Workspace};
+use serde_json::json;
+
+/// The registry, stopped when dropped.
+struct Registry {
+    addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run `make test`, or `eval \"$(hack/cluster env)\"`")
+    })
+}
+
+/// A registry letting in `user` with `htpasswd` (a bcrypt line) only.
+async fn start_registry(htpasswd: &str) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::write(dir.path().join("htpasswd"), format!("{htpasswd}\n")).unwrap();
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
+         storage: {{filesystem: {{rootdirectory: {root}}}}}\n\
+         http: {{addr: \"{addr}\"}}\n\
+         auth: {{htpasswd: {{realm: kube-coder-tests, path: {root}/htpasswd}}}}\n",
+        root = dir.path().display()
+    );
+    std::fs::write(dir.path().join("config.yml"), config).unwrap();
+    let child = Command::new(tool("KUBE_CODER_REGISTRY"))
+        .args([
+            "serve",
+            &dir.path().join("config.yml").display().to_string(),
+        ])
+        // It would send traces to a collector on localhost otherwise.
+        .env("OTEL_TRACES_EXPORTER", "none")
+        // Its log (a 404 for each blob a push checks is logged as an
+        // error) is in the test's directory, not in the test's output.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+        .spawn()
+        .expect("start the registry");
+    let registry = Registry {
+        addr,
+        child,
+        _dir: dir,
+    };
+    let url = format!("http://{}/v2/", registry.addr);
+    eventually("the registry to answer", 30, || async {
+        let r = reqwest::get(&url).await.ok()?;
+        // Without a password: 401, asking for one.
+        (r.status() == 401).then_some(())
+    })
+    .await;
+    registry
+}
+
+/// `ctr` on the real node's containerd, in the kubelet's namespace.
+fn ctr(args: &[&str]) -> String {
+    let kubeconfig = std::path::PathBuf::from(tool("KUBECONFIG"));
+    let socket = kubeconfig
+        .parent()
+        .expect("the cluster directory")
+        .join("node/containerd.sock");
+    let out = Command::new(tool("KUBE_CODER_CTR"))
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Pushes, as `to`, the image `from` of the registry's workspace
+/// repository with a label naming `to` added to its config: the same
+/// layers, a new image ID.
+async fn relabel(registry: &Registry, password: &str, from: &str, to: &str) {
+    use sha2::Digest;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v2/kube-coder/workspace", registry.addr);
+    let get = |url: String| async {
+        http.get(url)
+            .basic_auth("puller", Some(password))
+            .header("accept", MANIFEST_TYPES)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let mut manifest = get(format!("{base}/manifests/{from}")).await;
+    // An index: the image for this machine's platform (the only one built).
+    if let Some(first) = manifest["manifests"].as_array().and_then(|m| m.first()) {
+        let digest = first["digest"].as_str().unwrap().to_string();
+        manifest = get(format!("{base}/manifests/{digest}")).await;
+    }
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config = get(format!("{base}/blobs/{config_digest}")).await;
+    config["config"]["Labels"]["dev.kube-coder.test.image"] = json!(to);
+    let config = serde_json::to_vec(&config).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+    // A monolithic upload: POST for a location, PUT the bytes there.
+    let started = http
+        .post(format!("{base}/blobs/uploads/"))
+        .basic_auth("puller", Some(password))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let location = if location.starts_with('/') {
+        format!("http://{}{location}", registry.addr)
+    } else {
+        location
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    http.put(format!("{location}{separator}digest={digest}"))
+        .basic_auth("puller", Some(password))
+        .header("content-type", "application/octet-stream")
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    manifest["config"]["digest"] = json!(digest);
+    manifest["config"]["size"] = json!(config.len());
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+    http.put(format!("{base}/manifests/{to}"))
+        .basic_auth("puller", Some(password))
+        .header("content-type", media_type)
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
+fn workspace(name: &str, repository: &str, tag: &str, pull_secret: Option<&str>) -> Workspace {
+    let mut image = json!({"repository": repository, "tag": tag});
+    if let Some(s) = pull_secret {
+        image["pullSecret"] = json!(s);
+    }
+    let spec = serde_json::from_value(json!({
+        "owner": {"name": name},
+        "storage": {"size": "1Gi"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "image": image,
+    }))
+    .expect("a valid spec");
+    Workspace::new(name, spec)
+}
+
+#[tokio::test]
+async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_without() {
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crd(&client).await;
+    let settings = operator_for_real_node().settings();
+
+    let (creds, _) =
+        operator::manifests::credentials::Credentials::keep_or_generate("puller", None);
+    let registry = start_registry(&creds.htpasswd).await;
+
+    // An image of this run's own, only in the registry: the workspace
+    // image's layers (pushed from the node's containerd) under a config
+    // with a label of this run's, so its image ID is new to the node. (A
+    // kubelet that pulled an image ID with a secret then refuses that ID
+    // to pods without one, whatever it is called, so the node's own
+    // workspace image must stay out of this.)
+    let source = settings.image_repository.clone() + ":" + &settings.image_tag;
+    let repository = format!("{}/kube-coder/workspace", registry.addr);
+    let tag = ws_name("pull");
+    let password = creds.password.clone();
+    ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        &format!("puller:{password}"),
+        &format!("{repository}:base-{tag}"),
+        &source,
+    ]);
+    relabel(&registry, &password, &format!("base-{tag}"), &tag).await;
+
+    // The pull secret, where the operator copies it from.
+    let pp = PatchParams::apply("kube-coder-tests");
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &settings.operator_namespace,
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": settings.operator_namespace},
+            })),
+        )
+        .await
+        .unwrap();
+    let secret_name = format!("{tag}-pull");
+    let auth = base64_encode(&format!("puller:{}", creds.password));
+    let dockerconfig = json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
+    Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
+        .patch(
+            &secret_name,
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": secret_name},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": dockerconfig},
+            })),
+        )
+        .await
+        .unwrap();
+
+    let workspaces: Api<Workspace> = Api::all(client.clone());
+    // Without the secret first, while the node holds no such image: the
+    // registry refuses, and the status says so.
+    let refused = ws_name("nopull");
+    workspaces
+        .create(
+            &PostParams::default(),
+            &workspace(&refused, &repository, &tag, None),
+        )
+        .await
+        .unwrap();
+    let message = eventually("the status to name the pull failure", 120, || async {
+        let status = workspaces.get(&refused).await.ok()?.status?;
+        let message = status.message.unwrap_or_default();
+        message.contains("cannot start").then_some(message)
+    })
+    .await;
+    assert!(
+        message.contains("ErrImagePull") || message.contains("ImagePullBackOff"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&tag),
+        "the message names the image: {message}"
+    );
+    let phase = workspaces
+        .get(&refused)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(phase, Some(Phase::Provisioning));
+
+    // With the secret: pulled, Ready.
+    let pulled = ws_name("pull");
+    workspaces
+        .create(
+            &PostParams::default(),
+            &workspace(&pulled, &repository, &tag, Some(&secret_name)),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the workspace with the pull secret to be Ready",
+        180,
+        || async {
+            let ws = workspaces.get(&pulled).await.ok()?;
+            (ws.status?.phase == Some(Phase::Ready)).then_some(())
+        },
+    )
+    .await;
+
+    // The copy is an image pull secret of the namespace and nothing else:
+    // neither the workspace's identity nor anything in the pod reads it.
+    let ns = format!("ws-{pulled}");
+    let copy = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(operator::names::PULL_SECRET)
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let sa = format!("system:serviceaccount:{ns}:workspace");
+    for (verb, name) in [
+        ("get", Some(operator::names::PULL_SECRET)),
+        ("list", None),
+        ("watch", None),
+    ] {
+        assert!(
+            !review(&client, &sa, &ns, attrs(&ns, verb, "secrets", name)).await,
+            "the workspace may {verb} secrets in {ns}"
+        );
+    }
+    assert!(
+        !review(
+            &client,
+            &sa,
+            &ns,
+            attrs(
+                &settings.operator_namespace,
+                "get",
+                "secrets",
+                Some(&secret_name)
+            )
+        )
+        .await,
+        "the workspace may read the operator's pull secret"
+    );
+    for name in [&refused, &pulled] {
+        workspaces
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    drop(registry);
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
