@@ -77,6 +77,32 @@ pub struct SettingsArgs {
     #[arg(long = "api-server-endpoint", env = "KUBE_CODER_API_SERVER_ENDPOINTS",
           value_delimiter = ',', value_parser = parse_endpoint)]
     api_server_endpoints: Vec<String>,
+    /// The GitHub App ID the token broker mints installation tokens as.
+    /// Unset: the broker refuses, saying so.
+    #[arg(long, env = "KUBE_CODER_GITHUB_APP_ID")]
+    github_app_id: Option<String>,
+    /// The Secret in the operator's namespace with the App's private key
+    /// (private-key.pem). It is never copied anywhere.
+    #[arg(long, env = "KUBE_CODER_GITHUB_APP_KEY_SECRET", default_value_t = Settings::default().github.app_key_secret)]
+    github_app_key_secret: String,
+    /// The GitHub REST API (an Enterprise Server's: https://HOST/api/v3).
+    #[arg(long, env = "KUBE_CODER_GITHUB_API_URL", default_value_t = Settings::default().github.api_url)]
+    github_api_url: String,
+    /// The host git in workspaces asks the broker's credential helper for.
+    #[arg(long, env = "KUBE_CODER_GITHUB_GIT_HOST", default_value_t = Settings::default().github.git_host)]
+    github_git_host: String,
+    /// PEM certificates the broker trusts besides the public roots.
+    #[arg(long, env = "KUBE_CODER_GITHUB_CA_FILE")]
+    github_ca_file: Option<std::path::PathBuf>,
+    /// The broker's URL as workspaces call it ({namespace}: the operator's).
+    #[arg(long, env = "KUBE_CODER_BROKER_URL", default_value_t = Settings::default().broker_url)]
+    broker_url: String,
+    /// Where the broker really listens (ip:port), for the workspaces'
+    /// egress policy; repeat or separate with commas. Unset: the operator's
+    /// pods on port 8443.
+    #[arg(long = "broker-endpoint", env = "KUBE_CODER_BROKER_ENDPOINTS",
+          value_delimiter = ',', value_parser = parse_endpoint)]
+    broker_endpoints: Vec<String>,
 }
 
 fn parse_endpoint(s: &str) -> Result<String, String> {
@@ -151,6 +177,20 @@ impl TryFrom<SettingsArgs> for Settings {
             model_keys_secret: a.model_keys_secret,
             model_ca_bundle,
             api_server_endpoints: a.api_server_endpoints,
+            github: operator::settings::GithubSettings {
+                app_id: a.github_app_id,
+                app_key_secret: a.github_app_key_secret,
+                api_url: a.github_api_url,
+                git_host: a.github_git_host,
+                ca_bundle: match &a.github_ca_file {
+                    Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                        format!("cannot read --github-ca-file {}: {e}", path.display())
+                    })?),
+                    None => None,
+                },
+            },
+            broker_url: a.broker_url,
+            broker_endpoints: a.broker_endpoints,
         })
     }
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod cluster;
 mod egress_gateway_cmd;
+mod git_credential;
 mod operator_cmd;
 mod serve;
 mod stop_signal;
@@ -51,6 +52,9 @@ enum Command {
     Doctor(admin::doctor::DoctorArgs),
     /// Print the Workspace CRD (YAML).
     Crd,
+    /// git's credential helper in a workspace with spec.github: tokens from
+    /// the operator's broker (git runs it; see docs/operator.md "GitHub").
+    GitCredential(git_credential::GitCredentialArgs),
     /// Copy a tmux pane's output into a task's capped log (run by tmux).
     #[command(hide = true)]
     PipeLog {
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Doctor(args) => cluster::block_on(admin::doctor::run(args)),
+        Command::GitCredential(args) => git_credential::run(args),
         Command::Crd => {
             print!("{}", operator::crd_yaml());
             ExitCode::SUCCESS

@@ -1,5 +1,7 @@
 //! `kube-coder operator`: run the reconciler, with `/livez`, `/readyz`
-//! and `/metrics` on a small HTTP listener for the Deployment's probes.
+//! and `/metrics` on a small HTTP listener for the Deployment's probes,
+//! and the GitHub token broker on a listener of its own (workspaces reach
+//! that one only).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,6 +27,9 @@ pub struct OperatorArgs {
         default_value = "0.0.0.0:8080"
     )]
     listen: SocketAddr,
+    /// The GitHub token broker, for workspaces with spec.github.
+    #[arg(long, env = "KUBE_CODER_BROKER_LISTEN", default_value = "0.0.0.0:8443")]
+    broker_listen: SocketAddr,
     /// Seconds between activity checks of a running workspace with idle.stopAfter.
     #[arg(long, env = "KUBE_CODER_IDLE_CHECK_SECS", default_value_t = 60)]
     idle_check_secs: u64,
@@ -52,7 +57,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     crate::serve::init_logging(&args.log_format);
     cluster::block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let settings = args.settings.try_into()?;
+        let settings: operator::settings::Settings = args.settings.try_into()?;
         let stats = Arc::new(Stats::default());
         let config = kube::Config::infer().await.map_err(|e| {
             format!("cannot find a cluster ({e}); set KUBECONFIG or run inside the cluster")
@@ -73,7 +78,14 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        tracing::info!(listen = %args.listen, "operator started");
+        let broker = tokio::net::TcpListener::bind(args.broker_listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.broker_listen))?;
+        let broker_app = operator::broker::Broker::new(client.clone(), settings.clone()).router();
+        tokio::spawn(async move {
+            let _ = axum::serve(broker, broker_app).await;
+        });
+        tracing::info!(listen = %args.listen, broker = %args.broker_listen, "operator started");
         // A pod's stop is SIGTERM: finish the reconciles in flight, then go.
         let shutdown = crate::stop_signal::stop_signal();
         controller::run(

@@ -62,6 +62,12 @@ pub struct WorkspaceSpec {
     /// server's port-forward: no Service is ever opened for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<Ssh>,
+    /// GitHub access through the operator's token broker: git in the
+    /// workspace gets short-lived installation tokens for these
+    /// repositories only; the App's key never leaves the operator's
+    /// namespace. Unset: no broker token, no credential helper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<Github>,
     /// Model providers through the egress gateway, whose keys the workspace
     /// never holds. Unset: no model port, no keys, no budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +379,28 @@ pub struct Ssh {
     #[schemars(length(max = 64), inner(length(min = 1, max = 16384)))]
     #[x_kube(validation = Rule::new(r"self.all(k, k.matches('^(ssh-|ecdsa-|sk-)[a-z0-9@.-]+ [A-Za-z0-9+/=]+( .*)?$'))").message("ssh.authorizedKeys holds OpenSSH public keys such as 'ssh-ed25519 AAAA… alice@laptop', one per entry"))]
     pub authorized_keys: Vec<String>,
+}
+
+/// The repositories (`owner/name`, one owner) the workspace's tokens may
+/// reach, and what they may do there.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.repositories.all(r, r.split('/')[0] == self.repositories[0].split('/')[0])").message("github.repositories must all belong to one owner (one App installation)"))]
+pub struct Github {
+    #[schemars(
+        length(min = 1, max = 100),
+        inner(
+            length(min = 3, max = 140),
+            regex(pattern = r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
+        )
+    )]
+    pub repositories: Vec<String>,
+    /// GitHub App permissions of the tokens (`contents: write`,
+    /// `pull_requests: write`, …). Unset: `contents: write`,
+    /// `metadata: read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, self[k] in ['read', 'write'])").message("github.permissions values are read or write"))]
+    pub permissions: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The workspace's model providers: its programs call the egress gateway

@@ -18,4 +18,5 @@ pub fn crd_yaml() -> String {
         .unwrap_or_else(|e| format!("# could not serialise the CRD: {e}\n"));
     format!("# Generated from crates/operator/src/crd.rs by `kube-coder crd`; do not edit.\n{body}")
 }
+pub mod broker;
 pub mod controller;

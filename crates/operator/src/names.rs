@@ -9,6 +9,14 @@ use crate::crd::{IngressSpec, Workspace};
 pub const FIELD_MANAGER: &str = "kube-coder-operator";
 /// `app.kubernetes.io/managed-by` value on every object we make.
 pub const MANAGED_BY: &str = "kube-coder";
+/// The audience of the projected token a workspace shows the token broker
+/// (the API server accepts no token of it).
+pub const BROKER_AUDIENCE: &str = "kube-coder-broker";
+/// The broker's port on the operator's pods.
+pub const BROKER_PORT: i32 = 8443;
+/// The `app.kubernetes.io/name` of the operator's pods (the chart's).
+pub const OPERATOR_APP: &str = "kube-coder-operator";
+
 /// The label naming the Workspace an object belongs to.
 pub const WORKSPACE_LABEL: &str = "kube-coder.dev/workspace";
 

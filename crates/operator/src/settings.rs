@@ -53,6 +53,45 @@ pub struct Settings {
     /// models keeps its usage through it. Found from the `kubernetes`
     /// EndpointSlice when the operator starts, unless given.
     pub api_server_endpoints: Vec<String>,
+    /// The GitHub App the token broker mints installation tokens with.
+    pub github: GithubSettings,
+    /// The token broker as workspaces call it; `{namespace}` is the
+    /// operator's namespace.
+    pub broker_url: String,
+    /// Where the broker really listens (`ip:port`), for the policy that
+    /// lets a workspace with `spec.github` reach it. Empty: the operator's
+    /// pods (by namespace and label) on the broker port.
+    pub broker_endpoints: Vec<String>,
+}
+
+/// The GitHub App of the token broker.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GithubSettings {
+    /// The App's ID (the JWT's issuer). Unset: the broker refuses, saying so.
+    pub app_id: Option<String>,
+    /// The Secret in the operator's namespace holding the App's private key
+    /// (`private-key.pem`). It is never copied anywhere.
+    pub app_key_secret: String,
+    /// The REST API tokens are minted at.
+    pub api_url: String,
+    /// The host git's credential helper answers for in workspaces.
+    pub git_host: String,
+    /// PEM certificates the broker trusts besides the public roots (a
+    /// GitHub Enterprise Server behind your own CA).
+    pub ca_bundle: Option<String>,
+}
+
+impl Default for GithubSettings {
+    fn default() -> Self {
+        Self {
+            app_id: None,
+            app_key_secret: "kube-coder-github-app".into(),
+            api_url: "https://api.github.com".into(),
+            git_host: "github.com".into(),
+            ca_bundle: None,
+        }
+    }
 }
 
 /// A model provider: the path prefix on the gateway's model port, the API
@@ -137,6 +176,9 @@ impl Default for Settings {
             model_keys_secret: "kube-coder-model-keys".into(),
             model_ca_bundle: None,
             api_server_endpoints: Vec::new(),
+            github: GithubSettings::default(),
+            broker_url: "http://kube-coder-broker.{namespace}.svc:8443".into(),
+            broker_endpoints: Vec::new(),
         }
     }
 }

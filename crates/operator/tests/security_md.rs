@@ -1,7 +1,7 @@
 //! SECURITY.md's defaults tables stay true: each Workspace field's default
 //! is the CRD's (or the CRD has none where the table says "unset"), each
 //! chart value's default is `values.yaml`'s, and every chart value under
-//! `network` and `models` has a row.
+//! `network`, `models` and `github` has a row.
 
 use std::path::PathBuf;
 
@@ -97,7 +97,7 @@ fn workspace_defaults_are_the_crds() {
 }
 
 #[test]
-fn chart_defaults_are_the_values_file_and_every_network_and_models_value_has_a_row() {
+fn chart_defaults_are_the_values_file_and_every_security_value_has_a_row() {
     let doc = repo_file("SECURITY.md");
     let values: Value =
         serde_yaml::from_str(&repo_file("charts/kube-coder/values.yaml")).expect("values parse");
@@ -115,7 +115,7 @@ fn chart_defaults_are_the_values_file_and_every_network_and_models_value_has_a_r
             row.path
         );
     }
-    for section in ["network", "models"] {
+    for section in ["network", "models", "github"] {
         let keys = values[section]
             .as_object()
             .unwrap_or_else(|| panic!("values.yaml has no {section} map"));

@@ -519,6 +519,30 @@ pub fn answers(output: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A CA and a server certificate it signed for `ip`, made with openssl:
+/// `ca.crt`, `tls.crt` and `tls.key` in the directory returned.
+pub fn private_ca(ip: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = format!(
+        "set -e; cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-sso-ca -keyout ca.key -out ca.crt
+openssl req -newkey rsa:2048 -nodes -subj /CN={ip} -keyout tls.key -out tls.csr
+printf 'basicConstraints=CA:FALSE\\nsubjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth\\n' > ext
+openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
 /// Lines of a task script that look for `value` in every file (but
 /// /proc, /sys and /dev) and every process environment of the workspace
 /// container: `answer-NAME-files:` lists the files holding it (the first
@@ -568,6 +592,19 @@ pub async fn review(
         .status
         .expect("a review's answer")
         .allowed
+}
+
+/// Whether the workspace identity of namespace `ws_ns` may `verb` the
+/// Secret `name` (None: every one) of namespace `ns`.
+pub async fn workspace_may_secret(
+    client: &kube::Client,
+    ws_ns: &str,
+    verb: &str,
+    ns: &str,
+    name: Option<&str>,
+) -> bool {
+    let sa = format!("system:serviceaccount:{ws_ns}:workspace");
+    review(client, &sa, ws_ns, attrs(ns, verb, "secrets", name)).await
 }
 
 /// The attributes of `verb` on `resource` (`name`, or every one) in `ns`.

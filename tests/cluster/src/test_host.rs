@@ -1,7 +1,8 @@
 //! Test hosts: a TCP server at a chosen IPv4 address inside a network
 //! namespace the test creates and removes, reached from the real node's
 //! pods through a veth whose host end is `kcth*` (the only interfaces,
-//! besides the pod bridge, the node forwards pod traffic to).
+//! besides the pod bridge, the node forwards pod traffic to), and from
+//! this machine's own address.
 //!
 //! The namespace belongs to the server process (`unshare --net`) and ends
 //! with it, taking the veth along. Not `ip netns add`: that bind-mounts
@@ -182,6 +183,12 @@ impl TestHost {
             std::fs::write(format!("/proc/sys/net/ipv4/conf/{iface}/proxy_arp"), "1")
                 .map_err(|e| format!("proxy_arp on {iface}: {e}"))?;
             ip(&["route", "replace", &format!("{a}/32"), "dev", &iface])?;
+            // And back to this machine's own address, for a test process
+            // that talks to the host itself (a token broker's API calls).
+            let route = ip(&["-4", "route", "get", &a])?;
+            if let Some(src) = route.split_whitespace().skip_while(|w| *w != "src").nth(1) {
+                inside(&["route", "add", &format!("{src}/32"), "dev", &peer])?;
+            }
             Ok(())
         };
         let started = setup().and_then(|()| {

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
     answers, client, eventually, eventually_empty, get_json, install_crd, kube_coder,
-    kube_coder_bin, operator_for_real_node, require_real_node, run_task, secret_search,
+    kube_coder_bin, operator_for_real_node, private_ca, require_real_node, run_task, secret_search,
     service_url, wait_namespace_gone, ws_name, SECRET_CONTROL,
 };
 use operator::crd::Workspace;
@@ -403,29 +403,6 @@ struct Oidc {
     client_secret: String,
     control: String,
     ca_pem: String,
-}
-
-/// A CA and a server certificate it signed for `ip`, made with openssl.
-fn private_ca(ip: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display().to_string();
-    let script = format!(
-        "set -e; cd {d}
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-sso-ca -keyout ca.key -out ca.crt
-openssl req -newkey rsa:2048 -nodes -subj /CN={ip} -keyout tls.key -out tls.csr
-printf 'basicConstraints=CA:FALSE\\nsubjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth\\n' > ext
-openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt"
-    );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
 }
 
 impl Oidc {

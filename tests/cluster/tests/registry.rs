@@ -13,8 +13,8 @@ use std::process::{Child, Command};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::{
-    attrs, client, eventually, install_crd, operator_for_real_node, require_real_node, review,
-    ws_name,
+    client, eventually, install_crd, operator_for_real_node, require_real_node,
+    workspace_may_secret, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
@@ -322,28 +322,23 @@ async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_w
         copy.type_.as_deref(),
         Some("kubernetes.io/dockerconfigjson")
     );
-    let sa = format!("system:serviceaccount:{ns}:workspace");
     for (verb, name) in [
         ("get", Some(operator::names::PULL_SECRET)),
         ("list", None),
         ("watch", None),
     ] {
         assert!(
-            !review(&client, &sa, &ns, attrs(&ns, verb, "secrets", name)).await,
+            !workspace_may_secret(&client, &ns, verb, &ns, name).await,
             "the workspace may {verb} secrets in {ns}"
         );
     }
     assert!(
-        !review(
+        !workspace_may_secret(
             &client,
-            &sa,
             &ns,
-            attrs(
-                &settings.operator_namespace,
-                "get",
-                "secrets",
-                Some(&secret_name)
-            )
+            "get",
+            &settings.operator_namespace,
+            Some(&secret_name)
         )
         .await,
         "the workspace may read the operator's pull secret"

@@ -98,6 +98,10 @@ pub struct AddArgs {
     /// (`kube-coder ssh NAME`); repeatable.
     #[arg(long = "ssh-key-file")]
     ssh_key_files: Vec<std::path::PathBuf>,
+    /// A GitHub repository (owner/name) git in the workspace may reach with
+    /// tokens from the operator's broker; repeat for more (one owner).
+    #[arg(long = "github-repo", value_name = "OWNER/NAME")]
+    github_repos: Vec<String>,
     /// Input plus output model tokens per calendar month (implies
     /// `--models all` when no provider is named).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -190,6 +194,10 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
         build: Default::default(),
         ssh: ssh_keys(&a.ssh_key_files)?
             .map(|authorized_keys| operator::crd::Ssh { authorized_keys }),
+        github: (!a.github_repos.is_empty()).then(|| operator::crd::Github {
+            repositories: a.github_repos.clone(),
+            permissions: None,
+        }),
         models: (!a.models.is_empty() || a.monthly_token_budget.is_some()).then(|| {
             operator::crd::Models {
                 providers: (!a.models.is_empty() && !a.models.iter().any(|m| m == "all"))

@@ -9,6 +9,7 @@
 pub mod container;
 pub mod credentials;
 pub mod egress_gateway;
+pub mod github;
 pub mod limits;
 pub mod namespace;
 pub mod network_policy;

@@ -92,16 +92,22 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
             NetworkPolicySpec {
                 pod_selector: Some(workspace_pod(ws)),
                 policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![dns_rule(ws, settings)?, to_gateway()]),
+                egress: Some(
+                    [dns_rule(ws, settings)?, to_gateway()]
+                        .into_iter()
+                        .chain(broker_rules(ws, settings))
+                        .collect(),
+                ),
                 ..Default::default()
             },
         ));
     } else {
         let mut by_address = egress(ws, settings)?;
-        if egress_gateway::has_models(ws) {
-            if let Some(rules) = by_address.spec.as_mut().and_then(|s| s.egress.as_mut()) {
+        if let Some(rules) = by_address.spec.as_mut().and_then(|s| s.egress.as_mut()) {
+            if egress_gateway::has_models(ws) {
                 rules.push(to_gateway());
             }
+            rules.extend(broker_rules(ws, settings));
         }
         out.push(by_address);
     }
@@ -143,11 +149,39 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
     Ok(out)
 }
 
+/// The operator's token broker, for a workspace with `spec.github`: its
+/// real endpoints when the settings name them (an operator outside the
+/// cluster, as in tests), else the operator's pods on the broker port.
+fn broker_rules(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
+    if !super::github::enabled(ws) {
+        return Vec::new();
+    }
+    if !settings.broker_endpoints.is_empty() {
+        return endpoint_rules(&settings.broker_endpoints);
+    }
+    let mut operator = namespace_peer(&settings.operator_namespace);
+    operator.pod_selector = Some(LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/name".into(),
+            names::OPERATOR_APP.into(),
+        )])),
+        ..Default::default()
+    });
+    vec![NetworkPolicyEgressRule {
+        to: Some(vec![operator]),
+        ports: Some(vec![tcp(names::BROKER_PORT)]),
+    }]
+}
+
 /// The API server at each of its real endpoints (a policy sees those, not
 /// the `kubernetes` Service's address).
 fn api_server_rules(settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
-    settings
-        .api_server_endpoints
+    endpoint_rules(&settings.api_server_endpoints)
+}
+
+/// One rule per `ip:port`: that address, that port.
+fn endpoint_rules(endpoints: &[String]) -> Vec<NetworkPolicyEgressRule> {
+    endpoints
         .iter()
         .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
         .map(|addr| {
@@ -510,6 +544,51 @@ mod tests {
         assert!(
             gateway.contains(r#""cidr":"192.0.2.2/32""#) && gateway.contains("6443"),
             "{gateway}"
+        );
+    }
+
+    #[test]
+    fn with_github_the_workspace_reaches_the_broker_port_and_no_other() {
+        let egress_of = |ws: &Workspace, settings: &Settings| {
+            let all = policies(ws, settings).unwrap();
+            let p = all
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some("workspace-egress"))
+                .unwrap();
+            serde_json::to_string(&p.spec.as_ref().unwrap().egress).unwrap()
+        };
+        let gh = json!({"owner": {"name": "alice"}, "github": {"repositories": ["acme/app"]}});
+        // In the cluster: the operator's pods, port 8443 only.
+        let text = egress_of(&workspace("alice", gh.clone()), &Settings::default());
+        assert!(
+            text.contains(r#""kubernetes.io/metadata.name":"kube-coder-system""#)
+                && text.contains(r#""app.kubernetes.io/name":"kube-coder-operator""#)
+                && text.contains(r#""port":8443"#),
+            "{text}"
+        );
+        // An operator outside the cluster: its address and port.
+        let outside = Settings {
+            broker_endpoints: vec!["192.0.2.2:9443".into()],
+            ..Default::default()
+        };
+        let text = egress_of(&workspace("alice", gh.clone()), &outside);
+        assert!(
+            text.contains(r#""cidr":"192.0.2.2/32""#) && text.contains("9443"),
+            "{text}"
+        );
+        // By name too: DNS, the gateway, the broker.
+        let mut by_name = gh;
+        by_name["network"] = json!({"egress": {"allowDomains": ["github.com"]}});
+        let text = egress_of(&workspace("alice", by_name), &Settings::default());
+        assert!(text.contains(r#""port":8443"#), "{text}");
+        // Without github: no way to the operator.
+        let plain = egress_of(
+            &workspace("bob", json!({"owner": {"name": "bob"}})),
+            &Settings::default(),
+        );
+        assert!(
+            !plain.contains("kube-coder-operator") && !plain.contains("8443"),
+            "{plain}"
         );
     }
 }

@@ -143,6 +143,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
                     .unwrap_or_default(),
             )
             .chain(super::egress_gateway::model_env(ws, settings))
+            .chain(super::github::env(ws, settings))
             .collect(),
         ),
         ports: Some(ports),
@@ -161,6 +162,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             ]
             .into_iter()
             .chain(super::ssh::enabled(ws).then(super::ssh::mount))
+            .chain(super::github::enabled(ws).then(super::github::mount))
             .collect(),
         ),
         ..Default::default()
@@ -229,6 +231,7 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             .into_iter()
             .chain(oauth2_proxy::provider_ca_volume(ws))
             .chain(super::ssh::enabled(ws).then(super::ssh::volume))
+            .chain(super::github::enabled(ws).then(super::github::volume))
             .collect(),
         ),
         ..pod

@@ -1,0 +1,154 @@
+//! Where a workspace with `spec.github` is wired to the operator's token
+//! broker: a projected ServiceAccount token of the broker's audience (the
+//! kubelet rotates it; the API server does not accept it), the broker's
+//! URL, and git's credential helper for the GitHub host (the egress rule to
+//! the broker is `network_policy.rs`'s). The App's key is never here: only
+//! the broker holds it.
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+
+use crate::crd::Workspace;
+use crate::names;
+use crate::settings::Settings;
+
+const VOLUME: &str = "broker-token";
+const DIR: &str = "/var/run/secrets/kube-coder/broker";
+
+pub fn enabled(ws: &Workspace) -> bool {
+    ws.spec.github.is_some()
+}
+
+/// The broker's URL as workspaces call it.
+pub fn broker_url(settings: &Settings) -> String {
+    settings
+        .broker_url
+        .replace("{namespace}", &settings.operator_namespace)
+}
+
+/// The broker's URL and token file, and git's helper (none without
+/// `spec.github`).
+pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
+    if !enabled(ws) {
+        return Vec::new();
+    }
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
+    vec![
+        var("KUBE_CODER_BROKER_URL", broker_url(settings)),
+        var("KUBE_CODER_BROKER_TOKEN_FILE", format!("{DIR}/token")),
+        // git asks the helper for the GitHub host only; set through the
+        // environment, so the home's own git config stays the user's.
+        var("GIT_CONFIG_COUNT", "1".into()),
+        var(
+            "GIT_CONFIG_KEY_0",
+            format!("credential.https://{}.helper", settings.github.git_host),
+        ),
+        var(
+            "GIT_CONFIG_VALUE_0",
+            "/usr/local/bin/kube-coder git-credential".into(),
+        ),
+    ]
+}
+
+pub fn volume() -> Volume {
+    Volume {
+        name: VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(names::BROKER_AUDIENCE.into()),
+                    // The shortest the API server issues; the kubelet
+                    // renews it at 80% of its life.
+                    expiration_seconds: Some(600),
+                    path: "token".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn mount() -> VolumeMount {
+    VolumeMount {
+        name: VOLUME.into(),
+        mount_path: DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::test_support::workspace;
+    use serde_json::json;
+
+    #[test]
+    fn a_github_workspace_gets_a_broker_token_of_its_own_audience_and_the_helper() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "github": {"repositories": ["acme/app"]}}),
+        );
+        assert!(enabled(&ws));
+        let settings = Settings::default();
+        let pod = crate::manifests::workload::deployment(&ws, &settings)
+            .spec
+            .template
+            .spec
+            .unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == VOLUME)
+            .unwrap();
+        let token = volume.projected.unwrap().sources.unwrap()[0]
+            .service_account_token
+            .clone()
+            .unwrap();
+        assert_eq!(token.audience.as_deref(), Some("kube-coder-broker"));
+        // Still no API server token anywhere.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        let env: Vec<(String, String)> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert!(env.contains(&(
+            "KUBE_CODER_BROKER_URL".into(),
+            "http://kube-coder-broker.kube-coder-system.svc:8443".into()
+        )));
+        assert!(env.contains(&(
+            "GIT_CONFIG_KEY_0".into(),
+            "credential.https://github.com.helper".into()
+        )));
+        assert!(c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == VOLUME));
+
+        // Without github: none of it.
+        let plain = workspace("bob", json!({"owner": {"name": "bob"}}));
+        let pod = crate::manifests::workload::deployment(&plain, &settings)
+            .spec
+            .template
+            .spec
+            .unwrap();
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == VOLUME));
+    }
+}

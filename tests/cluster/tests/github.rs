@@ -1,0 +1,322 @@
+//! The GitHub token broker on the real node: git inside a workspace pod
+//! clones and pushes over HTTPS with installation tokens the operator's
+//! broker mints (its credential helper shows the pod's projected token of
+//! audience `kube-coder-broker`), for the repositories `spec.github` lists
+//! and no other; tokens are reused while fresh; a token of the wrong
+//! audience, another identity, or a stopped workspace gets nothing; the
+//! App's key is in no file or environment of the pod, and the workspace's
+//! identity may not read it.
+//! Starts: a stand-in GitHub over TLS at a public-range test address (the
+//! App API, checking the App JWT against the App's public key, and git's
+//! smart HTTP, checking the tokens it issued), the operator in-process with
+//! its broker on the node's address.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube_coder_cluster_tests::test_host::TestHost;
+use kube_coder_cluster_tests::{
+    answers, client, install_crd, launch_operator, private_ca, real_node_settings,
+    real_node_workspace, require_real_node, run_task, secret_search, workspace_may_secret, ws_name,
+    OperatorHandle, SECRET_CONTROL,
+};
+use serde_json::{json, Value};
+
+/// A test host address pods have a route to (hack/node.sh NODE_TEST_HOSTS).
+const GITHUB: &str = "11.22.33.44";
+const APP_ID: &str = "4242";
+
+/// The node's address, where the test process (and so the broker) is.
+const NODE: &str = "192.0.2.2";
+
+fn openssl(args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs (apt-get install openssl)");
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bare repositories `acme/allowed.git` and `acme/other.git` under
+/// `root`, each with one commit.
+fn repositories(root: &std::path::Path) {
+    for name in ["allowed", "other"] {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("README"), format!("{name}\n")).unwrap();
+        git(src.path(), &["init", "-q", "-b", "main"]);
+        git(src.path(), &["add", "README"]);
+        git(src.path(), &["commit", "-q", "-m", "first"]);
+        let bare = root.join(format!("acme/{name}.git"));
+        git(
+            src.path(),
+            &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
+        );
+        git(&bare, &["config", "http.receivepack", "true"]);
+    }
+}
+
+fn operator(ca: String, broker_port: u16) -> &'static OperatorHandle {
+    static OP: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
+    OP.get_or_init(|| {
+        launch_operator(move |_| {
+            let mut s = real_node_settings();
+            s.github = operator::settings::GithubSettings {
+                app_id: Some(APP_ID.into()),
+                api_url: format!("https://{GITHUB}/api/v3"),
+                git_host: GITHUB.into(),
+                ca_bundle: Some(ca),
+                ..Default::default()
+            };
+            s.broker_url = format!("http://{NODE}:{broker_port}");
+            s.broker_endpoints = vec![format!("{NODE}:{broker_port}")];
+            s
+        })
+    })
+}
+
+/// A token of the workspace ServiceAccount of `ns` for `audience`, as the
+/// API server issues one (not bound to a pod).
+async fn service_account_token(client: &kube::Client, ns: &str, audience: &str) -> String {
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 600},
+    }))
+    .unwrap();
+    let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_subresource("token", "workspace", &PostParams::default(), &request)
+        .await
+        .expect("a TokenRequest");
+    answer.status.and_then(|s| s.token).expect("a token")
+}
+
+async fn ask_broker(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().post(format!("{url}/github/token"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.expect("reach the broker");
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_only() {
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crd(&client).await;
+
+    // The App: its key pair; the key where the operator reads it.
+    let private_key = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        b"",
+    );
+    let public_key = openssl(&["pkey", "-pubout"], private_key.as_bytes());
+    let pki = private_ca(GITHUB);
+    let public_path = pki.path().join("app.pub");
+    std::fs::write(&public_path, &public_key).unwrap();
+    let repos = tempfile::tempdir().unwrap();
+    repositories(repos.path());
+    let fixture = format!("{}/../fixtures/github.py", env!("CARGO_MANIFEST_DIR"));
+    let path = |f: &str| pki.path().join(f).display().to_string();
+    let program: Vec<String> = [
+        "python3",
+        &fixture,
+        "--wait",
+        GITHUB,
+        "443",
+        &path("tls.crt"),
+        &path("tls.key"),
+        APP_ID,
+        &public_path.display().to_string(),
+        "acme",
+        &repos.path().display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let _github =
+        TestHost::start_program("github", GITHUB.parse::<Ipv4Addr>().unwrap(), 443, &program);
+    let ca = std::fs::read_to_string(pki.path().join("ca.crt")).unwrap();
+
+    // The broker, on the node's address (where pods reach this process).
+    let listener = tokio::net::TcpListener::bind((NODE, 0)).await.unwrap();
+    let broker_port = listener.local_addr().unwrap().port();
+    let settings = operator(ca.clone(), broker_port).settings();
+    let broker = operator::broker::Broker::new(client.clone(), settings.clone());
+    tokio::spawn(broker.serve(listener, std::future::pending()));
+    let broker_url = format!("http://{NODE}:{broker_port}");
+
+    let pp = PatchParams::apply("kube-coder-tests");
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &settings.operator_namespace,
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": settings.operator_namespace}})),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
+        .patch(
+            &settings.github.app_key_secret,
+            &pp,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": settings.github.app_key_secret},
+                "stringData": {"private-key.pem": private_key}})),
+        )
+        .await
+        .unwrap();
+
+    let name = ws_name("gh");
+    let ns = format!("ws-{name}");
+    let (api, token) = real_node_workspace(
+        &client,
+        &name,
+        json!({"github": {"repositories": ["acme/allowed"]}}),
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    // Straight to the broker: nothing without a token, with one of another
+    // audience, or while the workspace is stopped.
+    let (status, body) = ask_broker(&broker_url, None).await;
+    assert_eq!(status, 401, "{body}");
+    let wrong = service_account_token(&client, &ns, "https://kubernetes.default.svc").await;
+    let (status, body) = ask_broker(&broker_url, Some(&wrong)).await;
+    assert_eq!(status, 401, "{body}");
+    let right = service_account_token(&client, &ns, "kube-coder-broker").await;
+    let (status, body) = ask_broker(&broker_url, Some(&right)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["repositories"], json!(["acme/allowed"]));
+    assert!(
+        body["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ghs_")),
+        "{body}"
+    );
+
+    // Inside the pod: git asks the helper, the helper the broker.
+    let script = format!(
+        "cat > /tmp/github-ca.pem <<'EOF'\n{ca}EOF\n\
+         export GIT_SSL_CAINFO=/tmp/github-ca.pem\n\
+         cd /tmp && rm -rf allowed other\n\
+         echo \"answer-helper: $(printf 'protocol=https\\nhost={GITHUB}\\n\\n' | kube-coder git-credential get | head -1)\"\n\
+         echo \"answer-clone: $(git clone -q https://{GITHUB}/acme/allowed.git 2>&1 && cat allowed/README)\"\n\
+         cd allowed && echo pushed > PUSHED && git add PUSHED && git -c user.name=t -c user.email=t@example.com commit -qm push\n\
+         echo \"answer-push: $(git push -q origin main 2>&1 && echo ok)\"\n\
+         cd /tmp\n\
+         echo \"answer-other: $(GIT_TERMINAL_PROMPT=0 git clone -q https://{GITHUB}/acme/other.git 2>&1 | tr '\\n' ' ')\"\n"
+    );
+    let (output, task) = run_task(&http, &api, &token, &script).await;
+    assert_eq!(task["state"], "succeeded", "{task}\n{output}");
+    let got = answers(&output);
+    let answer = |k: &str| {
+        got.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no answer {k} in\n{output}"))
+    };
+    assert_eq!(answer("helper"), "username=x-access-token", "{output}");
+    assert_eq!(answer("clone"), "allowed", "{output}");
+    assert_eq!(answer("push"), "ok", "{output}");
+    let pushed = Command::new("git")
+        .args(["--git-dir", "acme/allowed.git", "show", "main:PUSHED"])
+        .current_dir(repos.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&pushed.stdout), "pushed\n");
+    assert!(
+        answer("other").contains("403") || answer("other").contains("Authentication failed"),
+        "a repository off the list: {output}"
+    );
+    // One token served the helper, the clone, the push and the refusal.
+    let stats: Value = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("https://{GITHUB}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["minted"], 1, "{stats}");
+    assert_eq!(
+        stats["refused"],
+        json!([]),
+        "every App JWT was good: {stats}"
+    );
+
+    // The App's key is in no file or environment of the pod.
+    let key_line = private_key.lines().nth(1).unwrap().to_string();
+    let (output, _) = run_task(&http, &api, &token, &secret_search("key", &key_line)).await;
+    let got = answers(&output);
+    assert_eq!(
+        got.get("key-files").map(String::as_str),
+        Some(SECRET_CONTROL),
+        "{output}"
+    );
+    assert_eq!(
+        got.get("key-environ").map(String::as_str),
+        Some("0"),
+        "{output}"
+    );
+    assert!(
+        !workspace_may_secret(
+            &client,
+            &ns,
+            "get",
+            &settings.operator_namespace,
+            Some(&settings.github.app_key_secret)
+        )
+        .await,
+        "the workspace may read the App's key"
+    );
+
+    let workspaces: Api<operator::crd::Workspace> = Api::all(client.clone());
+    workspaces
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"running": false}})),
+        )
+        .await
+        .unwrap();
+    let (status, body) = ask_broker(&broker_url, Some(&right)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped"),
+        "{body}"
+    );
+
+    let _ = workspaces.delete(&name, &DeleteParams::default()).await;
+}
