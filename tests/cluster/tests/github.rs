@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answers, client, install_crd, launch_operator, private_ca, real_node_settings,
+    answers, client, eventually, install_crd, launch_operator, private_ca, real_node_settings,
     real_node_workspace, require_real_node, run_task, secret_search, workspace_may_secret, ws_name,
     OperatorHandle, SECRET_CONTROL,
 };
@@ -318,5 +318,17 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
         "{body}"
     );
 
-    let _ = workspaces.delete(&name, &DeleteParams::default()).await;
+    // Deleted (its namespace and identity kept, as retainOnDelete does):
+    // still nothing.
+    workspaces
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let body = eventually("the broker to refuse a deleted workspace", 30, || async {
+        let (status, body) = ask_broker(&broker_url, Some(&right)).await;
+        let error = body["error"].as_str().unwrap_or_default().to_string();
+        (status == 403 && error.contains("does not exist")).then_some(body)
+    })
+    .await;
+    assert!(body["token"].is_null(), "{body}");
 }
