@@ -158,9 +158,14 @@ impl Broker {
         if !ws.spec.running {
             return Err(refused(format!("Workspace {name} is stopped")));
         }
-        if ws.spec.github.is_none() {
+        if ws
+            .spec
+            .github
+            .as_ref()
+            .is_none_or(|g| g.repositories.is_empty())
+        {
             return Err(refused(format!(
-                "Workspace {name} has no spec.github: it may reach no repository"
+                "Workspace {name} lists no spec.github.repositories: it may reach no repository"
             )));
         }
         Ok(ws)
@@ -202,8 +207,12 @@ impl Broker {
         let key = self.app_key().await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
         let jwt = app_jwt::sign(app_id, &key, now).map_err(unavailable)?;
-        // The CRD holds every repository to one owner.
-        let (owner, first) = repositories[0].split_once('/').unwrap_or_default();
+        // The CRD holds every repository to one owner (and `eligible` to
+        // at least one).
+        let (owner, first) = repositories
+            .first()
+            .and_then(|r| r.split_once('/'))
+            .ok_or_else(|| unavailable("spec.github.repositories is empty".into()))?;
         let known = self
             .installations
             .lock()
