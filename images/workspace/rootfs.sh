@@ -37,6 +37,9 @@ for cmd in node npm npx; do
   ln -sf "/opt/node/bin/$cmd" "$root/usr/local/bin/$cmd"
 done
 
+# gh, given the token broker's token when the workspace has spec.github.
+install -m 0755 "$here/gh" "$root/usr/local/bin/gh"
+
 # The agent CLIs, exactly as agents/package-lock.json pins them.
 mkdir -p "$root/opt/agents"
 cp "$here/agents/package.json" "$here/agents/package-lock.json" "$root/opt/agents/"

@@ -2,8 +2,8 @@
 //! workspace with `spec.github`. It shows the pod's projected broker token
 //! (`KUBE_CODER_BROKER_TOKEN_FILE`) to the operator's token broker
 //! (`KUBE_CODER_BROKER_URL`) and hands git the installation token it gets,
-//! as `x-access-token`. `store` and `erase` do nothing: the broker keeps
-//! the tokens. A workspace without the broker gets no answer, so git
+//! as `x-access-token`; `token` prints the token alone (the image's `gh`
+//! wrapper). `store` and `erase` do nothing: the broker keeps the tokens. A workspace without the broker gets no answer, so git
 //! falls back to whatever else is configured.
 
 use std::io::{BufRead, Write};
@@ -13,7 +13,7 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct GitCredentialArgs {
-    /// get, store or erase (git says which).
+    /// get, store or erase (git says which), or token: print the token.
     operation: String,
 }
 
@@ -36,40 +36,59 @@ fn fail(message: &str) -> ExitCode {
 }
 
 pub fn run(args: GitCredentialArgs) -> ExitCode {
-    if args.operation != "get" {
+    match args.operation.as_str() {
+        "get" => {
+            let request = read_request(std::io::stdin().lock());
+            let https = request.iter().any(|(k, v)| k == "protocol" && v == "https");
+            if !https {
+                return ExitCode::SUCCESS;
+            }
+            match broker_token() {
+                Ok(Some(token)) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "username=x-access-token\npassword={token}\n");
+                    ExitCode::SUCCESS
+                }
+                // No broker here: no answer, git tries what else it has.
+                Ok(None) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        // For programs that take a token, not git's protocol (the image's
+        // gh wrapper).
+        "token" => match broker_token() {
+            Ok(Some(token)) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => fail("this workspace has no token broker (no spec.github)"),
+            Err(e) => fail(&e),
+        },
         // store, erase: the broker owns the tokens.
-        return ExitCode::SUCCESS;
+        _ => ExitCode::SUCCESS,
     }
-    let request = read_request(std::io::stdin().lock());
-    let get = |k: &str| {
-        request
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
-    if get("protocol") != Some("https") {
-        return ExitCode::SUCCESS;
-    }
+}
+
+/// The broker's installation token for this workspace; None where the
+/// workspace has no broker.
+fn broker_token() -> Result<Option<String>, String> {
     let (Ok(url), Ok(token_file)) = (
         std::env::var("KUBE_CODER_BROKER_URL"),
         std::env::var("KUBE_CODER_BROKER_TOKEN_FILE"),
     ) else {
-        return ExitCode::SUCCESS;
+        return Ok(None);
     };
     // The kubelet rewrites the file as it renews the token: read it now.
-    let pod_token = match std::fs::read_to_string(&token_file) {
-        Ok(t) => t.trim().to_string(),
-        Err(e) => return fail(&format!("cannot read the broker token {token_file}: {e}")),
-    };
+    let pod_token = std::fs::read_to_string(&token_file)
+        .map_err(|e| format!("cannot read the broker token {token_file}: {e}"))?
+        .trim()
+        .to_string();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    let answer = runtime.block_on(async move {
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
         // The broker is in the cluster: never through an egress proxy.
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -100,17 +119,9 @@ pub fn run(args: GitCredentialArgs) -> ExitCode {
         }
         body["token"]
             .as_str()
-            .map(str::to_string)
+            .map(|t| Some(t.to_string()))
             .ok_or_else(|| "the token broker's answer has no token".to_string())
-    });
-    match answer {
-        Ok(token) => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "username=x-access-token\npassword={token}\n");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -231,7 +231,8 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
          cd allowed && echo pushed > PUSHED && git add PUSHED && git -c user.name=t -c user.email=t@example.com commit -qm push\n\
          echo \"answer-push: $(git push -q origin main 2>&1 && echo ok)\"\n\
          cd /tmp\n\
-         echo \"answer-other: $(GIT_TERMINAL_PROMPT=0 git clone -q https://{GITHUB}/acme/other.git 2>&1 | tr '\\n' ' ')\"\n"
+         echo \"answer-other: $(GIT_TERMINAL_PROMPT=0 git clone -q https://{GITHUB}/acme/other.git 2>&1 | tr '\\n' ' ')\"\n\
+         echo \"answer-gh: $(SSL_CERT_FILE=/tmp/github-ca.pem GH_NO_UPDATE_NOTIFIER=1 gh api repos/acme/allowed --jq .full_name 2>&1 | tr '\\n' ' ')\"\n"
     );
     let (output, task) = run_task(&http, &api, &token, &script).await;
     assert_eq!(task["state"], "succeeded", "{task}\n{output}");
@@ -254,7 +255,9 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
         answer("other").contains("403") || answer("other").contains("Authentication failed"),
         "a repository off the list: {output}"
     );
-    // One token served the helper, the clone, the push and the refusal.
+    // gh (the image's wrapper) gets the same token.
+    assert_eq!(answer("gh"), "acme/allowed", "{output}");
+    // One token served the helper, the clone, the push, the refusal and gh.
     let stats: Value = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
         .build()

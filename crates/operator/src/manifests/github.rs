@@ -39,7 +39,10 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
         value: Some(value),
         ..Default::default()
     };
-    vec![
+    let host = &settings.github.git_host;
+    // gh's host when it is not github.com (an Enterprise Server).
+    let gh_host = (host != "github.com").then(|| var("GH_HOST", host.clone()));
+    [
         var("KUBE_CODER_BROKER_URL", broker_url(settings)),
         var("KUBE_CODER_BROKER_TOKEN_FILE", format!("{DIR}/token")),
         // git asks the helper for the GitHub host only; set through the
@@ -47,13 +50,16 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
         var("GIT_CONFIG_COUNT", "1".into()),
         var(
             "GIT_CONFIG_KEY_0",
-            format!("credential.https://{}.helper", settings.github.git_host),
+            format!("credential.https://{host}.helper"),
         ),
         var(
             "GIT_CONFIG_VALUE_0",
             "/usr/local/bin/kube-coder git-credential".into(),
         ),
     ]
+    .into_iter()
+    .chain(gh_host)
+    .collect()
 }
 
 pub fn volume() -> Volume {
