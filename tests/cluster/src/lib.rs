@@ -561,6 +561,30 @@ pub fn secret_search(name: &str, value: &str) -> String {
     )
 }
 
+/// Asserts what `secret_search(name, …)` answered: the value in the
+/// control file only, in no process environment.
+pub fn assert_secret_absent(answers: &BTreeMap<String, String>, name: &str, output: &str) {
+    assert_eq!(
+        answers.get(&format!("{name}-files")).map(String::as_str),
+        Some(SECRET_CONTROL),
+        "{name} is in a file of the workspace container (or the search failed):\n{output}"
+    );
+    assert_eq!(
+        answers.get(&format!("{name}-environ")).map(String::as_str),
+        Some("0"),
+        "{name} is in a process environment of the workspace container:\n{output}"
+    );
+}
+
+/// The answer `name` of a script's `answers`, or a panic showing the
+/// whole output.
+pub fn answer_of(answers: &BTreeMap<String, String>, name: &str, output: &str) -> String {
+    answers
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no answer {name} in\n{output}"))
+}
+
 /// The control file of `secret_search`, the one place its value may be.
 pub const SECRET_CONTROL: &str = "/tmp/kube-coder-secret-search-control";
 

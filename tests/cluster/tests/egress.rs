@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answers, client, eventually, install_crd, operator_for_real_node, real_node_workspace,
-    require_real_node, run_task, ws_name,
+    answer_of, answers, client, eventually, install_crd, operator_for_real_node,
+    real_node_workspace, require_real_node, run_task, ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -128,11 +128,7 @@ async fn a_workspace_reaches_listed_names_only_through_its_gateway() {
     let (output, task) = run_task(&http, &api, &token, &script).await;
     assert_eq!(task["state"], "succeeded", "{task}\n{output}");
     let got = answers(&output);
-    let answer = |k: &str| {
-        got.get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("no answer {k} in\n{output}"))
-    };
+    let answer = |k: &str| answer_of(&got, k, &output);
     assert_eq!(answer("listed"), "public  status=200", "{output}");
     assert_eq!(answer("listed-tunnel"), "public  status=200", "{output}");
     assert!(

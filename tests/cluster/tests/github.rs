@@ -19,9 +19,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answers, client, eventually, install_crd, launch_operator, private_ca, real_node_settings,
-    real_node_workspace, require_real_node, run_task, secret_search, workspace_may_secret, ws_name,
-    OperatorHandle, SECRET_CONTROL,
+    answer_of, answers, assert_secret_absent, client, eventually, install_crd, launch_operator,
+    private_ca, real_node_settings, real_node_workspace, require_real_node, run_task,
+    secret_search, workspace_may_secret, ws_name, OperatorHandle,
 };
 use serde_json::{json, Value};
 
@@ -237,11 +237,7 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
     let (output, task) = run_task(&http, &api, &token, &script).await;
     assert_eq!(task["state"], "succeeded", "{task}\n{output}");
     let got = answers(&output);
-    let answer = |k: &str| {
-        got.get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("no answer {k} in\n{output}"))
-    };
+    let answer = |k: &str| answer_of(&got, k, &output);
     assert_eq!(answer("helper"), "username=x-access-token", "{output}");
     assert_eq!(answer("clone"), "allowed", "{output}");
     assert_eq!(answer("push"), "ok", "{output}");
@@ -280,16 +276,7 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
     let key_line = private_key.lines().nth(1).unwrap().to_string();
     let (output, _) = run_task(&http, &api, &token, &secret_search("key", &key_line)).await;
     let got = answers(&output);
-    assert_eq!(
-        got.get("key-files").map(String::as_str),
-        Some(SECRET_CONTROL),
-        "{output}"
-    );
-    assert_eq!(
-        got.get("key-environ").map(String::as_str),
-        Some("0"),
-        "{output}"
-    );
+    assert_secret_absent(&got, "key", &output);
     assert!(
         !workspace_may_secret(
             &client,

@@ -22,9 +22,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answers, attrs, client, eventually, get_json, install_crd, launch_operator, real_node_settings,
-    real_node_workspace, require_real_node, review, run_task, secret_search, ws_name,
-    OperatorHandle, SECRET_CONTROL,
+    answer_of, answers, assert_secret_absent, attrs, client, eventually, get_json, install_crd,
+    launch_operator, real_node_settings, real_node_workspace, require_real_node, review, run_task,
+    secret_search, ws_name, OperatorHandle,
 };
 use operator::settings::ModelProvider;
 use serde_json::{json, Value};
@@ -138,11 +138,7 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
     let (output, task) = run_task(&http, &api, &token, &script).await;
     assert_eq!(task["state"], "succeeded", "{task}\n{output}");
     let got = answers(&output);
-    let answer = |k: &str| {
-        got.get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("no answer {k} in\n{output}"))
-    };
+    let answer = |k: &str| answer_of(&got, k, &output);
     assert_eq!(
         answer("env"),
         "http://egress-gateway:3130/anthropic kube-coder-egress-gateway",
@@ -172,16 +168,7 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
     );
     let (output, _) = run_task(&http, &api, &token, &search).await;
     let got = answers(&output);
-    assert_eq!(
-        got.get("key-files").map(String::as_str),
-        Some(SECRET_CONTROL),
-        "{output}"
-    );
-    assert_eq!(
-        got.get("key-environ").map(String::as_str),
-        Some("0"),
-        "{output}"
-    );
+    assert_secret_absent(&got, "key", &output);
     assert_eq!(got.get("mounts").map(String::as_str), Some("0"), "{output}");
     assert!(
         got.get("token").is_some_and(|t| t.contains("No such file")),

@@ -85,12 +85,7 @@ pub fn volume() -> Volume {
 }
 
 pub fn mount() -> VolumeMount {
-    VolumeMount {
-        name: VOLUME.into(),
-        mount_path: DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }
+    super::workload::mount(VOLUME, DIR, true)
 }
 
 #[cfg(test)]

@@ -64,12 +64,7 @@ pub fn volume() -> Volume {
 }
 
 pub fn mount() -> VolumeMount {
-    VolumeMount {
-        name: "ssh-keys".into(),
-        mount_path: DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }
+    super::workload::mount("ssh-keys", DIR, true)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::settings::Settings;
 
 const CREDENTIALS_DIR: &str = "/etc/kube-coder/credentials";
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
