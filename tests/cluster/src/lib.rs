@@ -543,6 +543,33 @@ openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -
     dir
 }
 
+/// `git` as the test's own user would run it, in `dir`; panics with its
+/// stderr when it fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bare repository at `bare` with one commit: a README holding `readme`.
+pub fn bare_repository(bare: &std::path::Path, readme: &str) {
+    let src = tempfile::tempdir().expect("a scratch directory");
+    std::fs::write(src.path().join("README"), readme).expect("write the README");
+    git(src.path(), &["init", "-q", "-b", "main"]);
+    git(src.path(), &["add", "README"]);
+    git(src.path(), &["commit", "-q", "-m", "first"]);
+    let to = bare.to_str().expect("a UTF-8 path");
+    git(src.path(), &["clone", "-q", "--bare", ".", to]);
+}
+
 /// Lines of a task script that look for `value` in every file (but
 /// /proc, /sys and /dev) and every process environment of the workspace
 /// container: `answer-NAME-files:` lists the files holding it (the first

@@ -18,39 +18,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answer_of, answers, client, eventually, install_crd, operator_for_real_node,
-    real_node_workspace, require_real_node, run_task, ws_name,
+    answer_of, answers, bare_repository, client, eventually, git, install_crd,
+    operator_for_real_node, real_node_workspace, require_real_node, run_task, ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
 
-/// `git` as the test's own user would run it, in `dir`.
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A repository served by git's dumb HTTP protocol from the host's root.
 fn serve_repository(host: &TestHost) {
-    let src = tempfile::tempdir().unwrap();
-    git(src.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(src.path().join("README"), "cloned through the gateway\n").unwrap();
-    git(src.path(), &["add", "README"]);
-    git(src.path(), &["commit", "-q", "-m", "first"]);
     let bare = host.root().join("repo.git");
-    git(
-        src.path(),
-        &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
-    );
+    bare_repository(&bare, "cloned through the gateway\n");
     git(&bare, &["update-server-info"]);
 }
 

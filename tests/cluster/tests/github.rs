@@ -19,9 +19,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answer_of, answers, assert_secret_absent, client, eventually, install_crd, launch_operator,
-    private_ca, real_node_settings, real_node_workspace, require_real_node, run_task,
-    secret_search, workspace_may_secret, ws_name, OperatorHandle,
+    answer_of, answers, assert_secret_absent, bare_repository, client, eventually, git,
+    install_crd, launch_operator, private_ca, real_node_settings, real_node_workspace,
+    require_real_node, run_task, secret_search, workspace_may_secret, ws_name, OperatorHandle,
 };
 use serde_json::{json, Value};
 
@@ -45,34 +45,12 @@ fn openssl(args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Bare repositories `acme/allowed.git` and `acme/other.git` under
-/// `root`, each with one commit.
+/// `root`, each with one commit, open to pushes over smart HTTP.
 fn repositories(root: &std::path::Path) {
     for name in ["allowed", "other"] {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("README"), format!("{name}\n")).unwrap();
-        git(src.path(), &["init", "-q", "-b", "main"]);
-        git(src.path(), &["add", "README"]);
-        git(src.path(), &["commit", "-q", "-m", "first"]);
         let bare = root.join(format!("acme/{name}.git"));
-        git(
-            src.path(),
-            &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
-        );
+        bare_repository(&bare, &format!("{name}\n"));
         git(&bare, &["config", "http.receivepack", "true"]);
     }
 }
