@@ -267,6 +267,7 @@ impl TaskManager {
         let Ok(sessions) = self.tmux.list_sessions().await else {
             return;
         };
+        let mut unlisted = Vec::new();
         for id in ids {
             if sessions.contains(&super::tmux::session_name(&id)) {
                 continue;
@@ -276,6 +277,24 @@ impl TaskManager {
             };
             // A session being created is not yet listed.
             if rec.state == TaskState::Starting {
+                continue;
+            }
+            if self.read_exit_record(&id).is_some() {
+                self.finish_from_exit_record(&id).await;
+            } else {
+                unlisted.push(id);
+            }
+        }
+        if unlisted.is_empty() {
+            return;
+        }
+        // A task that left Starting after the listing above was taken has
+        // its session by now: only one missing from a second listing is lost.
+        let Ok(sessions) = self.tmux.list_sessions().await else {
+            return;
+        };
+        for id in unlisted {
+            if sessions.contains(&super::tmux::session_name(&id)) {
                 continue;
             }
             if self.read_exit_record(&id).is_some() {
