@@ -7,6 +7,7 @@
 //! outside. Writes are atomic: a temp file in the target directory, fsync,
 //! rename. The HTTP handlers live in `http/routes/files.rs`.
 
+mod batch_writer;
 pub mod download;
 pub mod upload;
 pub mod user_path;

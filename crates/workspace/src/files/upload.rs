@@ -1,7 +1,8 @@
 //! Streaming, atomic uploads.
 //!
 //! The body goes to a fresh temp file (`create_new`, never following a
-//! link) in the target's own directory, chunk by chunk as it arrives; only
+//! link) in the target's own directory, chunk by chunk as it arrives
+//! (through [`BatchWriter`], which keeps the disk busy meanwhile); only
 //! a complete body under the cap is fsynced and renamed over the target.
 //! The rename replaces whatever is at the name, a symlink included, without
 //! following it. A disconnect, an oversize body or a full disk leaves the
@@ -18,13 +19,11 @@ use std::ffi::OsString;
 use axum::body::Body;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
+use super::batch_writer::BatchWriter;
 use super::{io_error, sync_dir, Files, UserPath};
 use crate::error::ApiError;
 use crate::secrets::generate_id;
-
-const WRITE_BATCH: usize = 1024 * 1024;
 
 /// Removes the temp file unless the upload was committed.
 struct TempGuard {
@@ -165,13 +164,12 @@ pub async fn upload(
         ))
     })
     .await?;
-    let mut out = tokio::fs::File::from_std(file);
+    let mut out = BatchWriter::new(file);
     let mut written: u64 = 0;
     // A write failure (full disk) is answered after the body has been read
     // to its end (within the cap), so the client sees the answer instead of
     // a reset connection.
     let mut failed: Option<ApiError> = None;
-    let mut pending = bytes::BytesMut::with_capacity(WRITE_BATCH);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -185,19 +183,9 @@ pub async fn upload(
             return Err(too_big());
         }
         if failed.is_none() {
-            // Network chunks are small; hand the disk a megabyte at a time.
-            pending.extend_from_slice(&chunk);
-            if pending.len() >= WRITE_BATCH {
-                if let Err(e) = out.write_all(&pending).await {
-                    failed = Some(io_error(&path, e));
-                }
-                pending.clear();
+            if let Err(e) = out.push(&chunk).await {
+                failed = Some(io_error(&path, e));
             }
-        }
-    }
-    if failed.is_none() && !pending.is_empty() {
-        if let Err(e) = out.write_all(&pending).await {
-            failed = Some(io_error(&path, e));
         }
     }
     if let Some(e) = failed {
@@ -209,9 +197,7 @@ pub async fn upload(
             "the upload body is shorter than its Content-Length",
         ));
     }
-    out.flush().await.map_err(|e| io_error(&path, e))?;
-    out.sync_all().await.map_err(|e| io_error(&path, e))?;
-    drop(out);
+    out.finish().await.map_err(|e| io_error(&path, e))?;
     let p = path.clone();
     let etag = super::blocking(move || {
         let (_, name) = p
