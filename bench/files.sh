@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Upload and download throughput of the file API over loopback, next to dd
 # writing and reading the same size on the same disk, with the server's peak
-# RSS in each phase (median of three runs each). Prints a table; asserts nothing.
+# RSS in each phase (medians of BENCH_ROUNDS=5 interleaved rounds). Prints a table; asserts nothing.
 #   bench/files.sh            # 100 MiB and 1 GiB
 #   bench/files.sh 256        # sizes in MiB
 set -euo pipefail
 command -v curl >/dev/null || { echo "bench/files.sh needs curl (apt-get install curl)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100 1024)
+rounds=${BENCH_ROUNDS:-5}
 cargo build --release -q -p kube-coder
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/kc-files-bench.XXXXXX")
 mkdir -p "$work/home"
@@ -31,42 +32,54 @@ peak_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$pid/status"; }
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v t="$2" 'BEGIN {printf "%.0f", b/1048576/t}'; }
 
-echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}'), $(nproc) cores, caches dropped before reads: $([ -w /proc/sys/vm/drop_caches ] && echo yes || echo no)"
-printf '\n| size | dd write (fsync) | loopback floor | upload | ratio to dd | to floor | peak RSS | dd read | download | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|\n'
-# Median of three timed runs of "$@" (seconds); $prep runs untimed before each.
-median3() {
-  local ts=()
-  for _ in 1 2 3; do
-    eval "$prep"
-    local t0 t1; t0=$(now); "$@"; t1=$(now)
-    ts+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
-  done
-  printf '%s\n' "${ts[@]}" | sort -g | sed -n 2p
+echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}'), $(nproc) cores, caches dropped before reads: $([ -w /proc/sys/vm/drop_caches ] && echo yes || echo no), $rounds rounds"
+printf '\n| size | dd write (bs=1M, fsync) | loopback floor | upload | ratio to dd | to floor | peak RSS | dd read | download | ratio | from page cache | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+# Seconds taken by "$@".
+timed() {
+  local t0 t1; t0=$(now); "$@"; t1=$(now)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
 }
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 for mib in "${sizes[@]}"; do
   bytes=$((mib << 20))
   head -c "$bytes" /dev/urandom >"$work/src"
   sync
-  prep='rm -f "$work/dd.out"; sync'
-  dd_w=$(mbps "$bytes" "$(median3 dd if="$work/src" of="$work/dd.out" bs=4M conv=fsync status=none)")
-  rm -f "$work/dd.out"
-  prep=':'
-  floor=$(mbps "$bytes" "$(median3 curl -sf -o /dev/null -T "$work/src" "$sink/")")
-  prep='reset_peak'
-  up=$(mbps "$bytes" "$(median3 curl -sf -o /dev/null -H "$auth" -T "$work/src" "$api/api/files/content?path=up.bin")")
-  up_rss=$(peak_mib)
+  # Rounds interleave dd and the upload, so a disk that speeds up or slows
+  # down during the run weighs on both alike; each starts with no old file
+  # and nothing dirty.
+  : >"$work/t.dd"; : >"$work/t.floor"; : >"$work/t.up"; up_rss=0
+  for _ in $(seq "$rounds"); do
+    rm -f "$work/dd.out" "$work/home/up.bin"; sync
+    timed dd if="$work/src" of="$work/dd.out" bs=1M conv=fsync status=none >>"$work/t.dd"
+    rm -f "$work/dd.out"; sync
+    reset_peak
+    timed curl -sf -o /dev/null -H "$auth" -T "$work/src" "$api/api/files/content?path=up.bin" >>"$work/t.up"
+    up_rss=$(awk -v a="$up_rss" -v b="$(peak_mib)" 'BEGIN {print (b > a) ? b : a}')
+    timed curl -sf -o /dev/null -T "$work/src" "$sink/" >>"$work/t.floor"
+  done
+  dd_w=$(mbps "$bytes" "$(median <"$work/t.dd")")
+  floor=$(mbps "$bytes" "$(median <"$work/t.floor")")
+  up=$(mbps "$bytes" "$(median <"$work/t.up")")
   cmp -s "$work/src" "$work/home/up.bin" || { echo "uploaded file differs" >&2; exit 1; }
-  prep='drop_caches'
-  dd_r=$(mbps "$bytes" "$(median3 dd if="$work/home/up.bin" of=/dev/null bs=4M status=none)")
-  prep='drop_caches; reset_peak'
-  down=$(mbps "$bytes" "$(median3 curl -sf -H "$auth" -o /dev/null "$api/api/files/content?path=up.bin")")
-  down_rss=$(peak_mib)
+  : >"$work/t.ddr"; : >"$work/t.down"; : >"$work/t.cached"; down_rss=0
+  for _ in $(seq "$rounds"); do
+    drop_caches
+    timed dd if="$work/home/up.bin" of=/dev/null bs=1M status=none >>"$work/t.ddr"
+    drop_caches; reset_peak
+    timed curl -sf -H "$auth" -o /dev/null "$api/api/files/content?path=up.bin" >>"$work/t.down"
+    # The file is in the page cache now (just read whole).
+    timed curl -sf -H "$auth" -o /dev/null "$api/api/files/content?path=up.bin" >>"$work/t.cached"
+    down_rss=$(awk -v a="$down_rss" -v b="$(peak_mib)" 'BEGIN {print (b > a) ? b : a}')
+  done
+  dd_r=$(mbps "$bytes" "$(median <"$work/t.ddr")")
+  down=$(mbps "$bytes" "$(median <"$work/t.down")")
+  cached=$(mbps "$bytes" "$(median <"$work/t.cached")")
   # Integrity, untimed.
   curl -sf -H "$auth" -o "$work/down.bin" "$api/api/files/content?path=up.bin"
   cmp -s "$work/src" "$work/down.bin" || { echo "downloaded file differs" >&2; exit 1; }
   rm -f "$work/down.bin" "$work/home/up.bin" "$work/src"
-  printf '| %s MiB | %s MB/s | %s MB/s | %s MB/s | %s%% | %s%% | %s MiB | %s MB/s | %s MB/s | %s%% | %s MiB |\n' "$mib" \
-    "$dd_w" "$floor" "$up" "$((100 * up / dd_w))" "$((100 * up / floor))" "$up_rss" "$dd_r" "$down" "$((100 * down / dd_r))" "$down_rss"
+  printf '| %s MiB | %s MB/s | %s MB/s | %s MB/s | %s%% | %s%% | %s MiB | %s MB/s | %s MB/s | %s%% | %s MB/s | %s MiB |\n' "$mib" \
+    "$dd_w" "$floor" "$up" "$((100 * up / dd_w))" "$((100 * up / floor))" "$up_rss" "$dd_r" "$down" "$((100 * down / dd_r))" "$cached" "$down_rss"
 done
 echo
-echo "command: bench/files.sh ${sizes[*]}"
+echo "command: BENCH_ROUNDS=$rounds bench/files.sh ${sizes[*]}"
