@@ -3,6 +3,7 @@
 //! and the GitHub token broker on a listener of its own (workspaces reach
 //! that one only).
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use operator::controller::{self, Stats};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, SettingsArgs};
 
@@ -75,26 +77,38 @@ pub fn run(args: OperatorArgs) -> ExitCode {
                 "/metrics",
                 get(move || async move { metrics_text(&scrape) }),
             );
+        // A pod's stop is SIGTERM: every part hears it, the reconciles in
+        // flight finish and the listeners answer what they hold, then go.
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            crate::stop_signal::stop_signal().await;
+            trigger.cancel();
         });
+        let metrics = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
         let broker = tokio::net::TcpListener::bind(args.broker_listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.broker_listen))?;
-        let broker_app = operator::broker::Broker::new(client.clone(), settings.clone()).router();
-        tokio::spawn(async move {
-            let _ = axum::serve(broker, broker_app).await;
-        });
+        let broker = operator::broker::Broker::new(client.clone(), settings.clone())
+            .serve(broker, stop.clone().cancelled_owned());
+        let broker = tokio::spawn(broker);
         tracing::info!(listen = %args.listen, broker = %args.broker_listen, "operator started");
-        // A pod's stop is SIGTERM: finish the reconciles in flight, then go.
-        let shutdown = crate::stop_signal::stop_signal();
         controller::run(
             client,
             settings,
             Duration::from_secs(args.idle_check_secs.max(1)),
             stats,
-            shutdown,
+            stop.cancelled_owned(),
         )
+        .await;
+        // A client that keeps its connection open does not hold the exit up.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = tokio::join!(metrics, broker);
+        })
         .await;
         Ok(())
     })

@@ -191,8 +191,12 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         .unwrap();
     assert_eq!(applied.status, "True", "{}", applied.message);
 
-    // The operator's own metrics endpoint answers.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    // The operator's own metrics endpoint answers; the scraper keeps its
+    // connection open (as Prometheus does) through the stop below.
+    let scraper = reqwest::Client::new();
+    let metrics = scraper
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -212,7 +216,9 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
     );
 
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    // A pod's stop: SIGTERM, and the operator ends by itself.
+    // A pod's stop: SIGTERM, and the operator ends by itself, its
+    // listeners closed gracefully (an open scraper connection does not
+    // hold it up).
     let pid = operator.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -224,5 +230,6 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         .expect("the operator stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status}");
+    drop(scraper);
     run_helm(&["uninstall", "kc", "-n", ns, "--wait"]);
 }
