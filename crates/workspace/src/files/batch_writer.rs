@@ -4,9 +4,9 @@
 //! dropped at once, so the HTTP server reuses its read buffer instead of
 //! allocating fresh pages for every read (holding the chunks themselves
 //! cost more in page faults and zeroing than the copy: measured). Two
-//! batch buffers take turns: one is on a blocking thread being written
-//! while the other fills, so receiving and writing overlap and nothing is
-//! allocated after the first two. Once a batch has landed, the kernel is
+//! batch buffers from a [`BufferPool`] take turns: one is on a blocking
+//! thread being written while the other fills, so receiving and writing
+//! overlap and nothing is allocated after the first two. Once a batch has landed, the kernel is
 //! told to start writing it to the disk (`sync_file_range` with
 //! `SYNC_FILE_RANGE_WRITE`, which does not wait): otherwise the page cache
 //! would hold the whole body dirty until the final fsync, and a large
@@ -21,20 +21,19 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use super::buffer_pool::BufferPool;
+
 /// A batch is handed to the disk thread at this size.
 const BATCH_BYTES: usize = 1024 * 1024;
-
-type Landed = (Vec<u8>, io::Result<()>);
 
 pub struct BatchWriter {
     file: Arc<File>,
     /// The batch being filled.
     batch: Vec<u8>,
-    /// The other buffer, once back from the disk thread.
-    spare: Option<Vec<u8>>,
+    pool: BufferPool,
     /// Where the next batch starts in the file.
     offset: u64,
-    in_flight: Option<JoinHandle<Landed>>,
+    in_flight: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl BatchWriter {
@@ -42,7 +41,7 @@ impl BatchWriter {
         Self {
             file: Arc::new(file),
             batch: Vec::with_capacity(BATCH_BYTES),
-            spare: None,
+            pool: BufferPool::default(),
             offset: 0,
             in_flight: None,
         }
@@ -78,21 +77,15 @@ impl BatchWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let next = self
-            .spare
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES));
-        let mut batch = std::mem::replace(&mut self.batch, next);
+        let batch = std::mem::replace(&mut self.batch, self.pool.take(BATCH_BYTES));
         let start = self.offset;
         self.offset += batch.len() as u64;
-        let file = self.file.clone();
+        let (file, pool) = (self.file.clone(), self.pool.clone());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let written = (&*file).write_all(&batch);
-            if written.is_ok() {
-                start_writeback(&file, start, batch.len());
-            }
-            batch.clear();
-            (batch, written)
+            (&*file).write_all(&batch)?;
+            start_writeback(&file, start, batch.len());
+            pool.give_back(batch);
+            Ok(())
         }));
         Ok(())
     }
@@ -101,9 +94,7 @@ impl BatchWriter {
         let Some(task) = self.in_flight.take() else {
             return Ok(());
         };
-        let (buffer, written) = task.await.map_err(thread_stopped)?;
-        self.spare = Some(buffer);
-        written
+        task.await.map_err(thread_stopped)?
     }
 }
 

@@ -2,7 +2,6 @@
 //! make a browser save the file rather than render it.
 
 use std::io::SeekFrom;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::buffer_pool::BufferPool;
 use super::{Files, UserPath};
 use crate::error::ApiError;
 
@@ -239,60 +239,6 @@ fn read_in_background(
         }
     });
     rx
-}
-
-/// The buffers one download reads into, each given back once the response
-/// has sent it, so a long download reuses the few megabytes in flight
-/// instead of mapping fresh pages for every read (the page faults and
-/// zeroing that came with a new buffer per read were measured at 8% of a
-/// download from the page cache).
-#[derive(Clone, Default)]
-struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl BufferPool {
-    /// An empty buffer with room for at least `len` bytes.
-    fn take(&self, len: usize) -> Vec<u8> {
-        let reused = self.0.lock().ok().and_then(|mut free| free.pop());
-        match reused {
-            Some(mut buf) => {
-                buf.reserve(len);
-                buf
-            }
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    fn give_back(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        if let Ok(mut free) = self.0.lock() {
-            free.push(buf);
-        }
-    }
-
-    /// `buf` as a response chunk that comes back here when dropped.
-    fn wrap(&self, buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Pooled {
-            buf,
-            pool: self.clone(),
-        })
-    }
-}
-
-struct Pooled {
-    buf: Vec<u8>,
-    pool: BufferPool,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.buf));
-    }
 }
 
 #[cfg(test)]

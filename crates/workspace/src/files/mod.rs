@@ -8,6 +8,7 @@
 //! rename. The HTTP handlers live in `http/routes/files.rs`.
 
 mod batch_writer;
+mod buffer_pool;
 pub mod download;
 pub mod upload;
 pub mod user_path;
