@@ -6,12 +6,14 @@
 //! cost more in page faults and zeroing than the copy: measured). Two
 //! batch buffers from a [`BufferPool`] take turns: one is on a blocking
 //! thread being written while the other fills, so receiving and writing
-//! overlap and nothing is allocated after the first two. Once a batch has landed, the kernel is
-//! told to start writing it to the disk (`sync_file_range` with
-//! `SYNC_FILE_RANGE_WRITE`, which does not wait): otherwise the page cache
-//! would hold the whole body dirty until the final fsync, and a large
-//! upload would take its receive time plus the whole disk write, where
-//! `dd conv=fsync` pays mostly the latter. [`BatchWriter::finish`] still
+//! overlap and nothing is allocated after the first two. Every 8 MiB
+//! written, the kernel is told to start writing them to the disk
+//! (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not wait):
+//! otherwise the page cache would hold the whole body dirty until the
+//! final fsync, and a large upload would take its receive time plus the
+//! whole disk write, where `dd conv=fsync` pays mostly the latter (8 MiB
+//! rather than each batch: larger requests kept the disk nearer its
+//! sequential speed, 0.91 → 1.0× dd for 1 GiB). [`BatchWriter::finish`] still
 //! fsyncs everything.
 
 use std::fs::File;
@@ -25,6 +27,9 @@ use super::buffer_pool::BufferPool;
 
 /// A batch is handed to the disk thread at this size.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Writeback is started for this much at a time: larger requests keep the
+/// disk at its sequential speed.
+const WRITEBACK_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct BatchWriter {
     file: Arc<File>,
@@ -33,6 +38,8 @@ pub struct BatchWriter {
     pool: BufferPool,
     /// Where the next batch starts in the file.
     offset: u64,
+    /// Where the part not yet handed to writeback starts.
+    unflushed: u64,
     in_flight: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -43,6 +50,7 @@ impl BatchWriter {
             batch: Vec::with_capacity(BATCH_BYTES),
             pool: BufferPool::default(),
             offset: 0,
+            unflushed: 0,
             in_flight: None,
         }
     }
@@ -78,12 +86,19 @@ impl BatchWriter {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, self.pool.take(BATCH_BYTES));
-        let start = self.offset;
         self.offset += batch.len() as u64;
+        let writeback = (self.offset - self.unflushed >= WRITEBACK_BYTES).then(|| {
+            (
+                std::mem::replace(&mut self.unflushed, self.offset),
+                self.offset,
+            )
+        });
         let (file, pool) = (self.file.clone(), self.pool.clone());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             (&*file).write_all(&batch)?;
-            start_writeback(&file, start, batch.len());
+            if let Some((from, to)) = writeback {
+                start_writeback(&file, from, to - from);
+            }
             pool.give_back(batch);
             Ok(())
         }));
@@ -105,7 +120,7 @@ fn thread_stopped(e: tokio::task::JoinError) -> io::Error {
 /// Asks the kernel to start writing `len` bytes from `start` to the disk,
 /// without waiting for it. Only a hint: a failure changes nothing (the
 /// final fsync writes whatever is still dirty, and reports errors).
-fn start_writeback(file: &File, start: u64, len: usize) {
+fn start_writeback(file: &File, start: u64, len: u64) {
     let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
         return;
     };
