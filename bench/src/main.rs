@@ -78,7 +78,6 @@ async fn tmux_step(
     how: TmuxStep,
 ) -> Result<Vec<f64>> {
     use workspace::tasks::tmux::SessionSpec;
-    let socket = tmux.socket();
     let mut lat = Vec::new();
     for i in 0..samples {
         let name = format!("floor-{}-{i}", std::process::id());
@@ -102,9 +101,10 @@ async fn tmux_step(
                     }
                     argv.extend(command);
                 }
+                // The server this session's name puts it on, as for a task.
                 let out = tokio::process::Command::new("tmux")
                     .arg("-S")
-                    .arg(socket)
+                    .arg(tmux.socket_for(&name))
                     .args(&argv)
                     .output()
                     .await

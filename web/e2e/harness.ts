@@ -1,9 +1,9 @@
 // What the browser tests run against: the real `kube-coder serve` binary
 // (built by `cargo build -p kube-coder`, or KUBE_CODER_BIN), real tmux, a
 // fake assistant script, and headless Debian Chromium through
-// playwright-core. Each server gets its own temp dirs and tmux socket.
+// playwright-core. Each server gets its own temp dirs and tmux sockets.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -21,7 +21,6 @@ export interface Server {
   token: string;
   dir: string;
   home: string;
-  socket: string;
   stop: () => Promise<void>;
   log: () => string;
 }
@@ -99,7 +98,6 @@ interactive_command = "sh ${FAKE_AGENT}"
     token,
     dir,
     home,
-    socket: join(dir, "data/tmux.sock"),
     log: () => {
       writeFileSync(logFile, logChunks.join(""));
       return logChunks.join("");
@@ -119,9 +117,21 @@ export async function restart(s: Server, args: string[] = [], env?: Record<strin
   return startServer({ dir: s.dir, listen: new URL(s.url).host, apiListen: new URL(s.api).host, args, env });
 }
 
-/** Kill the tmux server of a workspace and remove its directories. */
+/** The sockets of a workspace's tmux servers (`tmux.sock`, `tmux-1.sock`, …). */
+function tmuxSockets(s: Server): string[] {
+  const data = join(s.dir, "data");
+  try {
+    return readdirSync(data)
+      .filter((f) => /^tmux(-\d+)?\.sock$/.test(f))
+      .map((f) => join(data, f));
+  } catch {
+    return [];
+  }
+}
+
+/** Kill the tmux servers of a workspace and remove its directories. */
 export function cleanup(s: Server): void {
-  spawnSync("tmux", ["-S", s.socket, "kill-server"], { stdio: "ignore" });
+  for (const socket of tmuxSockets(s)) spawnSync("tmux", ["-S", socket, "kill-server"], { stdio: "ignore" });
   // The killed panes' log writers may still be finishing their files.
   try {
     rmSync(s.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
@@ -130,9 +140,13 @@ export function cleanup(s: Server): void {
   }
 }
 
+/** The screen of a task's session, from whichever tmux server holds it. */
 export function tmuxCapture(s: Server, session: string): string {
-  const r = spawnSync("tmux", ["-S", s.socket, "capture-pane", "-p", "-t", `=${session}`], { encoding: "utf8" });
-  return r.stdout;
+  for (const socket of tmuxSockets(s)) {
+    const r = spawnSync("tmux", ["-S", socket, "capture-pane", "-p", "-t", `=${session}`], { encoding: "utf8" });
+    if (r.status === 0) return r.stdout;
+  }
+  return "";
 }
 
 export async function launch(): Promise<Browser> {

@@ -4,6 +4,7 @@
 //! exit codes: 0 success, 1 runtime failure, 2 bad usage or refused config.
 
 mod admin;
+mod attach;
 mod cluster;
 mod egress_gateway_cmd;
 mod git_credential;
@@ -52,6 +53,8 @@ enum Command {
     Doctor(admin::doctor::DoctorArgs),
     /// Print the Workspace CRD (YAML).
     Crd,
+    /// Attach this terminal to a running task's tmux session (on this machine).
+    Attach(attach::AttachArgs),
     /// git's credential helper in a workspace with spec.github: tokens from
     /// the operator's broker (git runs it; see docs/operator.md "GitHub").
     GitCredential(git_credential::GitCredentialArgs),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Doctor(args) => cluster::block_on(admin::doctor::run(args)),
+        Command::Attach(args) => attach::run(args),
         Command::GitCredential(args) => git_credential::run(args),
         Command::Crd => {
             print!("{}", operator::crd_yaml());

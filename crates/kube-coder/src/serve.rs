@@ -434,7 +434,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     // Refused configurations exit 2 with one line, before anything starts.
-    if let Err(e) = config.validate() {
+    if let Err(e) = workspace::server::validate(&config) {
         eprintln!("kube-coder: {e}");
         return ExitCode::from(2);
     }

@@ -294,12 +294,14 @@ fn the_token_is_shown_once_even_after_a_failed_start_and_token_local_prints_it()
         err.contains("kube-coder serve") && err.lines().count() == 1,
         "{err}"
     );
-    let _ = Command::new("tmux")
-        .arg("-S")
-        .arg(data.join("tmux.sock"))
-        .arg("kill-server")
-        .stderr(std::process::Stdio::null())
-        .status();
+    for socket in workspace::tasks::tmux::shard_sockets(&data.join("tmux.sock")) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(socket)
+            .arg("kill-server")
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// Without a usable kubeconfig the admin commands say which file they

@@ -258,20 +258,34 @@ async fn a_session_that_vanishes_is_lost() {
     assert_eq!(lost["exit_code"], serde_json::Value::Null);
 }
 
-/// The whole tmux server going (killed, or crashed) loses every live task,
-/// told by the end of the server's tmux client; the next task starts a new
-/// tmux server.
+/// A tmux server going (killed, or crashed) loses the live tasks on it,
+/// told by the end of its control client, and only those: tasks on the
+/// workspace's other tmux servers keep running; the next task on that
+/// server starts a new one.
 #[tokio::test]
 async fn a_tmux_server_that_dies_loses_its_tasks_and_the_next_task_runs() {
+    use workspace::tasks::tmux::{session_name, shard_of};
     let ws = Workspace::start(&[]).await;
     let a = ws.create_fake().await;
-    let b = ws.create_fake().await;
-    ws.wait_output(&b, "fake-agent ready").await;
-    assert!(ws.tmux(&["kill-server"]).status.success());
-    for id in [&a, &b] {
-        ws.wait_state(id, "lost").await;
+    // A second task on another server (ids are random: a few tries).
+    let mut b = ws.create_fake().await;
+    while shard_of(&session_name(&b)) == shard_of(&session_name(&a)) {
+        b = ws.create_fake().await;
     }
-    let c = ws.create_fake().await;
+    ws.wait_output(&a, "fake-agent ready").await;
+    ws.wait_output(&b, "fake-agent ready").await;
+    let a_session = session_name(&a);
+    assert!(ws.kill_tmux_of(&a_session));
+    ws.wait_state(&a, "lost").await;
+    ws.say(&b, "still here").await;
+    ws.wait_output(&b, "you said: still here").await;
+    let (_, t) = ws.api_get(&format!("/api/tasks/{b}")).await;
+    assert_ne!(t["state"], "lost", "{t}");
+    // The next task on the dead server's socket starts it again.
+    let mut c = ws.create_fake().await;
+    while shard_of(&session_name(&c)) != shard_of(&a_session) {
+        c = ws.create_fake().await;
+    }
     ws.wait_output(&c, "fake-agent ready").await;
 }
 
@@ -391,7 +405,7 @@ async fn semicolons_and_backslashes_arrive_exactly_as_sent() {
         .await;
     assert_eq!(s, 202, "{v}");
     // A tmux failure names no server path: the socket's directory is gone.
-    ws.tmux(&["kill-server"]);
+    ws.kill_tmux();
     let (s, v) = ws
         .api_post(&format!("/api/tasks/{id}/message"), json!({"text": "hi"}))
         .await;

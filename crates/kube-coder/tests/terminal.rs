@@ -280,3 +280,91 @@ async fn terminals_count_against_the_stream_cap() {
         }
     }
 }
+
+/// `kube-coder attach ID` from a user's own terminal (here a pane of
+/// another tmux server, so $TMUX is set, as it often is) attaches to the
+/// task on whichever of the workspace's tmux servers holds it, and what is
+/// typed there reaches the task; an unknown id is one line and exit 1.
+#[tokio::test]
+async fn kube_coder_attach_reaches_the_task_from_a_terminal() {
+    let ws = Workspace::start(&[]).await;
+    let id = ws.create_fake().await;
+    ws.wait_output(&id, "fake-agent ready").await;
+    let users_tmux = ws.dir.path().join("users-own.sock");
+    let attach = format!(
+        "{} attach {id} --data-dir {}",
+        common::bin(),
+        ws.data_dir().display()
+    );
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(&users_tmux)
+        .args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "me",
+            "-x",
+            "100",
+            "-y",
+            "30",
+        ])
+        .arg(&attach)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let session = format!("kc-{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The attached client, beside the workspace's own control client.
+        let clients = ws.tmux(&[
+            "list-clients",
+            "-t",
+            &format!("={session}"),
+            "-F",
+            "#{client_control_mode}",
+        ]);
+        if String::from_utf8_lossy(&clients.stdout)
+            .lines()
+            .any(|l| l == "0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kube-coder attach never attached"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for keys in [&["-l", "typed in attach"][..], &["Enter"][..]] {
+        let mut args = vec!["send-keys", "-t", "=me:"];
+        args.extend_from_slice(keys);
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&users_tmux)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    ws.wait_output(&id, "you said: typed in attach").await;
+    let _ = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(&users_tmux)
+        .arg("kill-server")
+        .status();
+
+    let out = std::process::Command::new(common::bin())
+        .args(["attach", "0123456789ab", "--data-dir"])
+        .arg(ws.data_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no running task 0123456789ab") && err.lines().count() == 1,
+        "{err}"
+    );
+}

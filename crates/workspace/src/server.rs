@@ -105,9 +105,22 @@ pub struct Server {
     _token_watch: Option<crate::auth::token_file::TokenFileWatch>,
 }
 
+/// Refuse a configuration that must never run: the config's own rules, and
+/// a tmux server's socket path too long for a unix socket.
+pub fn validate(config: &ServeConfig) -> Result<(), ConfigError> {
+    config.validate()?;
+    let too_long = crate::tasks::tmux::shard_sockets(&config.tmux_socket)
+        .into_iter()
+        .find(|p| p.as_os_str().len() > crate::config::MAX_SOCKET_PATH);
+    match too_long {
+        Some(p) => Err(ConfigError::SocketPathTooLong(p)),
+        None => Ok(()),
+    }
+}
+
 impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
-        config.validate()?;
+        validate(&config)?;
         let assistants = Assistants::load(config.assistants_config.as_deref())?;
         let htpasswd = config
             .htpasswd_file
@@ -367,6 +380,31 @@ mod tests {
         }
     }
 
+    /// A socket path that fits for the first tmux server but not for the
+    /// others (`tmux-1.sock` …, two bytes longer) is refused, naming one.
+    #[test]
+    fn a_tmux_socket_path_too_long_for_any_server_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        let fits = |len: usize| {
+            let stem = "x".repeat(len - "/tmux.sock".len() - 1);
+            PathBuf::from(format!("/{stem}/tmux.sock"))
+        };
+        c.tmux_socket = fits(crate::config::MAX_SOCKET_PATH - 2);
+        assert!(validate(&c).is_ok());
+        c.tmux_socket = fits(crate::config::MAX_SOCKET_PATH - 1);
+        assert_eq!(
+            c.tmux_socket.as_os_str().len(),
+            crate::config::MAX_SOCKET_PATH - 1
+        );
+        match validate(&c) {
+            Err(ConfigError::SocketPathTooLong(p)) => {
+                assert!(p.ends_with("tmux-1.sock"), "{}", p.display())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Every background worker takes the server's shutdown: two servers
     /// started and stopped in turn in one process leave no task behind.
     #[tokio::test]
@@ -395,12 +433,14 @@ mod tests {
                 baseline,
                 "round {round}: tasks of a stopped server still run"
             );
-            let _ = std::process::Command::new("tmux")
-                .arg("-S")
-                .arg(dir.path().join("data/tmux.sock"))
-                .arg("kill-server")
-                .stderr(std::process::Stdio::null())
-                .status();
+            for socket in crate::tasks::tmux::shard_sockets(&dir.path().join("data/tmux.sock")) {
+                let _ = std::process::Command::new("tmux")
+                    .arg("-S")
+                    .arg(socket)
+                    .arg("kill-server")
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
         }
     }
 }

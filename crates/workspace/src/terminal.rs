@@ -134,7 +134,7 @@ fn spawn_client(a: &Attach) -> pty_process::Result<(pty_process::Pty, tokio::pro
     let mut args: Vec<String> = vec![
         "-u".into(), // the browser speaks UTF-8 whatever the locale says
         "-S".into(),
-        a.tmux.socket().to_string_lossy().into_owned(),
+        a.tmux.socket_for(&a.session).to_string_lossy().into_owned(),
         "attach-session".into(),
     ];
     if a.read_only {

@@ -1,6 +1,6 @@
 //! Test harness: starts the real `kube-coder serve` binary on 127.0.0.1
 //! with its own data dir, home and tmux socket, and a fake assistant
-//! script. Dropping a [`Workspace`] kills the server and its tmux server.
+//! script. Dropping a [`Workspace`] kills the server and its tmux servers.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -51,6 +51,7 @@ impl Workspace {
             .unwrap_or_else(|| self.data_dir().join("api-token"))
     }
 
+    /// The first tmux server's socket (`--tmux-socket`'s default).
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("data/tmux.sock")
     }
@@ -348,13 +349,35 @@ prompt_delivery = "stdin"
         assert_eq!(s, 202, "message: {v}");
     }
 
+    /// Run a tmux command as a user would, on the server that holds the
+    /// session it names (`-t` or `-s`, as `=name` or `name:pane` too).
     pub fn tmux(&self, args: &[&str]) -> std::process::Output {
+        let session = args
+            .windows(2)
+            .find(|w| w[0] == "-t" || w[0] == "-s")
+            .map(|w| w[1].trim_start_matches('=').split(':').next().unwrap_or(""))
+            .expect("a tmux command for a test names its session (-t or -s)");
         Command::new("tmux")
             .arg("-S")
-            .arg(self.socket())
+            .arg(workspace::tasks::tmux::socket_of(&self.socket(), session))
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Kill every tmux server of the workspace (and so every task session);
+    /// true if any was running.
+    pub fn kill_tmux(&self) -> bool {
+        let mut any = false;
+        for socket in workspace::tasks::tmux::shard_sockets(&self.socket()) {
+            any |= kill_tmux_server(&socket);
+        }
+        any
+    }
+
+    /// Kill the tmux server that holds the session; true if it was running.
+    pub fn kill_tmux_of(&self, session: &str) -> bool {
+        kill_tmux_server(&workspace::tasks::tmux::socket_of(&self.socket(), session))
     }
 
     pub fn log(&self) -> String {
@@ -368,13 +391,18 @@ impl Drop for Workspace {
             eprintln!("--- server log ---\n{}", self.log());
         }
         self.crash();
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(self.socket())
-            .arg("kill-server")
-            .stderr(Stdio::null())
-            .status();
+        self.kill_tmux();
     }
+}
+
+fn kill_tmux_server(socket: &Path) -> bool {
+    Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .arg("kill-server")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Read SSE events from a response until `stop` says so or time runs out.

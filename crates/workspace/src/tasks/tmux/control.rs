@@ -1,6 +1,6 @@
-//! The one long-lived tmux client of a workspace server, in control mode
-//! (`tmux -C`): commands are written to its stdin as lines of tmux's
-//! command language and answered in `%begin … %end` (or `%error`) blocks
+//! The one long-lived client of one of a workspace's tmux servers, in
+//! control mode (`tmux -C`): commands are written to its stdin as lines of
+//! tmux's command language and answered in `%begin … %end` (or `%error`) blocks
 //! on its stdout, in the order they were written. So a tmux command costs
 //! one line each way, not a process: spawning a client per command was
 //! most of a task start's time, and grew with the number of sessions (each
@@ -82,19 +82,19 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(socket: PathBuf, setup: Vec<Vec<String>>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        setup: Vec<Vec<String>>,
+        sessions_changed: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             socket,
-            sessions_changed: Arc::new(Notify::new()),
+            sessions_changed,
             setup,
             shutdown,
             client: Mutex::new(None),
         }
-    }
-
-    /// Wait until the set of sessions may have changed.
-    pub async fn sessions_changed(&self) {
-        self.sessions_changed.notified().await;
     }
 
     /// Run commands in order, one reply each. A batch is written at once,

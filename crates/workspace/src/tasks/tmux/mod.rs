@@ -1,11 +1,16 @@
 //! The only place that runs tmux.
 //!
-//! All tasks of a workspace live on one tmux server with its own socket in
-//! the data dir, so they outlive this process and never mix with a user's own
-//! tmux. Commands go to that server through one long-lived control-mode
-//! client (`control.rs`), every argument quoted for tmux's command language
-//! (`quote.rs`), so data always arrives exactly as sent; the one command
-//! line tmux itself hands to `sh -c` is built from quoted paths only.
+//! A workspace's tasks live on its own tmux servers, with sockets in the
+//! data dir, so they outlive this process and never mix with a user's own
+//! tmux. There are `SHARDS` servers, and a session's name says which one
+//! it is on (`shard_of`): tmux's cost per command grows with the sessions
+//! of its server (it polls every pane's pty and forks a process as large as
+//! all of them for each new pane), so 200 tasks on eight servers start as
+//! fast as 25 on one. Commands go to each server through one long-lived
+//! control-mode client (`control.rs`), every argument quoted for tmux's
+//! command language (`quote.rs`), so data always arrives exactly as sent;
+//! the one command line tmux itself hands to `sh -c` is built from quoted
+//! paths only.
 
 mod control;
 mod quote;
@@ -13,13 +18,18 @@ mod quote;
 pub use control::CONTROL_SESSION;
 pub use quote::sh_quote;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use control::{Control, Reply};
+
+/// How many tmux servers a workspace's sessions are spread over.
+pub const SHARDS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmuxError {
@@ -48,11 +58,60 @@ impl TmuxError {
     }
 }
 
-/// The workspace's tmux server. Clones share one control client.
+/// The workspace's tmux servers. Clones share their control clients.
 #[derive(Clone)]
 pub struct Tmux {
+    shards: Arc<[Shard]>,
+    /// Told when any server's set of sessions may have changed.
+    sessions_changed: Arc<Notify>,
+    /// Sessions found on another server than `shard_of` names (started by
+    /// a build with another number of servers): where they are.
+    elsewhere: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+struct Shard {
     socket: PathBuf,
-    control: Arc<Control>,
+    control: Control,
+}
+
+/// The socket of server `shard`: the configured path for the first (where
+/// a build with one server kept every session), `tmux-<n>.sock` beside it
+/// for the others.
+pub fn shard_socket(base: &Path, shard: usize) -> PathBuf {
+    if shard == 0 {
+        return base.to_path_buf();
+    }
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tmux".into());
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}-{shard}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{shard}"),
+    };
+    base.with_file_name(name)
+}
+
+/// Every server's socket, first to last.
+pub fn shard_sockets(base: &Path) -> Vec<PathBuf> {
+    (0..SHARDS).map(|k| shard_socket(base, k)).collect()
+}
+
+/// The server a session of this name is started on: FNV-1a of the name
+/// (stable across builds and machines, unlike std's hasher), so anyone
+/// who knows the name and the base socket finds it.
+pub fn shard_of(session: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in session.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % SHARDS as u64) as usize
+}
+
+/// The socket of the server a session of this name is started on.
+pub fn socket_of(base: &Path, session: &str) -> PathBuf {
+    shard_socket(base, shard_of(session))
 }
 
 /// The status bar in the dashboard's dark colours (the terminal is dark in
@@ -104,30 +163,163 @@ pub fn started_channel(session: &str) -> String {
 }
 
 impl Tmux {
-    /// `shutdown` ends the control client (never the sessions).
-    pub fn new(socket: PathBuf, shutdown: CancellationToken) -> Self {
+    /// `base` is the first server's socket (`shard_socket` names the
+    /// others); `shutdown` ends the control clients (never the sessions).
+    pub fn new(base: PathBuf, shutdown: CancellationToken) -> Self {
+        let sessions_changed = Arc::new(Notify::new());
+        let shards = shard_sockets(&base)
+            .into_iter()
+            .map(|socket| Shard {
+                control: Control::new(
+                    socket.clone(),
+                    server_options(),
+                    sessions_changed.clone(),
+                    shutdown.clone(),
+                ),
+                socket,
+            })
+            .collect();
         Self {
-            control: Arc::new(Control::new(socket.clone(), server_options(), shutdown)),
-            socket,
+            shards,
+            sessions_changed,
+            elsewhere: Arc::default(),
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Which server holds the session: where it was found, else where it
+    /// would be started.
+    fn shard_for(&self, session: &str) -> usize {
+        self.elsewhere
+            .lock()
+            .ok()
+            .and_then(|m| m.get(session).copied())
+            .unwrap_or_else(|| shard_of(session))
     }
 
-    /// Wait until a session may have ended or appeared: tmux's own
-    /// notice, or the end of the control client (and perhaps its server).
+    /// The socket of the server that holds the session (for a client
+    /// attaching to it).
+    pub fn socket_for(&self, session: &str) -> &Path {
+        &self.shards[self.shard_for(session)].socket
+    }
+
+    /// Wait until a session may have ended or appeared: a server's own
+    /// notice, or the end of a control client (and perhaps its server).
     pub async fn sessions_changed(&self) {
-        self.control.sessions_changed().await
+        self.sessions_changed.notified().await
     }
 
-    async fn run(&self, args: &[&str]) -> Result<String, TmuxError> {
-        self.run_all(&[args]).await
+    async fn run(&self, session: &str, args: &[&str]) -> Result<String, TmuxError> {
+        self.run_all(session, &[args]).await
     }
 
-    /// Run several commands in order with nothing between them; the
-    /// output of the last, or the first failure.
+    /// Run several commands in order on the session's server with nothing
+    /// between them; the output of the last, or the first failure.
+    async fn run_all(&self, session: &str, commands: &[&[&str]]) -> Result<String, TmuxError> {
+        self.shards[self.shard_for(session)].run_all(commands).await
+    }
+
+    /// Create a detached session and attach the output pipe in one batch,
+    /// before the pane's command (which waits for the started signal) can
+    /// print anything.
+    pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
+        let commands = spec.commands();
+        let commands: Vec<Vec<&str>> = commands
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let commands: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
+        self.run_all(spec.name, &commands).await.map(|_| ())
+    }
+
+    pub async fn has_session(&self, name: &str) -> Result<bool, TmuxError> {
+        match self.run(name, &["has-session", "-t", &exact(name)]).await {
+            Ok(_) => Ok(true),
+            Err(TmuxError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of all sessions on every server (the control clients' own
+    /// session once), and where each one found away from its `shard_of`
+    /// server is, for the commands that follow.
+    pub async fn list_sessions(&self) -> Result<Vec<String>, TmuxError> {
+        let lists = futures_util::future::try_join_all(
+            self.shards.iter().map(|shard| shard.list_sessions()),
+        )
+        .await?;
+        let mut elsewhere = HashMap::new();
+        let mut names = Vec::new();
+        for (shard, list) in lists.into_iter().enumerate() {
+            for name in list {
+                if name == CONTROL_SESSION {
+                    if shard == 0 {
+                        names.push(name);
+                    }
+                    continue;
+                }
+                if shard_of(&name) != shard {
+                    elsewhere.insert(name.clone(), shard);
+                }
+                names.push(name);
+            }
+        }
+        if let Ok(mut m) = self.elsewhere.lock() {
+            *m = elsewhere;
+        }
+        Ok(names)
+    }
+
+    /// Type literal text into the session's pane.
+    pub async fn send_text(&self, name: &str, text: &str) -> Result<(), TmuxError> {
+        self.run(
+            name,
+            &["send-keys", "-t", &exact_pane(name), "-l", "--", text],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Send named keys (already checked against the allowlist).
+    pub async fn send_keys(&self, name: &str, keys: &[&str]) -> Result<(), TmuxError> {
+        let target = exact_pane(name);
+        let mut args = vec!["send-keys", "-t", &target, "--"];
+        args.extend_from_slice(keys);
+        self.run(name, &args).await.map(|_| ())
+    }
+
+    pub async fn kill_session(&self, name: &str) -> Result<(), TmuxError> {
+        match self.run(name, &["kill-session", "-t", &exact(name)]).await {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(TmuxError::Failed { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set the session's window to the size of the terminal that types
+    /// into it (windows are sized by hand: `window-size manual`).
+    pub async fn resize_window(&self, name: &str, cols: u16, rows: u16) -> Result<(), TmuxError> {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        self.run(
+            name,
+            &[
+                "resize-window",
+                "-t",
+                &exact_pane(name),
+                "-x",
+                &cols,
+                "-y",
+                &rows,
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl Shard {
+    /// Run several commands in order with nothing between them; the output
+    /// of the last, or the first failure.
     async fn run_all(&self, commands: &[&[&str]]) -> Result<String, TmuxError> {
         let replies = self.control.run(commands).await?;
         let mut last = String::new();
@@ -143,80 +335,17 @@ impl Tmux {
         Ok(last)
     }
 
-    /// Create a detached session and attach the output pipe in one batch,
-    /// before the pane's command (which waits for the started signal) can
-    /// print anything.
-    pub async fn new_session(&self, spec: &SessionSpec<'_>) -> Result<(), TmuxError> {
-        let commands = spec.commands();
-        let commands: Vec<Vec<&str>> = commands
-            .iter()
-            .map(|c| c.iter().map(String::as_str).collect())
-            .collect();
-        let commands: Vec<&[&str]> = commands.iter().map(Vec::as_slice).collect();
-        self.run_all(&commands).await.map(|_| ())
-    }
-
-    pub async fn has_session(&self, name: &str) -> Result<bool, TmuxError> {
-        match self.run(&["has-session", "-t", &exact(name)]).await {
-            Ok(_) => Ok(true),
-            Err(TmuxError::Failed { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Names of all sessions (the control client's own included).
-    pub async fn list_sessions(&self) -> Result<Vec<String>, TmuxError> {
+    async fn list_sessions(&self) -> Result<Vec<String>, TmuxError> {
         // Each line starts with a mark of ours, so no session name, whatever
         // a process on this server called it, can pass for protocol.
         let out = self
-            .run(&["list-sessions", "-F", "s:#{session_name}"])
+            .run_all(&[&["list-sessions", "-F", "s:#{session_name}"]])
             .await?;
         Ok(out
             .lines()
             .filter_map(|l| l.strip_prefix("s:"))
             .map(str::to_string)
             .collect())
-    }
-
-    /// Type literal text into the session's pane.
-    pub async fn send_text(&self, name: &str, text: &str) -> Result<(), TmuxError> {
-        self.run(&["send-keys", "-t", &exact_pane(name), "-l", "--", text])
-            .await
-            .map(|_| ())
-    }
-
-    /// Send named keys (already checked against the allowlist).
-    pub async fn send_keys(&self, name: &str, keys: &[&str]) -> Result<(), TmuxError> {
-        let target = exact_pane(name);
-        let mut args = vec!["send-keys", "-t", &target, "--"];
-        args.extend_from_slice(keys);
-        self.run(&args).await.map(|_| ())
-    }
-
-    pub async fn kill_session(&self, name: &str) -> Result<(), TmuxError> {
-        match self.run(&["kill-session", "-t", &exact(name)]).await {
-            Ok(_) => Ok(()),
-            // Already gone is what we wanted.
-            Err(TmuxError::Failed { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Set the session's window to the size of the terminal that types
-    /// into it (windows are sized by hand: `window-size manual`).
-    pub async fn resize_window(&self, name: &str, cols: u16, rows: u16) -> Result<(), TmuxError> {
-        let (cols, rows) = (cols.to_string(), rows.to_string());
-        self.run(&[
-            "resize-window",
-            "-t",
-            &exact_pane(name),
-            "-x",
-            &cols,
-            "-y",
-            &rows,
-        ])
-        .await
-        .map(|_| ())
     }
 }
 
@@ -326,7 +455,9 @@ mod tests {
     impl Drop for Server {
         fn drop(&mut self) {
             self.stop.cancel();
-            cli(&self.socket, &["kill-server"]);
+            for socket in shard_sockets(&self.socket) {
+                cli(&socket, &["kill-server"]);
+            }
         }
     }
 
@@ -376,13 +507,15 @@ mod tests {
             "a\r\nb",
             &long,
         ];
+        // Buffers are per server: this one's.
+        let socket = socket_of(&s.socket, "buffers");
         for (i, case) in cases.iter().enumerate() {
             let buffer = format!("b{i}");
             s.tmux
-                .run(&["set-buffer", "-b", &buffer, "--", case])
+                .run("buffers", &["set-buffer", "-b", &buffer, "--", case])
                 .await
                 .unwrap();
-            let out = cli(&s.socket, &["save-buffer", "-b", &buffer, "-"]);
+            let out = cli(&socket, &["save-buffer", "-b", &buffer, "-"]);
             assert!(out.status.success(), "case {i}");
             assert_eq!(
                 String::from_utf8(out.stdout).unwrap(),
@@ -425,6 +558,86 @@ mod tests {
         names.sort();
         assert_eq!(names.len(), 41, "{names:?}");
         assert!(names.contains(&CONTROL_SESSION.to_string()));
+        // Each on the server its name says, and spread over all of them.
+        let mut used = std::collections::HashSet::new();
+        for i in 0..40 {
+            let name = format!("s{i}");
+            let socket = socket_of(&s.socket, &name);
+            assert!(
+                cli(&socket, &["has-session", "-t", &exact(&name)])
+                    .status
+                    .success(),
+                "{name} is not on {}",
+                socket.display()
+            );
+            used.insert(socket);
+        }
+        assert_eq!(used.len(), SHARDS, "{used:?}");
+    }
+
+    /// A session on another server than its name says (started by a build
+    /// with another number of servers) is found by the listing, and then
+    /// typed into, attached to and killed where it is.
+    #[tokio::test]
+    async fn a_session_on_another_server_is_found_where_it_is() {
+        let s = server();
+        let name = (0..)
+            .map(|i| format!("kc-{i:x}"))
+            .find(|n| shard_of(n) != 0)
+            .unwrap();
+        assert!(cli(
+            &s.socket,
+            &[
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "exec cat"
+            ]
+        )
+        .status
+        .success());
+        assert!(
+            !s.tmux.has_session(&name).await.unwrap(),
+            "not looked for yet"
+        );
+        assert!(s.tmux.list_sessions().await.unwrap().contains(&name));
+        assert!(s.tmux.has_session(&name).await.unwrap());
+        assert_eq!(s.tmux.socket_for(&name), s.socket.as_path());
+        s.tmux.send_text(&name, "typed").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let pane = cli(&s.socket, &["capture-pane", "-p", "-t", &exact_pane(&name)]);
+            if String::from_utf8_lossy(&pane.stdout).contains("typed") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the text never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s.tmux.kill_session(&name).await.unwrap();
+        assert!(!cli(&s.socket, &["has-session", "-t", &exact(&name)])
+            .status
+            .success());
+    }
+
+    #[test]
+    fn shard_sockets_sit_beside_the_first() {
+        let base = Path::new("/d/tmux.sock");
+        assert_eq!(shard_socket(base, 0), base);
+        assert_eq!(shard_socket(base, 3), Path::new("/d/tmux-3.sock"));
+        assert_eq!(shard_socket(Path::new("/d/tm"), 2), Path::new("/d/tm-2"));
+        assert_eq!(shard_sockets(base).len(), SHARDS);
+        // Stable across builds: a name always lands where it did.
+        assert_eq!(shard_of("kc-0123456789ab"), shard_of("kc-0123456789ab"));
+        assert_eq!(
+            shard_of(""),
+            (0xcbf2_9ce4_8422_2325_u64 % SHARDS as u64) as usize
+        );
     }
 
     /// A task's session has the options a task relies on, whether it is
@@ -432,9 +645,10 @@ mod tests {
     #[tokio::test]
     async fn a_session_has_the_task_options() {
         let s = server();
+        let socket = socket_of(&s.socket, "kc-abc");
         // A server the control client did not start.
         assert!(cli(
-            &s.socket,
+            &socket,
             &[
                 "-f",
                 "/dev/null",
@@ -459,7 +673,7 @@ mod tests {
         };
         s.tmux.new_session(&spec).await.unwrap();
         let show = |args: &[&str]| {
-            let out = cli(&s.socket, args);
+            let out = cli(&socket, args);
             assert!(out.status.success(), "{args:?}: {out:?}");
             String::from_utf8(out.stdout).unwrap().trim().to_string()
         };
@@ -491,7 +705,7 @@ mod tests {
         let s = server();
         s.tmux.list_sessions().await.unwrap();
         let forged = cli(
-            &s.socket,
+            &socket_of(&s.socket, "%end 1 2 1"),
             &["new-session", "-d", "-s", "%end 1 2 1", "exec cat"],
         );
         assert!(forged.status.success());
@@ -527,12 +741,13 @@ mod tests {
     async fn shutdown_detaches_and_leaves_sessions() {
         let s = server();
         s.tmux
-            .run(&["new-session", "-d", "-s", "keep", "exec cat"])
+            .run("keep", &["new-session", "-d", "-s", "keep", "exec cat"])
             .await
             .unwrap();
+        let socket = socket_of(&s.socket, "keep");
         let clients = || {
             String::from_utf8(
-                cli(&s.socket, &["list-clients", "-F", "#{client_control_mode}"]).stdout,
+                cli(&socket, &["list-clients", "-F", "#{client_control_mode}"]).stdout,
             )
             .unwrap()
         };
@@ -543,7 +758,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(clients().trim(), "", "the control client is still attached");
-        assert!(cli(&s.socket, &["has-session", "-t", "=keep"])
+        assert!(cli(&socket, &["has-session", "-t", "=keep"])
             .status
             .success());
     }
