@@ -10,15 +10,12 @@ cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100 1024)
 rounds=${BENCH_ROUNDS:-5}
 cargo build --release -q -p kube-coder
+. bench/lib.sh
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/kc-files-bench.XXXXXX")
-mkdir -p "$work/home"
-./target/release/kube-coder serve --data-dir "$work/data" --home "$work/home" \
-  --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --max-upload-bytes $((64 << 30)) >"$work/out" 2>"$work/log" &
-pid=$!
-cleanup() { kill "$pid" "${sink_pid:-}" 2>/dev/null || true; tmux -S "$work/data/tmux.sock" kill-server 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "${sink_pid:-}" 2>/dev/null || true; kc_stop "$work"; rm -rf "$work"; }
 trap cleanup EXIT
-for _ in $(seq 100); do grep -q '^api:' "$work/out" 2>/dev/null && break; sleep 0.1; done
-api=$(sed -n 's/^api: *\(http:[^ ]*\).*/\1/p' "$work/out")
+kc_serve "$work" ./target/release/kube-coder --max-upload-bytes $((64 << 30))
+pid=$(cat "$work/pid") api=$(cat "$work/api")
 # The floor of an upload: the same curl into a reader that discards it.
 python3 bench/tcp_sink.py >"$work/sink" &
 sink_pid=$!

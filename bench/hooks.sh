@@ -5,14 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p kube-coder -p kube-coder-bench
+. bench/lib.sh
 work=$(mktemp -d /tmp/kc-hooks-bench.XXXXXX)
-mkdir -p "$work/home"
-./target/release/kube-coder serve --data-dir "$work/data" --home "$work/home" \
-  --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --max-tasks 64 \
-  --allow-internal-hooks true --hook-retry-base-ms 600000 >"$work/out" 2>"$work/log" &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; tmux -S "$work/data/tmux.sock" kill-server 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 100); do grep -q '^api:' "$work/out" 2>/dev/null && break; sleep 0.1; done
-api=$(sed -n 's/^api: *\(http:[^ ]*\).*/\1/p' "$work/out")
+trap 'kc_stop "$work"; rm -rf "$work"' EXIT
+kc_serve "$work" ./target/release/kube-coder --max-tasks 64 \
+  --allow-internal-hooks true --hook-retry-base-ms 600000
+api=$(cat "$work/api")
 ./target/release/hook-delivery --base-url "$api" --token-file "$work/data/api-token" "$@"

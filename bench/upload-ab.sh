@@ -9,19 +9,14 @@
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,9p "$0" >&2; exit 2; }
 old=$1 new=$2 size=${3:-1024} rounds=${4:-7}
+. "$(dirname "$0")/lib.sh"
 w=$(mktemp -d "${BENCH_DIR:-/tmp}/kc-upload-ab.XXXXXX")
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$w"' EXIT
+trap 'kc_stop "$w/old"; kc_stop "$w/new"; rm -rf "$w"' EXIT
 head -c $((size << 20)) /dev/urandom >"$w/src"
 sync
-start() {
-  mkdir -p "$w/$1/home"
-  "$2" serve --data-dir "$w/$1/data" --home "$w/$1/home" --listen 127.0.0.1:0 \
-    --api-listen 127.0.0.1:0 --max-upload-bytes $((64 << 30)) >"$w/$1.out" 2>"$w/$1.log" &
-  for _ in $(seq 100); do grep -q '^api:' "$w/$1.out" 2>/dev/null && break; sleep 0.1; done
-}
-start old "$old"
-start new "$new"
-url() { sed -n 's/^api: *\(http:[^ ]*\).*/\1/p' "$w/$1.out"; }
+kc_serve "$w/old" "$old" --max-upload-bytes $((64 << 30))
+kc_serve "$w/new" "$new" --max-upload-bytes $((64 << 30))
+url() { cat "$w/$1/api"; }
 mibps() {
   local a b
   a=$(date +%s.%N); "$@"; b=$(date +%s.%N)
