@@ -375,6 +375,19 @@ prompt_delivery = "stdin"
         any
     }
 
+    /// After a crash: also any tmux process of this workspace that no
+    /// socket reaches. A server killed while its control clients were
+    /// still starting leaves tmux half-started (a client waiting on a
+    /// server with no session, both forever: tmux's own, seen in 3.3a);
+    /// they carry the socket path in their command line.
+    fn kill_tmux_stragglers(&self) {
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("{}/tmux", self.data_dir().display()))
+            .status();
+    }
+
     /// Kill the tmux server that holds the session; true if it was running.
     pub fn kill_tmux_of(&self, session: &str) -> bool {
         kill_tmux_server(&workspace::tasks::tmux::socket_of(&self.socket(), session))
@@ -392,6 +405,7 @@ impl Drop for Workspace {
         }
         self.crash();
         self.kill_tmux();
+        self.kill_tmux_stragglers();
     }
 }
 
