@@ -1,5 +1,6 @@
-//! What the benchmark binaries share: percentiles, and a process's RSS and
-//! CPU ticks from /proc.
+//! What the benchmark binaries share: percentiles, a process's RSS and
+//! CPU ticks from /proc, and (`operator_cluster`) an operator on the test
+//! cluster.
 
 /// The `p` quantile (0..=1) of `v` (sorted here).
 pub fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -30,3 +31,5 @@ pub fn mib(k: Option<u64>) -> String {
     k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a".into())
 }
+
+pub mod operator_cluster;

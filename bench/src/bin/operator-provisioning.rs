@@ -6,15 +6,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{watcher, WatchStreamExt};
-use operator::crd::{Phase, Workspace};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube_coder_bench::operator_cluster::{
+    install_crd, metric, prepare_volumes, start_operator, watch_workspaces, workspace, Operator,
+    Seen,
+};
+use operator::crd::Workspace;
 
 #[derive(Parser)]
 struct Args {
@@ -51,58 +54,6 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-async fn metric(port: u16, name: &str) -> Result<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("{name} not in the operator's metrics"))
-}
-
-async fn prepare(client: &kube::Client, names: &[String]) -> Result<()> {
-    let pp = PatchParams::apply("kube-coder-bench").force();
-    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
-    classes
-        .patch("kube-coder-bench", &pp, &Patch::Apply(json!({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": "kube-coder-bench"},
-            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate", "reclaimPolicy": "Retain"})))
-        .await?;
-    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
-    futures_util::stream::iter(names.iter().cloned())
-        .map(|name| {
-            let volumes = volumes.clone();
-            let pp = pp.clone();
-            async move {
-                volumes
-                    .patch(&format!("home-{name}"), &pp, &Patch::Apply(json!({
-                        "apiVersion": "v1", "kind": "PersistentVolume",
-                        "metadata": {"name": format!("home-{name}")},
-                        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "kube-coder-bench",
-                                 "hostPath": {"path": "/tmp/kube-coder-bench"},
-                                 "claimRef": {"namespace": format!("ws-{name}"), "name": "home"}}})))
-                    .await
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(())
-}
-
-fn workspace(name: &str) -> Result<Workspace> {
-    let spec = serde_json::from_value(json!({
-        "owner": {"name": name},
-        "storage": {"storageClassName": "kube-coder-bench", "size": "1Gi", "retainOnDelete": false},
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
-    }))?;
-    Ok(Workspace::new(name, spec))
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -110,42 +61,12 @@ async fn main() -> Result<()> {
     let client = kube::Client::try_default().await.context("KUBECONFIG")?;
 
     // The CRD, then the operator binary.
-    let crd_text =
-        std::fs::read_to_string(operator::CRD_PATH).context("run from the repository root")?;
-    let crd: serde_json::Value = serde_yaml::from_str(&crd_text)?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.patch(
-        "workspaces.kube-coder.dev",
-        &PatchParams::apply("kube-coder-bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(&args.operator)
-        .args([
-            "operator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ])
-        .env("KUBE_CODER_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("operator pid")?;
-    for _ in 0..100 {
-        if metric(port, "kube_coder_operator_reconciles_total")
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    install_crd(&client).await?;
+    let Operator {
+        mut child,
+        pid,
+        port,
+    } = start_operator(&args.operator).await?;
     println!(
         "operator: {} (pid {pid}), RSS at start {:.1} MiB",
         args.operator.display(),
@@ -157,30 +78,11 @@ async fn main() -> Result<()> {
     let mut peak_rss: f64 = 0.0;
     for (b, &n) in args.batches.iter().enumerate() {
         let names: Vec<String> = (0..n).map(|i| format!("b{b}-{i:04}")).collect();
-        prepare(&client, &names).await?;
+        prepare_volumes(&client, &names).await?;
 
-        // Watch Workspaces and note when each is applied / Ready.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, bool, Instant)>();
-        let watch_api = api.clone();
-        let watch = tokio::spawn(async move {
-            let mut stream = watcher(watch_api, watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(ws)) = stream.next().await {
-                let s = ws.status.clone().unwrap_or_default();
-                let applied = s
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Applied" && c.status == "True");
-                let ready = s.phase == Some(Phase::Ready);
-                let _ = tx.send((
-                    ws.metadata.name.clone().unwrap_or_default(),
-                    applied,
-                    ready,
-                    Instant::now(),
-                ));
-            }
-        });
+        // Note when each Workspace is applied / Ready.
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let watch = watch_workspaces(api.clone(), seen.clone());
 
         let started = Instant::now();
         let created: HashMap<String, Instant> = futures_util::stream::iter(names.clone())
@@ -198,32 +100,32 @@ async fn main() -> Result<()> {
             .await?;
         let create_secs = started.elapsed().as_secs_f64();
 
-        let mut applied_at: HashMap<String, Instant> = HashMap::new();
-        let mut ready_at: HashMap<String, Instant> = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(600);
-        while ready_at.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("only {} of {n} Ready after 600 s", ready_at.len());
-            }
+        loop {
             peak_rss = peak_rss.max(rss_mib(pid));
-            let Ok(Some((name, applied, ready, at))) =
-                tokio::time::timeout(left.min(Duration::from_secs(1)), rx.recv()).await
-            else {
-                continue;
+            let ready = {
+                let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                names.iter().filter(|n| seen.ready.contains_key(*n)).count()
             };
-            if !created.contains_key(&name) {
-                continue;
+            if ready == n {
+                break;
             }
-            if applied {
-                applied_at.entry(name.clone()).or_insert(at);
+            if Instant::now() > deadline {
+                bail!("only {ready} of {n} Ready after 600 s");
             }
-            if ready {
-                applied_at.entry(name.clone()).or_insert(at);
-                ready_at.entry(name).or_insert(at);
-            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         watch.abort();
+        let (applied_at, ready_at) = {
+            let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let only_ours = |m: &HashMap<String, Instant>| -> HashMap<String, Instant> {
+                m.iter()
+                    .filter(|(k, _)| created.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            };
+            (only_ours(&seen.applied), only_ours(&seen.ready))
+        };
         let total = started.elapsed().as_secs_f64();
         let lat = |m: &HashMap<String, Instant>| {
             let mut v: Vec<f64> = m
