@@ -258,6 +258,21 @@ async fn a_session_that_vanishes_is_lost() {
     assert_eq!(lost["exit_code"], serde_json::Value::Null);
 }
 
+/// A task on a tmux server `wanted` accepts. Ids are random, so tasks are
+/// made (and the others killed, to stay under the live-task cap) until
+/// one lands there.
+async fn task_on(ws: &Workspace, wanted: impl Fn(usize) -> bool) -> String {
+    use workspace::tasks::tmux::{session_name, shard_of};
+    loop {
+        let id = ws.create_fake().await;
+        if wanted(shard_of(&session_name(&id))) {
+            return id;
+        }
+        let (s, v) = ws.api_delete(&format!("/api/tasks/{id}")).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
 /// A tmux server going (killed, or crashed) loses the live tasks on it,
 /// told by the end of its control client, and only those: tasks on the
 /// workspace's other tmux servers keep running; the next task on that
@@ -267,11 +282,8 @@ async fn a_tmux_server_that_dies_loses_its_tasks_and_the_next_task_runs() {
     use workspace::tasks::tmux::{session_name, shard_of};
     let ws = Workspace::start(&[]).await;
     let a = ws.create_fake().await;
-    // A second task on another server (ids are random: a few tries).
-    let mut b = ws.create_fake().await;
-    while shard_of(&session_name(&b)) == shard_of(&session_name(&a)) {
-        b = ws.create_fake().await;
-    }
+    let a_shard = shard_of(&session_name(&a));
+    let b = task_on(&ws, |shard| shard != a_shard).await;
     ws.wait_output(&a, "fake-agent ready").await;
     ws.wait_output(&b, "fake-agent ready").await;
     let a_session = session_name(&a);
@@ -282,10 +294,7 @@ async fn a_tmux_server_that_dies_loses_its_tasks_and_the_next_task_runs() {
     let (_, t) = ws.api_get(&format!("/api/tasks/{b}")).await;
     assert_ne!(t["state"], "lost", "{t}");
     // The next task on the dead server's socket starts it again.
-    let mut c = ws.create_fake().await;
-    while shard_of(&session_name(&c)) != shard_of(&a_session) {
-        c = ws.create_fake().await;
-    }
+    let c = task_on(&ws, |shard| shard == a_shard).await;
     ws.wait_output(&c, "fake-agent ready").await;
 }
 
