@@ -47,18 +47,18 @@ async fn probe_from_workspace(
     got
 }
 
-/// Probes from the workspace until every one of `names` reads `open`
-/// (kube-router applies a policy change within moments; a few rounds).
-async fn probe_until(
-    api: &str,
-    token: &str,
-    targets: &[(String, String, u16)],
-    names: &[&str],
-    open: bool,
-) -> BTreeMap<String, bool> {
+/// Probes again until every one of `names` reads `open` (at most five
+/// rounds): kube-router applies a policy change within moments, and admits
+/// a new pod's address moments after the pod starts, and a probe can be
+/// quicker than either.
+async fn until_all<F, Fut>(names: &[&str], open: bool, mut probe: F) -> BTreeMap<String, bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = BTreeMap<String, bool>>,
+{
     let mut got = BTreeMap::new();
     for _ in 0..5 {
-        got = probe_from_workspace(api, token, targets).await;
+        got = probe().await;
         if names.iter().all(|n| got.get(*n) == Some(&open)) {
             break;
         }
@@ -248,7 +248,10 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
     let names = ["dashboard-port", "api-port"];
     let got = probe_from_pod(&client, &outsider, &into_a).await;
     assert_all(&got, &names, false, "another namespace");
-    let got = probe_from_pod(&client, &settings.ingress_namespace, &into_a).await;
+    let got = until_all(&names, true, || {
+        probe_from_pod(&client, &settings.ingress_namespace, &into_a)
+    })
+    .await;
     assert_all(&got, &names, true, "the ingress namespace");
 
     // Without them (and with no operator to put them back), every refusal
@@ -263,10 +266,13 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
             .unwrap();
         eventually_empty(&policies, &format!("the policies of {ns} to be gone"), 30).await;
     }
-    let got = probe_until(&api_a, &token_a, &from_a, &refused, true).await;
+    let got = until_all(&refused, true, || {
+        probe_from_workspace(&api_a, &token_a, &from_a)
+    })
+    .await;
     assert_all(&got, &refused, true, "workspace A without policies");
     assert_all(&got, &allowed, true, "workspace A without policies");
-    let got = probe_from_pod(&client, &outsider, &into_a).await;
+    let got = until_all(&names, true, || probe_from_pod(&client, &outsider, &into_a)).await;
     assert_all(&got, &names, true, "another namespace without policies");
 
     // The operator puts them back, and the refusals return.
@@ -283,7 +289,10 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
             .then_some(())
     })
     .await;
-    let got = probe_until(&api_a, &token_a, &from_a, &refused, false).await;
+    let got = until_all(&refused, false, || {
+        probe_from_workspace(&api_a, &token_a, &from_a)
+    })
+    .await;
     assert_all(
         &got,
         &refused,
