@@ -167,8 +167,6 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
         Manifest::new(Kind::Namespace, &namespace::namespace(ws))?,
         Manifest::new(Kind::ServiceAccount, &namespace::service_account(ws))?,
         Manifest::new(Kind::PersistentVolumeClaim, &storage::home_volume(ws))?,
-        Manifest::new(Kind::ResourceQuota, &limits::resource_quota(ws)?)?,
-        Manifest::new(Kind::LimitRange, &limits::limit_range(ws))?,
     ];
     let gateway = egress_gateway::enabled(ws);
     if gateway {
@@ -200,17 +198,31 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
     for policy in network_policy::policies(ws, settings)? {
         out.push(Manifest::new(Kind::NetworkPolicy, &policy)?);
     }
+    out.push(Manifest::new(Kind::Service, &routing::service(ws))?);
+    if gateway {
+        out.push(Manifest::new(Kind::Service, &egress_gateway::service(ws))?);
+    }
+    // The quota after the volume and the Services it counts: the API
+    // server charges a create to the quota before it stores the object, and
+    // a create that times out is never refunded until the quota controller
+    // recounts (minutes), so under load the operator's own retries could
+    // find the quota used up by objects that do not exist. Before the
+    // Deployments: the pods are what it is for, and the workspace's identity
+    // exists only in them.
+    out.push(Manifest::new(
+        Kind::ResourceQuota,
+        &limits::resource_quota(ws)?,
+    )?);
+    out.push(Manifest::new(Kind::LimitRange, &limits::limit_range(ws))?);
     out.push(Manifest::new(
         Kind::Deployment,
         &workload::deployment(ws, settings),
     )?);
-    out.push(Manifest::new(Kind::Service, &routing::service(ws))?);
     if gateway {
         out.push(Manifest::new(
             Kind::Deployment,
             &egress_gateway::deployment(ws, settings),
         )?);
-        out.push(Manifest::new(Kind::Service, &egress_gateway::service(ws))?);
     }
     for ingress in routing::ingresses(ws) {
         out.push(Manifest::new(Kind::Ingress, &ingress)?);
@@ -254,5 +266,45 @@ pub(crate) mod test_support {
         let mut ws = Workspace::new(name, spec);
         ws.metadata.uid = Some("0f0e0d0c-0000-4000-8000-000000000001".into());
         ws
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The quota is applied after every object it counts that the operator
+    /// creates (a create that times out stays charged for minutes, and must
+    /// not leave the operator's own retry over quota), and before the pods.
+    #[test]
+    fn the_quota_comes_after_the_volume_and_services_and_before_the_deployments() {
+        let ws = test_support::workspace(
+            "alice",
+            json!({"owner": {"name": "alice"},
+                   "network": {"egress": {"allowDomains": ["*.github.com"]}}}),
+        );
+        let built = build(&ws, &Settings::default()).unwrap();
+        let at = |kind: Kind| -> Vec<usize> {
+            built
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.kind == kind)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let quota = at(Kind::ResourceQuota);
+        assert_eq!(quota.len(), 1);
+        let counted = [at(Kind::PersistentVolumeClaim), at(Kind::Service)].concat();
+        assert_eq!(
+            counted.len(),
+            3,
+            "home volume, workspace and gateway Services"
+        );
+        assert!(counted.iter().all(|&i| i < quota[0]), "{built:?}");
+        let deployments = at(Kind::Deployment);
+        assert_eq!(deployments.len(), 2);
+        assert!(deployments.iter().all(|&i| i > quota[0]));
+        assert!(at(Kind::LimitRange)[0] < deployments[0]);
     }
 }
