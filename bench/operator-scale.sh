@@ -7,6 +7,7 @@
 # figures; asserts nothing. Takes a long while at the default steps:
 #   hack/with-cluster bench/operator-scale.sh
 #   hack/with-cluster bench/operator-scale.sh --steps 500@25,500@burst
+#   hack/with-cluster bench/operator-scale.sh --existing 4000 --steps 1000@50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBECONFIG:?run through hack/with-cluster, or eval \$(hack/cluster env)}"

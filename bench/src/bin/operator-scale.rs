@@ -50,6 +50,11 @@ struct Args {
     /// Seconds of idle measurement after the last step.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
+    /// Stopped Workspaces (no pods, every other object) created through
+    /// the operator before the first step, in one burst: thousands
+    /// existing without the test cluster scheduling thousands of pods.
+    #[arg(long, default_value_t = 0)]
+    existing: usize,
     /// Seconds a step may take before the benchmark gives up.
     #[arg(long, default_value_t = 1800)]
     step_timeout: u64,
@@ -185,6 +190,16 @@ async fn apply_directly(client: kube::Client, name: String) -> Result<()> {
     Ok(())
 }
 
+/// How many objects the limit applies per workspace (its Secret included).
+fn objects_per_workspace() -> Result<usize> {
+    Ok(manifests::build(
+        &workspace("count")?,
+        &operator::settings::Settings::default(),
+    )?
+    .len()
+        + 1)
+}
+
 /// Every `app.kubernetes.io/managed-by` label of the body (the object's,
 /// a pod template's, a selector's) made the benchmark's, consistently.
 fn relabel(v: &mut serde_json::Value) {
@@ -200,6 +215,29 @@ fn relabel(v: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(relabel),
         _ => {}
+    }
+}
+
+/// Wait until every name is in the map `of` picks from `seen`.
+async fn wait_until(
+    seen: &std::sync::Mutex<Seen>,
+    names: &[String],
+    of: impl Fn(&Seen) -> &HashMap<String, Instant>,
+    timeout_secs: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let done = {
+            let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            names.iter().filter(|n| of(&seen).contains_key(*n)).count()
+        };
+        if done == names.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {} after {timeout_secs} s", names.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -240,6 +278,40 @@ async fn main() -> Result<()> {
     );
     let api: Api<Workspace> = Api::all(client.clone());
     let mut existing = 0;
+    if args.existing > 0 {
+        let names: Vec<String> = (0..args.existing).map(|i| format!("s-{i:05}")).collect();
+        prepare_volumes(&client, &names).await?;
+        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        let watch = watch_workspaces(api.clone(), seen.clone());
+        let t = Instant::now();
+        let burst = Step {
+            count: names.len(),
+            rate: None,
+        };
+        let (result, cpu, peak) = measured(op.pid, async {
+            drive(&names, burst, args.concurrency, |name| {
+                let api = api.clone();
+                async move {
+                    let mut ws = workspace(&name)?;
+                    ws.spec.running = false;
+                    api.create(&PostParams::default(), &ws).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            wait_until(&seen, &names, |s| &s.applied, args.step_timeout).await
+        })
+        .await;
+        watch.abort();
+        result?;
+        println!(
+            "{} stopped Workspaces created and applied in {:.0} s; operator {cpu:.1} CPU s, RSS peak {peak:.1} MiB, now {:.1} MiB",
+            names.len(),
+            t.elapsed().as_secs_f64(),
+            status_kib(op.pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
+        );
+        existing = names.len();
+    }
     for (s, &step) in args.steps.iter().enumerate() {
         let direct: Vec<String> = (0..step.count).map(|i| format!("d{s}-{i:04}")).collect();
         let via_operator: Vec<String> = (0..step.count).map(|i| format!("o{s}-{i:04}")).collect();
@@ -266,8 +338,9 @@ async fn main() -> Result<()> {
         // The same through the operator.
         let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
         let watch = watch_workspaces(api.clone(), seen.clone());
+        let requests0 = metric(op.port, "kube_coder_operator_api_requests_total").await?;
+        let writes0 = metric(op.port, "kube_coder_operator_api_writes_total").await?;
         let t = Instant::now();
-        let deadline = t + Duration::from_secs(args.step_timeout);
         let (result, cpu, peak) = measured(op.pid, async {
             let created = drive(&via_operator, step, args.concurrency, |name| {
                 let api = api.clone();
@@ -278,43 +351,27 @@ async fn main() -> Result<()> {
                 }
             })
             .await?;
-            loop {
-                let ready = {
-                    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                    via_operator
-                        .iter()
-                        .filter(|n| seen.ready.contains_key(*n))
-                        .count()
-                };
-                if ready == step.count {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "only {ready} of {} Ready after {} s",
-                        step.count,
-                        args.step_timeout
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            wait_until(&seen, &via_operator, |s| &s.ready, args.step_timeout).await?;
             Ok::<_, anyhow::Error>(created)
         })
         .await;
         let created = result?;
         let elapsed = t.elapsed().as_secs_f64();
         watch.abort();
-        let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let since = |m: &HashMap<String, Instant>| {
-            Quantiles::of(
-                created
-                    .iter()
-                    .filter_map(|(n, (at, _))| Some(m.get(n)?.duration_since(*at).as_secs_f64()))
-                    .collect(),
-            )
+        let (applied, ready) = {
+            let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let since = |m: &HashMap<String, Instant>| {
+                Quantiles::of(
+                    created
+                        .iter()
+                        .filter_map(|(n, (at, _))| {
+                            Some(m.get(n)?.duration_since(*at).as_secs_f64())
+                        })
+                        .collect(),
+                )
+            };
+            (since(&seen.applied), since(&seen.ready))
         };
-        let applied = since(&seen.applied);
-        let ready = since(&seen.ready);
         println!(
             "  operator: create → applied {} ({} the limit's)",
             applied.show(),
@@ -325,6 +382,19 @@ async fn main() -> Result<()> {
             "  operator: {:.1} CPU s over {elapsed:.0} s ({:.0}% of a core), RSS peak {peak:.1} MiB",
             cpu,
             cpu / elapsed * 100.0
+        );
+        let per_workspace = |now: f64, before: f64| (now - before) / step.count as f64;
+        println!(
+            "  operator: {:.1} API requests per workspace, of which {:.1} writes (the limit: {} applies)",
+            per_workspace(
+                metric(op.port, "kube_coder_operator_api_requests_total").await?,
+                requests0
+            ),
+            per_workspace(
+                metric(op.port, "kube_coder_operator_api_writes_total").await?,
+                writes0
+            ),
+            objects_per_workspace()?
         );
         existing += step.count;
     }
