@@ -35,6 +35,10 @@ pub struct OperatorArgs {
     /// Seconds between activity checks of a running workspace with idle.stopAfter.
     #[arg(long, env = "KUBE_CODER_IDLE_CHECK_SECS", default_value_t = 60)]
     idle_check_secs: u64,
+    /// Reconciles running at once (0: no bound). Raise it for an API
+    /// server that answers many requests in parallel.
+    #[arg(long, env = "KUBE_CODER_CONCURRENT_RECONCILES", default_value_t = 64)]
+    concurrent_reconciles: u16,
     /// Log format: text or json.
     #[arg(long, env = "KUBE_CODER_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -100,7 +104,10 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         controller::run(
             client,
             settings,
-            Duration::from_secs(args.idle_check_secs.max(1)),
+            controller::Tuning {
+                idle_check: Duration::from_secs(args.idle_check_secs.max(1)),
+                concurrent_reconciles: args.concurrent_reconciles,
+            },
             stats,
             stop.cancelled_owned(),
         )

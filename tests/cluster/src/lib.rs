@@ -172,7 +172,10 @@ impl OperatorHandle {
             operator::controller::run(
                 client,
                 settings,
-                Duration::from_secs(2),
+                operator::controller::Tuning {
+                    idle_check: Duration::from_secs(2),
+                    ..Default::default()
+                },
                 stats,
                 async move {
                     let _ = rx.await;

@@ -63,7 +63,7 @@ pub fn stale_secret_key(desired: &Value, live: &Value) -> Option<String> {
 /// Returns whether a write was made.
 pub async fn ensure(client: &kube::Client, caches: &Caches, m: &Manifest) -> Result<bool, Error> {
     if let Some(live) = caches.get(m.kind, &m.name, m.namespace.as_deref()) {
-        let live = serde_json::to_value(&*live).unwrap_or(Value::Null);
+        let live = live.value();
         // Objects from a watch's initial list carry no apiVersion/kind;
         // the cache is keyed by kind anyway.
         let mut desired = m.body.clone();

@@ -1,19 +1,21 @@
 //! Watches of every kind a workspace is made of, each kept in a reflector
-//! cache. The caches let a reconcile compare desired with live objects
-//! without a single API request, and every change they see wakes the
-//! reconcile of the Workspace the object belongs to (by label), so nothing
-//! is polled.
+//! cache of objects cut down to what a reconcile reads (`cached_object`).
+//! The caches let a reconcile compare desired with live objects without a
+//! single API request, and every change they see wakes the reconcile of
+//! the Workspace the object belongs to (by label), so nothing is polled.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
+use serde_json::Value;
 
+use super::cached_object::CachedObject;
 use crate::crd::Workspace;
 use crate::manifests::Kind;
 use crate::names;
@@ -35,8 +37,21 @@ pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
     )
 }
 
+/// The operator's objects (by label), listed in pages of 100: a page is
+/// decoded whole before it is cut down, and with every kind listing at
+/// once after a start, pages of the default 500 were the operator's peak
+/// memory (pods most: several KiB each).
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!(
+            "app.kubernetes.io/managed-by={}",
+            names::MANAGED_BY
+        ))
+        .page_size(100)
+}
+
 pub struct Caches {
-    stores: HashMap<Kind, Store<DynamicObject>>,
+    stores: HashMap<Kind, Store<CachedObject>>,
     /// The workspaces' pods, cut down to why they wait (`pod_states`).
     pods: Store<k8s_openapi::api::core::v1::Pod>,
     /// The tasks driving the watches; stopped when the caches are dropped.
@@ -52,10 +67,7 @@ impl Caches {
     /// fill and stay current whatever the controller is doing (a reconcile
     /// waits for them: they must not depend on the controller to be polled).
     pub fn start(client: &kube::Client) -> (Self, Triggers) {
-        let config = watcher::Config::default().labels(&format!(
-            "app.kubernetes.io/managed-by={}",
-            names::MANAGED_BY
-        ));
+        let config = watch_config();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Workspace>>();
         let mut stores = HashMap::new();
         let mut tasks = Vec::new();
@@ -64,10 +76,17 @@ impl Caches {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             let writer = Writer::new(ar.clone());
             stores.insert(kind, writer.as_reader());
-            // managedFields are most of an object's size and never compared:
-            // dropping them keeps the cache (the operator's memory) small.
-            let events = watcher(api, config.clone()).modify(|o| {
-                o.managed_fields_mut().clear();
+            // Read whole whoever wrote them: how far a Deployment is, and
+            // a Secret's values (a rotated token is kept, not replaced).
+            let whole: &'static [&'static str] = match kind {
+                Kind::Deployment => &["status"],
+                Kind::Secret => &["data"],
+                _ => &[],
+            };
+            let events = watcher(api, config.clone()).map_ok(move |event| {
+                cut_down(event, |o| {
+                    CachedObject::from_live(o, names::FIELD_MANAGER, whole)
+                })
             });
             let mut stream = reflector::reflector(writer, events)
                 .backoff(watch_backoff())
@@ -81,7 +100,7 @@ impl Caches {
                         // answer, and nothing the operator builds reads it.
                         Ok(obj)
                             if kind == crate::manifests::Kind::ConfigMap
-                                && obj.metadata.name.as_deref() == Some(names::MODEL_USAGE) => {}
+                                && obj.name_any() == names::MODEL_USAGE => {}
                         Ok(obj) => {
                             if let Some(name) = obj.labels().get(names::WORKSPACE_LABEL) {
                                 if tx.send(ObjectRef::new(name)).is_err() {
@@ -113,12 +132,21 @@ impl Caches {
         )
     }
 
+    /// A cached Deployment's `metadata.generation` and `status` (whose
+    /// fields are the API's own names: `observedGeneration`, `replicas`,
+    /// `readyReplicas`).
+    pub fn deployment_status(&self, name: &str, namespace: &str) -> Option<(i64, Value)> {
+        let d = self.get(Kind::Deployment, name, Some(namespace))?;
+        let status = d.value().get_mut("status").map(Value::take);
+        Some((d.generation().unwrap_or(0), status.unwrap_or(Value::Null)))
+    }
+
     pub fn get(
         &self,
         kind: Kind,
         name: &str,
         namespace: Option<&str>,
-    ) -> Option<std::sync::Arc<DynamicObject>> {
+    ) -> Option<std::sync::Arc<CachedObject>> {
         let store = self.stores.get(&kind)?;
         let mut key = ObjectRef::new_with(name, kind.api_resource());
         if let Some(ns) = namespace {
@@ -127,15 +155,14 @@ impl Caches {
         store.get(&key)
     }
 
-    /// The cached object as its typed form (a Secret, a Deployment).
+    /// The cached object as its typed form (a Secret).
     pub fn get_as<K: serde::de::DeserializeOwned>(
         &self,
         kind: Kind,
         name: &str,
         namespace: Option<&str>,
     ) -> Option<K> {
-        let obj = self.get(kind, name, namespace)?;
-        serde_json::from_value(serde_json::to_value(&*obj).ok()?).ok()
+        self.get(kind, name, namespace)?.parse()
     }
 
     /// Wait until every watch has listed once. Call from one task only
@@ -158,8 +185,32 @@ impl Caches {
         self.stores.values().map(|s| s.state().len()).sum()
     }
 
+    /// Bytes the cached objects keep (their JSON).
+    pub fn bytes(&self) -> usize {
+        self.stores
+            .values()
+            .flat_map(|s| s.state())
+            .map(|o| o.size())
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A watch event with its object cut down by `cut`.
+fn cut_down(
+    event: watcher::Event<DynamicObject>,
+    cut: impl Fn(DynamicObject) -> CachedObject,
+) -> watcher::Event<CachedObject> {
+    use watcher::Event;
+    match event {
+        Event::Apply(o) => Event::Apply(cut(o)),
+        Event::Delete(o) => Event::Delete(cut(o)),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(cut(o)),
+        Event::InitDone => Event::InitDone,
     }
 }
 

@@ -6,10 +6,12 @@
 //! [`reconcile`] does one pass, [`error_policy`] decides the retry.
 
 pub mod apply;
+pub mod cached_object;
 pub mod caches;
 pub mod client;
 pub mod cluster_facts;
 pub mod idle;
+pub mod owned_fields;
 pub mod pod_states;
 pub mod secrets;
 pub mod status;
@@ -20,10 +22,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::Resource;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{Phase, Workspace};
 use crate::manifests::{self, BuildError, Kind};
@@ -117,11 +119,33 @@ pub struct Context {
     pub idle_check: Duration,
 }
 
+/// How the controller paces itself (flags of `kube-coder operator`).
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// How often a running workspace with an idle limit is asked for activity.
+    pub idle_check: Duration,
+    /// Reconciles running at once; 0 is unbounded. Unbounded, a burst of
+    /// new Workspaces all advance together against a saturated API server
+    /// and nearly every one finishes at the end; bounded, they finish in
+    /// turn (docs/operator.md "Scale" has both). A reconcile spends most of
+    /// its time waiting on the API server, so a few dozen keep it busy.
+    pub concurrent_reconciles: u16,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            idle_check: Duration::from_secs(60),
+            concurrent_reconciles: 64,
+        }
+    }
+}
+
 /// Run the operator until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
     mut settings: Settings,
-    idle_check: Duration,
+    tuning: Tuning,
     stats: Arc<Stats>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -135,7 +159,11 @@ pub async fn run(
         _ = caches.ready() => {}
         _ = shutdown.clone() => return,
     }
-    tracing::info!(objects = caches.len(), "watch caches filled");
+    tracing::info!(
+        objects = caches.len(),
+        bytes = caches.bytes(),
+        "watch caches filled"
+    );
     if settings.api_server_endpoints.is_empty() {
         settings.api_server_endpoints = cluster_facts::api_server_endpoints(&client).await;
         tracing::info!(endpoints = ?settings.api_server_endpoints, "API server endpoints found");
@@ -159,14 +187,21 @@ pub async fn run(
         recorder,
         http,
         stats,
-        idle_check,
+        idle_check: tuning.idle_check,
     });
-    let controller = Controller::new(
+    // The Workspaces' own cache, without their managedFields (never read).
+    let (reader, writer) = reflector::store();
+    let workspaces = watcher(
         Api::<Workspace>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .modify(|ws| ws.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(workspaces, reader);
     let key_changes = cluster_facts::model_key_changes(&client, &ctx.settings, controller.store());
     controller
+        .with_config(Config::default().concurrency(tuning.concurrent_reconciles))
         .graceful_shutdown_on(shutdown)
         .trigger_backoff(caches::watch_backoff())
         .reconcile_on(futures_util::stream::select(triggers, key_changes))

@@ -76,10 +76,7 @@ pub fn start(
     client: &kube::Client,
     wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<Workspace>>,
 ) -> (Store<Pod>, tokio::task::JoinHandle<()>) {
-    let config = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        names::MANAGED_BY
-    ));
+    let config = super::caches::watch_config();
     let writer = Writer::default();
     let store = writer.as_reader();
     let events = watcher(Api::<Pod>::all(client.clone()), config).modify(cut_down);

@@ -52,7 +52,14 @@ pub async fn credentials(
             .await
             .map_err(|e| Error::BadSecret(format!("could not generate credentials: {e}")))?
     };
-    let secret = credentials::credentials_secret(ws, &creds);
+    let mut secret = credentials::credentials_secret(ws, &creds);
+    // Written only over the Secret the credentials were read from: a token
+    // rotated meanwhile (`kube-coder token --rotate`) makes the apply fail
+    // with a conflict and the next pass keep the new token, rather than
+    // this one put the old token back.
+    secret.metadata.resource_version = existing
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.clone());
     if existing.is_none() {
         let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         match api

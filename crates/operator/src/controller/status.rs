@@ -1,7 +1,6 @@
 //! The Workspace's status: phase, conditions, URLs, observedGeneration.
 //! Written only when it changes, so a quiet workspace stays quiet.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -9,29 +8,40 @@ use serde_json::json;
 use super::caches::Caches;
 use super::Error;
 use crate::crd::{Phase, Workspace, WorkspaceStatus};
-use crate::manifests::Kind;
 use crate::names;
+
+/// A cached Deployment's progress: whether its status describes its
+/// current spec, its pods, and how many of them are ready.
+struct Rollout {
+    current: bool,
+    pods: i64,
+    ready: i64,
+}
+
+fn rollout(caches: &Caches, name: &str, ns: &str) -> Option<Rollout> {
+    let (generation, status) = caches.deployment_status(name, ns)?;
+    let int = |field: &str| status.get(field).and_then(|v| v.as_i64()).unwrap_or(0);
+    Some(Rollout {
+        current: int("observedGeneration") >= generation,
+        pods: int("replicas"),
+        ready: int("readyReplicas"),
+    })
+}
 
 /// How far the workload is, read from the cached Deployment.
 pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
     let ns = names::namespace(names::workspace_name(ws));
-    let deployment: Option<Deployment> =
-        caches.get_as(Kind::Deployment, names::WORKLOAD, Some(&ns));
-    let Some(d) = deployment else {
+    let Some(workload) = rollout(caches, names::WORKLOAD, &ns) else {
         return (Phase::Provisioning, "creating the workload".into());
     };
-    let status = d.status.unwrap_or_default();
-    let current = status.observed_generation >= d.metadata.generation;
-    let pods = status.replicas.unwrap_or(0);
-    let ready = status.ready_replicas.unwrap_or(0);
     if !ws.spec.running {
-        return if pods == 0 {
+        return if workload.pods == 0 {
             (Phase::Stopped, "stopped; the home volume is kept".into())
         } else {
             (Phase::Provisioning, "stopping".into())
         };
     }
-    if !(current && ready >= 1) {
+    if !(workload.current && workload.ready >= 1) {
         let message = match caches.pod_trouble(&ns, names::WORKLOAD) {
             Some(why) => format!("the workspace pod cannot start: {why}"),
             None => "waiting for the workspace pod to become ready".into(),
@@ -40,12 +50,7 @@ pub fn workload_phase(caches: &Caches, ws: &Workspace) -> (Phase, String) {
     }
     // Egress by name: without its gateway the workspace reaches nothing.
     if crate::manifests::egress_gateway::enabled(ws) {
-        let gateway: Option<Deployment> =
-            caches.get_as(Kind::Deployment, names::EGRESS_GATEWAY, Some(&ns));
-        let gateway_ready = gateway
-            .and_then(|g| g.status)
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
+        let gateway_ready = rollout(caches, names::EGRESS_GATEWAY, &ns).map_or(0, |g| g.ready);
         if gateway_ready < 1 {
             let message = match caches.pod_trouble(&ns, names::EGRESS_GATEWAY) {
                 Some(why) => format!("the egress gateway cannot start: {why}"),
