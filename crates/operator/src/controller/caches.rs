@@ -84,7 +84,7 @@ impl Caches {
                 _ => &[],
             };
             let events = watcher(api, config.clone()).map_ok(move |event| {
-                cut_down(event, |o| {
+                cut_down_event(event, |o| {
                     CachedObject::from_live(o, names::FIELD_MANAGER, whole)
                 })
             });
@@ -200,7 +200,7 @@ impl Caches {
 }
 
 /// A watch event with its object cut down by `cut`.
-fn cut_down(
+fn cut_down_event(
     event: watcher::Event<DynamicObject>,
     cut: impl Fn(DynamicObject) -> CachedObject,
 ) -> watcher::Event<CachedObject> {

@@ -286,24 +286,42 @@ pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, 
 
 /// Apply every object; returns the API token (for the idle check).
 async fn apply_all(ws: &Workspace, ctx: &Context) -> Result<String, Error> {
-    let built = manifests::build(ws, &ctx.settings)?;
-    // The namespace and the ServiceAccount first: the Secrets live in the
-    // namespace, and the Deployment after them mounts the Secrets.
-    let (first, rest): (Vec<_>, Vec<_>) = built.into_iter().partition(|m| m.kind < Kind::Secret);
-    for m in &first {
-        ensure(ctx, ws, m).await?;
-    }
+    let mut all = manifests::build(ws, &ctx.settings)?;
+    // The namespace first: the credentials Secret is created in it.
+    ensure_together(ctx, ws, in_stage(&all, 0)).await?;
     let (creds, credentials_secret) = secrets::credentials(&ctx.client, &ctx.caches, ws).await?;
-    let copied = secrets::copied(&ctx.client, &ctx.caches, ws, &ctx.settings).await?;
-    for m in std::iter::once(&credentials_secret)
-        .chain(&copied)
-        .chain(&rest)
-        .chain(&retired(ws, ctx)?)
-    {
-        ensure(ctx, ws, m).await?;
+    all.extend(credentials_secret);
+    all.extend(secrets::copied(&ctx.client, &ctx.caches, ws, &ctx.settings).await?);
+    all.extend(retired(ws, ctx)?);
+    for stage in 1..=manifests::LAST_STAGE {
+        ensure_together(ctx, ws, in_stage(&all, stage)).await?;
     }
     Ok(creds.api_token)
 }
+
+fn in_stage(all: &[manifests::Manifest], stage: u8) -> Vec<&manifests::Manifest> {
+    all.iter()
+        .filter(|m| manifests::stage(m.kind) == stage)
+        .collect()
+}
+
+/// Objects of one stage applied together, so a new workspace waits for
+/// about four round trips rather than one per object.
+async fn ensure_together(
+    ctx: &Context,
+    ws: &Workspace,
+    ms: Vec<&manifests::Manifest>,
+) -> Result<(), Error> {
+    for some in ms.chunks(APPLIES_IN_FLIGHT) {
+        futures_util::future::try_join_all(some.iter().map(|m| ensure(ctx, ws, m))).await?;
+    }
+    Ok(())
+}
+
+/// Requests one reconcile has in flight at most (a stage of a workspace
+/// has about eight objects): with 64 reconciles at once, enough to keep a
+/// busy API server full without queueing a thousand requests on it.
+const APPLIES_IN_FLIGHT: usize = 8;
 
 /// What an earlier spec left that this one no longer asks for, made
 /// harmless without deleting (the operator may not): a gateway scaled to

@@ -3,9 +3,10 @@
 //! the model keys its providers need, for the egress gateway's pod only).
 //!
 //! A cold or lagging cache must never lead to a second, different token,
-//! so a cache miss is confirmed with a GET, and a first credentials Secret
-//! is created with POST (which fails if another reconcile won the race)
-//! rather than applied.
+//! so a credentials Secret the cache lacks is created with POST, which
+//! fails if one exists (another reconcile won, or the cache lags): then
+//! the stored one is read and kept. A new workspace costs one request,
+//! not a GET that finds nothing and then the create.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -36,15 +37,16 @@ async fn live_secret(
 }
 
 /// The credentials of `ws`, creating their Secret on first sight.
-/// Returns the Secret manifest to keep applied.
+/// Returns the Secret manifest to keep applied, none when this call has
+/// just created it as it is.
 pub async fn credentials(
     client: &kube::Client,
     caches: &Caches,
     ws: &Workspace,
-) -> Result<(Credentials, Manifest), Error> {
+) -> Result<(Credentials, Option<Manifest>), Error> {
     let ns = names::namespace(names::workspace_name(ws));
     let user = &ws.spec.owner.name;
-    let existing = live_secret(client, caches, names::CREDENTIALS_SECRET, &ns).await?;
+    let existing = caches.get_as::<Secret>(Kind::Secret, names::CREDENTIALS_SECRET, Some(&ns));
     // Generating hashes a password: CPU work, kept off the async threads.
     let (creds, _) = {
         let (user, existing) = (user.clone(), existing.clone());
@@ -52,51 +54,54 @@ pub async fn credentials(
             .await
             .map_err(|e| Error::BadSecret(format!("could not generate credentials: {e}")))?
     };
-    let mut secret = credentials::credentials_secret(ws, &creds);
-    // Written only over the Secret the credentials were read from: a token
-    // rotated meanwhile (`kube-coder token --rotate`) makes the apply fail
-    // with a conflict and the next pass keep the new token, rather than
-    // this one put the old token back.
-    secret.metadata.resource_version = existing
-        .as_ref()
-        .and_then(|s| s.metadata.resource_version.clone());
-    if existing.is_none() {
-        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some(names::FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &secret,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Another reconcile created it first: use what is stored.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let stored = api
-                    .get(names::CREDENTIALS_SECRET)
-                    .await
-                    .map_err(|e| Error::Read {
-                        what: format!("Secret {ns}/{}", names::CREDENTIALS_SECRET),
-                        message: super::describe(e),
-                    })?;
-                let (creds, _) = Credentials::keep_or_generate(user, Some(&stored));
-                let m = Manifest::new(Kind::Secret, &credentials::credentials_secret(ws, &creds))?;
-                return Ok((creds, m));
-            }
-            Err(e) => {
-                return Err(Error::Apply {
-                    kind: Kind::Secret,
-                    name: names::CREDENTIALS_SECRET.into(),
-                    namespace: Some(ns),
-                    message: super::describe(e),
-                })
-            }
-        }
+    if let Some(existing) = &existing {
+        let m = kept_over(ws, &creds, existing)?;
+        return Ok((creds, Some(m)));
     }
-    Ok((creds, Manifest::new(Kind::Secret, &secret)?))
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let created = api
+        .create(
+            &PostParams {
+                field_manager: Some(names::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &credentials::credentials_secret(ws, &creds),
+        )
+        .await;
+    match created {
+        Ok(_) => Ok((creds, None)),
+        // Another reconcile created it first, or the cache lags: keep what
+        // is stored.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let stored = api
+                .get(names::CREDENTIALS_SECRET)
+                .await
+                .map_err(|e| Error::Read {
+                    what: format!("Secret {ns}/{}", names::CREDENTIALS_SECRET),
+                    message: super::describe(e),
+                })?;
+            let (creds, _) = Credentials::keep_or_generate(user, Some(&stored));
+            let m = kept_over(ws, &creds, &stored)?;
+            Ok((creds, Some(m)))
+        }
+        Err(e) => Err(Error::Apply {
+            kind: Kind::Secret,
+            name: names::CREDENTIALS_SECRET.into(),
+            namespace: Some(ns),
+            message: super::describe(e),
+        }),
+    }
+}
+
+/// The credentials Secret to keep applied over `stored`, the Secret they
+/// were read from: written only over that version, so a token rotated
+/// meanwhile (`kube-coder token --rotate`) makes the apply fail with a
+/// conflict and the next pass keep the new token, rather than this one put
+/// the old token back.
+fn kept_over(ws: &Workspace, creds: &Credentials, stored: &Secret) -> Result<Manifest, Error> {
+    let mut secret = credentials::credentials_secret(ws, creds);
+    secret.metadata.resource_version = stored.metadata.resource_version.clone();
+    Ok(Manifest::new(Kind::Secret, &secret)?)
 }
 
 /// Secrets copied in from the operator's namespace, as manifests to apply.

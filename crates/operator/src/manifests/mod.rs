@@ -160,7 +160,32 @@ pub fn validate(ws: &Workspace) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Everything but the Secrets, in apply order.
+/// When an object is applied: the stages in order, the objects of one
+/// stage together. The namespace holds everything else; the quota comes
+/// after the objects of ours it counts (a create the API server timed out
+/// stays charged until the controller-manager recounts, minutes later, and
+/// must not leave our own retry over quota); the pods come last, once the
+/// policies, Secrets, volume and quota they must meet exist.
+pub fn stage(kind: Kind) -> u8 {
+    match kind {
+        Kind::Namespace => 0,
+        Kind::ServiceAccount
+        | Kind::Secret
+        | Kind::PersistentVolumeClaim
+        | Kind::ConfigMap
+        | Kind::Role
+        | Kind::NetworkPolicy
+        | Kind::Service => 1,
+        // A binding after its Role: RBAC checks what it grants.
+        Kind::RoleBinding | Kind::ResourceQuota | Kind::LimitRange => 2,
+        Kind::Deployment | Kind::Ingress => LAST_STAGE,
+    }
+}
+
+pub const LAST_STAGE: u8 = 3;
+
+/// Everything but the Secrets, in apply order: by `stage` (render prints
+/// them so, for `kubectl apply`).
 pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, BuildError> {
     validate(ws)?;
     let mut out = vec![
@@ -190,10 +215,6 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
             &egress_gateway::usage_config_map(ws),
         )?);
         out.push(Manifest::new(Kind::Role, &egress_gateway::role(ws))?);
-        out.push(Manifest::new(
-            Kind::RoleBinding,
-            &egress_gateway::role_binding(ws),
-        )?);
     }
     for policy in network_policy::policies(ws, settings)? {
         out.push(Manifest::new(Kind::NetworkPolicy, &policy)?);
@@ -202,13 +223,12 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
     if gateway {
         out.push(Manifest::new(Kind::Service, &egress_gateway::service(ws))?);
     }
-    // The quota after the volume and the Services it counts: the API
-    // server charges a create to the quota before it stores the object, and
-    // a create that times out is never refunded until the quota controller
-    // recounts (minutes), so under load the operator's own retries could
-    // find the quota used up by objects that do not exist. Before the
-    // Deployments: the pods are what it is for, and the workspace's identity
-    // exists only in them.
+    if egress_gateway::has_models(ws) {
+        out.push(Manifest::new(
+            Kind::RoleBinding,
+            &egress_gateway::role_binding(ws),
+        )?);
+    }
     out.push(Manifest::new(
         Kind::ResourceQuota,
         &limits::resource_quota(ws)?,
@@ -276,35 +296,49 @@ mod tests {
 
     /// The quota is applied after every object it counts that the operator
     /// creates (a create that times out stays charged for minutes, and must
-    /// not leave the operator's own retry over quota), and before the pods.
+    /// not leave the operator's own retry over quota), and before the pods;
+    /// the policies before the pods; `build` lists them in stage order.
     #[test]
-    fn the_quota_comes_after_the_volume_and_services_and_before_the_deployments() {
+    fn the_stages_put_the_quota_between_what_it_counts_and_the_pods() {
         let ws = test_support::workspace(
             "alice",
             json!({"owner": {"name": "alice"},
                    "network": {"egress": {"allowDomains": ["*.github.com"]}}}),
         );
         let built = build(&ws, &Settings::default()).unwrap();
-        let at = |kind: Kind| -> Vec<usize> {
+        let stages: Vec<u8> = built.iter().map(|m| stage(m.kind)).collect();
+        assert!(stages.windows(2).all(|w| w[0] <= w[1]), "{built:?}");
+        let of = |kind: Kind| -> Vec<u8> {
             built
                 .iter()
-                .enumerate()
-                .filter(|(_, m)| m.kind == kind)
-                .map(|(i, _)| i)
+                .filter(|m| m.kind == kind)
+                .map(|m| stage(m.kind))
                 .collect()
         };
-        let quota = at(Kind::ResourceQuota);
+        let quota = of(Kind::ResourceQuota);
         assert_eq!(quota.len(), 1);
-        let counted = [at(Kind::PersistentVolumeClaim), at(Kind::Service)].concat();
+        let counted = [of(Kind::PersistentVolumeClaim), of(Kind::Service)].concat();
         assert_eq!(
             counted.len(),
             3,
             "home volume, workspace and gateway Services"
         );
-        assert!(counted.iter().all(|&i| i < quota[0]), "{built:?}");
-        let deployments = at(Kind::Deployment);
-        assert_eq!(deployments.len(), 2);
-        assert!(deployments.iter().all(|&i| i > quota[0]));
-        assert!(at(Kind::LimitRange)[0] < deployments[0]);
+        assert!(counted.iter().all(|&s| s < quota[0]));
+        let pods = of(Kind::Deployment);
+        assert_eq!(pods.len(), 2);
+        assert!(pods.iter().all(|&s| s > quota[0]));
+        for before_pods in [
+            Kind::LimitRange,
+            Kind::NetworkPolicy,
+            Kind::Secret,
+            Kind::ServiceAccount,
+        ] {
+            assert!(stage(before_pods) < pods[0], "{before_pods:?}");
+        }
+        assert!(stage(Kind::Role) < stage(Kind::RoleBinding));
+        assert!(built
+            .iter()
+            .skip(1)
+            .all(|m| stage(m.kind) > stage(Kind::Namespace)));
     }
 }
