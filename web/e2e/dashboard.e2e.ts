@@ -508,7 +508,9 @@ describe("token mode", () => {
     const keys = page.getByRole("toolbar", { name: "Extra keys" });
     await page.keyboard.type("echo cancelled");
     await keys.getByRole("button", { name: "Ctrl" }).click();
+    // Typed at once, as a thumb would: the armed Ctrl must already apply.
     await page.keyboard.type("c");
+    await expect.poll(() => keys.getByRole("button", { name: "Ctrl" }).getAttribute("aria-pressed")).toBe("false");
     await page.keyboard.type("echo kept");
     await page.keyboard.press("Enter");
     await page.locator(".term .xterm-rows > div", { hasText: /^kept$/ }).waitFor({ timeout: 15_000 });

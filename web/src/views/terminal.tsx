@@ -76,9 +76,14 @@ function Term(props: { id: string; readOnly: boolean }) {
   const box = useRef<HTMLDivElement>(null);
   const [conn, setConn] = useState<Conn>("connecting");
   const [why, setWhy] = useState("");
-  const [ctrl, setCtrl] = useState(false);
+  const [ctrl, setCtrlState] = useState(false);
+  // The ref changes at once, not at the next render: a key typed right after
+  // the Ctrl tap must already see it armed.
   const ctrlRef = useRef(false);
-  ctrlRef.current = ctrl;
+  const setCtrl = (armed: boolean) => {
+    ctrlRef.current = armed;
+    setCtrlState(armed);
+  };
   // Set once the terminal exists: send bytes as if typed, and whether the
   // application asked for application cursor keys (vim, less).
   const send = useRef<((data: string) => void) | null>(null);
@@ -249,7 +254,7 @@ function Term(props: { id: string; readOnly: boolean }) {
                 class={ctrl ? "small armed" : "small"}
                 aria-pressed={ctrl}
                 onMouseDown={(e) => e.preventDefault()}
-                onClick={() => setCtrl(!ctrl)}
+                onClick={() => setCtrl(!ctrlRef.current)}
               >
                 {k.label}
               </button>
