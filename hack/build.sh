@@ -53,7 +53,7 @@ build oauth2-proxy "$OAUTH2_PROXY_VERSION" oauth2-proxy github.com/oauth2-proxy/
 # The real node: kubelet and kube-proxy from the same Kubernetes module, the
 # container runtime (containerd v2 with its CRI plugin, runc with seccomp), the
 # CNI plugins, CoreDNS, local-path-provisioner, and a registry (distribution)
-# for password-protected images.
+# for password-protected images, and Traefik as the ingress controller.
 build kubelet "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kubelet "$kver"
 build kube-proxy "$KUBERNETES_VERSION" k8s k8s.io/kubernetes/cmd/kube-proxy "$kver"
 # No btrfs/devmapper snapshotters: the node uses overlayfs, and those need C headers.
@@ -74,6 +74,27 @@ build registry "$REGISTRY_VERSION" registry github.com/distribution/distribution
 build local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" local-path github.com/rancher/local-path-provisioner ""
 build kube-router "$KUBE_ROUTER_VERSION" kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+
+# Traefik's go.mod replaces some of its own dependencies, and a replace applies
+# only in the main module: it builds inside a copy of its module source, not
+# through a wrapper module like the others.
+build_in_source() {
+  local name=$1 version=$2 module=$3 pkg=$4 ldflags=$5
+  local out="$bin/$name-$version"
+  if [ -x "$out" ]; then
+    return
+  fi
+  echo "build: $name $version from its module source (first time only; about 12 minutes on 2 cores)..."
+  local t0=$SECONDS dir src="$scratch/src/$name-$version"
+  dir=$(cd / && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "build: cannot download $module@$version from the Go module proxy" >&2; exit 1; }
+  rm -rf "$src" && mkdir -p "$(dirname "$src")" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+  (cd "$src" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+  echo "build: $name done in $((SECONDS - t0))s ($(du -h "$out" | cut -f1))"
+}
+build_in_source traefik "$TRAEFIK_VERSION" github.com/traefik/traefik/v3 ./cmd/traefik \
+  "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
 
 # Our own small main around the mockoidc module: keyed by its source.
 build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256sum | cut -c1-12)" mockoidc . ""

@@ -1,6 +1,6 @@
 # The real node of the test cluster (sourced by hack/cluster, never run):
 # containerd with its CRI plugin and runc, the CNI bridge, a kubelet and
-# kube-proxy on this machine, CoreDNS and local-path-provisioner, and the
+# kube-proxy on this machine, CoreDNS, Traefik and local-path-provisioner, and the
 # images of images/ imported into containerd. It runs real pods beside
 # kwok's fake nodes; it is tainted, so only pods that tolerate
 # kube-coder.dev/node=real:NoSchedule land on it.
@@ -23,6 +23,12 @@ NODE_POD_CIDR=10.244.0.0/24
 NODE_POD_GATEWAY=10.244.0.1
 NODE_SERVICE_RANGE=10.96.0.0/16
 NODE_DNS_IP=10.96.0.10
+# The ingress controller (Traefik): its namespace and class, which the
+# operator of the real-node tests is given (tests/cluster/src/lib.rs), and
+# its Service's address, port 80 (tests reach it from this host).
+NODE_INGRESS_NAMESPACE=kube-coder-ingress
+NODE_INGRESS_CLASS=traefik
+NODE_INGRESS_IP=10.96.0.80
 NODE_BRIDGE=kcbr0
 # Test hosts (tests/cluster/src/test_host.rs): each lives in a network
 # namespace reached through a veth whose host end is named kcth*; pods get
@@ -349,6 +355,40 @@ PY
   wait_for coredns 90 pod_ready kube-system coredns
 }
 
+# Ingress: Traefik in a pod on the node, in a namespace of its own behind a
+# Service, routing the Ingresses of its class (the operator's) to pods, as
+# on a real cluster: its traffic to a workspace comes from the namespace the
+# workspace's policy names. Like CoreDNS, the binary is the one built here,
+# mounted into the kube-coder image; it reads the API as its own account.
+node_ingress() {
+  local image ns=$NODE_INGRESS_NAMESPACE
+  image=$(cut -d' ' -f1 "$hack/../target/images/kube-coder.ref")
+  api POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"'"$ns"'"}}' >/dev/null
+  api POST "/api/v1/namespaces/$ns/serviceaccounts" '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"traefik"}}' >/dev/null
+  api POST /apis/rbac.authorization.k8s.io/v1/clusterroles '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"kube-coder-test:traefik"},"rules":[
+    {"apiGroups":[""],"resources":["services","secrets","nodes"],"verbs":["get","list","watch"]},
+    {"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]},
+    {"apiGroups":["networking.k8s.io"],"resources":["ingresses","ingressclasses"],"verbs":["get","list","watch"]},
+    {"apiGroups":["networking.k8s.io"],"resources":["ingresses/status"],"verbs":["update"]}]}' >/dev/null
+  api POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"kube-coder-test:traefik"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"kube-coder-test:traefik"},"subjects":[{"kind":"ServiceAccount","name":"traefik","namespace":"'"$ns"'"}]}' >/dev/null
+  api POST /apis/networking.k8s.io/v1/ingressclasses '{"apiVersion":"networking.k8s.io/v1","kind":"IngressClass","metadata":{"name":"'"$NODE_INGRESS_CLASS"'"},"spec":{"controller":"traefik.io/ingress-controller"}}' >/dev/null
+  api POST "/api/v1/namespaces/$ns/pods" '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"traefik","labels":{"app":"traefik"}},
+    "spec":{"serviceAccountName":"traefik","nodeSelector":{"'"$NODE_TAINT_KEY"'":"real"},
+      "tolerations":[{"key":"'"$NODE_TAINT_KEY"'","operator":"Exists","effect":"NoSchedule"}],
+      "securityContext":{"runAsUser":65532,"runAsGroup":65532,"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},
+      "containers":[{"name":"traefik","image":"'"$image"'","imagePullPolicy":"Never",
+        "command":["/traefik/traefik","--entryPoints.web.address=:8000","--entryPoints.traefik.address=:8080","--ping=true",
+          "--providers.kubernetesingress=true","--providers.kubernetesingress.ingressClass='"$NODE_INGRESS_CLASS"'",
+          "--accesslog=true","--global.checkNewVersion=false","--global.sendAnonymousUsage=false"],
+        "ports":[{"name":"web","containerPort":8000}],
+        "readinessProbe":{"httpGet":{"path":"/ping","port":8080},"periodSeconds":1},
+        "securityContext":{"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]}},
+        "volumeMounts":[{"name":"binary","mountPath":"/traefik/traefik","readOnly":true}]}],
+      "volumes":[{"name":"binary","hostPath":{"path":"'"$bin/traefik-$TRAEFIK_VERSION"'","type":"File"}}]}}' >/dev/null
+  api POST "/api/v1/namespaces/$ns/services" '{"apiVersion":"v1","kind":"Service","metadata":{"name":"traefik"},"spec":{"clusterIP":"'"$NODE_INGRESS_IP"'","selector":{"app":"traefik"},"ports":[{"name":"web","port":80,"targetPort":"web","protocol":"TCP"}]}}' >/dev/null
+  wait_for traefik 90 pod_ready "$ns" traefik
+}
+
 # Storage: local-path-provisioner on this host; its helper pods (which make
 # and remove the directories) run on the node from the busybox image.
 node_storage() {
@@ -409,6 +449,7 @@ node_up() {
   t=$SECONDS; node_proxy; say "node: kube-proxy healthy in $((SECONDS - t))s"
   t=$SECONDS; node_policy; say "node: kube-router enforcing NetworkPolicy in $((SECONDS - t))s"
   t=$SECONDS; node_storage; node_dns; say "node: local-path-provisioner started, CoreDNS pod Ready in $((SECONDS - t))s"
+  t=$SECONDS; node_ingress; say "node: Traefik pod Ready (ingress class $NODE_INGRESS_CLASS) in $((SECONDS - t))s"
   echo "$(node_name)" >"$dir/node/name"
   say "node: $(node_name) Ready on $(node_ip) in $((SECONDS - t0))s (taint $NODE_TAINT_KEY=real:NoSchedule)"
 }

@@ -26,6 +26,9 @@ pub struct SettingsArgs {
     /// Namespace of the ingress controller (the only allowed source of traffic).
     #[arg(long, env = "KUBE_CODER_INGRESS_NAMESPACE", default_value_t = Settings::default().ingress_namespace)]
     ingress_namespace: String,
+    /// Ingress class of that controller, given to every workspace's Ingresses.
+    #[arg(long, env = "KUBE_CODER_INGRESS_CLASS", default_value_t = Settings::default().ingress_class)]
+    ingress_class: String,
     /// Namespace of cluster DNS.
     #[arg(long, env = "KUBE_CODER_DNS_NAMESPACE", default_value_t = Settings::default().dns_namespace)]
     dns_namespace: String,
@@ -162,6 +165,7 @@ impl TryFrom<SettingsArgs> for Settings {
             oauth2_proxy_image: a.oauth2_proxy_image,
             operator_namespace: a.operator_namespace,
             ingress_namespace: a.ingress_namespace,
+            ingress_class: a.ingress_class,
             dns_namespace: a.dns_namespace,
             dns_pod_label: a.dns_pod_label,
             activity_url: a.activity_url,

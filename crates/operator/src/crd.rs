@@ -308,6 +308,9 @@ pub struct IngressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253), regex(pattern = HOST))]
     pub api_host: Option<String>,
+    /// Optional: the operator gives the cluster's ingress class (the chart's
+    /// `network.ingressClassName`); another one is refused, as its
+    /// controller's traffic would not be let in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub class_name: Option<String>,

@@ -22,6 +22,10 @@ pub struct Settings {
     /// Namespace of the ingress controller: the only source of dashboard
     /// and api traffic.
     pub ingress_namespace: String,
+    /// Class of that same controller: every Workspace's Ingresses get it,
+    /// so the controller that serves them is the one the NetworkPolicy
+    /// lets in. A Workspace naming another class is refused.
+    pub ingress_class: String,
     /// Where cluster DNS runs (egress to port 53 is allowed there only).
     pub dns_namespace: String,
     pub dns_pod_label: String,
@@ -161,6 +165,7 @@ impl Default for Settings {
             oauth2_proxy_image: "quay.io/oauth2-proxy/oauth2-proxy:v7.12.0".into(),
             operator_namespace: "kube-coder-system".into(),
             ingress_namespace: "ingress-nginx".into(),
+            ingress_class: "nginx".into(),
             dns_namespace: "kube-system".into(),
             dns_pod_label: "k8s-app=kube-dns".into(),
             activity_url: "http://workspace.{namespace}.svc:6081".into(),

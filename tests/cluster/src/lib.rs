@@ -230,8 +230,42 @@ pub fn real_node_settings() -> operator::settings::Settings {
             ..Default::default()
         }],
         oauth2_proxy_image: format!("ghcr.io/kube-coder/oauth2-proxy:{}", oauth2_proxy_version()),
+        ingress_namespace: INGRESS_NAMESPACE.into(),
+        ingress_class: INGRESS_CLASS.into(),
         ..Default::default()
     }
+}
+
+/// The real node's ingress controller (Traefik, hack/node.sh): its
+/// namespace, its class, and its Service's address, which this host reaches.
+pub const INGRESS_NAMESPACE: &str = "kube-coder-ingress";
+pub const INGRESS_CLASS: &str = "traefik";
+pub const INGRESS_ADDR: &str = "10.96.0.80:80";
+
+/// A workspace's dashboard login (user and password), as
+/// `kube-coder token NAME --login` prints it.
+pub async fn basic_login(name: &str) -> (String, String) {
+    let (code, out, err) = kube_coder(&["token", name, "--login"], "").await;
+    assert_eq!(code, 0, "{err}");
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+    };
+    (field("user:"), field("password:"))
+}
+
+/// An HTTP client that sends requests for these host names to the ingress
+/// controller, as DNS would send a browser's (`http://HOST/...`).
+pub fn via_ingress(hosts: &[&str]) -> reqwest::Client {
+    let addr: std::net::SocketAddr = INGRESS_ADDR.parse().expect("the ingress address");
+    hosts
+        .iter()
+        .fold(reqwest::Client::builder(), |b, h| b.resolve(h, addr))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The oauth2-proxy version hack/versions.env pins (the test image's tag).

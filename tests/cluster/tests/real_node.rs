@@ -3,7 +3,8 @@
 //! through its Service, runs tasks in its tmux, keeps files, is hardened as
 //! seen from inside, is reached without an ingress by `kube-coder connect`,
 //! and keeps its home across stop and start until a purge; an oauth2
-//! workspace's login goes through its sidecar, run from the test image.
+//! workspace's login goes through the real ingress controller and its
+//! sidecar, run from the test image.
 //! Starts: the control plane with its real node, the operator in-process
 //! (placing workspaces on the real node), the `kube-coder` binary; the
 //! workspace itself is the image `make test` built, running in a pod.
@@ -13,9 +14,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
-    answers, assert_secret_absent, client, eventually, eventually_empty, get_json, install_crd,
-    kube_coder, kube_coder_bin, operator_for_real_node, private_ca, require_real_node, run_task,
-    secret_search, service_url, wait_namespace_gone, ws_name,
+    answers, assert_secret_absent, basic_login, client, eventually, eventually_empty, get_json,
+    install_crd, kube_coder, kube_coder_bin, operator_for_real_node, private_ca, require_real_node,
+    run_task, secret_search, service_url, via_ingress, wait_namespace_gone, ws_name, INGRESS_ADDR,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -183,18 +184,10 @@ async fn a_user_added_with_the_cli_gets_a_working_hardened_workspace_whose_home_
         .to_str()
         .unwrap()
         .starts_with("Basic"));
-    let (code, login, _) = kube_coder(&["token", &name, "--login"], "").await;
-    assert_eq!(code, 0);
-    let field = |k: &str| {
-        login
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(k))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no {k} in {login}"))
-    };
+    let (user, password) = basic_login(&name).await;
     let r = http
         .get(format!("{dashboard}/"))
-        .basic_auth(field("user:"), Some(field("password:")))
+        .basic_auth(user, Some(password))
         .send()
         .await
         .unwrap();
@@ -452,16 +445,19 @@ async fn start_oidc(node_ip: &str) -> Oidc {
     }
 }
 
-/// A browser behind the TLS an ingress would terminate: follows the login
-/// redirects, keeps the proxy's cookies (they are `Secure`, this is plain
-/// HTTP to the Service) and tells the proxy the scheme was https.
+/// A browser reaching the workspace's host through the real ingress
+/// controller (its name resolved to the controller's Service, as DNS
+/// would), behind the TLS a production ingress would terminate: follows
+/// the login redirects, keeps the proxy's cookies (they are `Secure`, this
+/// is plain HTTP) and tells the proxy the scheme was https.
 async fn browse(proxy: &str, path: &str, provider_ca: &str) -> reqwest::Response {
+    let proxy_host = reqwest::Url::parse(proxy).unwrap().authority().to_string();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .resolve(&proxy_host, INGRESS_ADDR.parse().unwrap())
         .add_root_certificate(reqwest::Certificate::from_pem(provider_ca.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let proxy_host = reqwest::Url::parse(proxy).unwrap().authority().to_string();
     let mut cookies = std::collections::BTreeMap::<String, String>::new();
     let mut url = format!("{proxy}{path}");
     for _ in 0..10 {
@@ -564,6 +560,7 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         .unwrap();
     let spec: operator::crd::WorkspaceSpec = serde_json::from_value(json!({
         "owner": {"name": name, "email": "alice@example.com"},
+        "ingress": {"host": format!("{name}.ws.test")},
         "storage": {"size": "1Gi"},
         // The node has two cores; other tests' workspaces share them.
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
@@ -608,12 +605,16 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     assert!(sidecar.ready, "the sidecar is not ready");
     assert_eq!(sidecar.image, settings.oauth2_proxy_image);
 
-    // Alice logs in through the proxy and reaches the server as herself.
-    // The Service's dashboard port leads to the proxy in oauth2 mode.
-    let proxy = service_url(&client, &ns, 6080).await;
+    // Alice logs in through the ingress and the proxy and reaches the
+    // server as herself: the dashboard host leads to the proxy in oauth2
+    // mode, and the provider sends her back to that host.
+    let proxy = format!("http://{name}.ws.test");
+    let host = format!("{name}.ws.test");
     oidc.queue_login("alice").await;
-    eventually("the proxy to answer through its Service", 30, || async {
-        reqwest::get(format!("{proxy}/ping"))
+    eventually("the proxy to answer through the ingress", 60, || async {
+        via_ingress(&[&host])
+            .get(format!("{proxy}/ping"))
+            .send()
             .await
             .ok()?
             .status()
@@ -690,13 +691,15 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     );
     let (code, token, err) = kube_coder(&["token", &name], "").await;
     assert_eq!(code, 0, "{err}");
-    let api = service_url(&client, &ns, 6081).await;
+    // The API through its own host on the ingress: the token, no login.
+    let api_host = format!("{name}-api.ws.test");
+    let api = format!("http://{api_host}");
     let search = format!(
         "{}{}echo \"answer-mounts: $(grep -c oauth2 /proc/mounts)\"\n",
         secret_search("client", &oidc.client_secret),
         secret_search("cookie", &cookie)
     );
-    let (output, task) = run_task(&reqwest::Client::new(), &api, token.trim(), &search).await;
+    let (output, task) = run_task(&via_ingress(&[&api_host]), &api, token.trim(), &search).await;
     assert_eq!(task["state"], "succeeded", "{task}\n{output}");
     let got = answers(&output);
     assert_secret_absent(&got, "client", &output);

@@ -91,10 +91,34 @@ pub async fn run(args: DoctorArgs) -> Result<(), String> {
     }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &args.operator_namespace);
-    match deployments
+    let operators = deployments
         .list(&ListParams::default().labels("app.kubernetes.io/name=kube-coder-operator"))
-        .await
-    {
+        .await;
+    // The ingress controller the operator was told of (the chart's
+    // network.ingressClassName and ingressNamespace), or its defaults.
+    let defaults = operator::settings::Settings::default();
+    let operator_env = |name: &str, default: String| {
+        operators
+            .as_ref()
+            .ok()
+            .and_then(|l| l.items.first())
+            .and_then(|d| {
+                d.spec
+                    .template
+                    .spec
+                    .as_ref()?
+                    .containers
+                    .first()?
+                    .env
+                    .clone()
+            })
+            .and_then(|env| env.into_iter().find(|e| e.name == name)?.value)
+            .unwrap_or(default)
+    };
+    let ingress_class = operator_env("KUBE_CODER_INGRESS_CLASS", defaults.ingress_class);
+    let ingress_namespace =
+        operator_env("KUBE_CODER_INGRESS_NAMESPACE", defaults.ingress_namespace);
+    match &operators {
         Ok(list)
             if list.items.iter().any(|d| {
                 d.status
@@ -129,22 +153,26 @@ pub async fn run(args: DoctorArgs) -> Result<(), String> {
         Err(e) => r.line(
             Level::Warn,
             "operator",
-            &format!("cannot look: {}", cluster::api_message(&e)),
+            &format!("cannot look: {}", cluster::api_message(e)),
         ),
     }
 
     let classes: Api<IngressClass> = Api::all(client.clone());
-    match classes.list(&ListParams::default()).await {
-        Ok(list) if list.items.is_empty() => r.line(Level::Warn, "ingress class", "none installed; workspaces are reachable in-cluster only until an ingress controller is installed"),
-        Ok(list) => {
-            let names: Vec<String> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
-            let default = list.items.iter().find(|c| is_default(c.metadata.annotations.as_ref(), "ingressclass.kubernetes.io/is-default-class"));
-            match default {
-                Some(d) => r.line(Level::Ok, "ingress class", &format!("default {}", d.metadata.name.clone().unwrap_or_default())),
-                None => r.line(Level::Warn, "ingress class", &format!("no default among {names:?}; pass --ingress-class to `user add`")),
-            }
-        }
-        Err(e) => r.line(Level::Warn, "ingress class", &format!("cannot list: {}", cluster::api_message(&e))),
+    match classes.get_opt(&ingress_class).await {
+        Ok(Some(c)) => r.line(
+            Level::Ok,
+            "ingress class",
+            &format!(
+                "{ingress_class} ({}), given to every workspace's Ingresses; traffic accepted from namespace {ingress_namespace} only",
+                c.spec.and_then(|s| s.controller).unwrap_or_default()
+            ),
+        ),
+        Ok(None) => r.line(
+            Level::Warn,
+            "ingress class",
+            &format!("{ingress_class} is not installed; workspaces are reachable in-cluster only until its controller runs in namespace {ingress_namespace} (or set the chart's network.ingressClassName and network.ingressNamespace to the controller you have)"),
+        ),
+        Err(e) => r.line(Level::Warn, "ingress class", &format!("cannot read: {}", cluster::api_message(&e))),
     }
 
     let storage: Api<StorageClass> = Api::all(client.clone());

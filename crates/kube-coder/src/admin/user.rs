@@ -70,8 +70,6 @@ pub struct AddArgs {
     host: Option<String>,
     #[arg(long)]
     api_host: Option<String>,
-    #[arg(long)]
-    ingress_class: Option<String>,
     /// TLS secret name prefix (with --host).
     #[arg(long)]
     tls_secret: Option<String>,
@@ -164,7 +162,8 @@ fn spec_from(a: &AddArgs) -> Result<WorkspaceSpec, String> {
     let ingress = a.host.as_ref().map(|host| IngressSpec {
         host: host.clone(),
         api_host: a.api_host.clone(),
-        class_name: a.ingress_class.clone(),
+        // The operator gives the cluster's one class.
+        class_name: None,
         tls: a.tls_secret.as_ref().map(|s| Tls {
             secret_name: s.clone(),
             issuer: a.issuer.clone(),

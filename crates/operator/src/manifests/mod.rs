@@ -244,7 +244,7 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
             &egress_gateway::deployment(ws, settings),
         )?);
     }
-    for ingress in routing::ingresses(ws) {
+    for ingress in routing::ingresses(ws, settings)? {
         out.push(Manifest::new(Kind::Ingress, &ingress)?);
     }
     Ok(out)

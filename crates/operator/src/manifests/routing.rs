@@ -5,7 +5,9 @@
 //! dashboard listener is then on loopback and has no port here at all).
 //! The `api` port leads to the api listener, which takes only the Bearer
 //! token. Each gets its own host, so the dashboard and the API are
-//! separate origins.
+//! separate origins. The Ingresses take the cluster's one ingress class
+//! (settings), whose controller's namespace is the one the workspace's
+//! NetworkPolicy lets in.
 
 use std::collections::BTreeMap;
 
@@ -16,9 +18,10 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::meta;
+use super::{meta, BuildError};
 use crate::crd::{AuthType, Workspace};
 use crate::names;
+use crate::settings::Settings;
 
 pub fn service(ws: &Workspace) -> Service {
     let dashboard_target = if ws.spec.auth.kind == AuthType::Oauth2 {
@@ -49,10 +52,24 @@ pub fn service(ws: &Workspace) -> Service {
 }
 
 /// The dashboard and api Ingresses, when the Workspace asks for a host.
-pub fn ingresses(ws: &Workspace) -> Vec<Ingress> {
+/// A Workspace naming a class other than the cluster's is refused: that
+/// controller's traffic would be dropped by the workspace's own policy.
+pub fn ingresses(ws: &Workspace, settings: &Settings) -> Result<Vec<Ingress>, BuildError> {
     let Some(spec) = &ws.spec.ingress else {
-        return vec![];
+        return Ok(vec![]);
     };
+    let class = &settings.ingress_class;
+    if let Some(named) = spec.class_name.as_ref().filter(|c| *c != class) {
+        return Err(BuildError::Invalid(
+            names::workspace_name(ws).to_string(),
+            format!(
+                "ingress.className {named:?} is not this cluster's ingress class {class:?} \
+                 (the controller in namespace {:?}, the only one workspaces accept traffic \
+                 from; the chart's network.ingressClassName): leave className out or set it to {class:?}",
+                settings.ingress_namespace
+            ),
+        ));
+    }
     let one = |name: &str, host: String, port: &str| {
         let mut m = meta(ws, name, true, true);
         if let Some(issuer) = spec.tls.as_ref().and_then(|t| t.issuer.clone()) {
@@ -64,7 +81,7 @@ pub fn ingresses(ws: &Workspace) -> Vec<Ingress> {
         Ingress {
             metadata: m,
             spec: Some(K8sIngressSpec {
-                ingress_class_name: spec.class_name.clone(),
+                ingress_class_name: Some(class.clone()),
                 tls: spec.tls.as_ref().map(|t| {
                     vec![IngressTLS {
                         hosts: Some(vec![host.clone()]),
@@ -95,10 +112,10 @@ pub fn ingresses(ws: &Workspace) -> Vec<Ingress> {
             ..Default::default()
         }
     };
-    vec![
+    Ok(vec![
         one("dashboard", spec.host.clone(), "dashboard"),
         one("api", names::api_host(spec), "api"),
-    ]
+    ])
 }
 
 #[cfg(test)]
@@ -145,7 +162,7 @@ mod tests {
             json!({"owner": {"name": "alice"}, "ingress": {"host": "alice.dev.example.com"},
                    "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
         );
-        let routes = ingresses(&oauth2);
+        let routes = ingresses(&oauth2, &Settings::default()).unwrap();
         assert_eq!(routes.len(), 2);
         let targets: Vec<i32> = routes.iter().map(|i| backend_target(&oauth2, i)).collect();
         assert_eq!(targets, vec![names::OAUTH2_PORT, names::API_PORT]);
@@ -154,7 +171,8 @@ mod tests {
             "bob",
             json!({"owner": {"name": "bob"}, "ingress": {"host": "bob.dev.example.com"}}),
         );
-        let targets: Vec<i32> = ingresses(&basic)
+        let targets: Vec<i32> = ingresses(&basic, &Settings::default())
+            .unwrap()
             .iter()
             .map(|i| backend_target(&basic, i))
             .collect();
@@ -165,6 +183,45 @@ mod tests {
     #[test]
     fn no_ingress_without_a_host() {
         let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
-        assert!(ingresses(&ws).is_empty());
+        assert!(ingresses(&ws, &Settings::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ingresses_take_the_class_of_the_controller_the_policy_lets_in() {
+        let settings = Settings {
+            ingress_class: "traefik".into(),
+            ingress_namespace: "traefik".into(),
+            ..Default::default()
+        };
+        let class = |ws: &Workspace| -> Vec<Option<String>> {
+            ingresses(ws, &settings)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.spec.unwrap().ingress_class_name)
+                .collect()
+        };
+        let unnamed = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "ingress": {"host": "alice.dev.example.com"}}),
+        );
+        assert_eq!(class(&unnamed), vec![Some("traefik".to_string()); 2]);
+        let same = workspace(
+            "bob",
+            json!({"owner": {"name": "bob"},
+                   "ingress": {"host": "bob.dev.example.com", "className": "traefik"}}),
+        );
+        assert_eq!(class(&same), vec![Some("traefik".to_string()); 2]);
+
+        let other = workspace(
+            "carol",
+            json!({"owner": {"name": "carol"},
+                   "ingress": {"host": "carol.dev.example.com", "className": "nginx"}}),
+        );
+        let err = ingresses(&other, &settings).unwrap_err().to_string();
+        assert!(
+            err.contains("\"nginx\"") && err.contains("\"traefik\""),
+            "{err}"
+        );
+        assert!(err.contains("network.ingressClassName"), "{err}");
     }
 }
