@@ -358,7 +358,8 @@ PY
 # Ingress: Traefik in a pod on the node, in a namespace of its own behind a
 # Service, routing the Ingresses of its class (the operator's) to pods, as
 # on a real cluster: its traffic to a workspace comes from the namespace the
-# workspace's policy names. Like CoreDNS, the binary is the one built here,
+# workspace's policy names; it follows ExternalName Services, which lead a
+# workspace that is not Ready to the operator's waker. Like CoreDNS, the binary is the one built here,
 # mounted into the kube-coder image; it reads the API as its own account.
 node_ingress() {
   local image ns=$NODE_INGRESS_NAMESPACE
@@ -379,6 +380,7 @@ node_ingress() {
       "containers":[{"name":"traefik","image":"'"$image"'","imagePullPolicy":"Never",
         "command":["/traefik/traefik","--entryPoints.web.address=:8000","--entryPoints.traefik.address=:8080","--ping=true",
           "--providers.kubernetesingress=true","--providers.kubernetesingress.ingressClass='"$NODE_INGRESS_CLASS"'",
+          "--providers.kubernetesingress.allowExternalNameServices=true",
           "--accesslog=true","--global.checkNewVersion=false","--global.sendAnonymousUsage=false"],
         "ports":[{"name":"web","containerPort":8000}],
         "readinessProbe":{"httpGet":{"path":"/ping","port":8080},"periodSeconds":1},

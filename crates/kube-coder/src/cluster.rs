@@ -106,6 +106,10 @@ pub struct SettingsArgs {
     #[arg(long = "broker-endpoint", env = "KUBE_CODER_BROKER_ENDPOINTS",
           value_delimiter = ',', value_parser = parse_endpoint)]
     broker_endpoints: Vec<String>,
+    /// The waker as the ingress controller reaches it (host:port;
+    /// {namespace}: the operator's): stopped workspaces' hosts lead there.
+    #[arg(long, env = "KUBE_CODER_WAKER_ADDRESS", default_value_t = Settings::default().waker_address)]
+    waker_address: String,
 }
 
 fn parse_endpoint(s: &str) -> Result<String, String> {
@@ -194,6 +198,7 @@ impl TryFrom<SettingsArgs> for Settings {
                 },
             },
             broker_url: a.broker_url,
+            waker_address: a.waker_address,
             broker_endpoints: a.broker_endpoints,
         })
     }

@@ -1,19 +1,20 @@
 //! `kube-coder operator`: run the reconciler, with `/livez`, `/readyz`
 //! and `/metrics` on a small HTTP listener for the Deployment's probes,
-//! and the GitHub token broker on a listener of its own (workspaces reach
-//! that one only).
+//! the GitHub token broker on a listener of its own (workspaces reach
+//! that one only), and the waker on a third (the ingress controller's).
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use operator::controller::{self, Stats};
+use operator::waker::Waker;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, SettingsArgs};
@@ -32,6 +33,10 @@ pub struct OperatorArgs {
     /// The GitHub token broker, for workspaces with spec.github.
     #[arg(long, env = "KUBE_CODER_BROKER_LISTEN", default_value = "0.0.0.0:8443")]
     broker_listen: SocketAddr,
+    /// The waker: stopped workspaces' hosts lead here (the chart's
+    /// kube-coder-waker Service).
+    #[arg(long, env = "KUBE_CODER_WAKER_LISTEN", default_value = "0.0.0.0:8090")]
+    waker_listen: SocketAddr,
     /// Seconds between activity checks of a running workspace with idle.stopAfter.
     #[arg(long, env = "KUBE_CODER_IDLE_CHECK_SECS", default_value_t = 60)]
     idle_check_secs: u64,
@@ -74,12 +79,17 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let scrape = stats.clone();
+        let waker_slot = Arc::new(OnceLock::<Arc<Waker>>::new());
+        let waker_metrics = waker_slot.clone();
         let app = Router::new()
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
             .route(
                 "/metrics",
-                get(move || async move { metrics_text(&scrape) }),
+                get(move || async move {
+                    let wakes = waker_metrics.get().map(|w| w.metrics_text());
+                    metrics_text(&scrape) + &wakes.unwrap_or_default()
+                }),
             );
         // A pod's stop is SIGTERM: every part hears it, the reconciles in
         // flight finish and the listeners answer what they hold, then go.
@@ -100,7 +110,16 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         let broker = operator::broker::Broker::new(client.clone(), settings.clone())
             .serve(broker, stop.clone().cancelled_owned());
         let broker = tokio::spawn(broker);
-        tracing::info!(listen = %args.listen, broker = %args.broker_listen, "operator started");
+        let waker_listener = tokio::net::TcpListener::bind(args.waker_listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.waker_listen))?;
+        let waker_stop = stop.clone();
+        let attach = move |ctx, workspaces| {
+            let waker = Waker::new(ctx, workspaces);
+            let _ = waker_slot.set(waker.clone());
+            tokio::spawn(waker.serve(waker_listener, waker_stop.cancelled_owned()));
+        };
+        tracing::info!(listen = %args.listen, broker = %args.broker_listen, waker = %args.waker_listen, "operator started");
         controller::run(
             client,
             settings,
@@ -109,6 +128,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
                 concurrent_reconciles: args.concurrent_reconciles,
             },
             stats,
+            attach,
             stop.cancelled_owned(),
         )
         .await;

@@ -20,3 +20,5 @@ pub fn crd_yaml() -> String {
 }
 pub mod broker;
 pub mod controller;
+mod serve;
+pub mod waker;

@@ -30,6 +30,12 @@ pub const CREDENTIALS_SECRET: &str = "workspace-credentials";
 pub const OAUTH2_SECRET: &str = "oauth2-proxy";
 pub const PULL_SECRET: &str = "image-pull";
 
+/// The ExternalName Service that leads a workspace's hosts to the
+/// operator's waker while the workspace is not Ready.
+pub const WAKER: &str = "waker";
+/// The path a waiting page asks for the workspace's progress (the waker
+/// answers it; once the workspace answers instead, the page reloads).
+pub const WAKE_STATUS_PATH: &str = "/.kube-coder/wake";
 pub const DASHBOARD_PORT: i32 = 6080;
 pub const API_PORT: i32 = 6081;
 pub const OAUTH2_PORT: i32 = 4180;

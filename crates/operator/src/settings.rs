@@ -59,6 +59,11 @@ pub struct Settings {
     pub api_server_endpoints: Vec<String>,
     /// The GitHub App the token broker mints installation tokens with.
     pub github: GithubSettings,
+    /// The operator's waker as the ingress controller reaches it (`host:port`;
+    /// `{namespace}` is the operator's): a workspace's hosts lead there
+    /// while it is not Ready, through an ExternalName Service in its
+    /// namespace.
+    pub waker_address: String,
     /// The token broker as workspaces call it; `{namespace}` is the
     /// operator's namespace.
     pub broker_url: String,
@@ -157,6 +162,23 @@ impl ModelProvider {
     }
 }
 
+impl Settings {
+    /// The waker's host name and port, from `waker_address` (port 80 when
+    /// none is given).
+    pub fn waker_target(&self) -> (String, i32) {
+        let address = self
+            .waker_address
+            .replace("{namespace}", &self.operator_namespace);
+        match address.rsplit_once(':') {
+            Some((host, port)) => match port.parse() {
+                Ok(port) => (host.to_string(), port),
+                Err(_) => (address, 80),
+            },
+            None => (address, 80),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -183,6 +205,7 @@ impl Default for Settings {
             api_server_endpoints: Vec::new(),
             github: GithubSettings::default(),
             broker_url: "http://kube-coder-broker.{namespace}.svc:8443".into(),
+            waker_address: "kube-coder-waker.{namespace}.svc:80".into(),
             broker_endpoints: Vec::new(),
         }
     }

@@ -153,6 +153,9 @@ pub struct OperatorHandle {
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     runtime: tokio::runtime::Runtime,
     pub activity_port: u16,
+    /// Where its waker listens, on every address of this machine (the
+    /// real node's pods reach it at the node's address).
+    pub waker_port: u16,
     settings: operator::settings::Settings,
 }
 
@@ -166,9 +169,23 @@ impl OperatorHandle {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let stats = self.stats.clone();
         let settings = self.settings();
+        let waker_port = self.waker_port;
         self.runtime.spawn(async move {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await.expect("operator client");
+            // The last start's waker may still be letting go of its port.
+            let mut tries = 0;
+            let waker_listener = loop {
+                match tokio::net::TcpListener::bind(("0.0.0.0", waker_port)).await {
+                    Ok(l) => break l,
+                    Err(_) if tries < 50 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("the waker's port {waker_port}: {e}"),
+                }
+            };
+            let (waker_stop, waker_stopped) = tokio::sync::oneshot::channel::<()>();
             operator::controller::run(
                 client,
                 settings,
@@ -177,11 +194,18 @@ impl OperatorHandle {
                     ..Default::default()
                 },
                 stats,
+                move |ctx, workspaces| {
+                    let waker = operator::waker::Waker::new(ctx, workspaces);
+                    tokio::spawn(waker.serve(waker_listener, async move {
+                        let _ = waker_stopped.await;
+                    }));
+                },
                 async move {
                     let _ = rx.await;
                 },
             )
             .await;
+            let _ = waker_stop.send(());
         });
         *self.stop.lock().unwrap() = Some(tx);
     }
@@ -299,6 +323,22 @@ pub async fn require_real_node(client: &kube::Client) -> String {
     node.metadata.name.unwrap_or_default()
 }
 
+/// The real node's address (its InternalIP), where this host's listeners
+/// are reached from its pods.
+pub async fn real_node_address(client: &kube::Client) -> String {
+    use k8s_openapi::api::core::v1::Node;
+    let node = require_real_node(client).await;
+    kube::Api::<Node>::all(client.clone())
+        .get(&node)
+        .await
+        .expect("the real node")
+        .status
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address)
+        .expect("the node's address")
+}
+
 /// An operator in this process with the settings `settings` makes (given
 /// a free local port, for idle checks).
 pub fn launch_operator(
@@ -317,15 +357,19 @@ pub fn launch_operator(
             .enable_all()
             .build()
             .expect("operator runtime");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let free_port = |addr: &str| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let port = free_port("127.0.0.1:0");
         let handle = OperatorHandle {
             stats: Default::default(),
             stop: std::sync::Mutex::new(None),
             runtime,
             activity_port: port,
+            waker_port: free_port("0.0.0.0:0"),
             settings: settings(port),
         };
         handle.start();

@@ -179,3 +179,228 @@ async fn a_workspace_naming_another_ingress_class_is_refused_with_the_clusters()
     assert_eq!(ingresses, 0);
     workspaces.delete(&name, &Default::default()).await.unwrap();
 }
+
+/// The chart's `kube-coder-waker` Service, leading to this test process's
+/// waker at the node's address (where the real node's pods reach it).
+async fn waker_service(client: &kube::Client, settings: &operator::settings::Settings, port: u16) {
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    let node_ip = real_node_address(client).await;
+    let ns = &settings.operator_namespace;
+    let pp = PatchParams::apply("kube-coder-tests").force();
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &pp,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns)
+        .patch(
+            "kube-coder-waker",
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-coder-waker"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]},
+            })),
+        )
+        .await
+        .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .patch(
+            "kube-coder-waker-test",
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "kube-coder-waker-test",
+                             "labels": {"kubernetes.io/service-name": "kube-coder-waker"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [node_ip], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_workspace_wakes_on_a_request_with_its_own_credential_only() {
+    use k8s_openapi::api::core::v1::Event;
+    use std::time::{Duration, Instant};
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crd(&client).await;
+    let operator = operator_for_real_node();
+    waker_service(&client, &operator.settings(), operator.waker_port).await;
+    let name = ws_name("wake");
+    let (dash, api) = hosts(&name);
+    let (_, token) = real_node_workspace(&client, &name, json!({"ingress": {"host": dash}})).await;
+    let http = via_ingress(&[&dash, &api]);
+    let whoami = || http.get(format!("http://{api}/api/whoami"));
+    eventually("the api host to answer through the ingress", 60, || async {
+        let r = whoami().bearer_auth(&token).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    // Stopped (as an idle stop does: spec.running false), its hosts lead
+    // to the waker, which says so and how to start it.
+    let workspaces: Api<operator::crd::Workspace> = Api::all(client.clone());
+    let (code, _, err) = kube_coder(&["user", "stop", &name], "").await;
+    assert_eq!(code, 0, "{err}");
+    let refusal = eventually("the api host to lead to the waker", 60, || async {
+        let r = whoami().send().await.ok()?;
+        (r.headers().contains_key("x-kube-coder-waker") && r.status() == 401).then_some(r)
+    })
+    .await;
+    let body: Value = refusal.json().await.unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("stopped") && error.contains("API token"),
+        "{body}"
+    );
+
+    // Nobody without the workspace's credential starts anything: no
+    // credential, another token, a wrong login, on either host.
+    let (user, password) = basic_login(&name).await;
+    let page = |host: &str| {
+        http.get(format!("http://{host}/"))
+            .header("accept", "text/html")
+    };
+    let tries = [
+        whoami().send().await.unwrap().status(),
+        whoami()
+            .bearer_auth("0".repeat(64))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        whoami()
+            .basic_auth(&user, Some(&password))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        page(&dash).send().await.unwrap().status(),
+        page(&dash)
+            .basic_auth(&user, Some("wrong"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+    ];
+    assert!(tries.iter().all(|s| *s == 401), "{tries:?}");
+    let r = page(&dash).send().await.unwrap();
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ws = workspaces.get(&name).await.unwrap();
+    assert!(
+        !ws.spec.running,
+        "a request without the credential started it"
+    );
+
+    // A browser with the dashboard's login: a page saying it is starting,
+    // which follows its progress; the workspace starts.
+    let woken = Instant::now();
+    let r = page(&dash)
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&format!("Starting {name}")), "{html}");
+    assert!(html.contains("/.kube-coder/wake"), "{html}");
+    assert!(
+        workspaces.get(&name).await.unwrap().spec.running,
+        "not started"
+    );
+    // What the page asks while it waits: the waker's view of the progress.
+    let status = http
+        .get(format!("http://{dash}/.kube-coder/wake"))
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap();
+    if status.headers().contains_key("x-kube-coder-waker") {
+        let s: Value = status.json().await.unwrap();
+        assert_eq!(s["workspace"], name.as_str(), "{s}");
+    }
+    // Ready, and the same request as before succeeds through the same host.
+    eventually("the woken workspace's api host to answer", 180, || async {
+        let r = whoami().bearer_auth(&token).send().await.ok()?;
+        (r.status() == 200 && !r.headers().contains_key("x-kube-coder-waker")).then_some(())
+    })
+    .await;
+    println!(
+        "woken by a browser: answering through the ingress {:.1} s after the request",
+        woken.elapsed().as_secs_f64()
+    );
+    let r = page(&dash)
+        .basic_auth(&user, Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the dashboard itself once Ready");
+    let events = Api::<Event>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Woken")
+                && e.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("dashboard login")),
+        "no Woken event: {:?}",
+        events
+            .items
+            .iter()
+            .map(|e| (&e.reason, &e.message))
+            .collect::<Vec<_>>()
+    );
+
+    // Stopped again; an API client with the token: 503 and Retry-After,
+    // then the same request succeeds.
+    let (code, _, err) = kube_coder(&["user", "stop", &name], "").await;
+    assert_eq!(code, 0, "{err}");
+    eventually("the api host to lead to the waker again", 60, || async {
+        let r = whoami().send().await.ok()?;
+        r.headers().contains_key("x-kube-coder-waker").then_some(())
+    })
+    .await;
+    let woken = Instant::now();
+    let r = whoami().bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["workspace"], name.as_str(), "{body}");
+    eventually("the api host to answer after a token wake", 180, || async {
+        let r = whoami().bearer_auth(&token).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    println!(
+        "woken by an API client: answering {:.1} s after the request",
+        woken.elapsed().as_secs_f64()
+    );
+
+    workspaces.delete(&name, &Default::default()).await.unwrap();
+}

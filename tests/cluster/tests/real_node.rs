@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
     answers, assert_secret_absent, basic_login, client, eventually, eventually_empty, get_json,
-    install_crd, kube_coder, kube_coder_bin, operator_for_real_node, private_ca, require_real_node,
-    run_task, secret_search, service_url, via_ingress, wait_namespace_gone, ws_name, INGRESS_ADDR,
+    install_crd, kube_coder, kube_coder_bin, operator_for_real_node, private_ca, real_node_address,
+    require_real_node, run_task, secret_search, service_url, via_ingress, wait_namespace_gone,
+    ws_name, INGRESS_ADDR,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -499,20 +500,11 @@ async fn browse(proxy: &str, path: &str, provider_ca: &str) -> reqwest::Response
 
 #[tokio::test]
 async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
-    use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
     let client = client().await;
-    let node = require_real_node(&client).await;
+    let node_ip = real_node_address(&client).await;
     install_crd(&client).await;
     let operator = operator_for_real_node();
-    let node_ip = Api::<Node>::all(client.clone())
-        .get(&node)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.addresses)
-        .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
-        .map(|a| a.address)
-        .expect("the node's address");
     let oidc = start_oidc(&node_ip).await;
 
     // The OAuth client, where the operator copies it from.

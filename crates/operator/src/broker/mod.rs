@@ -84,9 +84,7 @@ impl Broker {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::serve::until(self.router(), listener, shutdown).await
     }
 
     pub fn router(self: Arc<Self>) -> Router {

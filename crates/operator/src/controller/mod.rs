@@ -141,12 +141,15 @@ impl Default for Tuning {
     }
 }
 
-/// Run the operator until `shutdown` resolves.
+/// Run the operator until `shutdown` resolves. `attach` is handed the
+/// context and the Workspaces' cache once they are filled, for services
+/// that read them (the waker).
 pub async fn run(
     client: kube::Client,
     mut settings: Settings,
     tuning: Tuning,
     stats: Arc<Stats>,
+    attach: impl FnOnce(Arc<Context>, reflector::Store<Workspace>) + Send,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (caches, triggers) = Caches::start(&client);
@@ -198,6 +201,8 @@ pub async fn run(
     .modify(|ws| ws.managed_fields_mut().clear())
     .reflect(writer)
     .applied_objects();
+    // What serves from the same caches (the waker) starts once they are full.
+    attach(ctx.clone(), reader.clone());
     let controller = Controller::for_stream(workspaces, reader);
     let key_changes = cluster_facts::model_key_changes(&client, &ctx.settings, controller.store());
     controller

@@ -220,6 +220,12 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
         out.push(Manifest::new(Kind::NetworkPolicy, &policy)?);
     }
     out.push(Manifest::new(Kind::Service, &routing::service(ws))?);
+    if ws.spec.ingress.is_some() {
+        out.push(Manifest::new(
+            Kind::Service,
+            &routing::waker_service(ws, settings),
+        )?);
+    }
     if gateway {
         out.push(Manifest::new(Kind::Service, &egress_gateway::service(ws))?);
     }

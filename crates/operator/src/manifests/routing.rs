@@ -8,6 +8,11 @@
 //! separate origins. The Ingresses take the cluster's one ingress class
 //! (settings), whose controller's namespace is the one the workspace's
 //! NetworkPolicy lets in.
+//!
+//! While the workspace is not Ready (stopped, starting, in trouble) both
+//! hosts lead instead to the operator's waker, through the `waker`
+//! ExternalName Service: a caller with the workspace's credentials starts
+//! it there and sees it come up, instead of a bare 503.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +24,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{meta, BuildError};
-use crate::crd::{AuthType, Workspace};
+use crate::crd::{AuthType, Phase, Workspace};
 use crate::names;
 use crate::settings::Settings;
 
@@ -51,6 +56,32 @@ pub fn service(ws: &Workspace) -> Service {
     }
 }
 
+/// The Service that leads to the operator's waker (one port, `http`).
+pub fn waker_service(ws: &Workspace, settings: &Settings) -> Service {
+    let (host, port) = settings.waker_target();
+    Service {
+        metadata: meta(ws, names::WAKER, true, true),
+        spec: Some(ServiceSpec {
+            type_: Some("ExternalName".into()),
+            external_name: Some(host),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether the hosts lead to the workspace itself: it is to run and was
+/// last seen Ready. Otherwise they lead to the waker.
+pub fn routes_to_workload(ws: &Workspace) -> bool {
+    ws.spec.running && ws.status.as_ref().and_then(|s| s.phase.as_ref()) == Some(&Phase::Ready)
+}
+
 /// The dashboard and api Ingresses, when the Workspace asks for a host.
 /// A Workspace naming a class other than the cluster's is refused: that
 /// controller's traffic would be dropped by the workspace's own policy.
@@ -70,6 +101,19 @@ pub fn ingresses(ws: &Workspace, settings: &Settings) -> Result<Vec<Ingress>, Bu
             ),
         ));
     }
+    let to_workload = routes_to_workload(ws);
+    let backend = |port: &str| IngressServiceBackend {
+        name: if to_workload {
+            names::WORKLOAD
+        } else {
+            names::WAKER
+        }
+        .into(),
+        port: Some(ServiceBackendPort {
+            name: Some(if to_workload { port } else { "http" }.into()),
+            ..Default::default()
+        }),
+    };
     let one = |name: &str, host: String, port: &str| {
         let mut m = meta(ws, name, true, true);
         if let Some(issuer) = spec.tls.as_ref().and_then(|t| t.issuer.clone()) {
@@ -95,13 +139,7 @@ pub fn ingresses(ws: &Workspace, settings: &Settings) -> Result<Vec<Ingress>, Bu
                             path: Some("/".into()),
                             path_type: "Prefix".into(),
                             backend: IngressBackend {
-                                service: Some(IngressServiceBackend {
-                                    name: names::WORKLOAD.into(),
-                                    port: Some(ServiceBackendPort {
-                                        name: Some(port.into()),
-                                        ..Default::default()
-                                    }),
-                                }),
+                                service: Some(backend(port)),
                                 ..Default::default()
                             },
                         }],
@@ -155,22 +193,84 @@ mod tests {
         }
     }
 
+    /// A Workspace whose pod was last seen Ready.
+    fn ready(mut ws: Workspace) -> Workspace {
+        ws.status = Some(crate::crd::WorkspaceStatus {
+            phase: Some(Phase::Ready),
+            ..Default::default()
+        });
+        ws
+    }
+
+    fn backends(ws: &Workspace) -> Vec<(String, String)> {
+        ingresses(ws, &Settings::default())
+            .unwrap()
+            .into_iter()
+            .map(|i| {
+                let rule = &i.spec.unwrap().rules.unwrap()[0];
+                let b = rule.http.as_ref().unwrap().paths[0]
+                    .backend
+                    .service
+                    .clone()
+                    .unwrap();
+                (b.name, b.port.unwrap().name.unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hosts_lead_to_the_waker_until_the_workspace_is_ready_and_running() {
+        let spec =
+            json!({"owner": {"name": "alice"}, "ingress": {"host": "alice.dev.example.com"}});
+        let waker = vec![("waker".to_string(), "http".to_string()); 2];
+        let new = workspace("alice", spec.clone());
+        assert_eq!(backends(&new), waker, "a new workspace, not Ready yet");
+        let up = ready(workspace("alice", spec.clone()));
+        assert_eq!(
+            backends(&up),
+            vec![
+                ("workspace".to_string(), "dashboard".to_string()),
+                ("workspace".to_string(), "api".to_string())
+            ]
+        );
+        let mut stopped = up.clone();
+        stopped.spec.running = false;
+        assert_eq!(backends(&stopped), waker, "stopped, though last seen Ready");
+
+        let settings = Settings {
+            operator_namespace: "ops".into(),
+            ..Default::default()
+        };
+        let svc = waker_service(&up, &settings).spec.unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("ExternalName"));
+        assert_eq!(
+            svc.external_name.as_deref(),
+            Some("kube-coder-waker.ops.svc")
+        );
+        assert_eq!(svc.ports.unwrap()[0].port, 80);
+        let settings = Settings {
+            waker_address: "10.1.2.3:8090".into(),
+            ..Default::default()
+        };
+        assert_eq!(settings.waker_target(), ("10.1.2.3".to_string(), 8090));
+    }
+
     #[test]
     fn no_route_reaches_the_dashboard_listener_past_its_gate() {
-        let oauth2 = workspace(
+        let oauth2 = ready(workspace(
             "alice",
             json!({"owner": {"name": "alice"}, "ingress": {"host": "alice.dev.example.com"},
                    "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
-        );
+        ));
         let routes = ingresses(&oauth2, &Settings::default()).unwrap();
         assert_eq!(routes.len(), 2);
         let targets: Vec<i32> = routes.iter().map(|i| backend_target(&oauth2, i)).collect();
         assert_eq!(targets, vec![names::OAUTH2_PORT, names::API_PORT]);
 
-        let basic = workspace(
+        let basic = ready(workspace(
             "bob",
             json!({"owner": {"name": "bob"}, "ingress": {"host": "bob.dev.example.com"}}),
-        );
+        ));
         let targets: Vec<i32> = ingresses(&basic, &Settings::default())
             .unwrap()
             .iter()

@@ -1,0 +1,107 @@
+use std::collections::BTreeMap;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use serde_json::json;
+
+use super::*;
+use crate::manifests::test_support::workspace;
+
+fn credentials(token: &str, password: &str) -> Secret {
+    Secret {
+        data: Some(BTreeMap::from([
+            ("api-token".to_string(), ByteString(token.into())),
+            ("password".to_string(), ByteString(password.into())),
+        ])),
+        ..Default::default()
+    }
+}
+
+fn with_auth(value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+    h
+}
+
+fn basic(user: &str, password: &str) -> HeaderMap {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    with_auth(&format!("Basic {pair}"))
+}
+
+#[test]
+fn only_the_workspaces_own_credential_wakes_it() {
+    let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
+    let secret = credentials("t0k3n", "s3cret");
+    let s = Some(&secret);
+    // The API token, on either host.
+    assert_eq!(
+        authenticate(&ws, true, &with_auth("Bearer t0k3n"), s),
+        Some(Via::Token)
+    );
+    assert_eq!(
+        authenticate(&ws, false, &with_auth("Bearer t0k3n"), s),
+        Some(Via::Token)
+    );
+    assert_eq!(authenticate(&ws, true, &with_auth("Bearer other"), s), None);
+    assert_eq!(authenticate(&ws, true, &with_auth("Bearer "), s), None);
+    // The dashboard login, on the dashboard host only.
+    assert_eq!(
+        authenticate(&ws, false, &basic("alice", "s3cret"), s),
+        Some(Via::Login)
+    );
+    assert_eq!(authenticate(&ws, true, &basic("alice", "s3cret"), s), None);
+    assert_eq!(authenticate(&ws, false, &basic("alice", "wrong"), s), None);
+    assert_eq!(
+        authenticate(&ws, false, &basic("mallory", "s3cret"), s),
+        None
+    );
+    assert_eq!(authenticate(&ws, false, &with_auth("Basic !!"), s), None);
+    // Nothing, or no credentials to compare with: nobody.
+    assert_eq!(authenticate(&ws, false, &HeaderMap::new(), s), None);
+    assert_eq!(
+        authenticate(&ws, true, &with_auth("Bearer t0k3n"), None),
+        None
+    );
+    let empty = credentials("", "");
+    assert_eq!(
+        authenticate(&ws, true, &with_auth("Bearer "), Some(&empty)),
+        None
+    );
+    // An oauth2 workspace has no login here to check.
+    let sso = workspace(
+        "bob",
+        json!({"owner": {"name": "bob", "email": "bob@example.com"},
+               "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
+    );
+    assert_eq!(authenticate(&sso, false, &basic("bob", "s3cret"), s), None);
+    assert_eq!(
+        authenticate(&sso, true, &with_auth("Bearer t0k3n"), s),
+        Some(Via::Token)
+    );
+}
+
+#[test]
+fn the_host_is_read_without_its_port_and_case() {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::HOST,
+        HeaderValue::from_static("Alice.Dev.Example.com:8443"),
+    );
+    assert_eq!(host_of(&h), "alice.dev.example.com");
+    h.insert(
+        header::HOST,
+        HeaderValue::from_static("alice.dev.example.com"),
+    );
+    assert_eq!(host_of(&h), "alice.dev.example.com");
+    assert_eq!(host_of(&HeaderMap::new()), "");
+}
+
+#[test]
+fn pages_escape_what_they_show_and_poll_the_waker() {
+    let page = page::starting("alice", "<Provisioning>");
+    assert!(page.contains("&lt;Provisioning&gt;"), "{page}");
+    assert!(page.contains(names::WAKE_STATUS_PATH));
+    assert!(page::sign_in("alice", "stopped").contains("kube-coder token alice --login"));
+}
