@@ -2,7 +2,9 @@
 //! kube-coder image in a pod (its own probes, the chart's ServiceAccount,
 //! the API server through the kubernetes Service), that operator provisions
 //! a workspace on the node, and its idle stop spares a workspace while a
-//! task runs there, then stops the real pod once it is quiet.
+//! task runs there, then stops the real pod once it is quiet; a request
+//! through the real ingress controller with the workspace's token then
+//! wakes it at the chart's waker, and the same request succeeds.
 //! Starts: the control plane with its real node, helm; the operator and the
 //! workspace run in pods from the images `make test` built. A test binary
 //! of its own: no other operator may run beside the chart's.
@@ -13,8 +15,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube_coder_cluster_tests::{
     chart, client, eventually, eventually_empty, install_crd, oauth2_proxy_version, probe_results,
-    probe_script, require_real_node, run_helm, run_task, service_url, target, ws_name,
-    REAL_NODE_KEY,
+    probe_script, require_real_node, run_helm, run_task, service_url, target, via_ingress, ws_name,
+    INGRESS_CLASS, INGRESS_NAMESPACE, REAL_NODE_KEY,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::{json, Value};
@@ -49,6 +51,11 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
         &format!(r#"workspace.tolerations=["{REAL_NODE_KEY}:NoSchedule"]"#),
         "--set",
         "operator.idleCheckSeconds=2",
+        // The test cluster's ingress controller (hack/node.sh).
+        "--set",
+        &format!("network.ingressNamespace={INGRESS_NAMESPACE}"),
+        "--set",
+        &format!("network.ingressClassName={INGRESS_CLASS}"),
         "--set",
         "operator.image.pullPolicy=Never",
         "--set",
@@ -91,6 +98,7 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
         "storage": {"size": "1Gi"},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "idle": {"stopAfter": "1m"},
+        "ingress": {"host": format!("{name}.ws.test")},
     }))
     .unwrap();
     workspaces
@@ -184,6 +192,41 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
     .await;
     assert!(!ws.spec.running, "idle stop sets running: false");
     eventually_empty(&pods, "the workspace pod to be gone", 90).await;
+
+    // Its api host now leads to the chart's waker. A request without the
+    // token starts nothing; the same request with it starts the workspace
+    // (503 and Retry-After meanwhile), and then succeeds.
+    let api_host = format!("{name}-api.ws.test");
+    let ingress = via_ingress(&[&api_host]);
+    let tasks = || ingress.get(format!("http://{api_host}/api/tasks"));
+    let r = eventually("the api host to lead to the waker", 60, || async {
+        let r = tasks().send().await.ok()?;
+        r.headers().contains_key("x-kube-coder-waker").then_some(r)
+    })
+    .await;
+    assert_eq!(r.status(), 401);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !workspaces.get(&name).await.unwrap().spec.running,
+        "a request without the token started the workspace"
+    );
+    let asked = std::time::Instant::now();
+    let r = tasks().bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 503, "{:?}", r.text().await);
+    assert!(workspaces.get(&name).await.unwrap().spec.running);
+    eventually(
+        "the woken workspace to answer the same request",
+        180,
+        || async {
+            let r = tasks().bearer_auth(&token).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "idle-stopped workspace woken by a request: answering through the ingress {:.1} s later",
+        asked.elapsed().as_secs_f64()
+    );
 
     workspaces
         .delete(&name, &DeleteParams::default())
