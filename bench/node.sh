@@ -3,8 +3,10 @@
 # images are built, as `make bench` does): image sizes and build times,
 # `kube-coder user add` → Ready cold (the workspace image first removed from
 # the node and imported again, as a pull would bring it) and warm (p50 of
-# 5), `user stop` → `user start` → Ready, and the RSS and CPU of an idle
-# workspace's server. Prints figures; asserts nothing.
+# 5), `user stop` → `user start` → Ready, stopped → a request with its
+# token through the ingress controller (Traefik) wakes it → the same request
+# answered (p50 of 5), and the RSS and CPU of an idle workspace's server.
+# Prints figures; asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${KUBECONFIG:?run through hack/with-cluster (make bench), or eval \$(hack/cluster env)}"
@@ -22,11 +24,27 @@ for s in target/images/*.summary; do
   printf '  %-13s %6s archive  %s\n' "$name" "$(du -h "target/images/$name.tar" | cut -f1)" "$(sed 's/^[^(]*(\(.*\))$/\1/' "$s")"
 done
 
-"$kc" crd | curl -s -o /dev/null -X POST -H 'Content-Type: application/yaml' --data-binary @- \
-  --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-  "https://127.0.0.1:$(cat "$dir/apiserver.port")/apis/apiextensions.k8s.io/v1/customresourcedefinitions" || true
-"$kc" operator --listen 127.0.0.1:0 --workspace-node-selector kube-coder.dev/node=real \
-  --workspace-toleration kube-coder.dev/node:NoSchedule >/dev/null 2>&1 &
+api() { # METHOD PATH [TYPE] (body on stdin)
+  curl -s --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
+    -X "$1" -H "Content-Type: ${3:-application/json}" ${3:+--data-binary @-} \
+    "https://127.0.0.1:$(cat "$dir/apiserver.port")$2"
+}
+"$kc" crd | api POST /apis/apiextensions.k8s.io/v1/customresourcedefinitions application/yaml >/dev/null || true
+# The waker on this host, reached from the node's pods at the node's
+# address through the Service the chart would make (kube-coder-waker).
+waker_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])')
+node_ip=$(cat "$dir/node-ip")
+echo '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"kube-coder-system"}}' | api POST /api/v1/namespaces >/dev/null
+# Applied (a test may have left them with another port).
+apply='application/apply-patch+yaml'
+echo '{"apiVersion":"v1","kind":"Service","metadata":{"name":"kube-coder-waker"},"spec":{"ports":[{"name":"http","port":80,"targetPort":'"$waker_port"',"protocol":"TCP"}]}}' \
+  | api PATCH '/api/v1/namespaces/kube-coder-system/services/kube-coder-waker?fieldManager=kube-coder-bench&force=true' "$apply" >/dev/null
+echo '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"kube-coder-waker-local","labels":{"kubernetes.io/service-name":"kube-coder-waker"}},
+  "addressType":"IPv4","endpoints":[{"addresses":["'"$node_ip"'"],"conditions":{"ready":true}}],"ports":[{"name":"http","port":'"$waker_port"',"protocol":"TCP"}]}' \
+  | api PATCH '/apis/discovery.k8s.io/v1/namespaces/kube-coder-system/endpointslices/kube-coder-waker-local?fieldManager=kube-coder-bench&force=true' "$apply" >/dev/null
+"$kc" operator --listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 --waker-listen "0.0.0.0:$waker_port" \
+  --workspace-node-selector kube-coder.dev/node=real --workspace-toleration kube-coder.dev/node:NoSchedule \
+  --ingress-namespace kube-coder-ingress --ingress-class traefik >/dev/null 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null || true' EXIT
 sleep 2
@@ -64,6 +82,39 @@ add bench-restart >/dev/null
 t0=$(ms)
 "$kc" user start bench-restart --timeout 300 >/dev/null
 echo "  $(( $(ms) - t0 )) ms"
+
+echo "== stopped → a request with its token through the ingress → the same request answered (wake on request)"
+"$kc" user add bench-wake --storage 1Gi --host bench-wake.ws.test --timeout 300 >/dev/null
+token=$("$kc" token bench-wake)
+# The api host, resolved to Traefik's Service (hack/node.sh) as DNS would.
+ask() { curl -s -o /dev/null -w '%{http_code}' --resolve bench-wake-api.ws.test:80:10.96.0.80 \
+  -H "Authorization: Bearer $token" http://bench-wake-api.ws.test/api/tasks; }
+pods() { api GET /api/v1/namespaces/ws-bench-wake/pods | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+at_waker() { curl -s -D - -o /dev/null --resolve bench-wake-api.ws.test:80:10.96.0.80 http://bench-wake-api.ws.test/ | grep -qi '^x-kube-coder-waker'; }
+within() { # SECONDS WHAT COMMAND...: run COMMAND until it succeeds, or say what never came
+  local until=$((SECONDS + $1)) what=$2; shift 2
+  until "$@"; do
+    [ "$SECONDS" -lt "$until" ] || { echo "bench/node.sh: $what did not happen in time" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+answers() { [ "$(ask)" = 200 ]; }
+stopped() { [ "$(pods)" = 0 ]; }
+wakes=()
+for i in 1 2 3 4 5; do
+  within 120 "an answer through the ingress" answers
+  "$kc" user stop bench-wake >/dev/null
+  within 120 "the pod's end" stopped
+  # The hosts lead to the waker once the operator has seen the stop.
+  within 60 "the hosts leading to the waker" at_waker
+  t0=$(ms)
+  first=$(ask)
+  within 180 "the woken workspace answering" answers
+  wakes+=("$(( $(ms) - t0 ))")
+  [ "$first" = 503 ] || echo "  (run $i: the first answer was $first, not 503)"
+done
+echo "  p50 $(printf '%s\n' "${wakes[@]}" | p50) ms of 5 (${wakes[*]} ms; the first request gets 503 and Retry-After, polled every 100 ms)"
+purge bench-wake
 
 echo "== an idle workspace (bench-restart), 30 s after its start"
 sleep 30

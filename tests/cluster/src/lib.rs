@@ -339,6 +339,56 @@ pub async fn real_node_address(client: &kube::Client) -> String {
         .expect("the node's address")
 }
 
+/// The chart's `kube-coder-waker` Service, leading to `operator`'s waker
+/// in this test process at the node's address (where the real node's
+/// pods, the ingress controller's among them, reach it).
+pub async fn expose_waker(client: &kube::Client, operator: &OperatorHandle) {
+    let (settings, port) = (operator.settings(), operator.waker_port);
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    let node_ip = real_node_address(client).await;
+    let ns = &settings.operator_namespace;
+    let pp = PatchParams::apply("kube-coder-tests").force();
+    kube::Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &pp,
+            &Patch::Apply(
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .unwrap();
+    kube::Api::<Service>::namespaced(client.clone(), ns)
+        .patch(
+            "kube-coder-waker",
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-coder-waker"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]},
+            })),
+        )
+        .await
+        .unwrap();
+    kube::Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .patch(
+            "kube-coder-waker-local",
+            &pp,
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "kube-coder-waker-local",
+                             "labels": {"kubernetes.io/service-name": "kube-coder-waker"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [node_ip], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            })),
+        )
+        .await
+        .unwrap();
+}
+
 /// An operator in this process with the settings `settings` makes (given
 /// a free local port, for idle checks).
 pub fn launch_operator(

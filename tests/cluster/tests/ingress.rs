@@ -180,54 +180,6 @@ async fn a_workspace_naming_another_ingress_class_is_refused_with_the_clusters()
     workspaces.delete(&name, &Default::default()).await.unwrap();
 }
 
-/// The chart's `kube-coder-waker` Service, leading to this test process's
-/// waker at the node's address (where the real node's pods reach it).
-async fn waker_service(client: &kube::Client, settings: &operator::settings::Settings, port: u16) {
-    use k8s_openapi::api::core::v1::{Namespace, Service};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::api::{Patch, PatchParams};
-    let node_ip = real_node_address(client).await;
-    let ns = &settings.operator_namespace;
-    let pp = PatchParams::apply("kube-coder-tests").force();
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            ns,
-            &pp,
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            ),
-        )
-        .await
-        .unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .patch(
-            "kube-coder-waker",
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "kube-coder-waker"},
-                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]},
-            })),
-        )
-        .await
-        .unwrap();
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .patch(
-            "kube-coder-waker-test",
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": "kube-coder-waker-test",
-                             "labels": {"kubernetes.io/service-name": "kube-coder-waker"}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [node_ip], "conditions": {"ready": true}}],
-                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-            })),
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_stopped_workspace_wakes_on_a_request_with_its_own_credential_only() {
     use k8s_openapi::api::core::v1::Event;
@@ -236,7 +188,7 @@ async fn a_stopped_workspace_wakes_on_a_request_with_its_own_credential_only() {
     require_real_node(&client).await;
     install_crd(&client).await;
     let operator = operator_for_real_node();
-    waker_service(&client, &operator.settings(), operator.waker_port).await;
+    expose_waker(&client, operator).await;
     let name = ws_name("wake");
     let (dash, api) = hosts(&name);
     let (_, token) = real_node_workspace(&client, &name, json!({"ingress": {"host": dash}})).await;

@@ -14,10 +14,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube_coder_cluster_tests::{
-    answers, assert_secret_absent, basic_login, client, eventually, eventually_empty, get_json,
-    install_crd, kube_coder, kube_coder_bin, operator_for_real_node, private_ca, real_node_address,
-    require_real_node, run_task, secret_search, service_url, via_ingress, wait_namespace_gone,
-    ws_name, INGRESS_ADDR,
+    answers, assert_secret_absent, basic_login, client, eventually, eventually_empty, expose_waker,
+    get_json, install_crd, kube_coder, kube_coder_bin, operator_for_real_node, private_ca,
+    real_node_address, require_real_node, run_task, secret_search, service_url, via_ingress,
+    wait_namespace_gone, ws_name, INGRESS_ADDR,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -451,7 +451,13 @@ async fn start_oidc(node_ip: &str) -> Oidc {
 /// would), behind the TLS a production ingress would terminate: follows
 /// the login redirects, keeps the proxy's cookies (they are `Secure`, this
 /// is plain HTTP) and tells the proxy the scheme was https.
-async fn browse(proxy: &str, path: &str, provider_ca: &str) -> reqwest::Response {
+/// `jar` holds the proxy's cookies, kept across calls.
+async fn browse(
+    proxy: &str,
+    path: &str,
+    provider_ca: &str,
+    cookies: &mut std::collections::BTreeMap<String, String>,
+) -> reqwest::Response {
     let proxy_host = reqwest::Url::parse(proxy).unwrap().authority().to_string();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -459,7 +465,6 @@ async fn browse(proxy: &str, path: &str, provider_ca: &str) -> reqwest::Response
         .add_root_certificate(reqwest::Certificate::from_pem(provider_ca.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let mut cookies = std::collections::BTreeMap::<String, String>::new();
     let mut url = format!("{proxy}{path}");
     for _ in 0..10 {
         let mut req = http.get(&url);
@@ -614,7 +619,8 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
             .then_some(())
     })
     .await;
-    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
+    let mut alice = std::collections::BTreeMap::new();
+    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem, &mut alice).await;
     assert_eq!(
         r.status(),
         200,
@@ -628,11 +634,11 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         "{me}"
     );
     // Someone else the provider knows (its default user) is turned away.
-    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem).await;
+    let mut stranger = std::collections::BTreeMap::new();
+    let r = browse(&proxy, "/api/whoami", &oidc.ca_pem, &mut stranger).await;
     assert_eq!(r.status(), 403, "a login not on the allow list got in");
-    // Alice again, for the dashboard page.
-    oidc.queue_login("alice").await;
-    let r = browse(&proxy, "/", &oidc.ca_pem).await;
+    // Alice again, for the dashboard page: her session is still good.
+    let r = browse(&proxy, "/", &oidc.ca_pem, &mut alice).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<html"));
 
@@ -686,6 +692,16 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     // The API through its own host on the ingress: the token, no login.
     let api_host = format!("{name}-api.ws.test");
     let api = format!("http://{api_host}");
+    // The hosts lead to the workspace once the controller has seen it Ready.
+    eventually("the api host to reach the workspace", 60, || async {
+        let r = via_ingress(&[&api_host])
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200 && !r.headers().contains_key("x-kube-coder-waker")).then_some(())
+    })
+    .await;
     let search = format!(
         "{}{}echo \"answer-mounts: $(grep -c oauth2 /proc/mounts)\"\n",
         secret_search("client", &oidc.client_secret),
@@ -701,6 +717,54 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         Some("0"),
         "an oauth2 mount in the workspace container:\n{output}"
     );
+
+    // Stopped, its hosts lead to the waker. A browser starts nothing, not
+    // even with a session of its login proxy (which alone knows whether
+    // that login is on its allow list: the stranger holds a signed session
+    // too); the API token does, and then Alice's session reaches the
+    // server as herself again.
+    expose_waker(&client, operator).await;
+    let (code, _, err) = kube_coder(&["user", "stop", &name], "").await;
+    assert_eq!(code, 0, "{err}");
+    let http = via_ingress(&[&host, &api_host]);
+    let page = |jar: &std::collections::BTreeMap<String, String>, path: &str| {
+        let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        http.get(format!("{proxy}{path}"))
+            .header("accept", "text/html")
+            .header("cookie", cookie.join("; "))
+    };
+    for (who, jar) in [("a stranger", &stranger), ("Alice", &alice)] {
+        let r = eventually("the dashboard host to lead to the waker", 60, || async {
+            let r = page(jar, "/").send().await.ok()?;
+            r.headers().contains_key("x-kube-coder-waker").then_some(r)
+        })
+        .await;
+        assert_eq!(r.status(), 503);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("kube-coder user start"), "{who}: {body}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !workspaces.get(&name).await.unwrap().spec.running,
+        "a browser started an oauth2 workspace"
+    );
+    let r = http
+        .get(format!("{api}/api/tasks"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(workspaces.get(&name).await.unwrap().spec.running);
+    let me: Value = eventually("the woken workspace to know Alice again", 180, || async {
+        let r = page(&alice, "/api/whoami").send().await.ok()?;
+        if r.status() != 200 || r.headers().contains_key("x-kube-coder-waker") {
+            return None;
+        }
+        r.json().await.ok()
+    })
+    .await;
+    assert_eq!(me["via"], "oauth2", "{me}");
 
     workspaces
         .delete(&name, &kube::api::DeleteParams::default())

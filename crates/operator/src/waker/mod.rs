@@ -1,17 +1,19 @@
 //! The waker the operator serves: while a workspace is not Ready (stopped
 //! by hand or when idle, starting, in trouble), its Ingresses lead here
 //! (`manifests::routing`). A caller who proves who they are with the
-//! workspace's own credential (its API token, or its dashboard login)
-//! starts a stopped workspace and is told it is starting: a browser gets a
-//! page that follows its progress and opens the dashboard once it answers,
-//! an API client 503 with `Retry-After`. Anyone else starts nothing, so
+//! workspace's own credential (its API token, or on the dashboard host
+//! its basic login) starts a stopped workspace and is told it is
+//! starting: a browser gets a page that follows its progress and opens
+//! the dashboard once it answers, an API client 503 with `Retry-After`. Anyone else starts nothing, so
 //! crawlers and scanners never wake a workspace. Wakes are rate-limited,
 //! counted (`kube_coder_operator_wake_requests_total`) and recorded as
 //! Events on the Workspace.
 //!
-//! Not yet: the oauth2 identity (the login proxy's session) as a
-//! credential; an oauth2 workspace's dashboard host tells the caller how
-//! to start it instead.
+//! An oauth2 workspace's browser session is not taken: the login proxy
+//! makes a session for any login the provider accepts and checks its allow
+//! list on each request after (a login outside the list holds a validly
+//! signed session), and the proxy is not running to ask. Its dashboard
+//! host says how to start it instead.
 
 mod limits;
 mod page;
@@ -180,15 +182,15 @@ fn same(a: &str, b: &str) -> bool {
 
 /// Whether the request carries the workspace's own credential: its API
 /// token (either host), or on the dashboard host of a basic-auth
-/// workspace its login.
+/// workspace its login. `credentials` is its credentials Secret.
 fn authenticate(
     ws: &Workspace,
     api: bool,
     headers: &HeaderMap,
-    secret: Option<&Secret>,
+    credentials: Option<&Secret>,
 ) -> Option<Via> {
     let value = |key: &str| {
-        let data = secret?.data.as_ref()?;
+        let data = credentials?.data.as_ref()?;
         String::from_utf8(data.get(key)?.0.clone()).ok()
     };
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -240,12 +242,12 @@ async fn handle(State(waker): State<Arc<Waker>>, request: Request) -> Response {
     };
     let name = names::workspace_name(&ws).to_string();
     let namespace = names::namespace(&name);
-    let secret = waker.ctx.caches.get_as::<Secret>(
+    let credentials = waker.ctx.caches.get_as::<Secret>(
         Kind::Secret,
         names::CREDENTIALS_SECRET,
         Some(&namespace),
     );
-    let mut response = match authenticate(&ws, api, headers, secret.as_ref()) {
+    let mut response = match authenticate(&ws, api, headers, credentials.as_ref()) {
         None => refuse(&waker, &ws, api, headers),
         Some(via) => {
             let path = request.uri().path();

@@ -34,32 +34,20 @@ fn basic(user: &str, password: &str) -> HeaderMap {
 fn only_the_workspaces_own_credential_wakes_it() {
     let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
     let secret = credentials("t0k3n", "s3cret");
-    let s = Some(&secret);
+    let auth = |api: bool, h: &HeaderMap| authenticate(&ws, api, h, Some(&secret));
     // The API token, on either host.
-    assert_eq!(
-        authenticate(&ws, true, &with_auth("Bearer t0k3n"), s),
-        Some(Via::Token)
-    );
-    assert_eq!(
-        authenticate(&ws, false, &with_auth("Bearer t0k3n"), s),
-        Some(Via::Token)
-    );
-    assert_eq!(authenticate(&ws, true, &with_auth("Bearer other"), s), None);
-    assert_eq!(authenticate(&ws, true, &with_auth("Bearer "), s), None);
+    assert_eq!(auth(true, &with_auth("Bearer t0k3n")), Some(Via::Token));
+    assert_eq!(auth(false, &with_auth("Bearer t0k3n")), Some(Via::Token));
+    assert_eq!(auth(true, &with_auth("Bearer other")), None);
+    assert_eq!(auth(true, &with_auth("Bearer ")), None);
     // The dashboard login, on the dashboard host only.
-    assert_eq!(
-        authenticate(&ws, false, &basic("alice", "s3cret"), s),
-        Some(Via::Login)
-    );
-    assert_eq!(authenticate(&ws, true, &basic("alice", "s3cret"), s), None);
-    assert_eq!(authenticate(&ws, false, &basic("alice", "wrong"), s), None);
-    assert_eq!(
-        authenticate(&ws, false, &basic("mallory", "s3cret"), s),
-        None
-    );
-    assert_eq!(authenticate(&ws, false, &with_auth("Basic !!"), s), None);
+    assert_eq!(auth(false, &basic("alice", "s3cret")), Some(Via::Login));
+    assert_eq!(auth(true, &basic("alice", "s3cret")), None);
+    assert_eq!(auth(false, &basic("alice", "wrong")), None);
+    assert_eq!(auth(false, &basic("mallory", "s3cret")), None);
+    assert_eq!(auth(false, &with_auth("Basic !!")), None);
     // Nothing, or no credentials to compare with: nobody.
-    assert_eq!(authenticate(&ws, false, &HeaderMap::new(), s), None);
+    assert_eq!(auth(false, &HeaderMap::new()), None);
     assert_eq!(
         authenticate(&ws, true, &with_auth("Bearer t0k3n"), None),
         None
@@ -69,17 +57,32 @@ fn only_the_workspaces_own_credential_wakes_it() {
         authenticate(&ws, true, &with_auth("Bearer "), Some(&empty)),
         None
     );
-    // An oauth2 workspace has no login here to check.
+}
+
+#[test]
+fn an_oauth2_workspace_is_woken_by_its_token_only() {
     let sso = workspace(
         "bob",
         json!({"owner": {"name": "bob", "email": "bob@example.com"},
                "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
     );
-    assert_eq!(authenticate(&sso, false, &basic("bob", "s3cret"), s), None);
+    let secret = credentials("t0k3n", "s3cret");
+    let s = Some(&secret);
     assert_eq!(
         authenticate(&sso, true, &with_auth("Bearer t0k3n"), s),
         Some(Via::Token)
     );
+    assert_eq!(
+        authenticate(&sso, false, &with_auth("Bearer t0k3n"), s),
+        Some(Via::Token)
+    );
+    assert_eq!(authenticate(&sso, false, &basic("bob", "s3cret"), s), None);
+    let mut session = HeaderMap::new();
+    session.insert(
+        header::COOKIE,
+        HeaderValue::from_static("_oauth2_proxy=v|1|s"),
+    );
+    assert_eq!(authenticate(&sso, false, &session, s), None);
 }
 
 #[test]
