@@ -48,6 +48,19 @@ pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequir
     }
 }
 
+/// Asked each second until it first answers (for up to five minutes), so
+/// a starting container is seen ready within a second of listening: the
+/// kubelet runs the readiness probe at once when a startup probe passes,
+/// where without one a first readiness probe sent before the server
+/// listens leaves the pod unready for a whole readiness period (a wake on
+/// request waited 5 s on it).
+pub fn startup_probe(path: &str, port: i32) -> Probe {
+    Probe {
+        failure_threshold: Some(300),
+        ..http_probe(path, port, 1)
+    }
+}
+
 pub fn http_probe(path: &str, port: i32, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     SecretVolumeSource, Volume, VolumeMount,
 };
 
-use super::container::{hardened, http_probe, resources};
+use super::container::{hardened, http_probe, resources, startup_probe};
 use crate::crd::{AuthType, OAuth2, OAuth2Provider, Workspace};
 use crate::names;
 use crate::settings::Settings;
@@ -147,6 +147,7 @@ pub fn sidecar(ws: &Workspace, settings: &Settings) -> Container {
             container_port: names::OAUTH2_PORT,
             ..Default::default()
         }]),
+        startup_probe: Some(startup_probe("/ready", names::OAUTH2_PORT)),
         liveness_probe: Some(http_probe("/ping", names::OAUTH2_PORT, 20)),
         readiness_probe: Some(http_probe("/ready", names::OAUTH2_PORT, 5)),
         resources: Some(resources(("20m", "32Mi"), ("200m", "128Mi"))),

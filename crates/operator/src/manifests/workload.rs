@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::container::{hardened, http_probe, resources};
+use super::container::{hardened, http_probe, resources, startup_probe};
 use super::{meta, oauth2_proxy};
 use crate::crd::{AuthType, Workspace};
 use crate::names;
@@ -147,6 +147,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             .collect(),
         ),
         ports: Some(ports),
+        startup_probe: Some(startup_probe("/readyz", names::API_PORT)),
         liveness_probe: Some(http_probe("/livez", names::API_PORT, 20)),
         readiness_probe: Some(http_probe("/readyz", names::API_PORT, 5)),
         resources: Some(resources(

@@ -38,7 +38,7 @@ use crate::controller::Context;
 use crate::crd::{AuthType, Workspace};
 use crate::manifests::Kind;
 use crate::names;
-use limits::Limits;
+use limits::{Limits, Wake};
 
 /// How long an API client is told to wait before asking again.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -126,11 +126,16 @@ impl Waker {
         })
     }
 
-    /// Start the workspace, unless it runs already or was started moments ago.
-    async fn wake(&self, ws: &Workspace, host: &str, via: Via) -> Result<bool, String> {
+    /// Start the workspace, unless it runs already or was started moments
+    /// ago; `Busy` when too many were started in the last minute.
+    async fn wake(&self, ws: &Workspace, host: &str, via: Via) -> Result<Wake, String> {
         let name = names::workspace_name(ws);
-        if ws.spec.running || !self.limits.may_wake(name) {
-            return Ok(false);
+        if ws.spec.running {
+            return Ok(Wake::JustStarted);
+        }
+        match self.limits.may_wake(name) {
+            Wake::Now => {}
+            other => return Ok(other),
         }
         Api::<Workspace>::all(self.ctx.client.clone())
             .patch(
@@ -156,7 +161,7 @@ impl Waker {
             tracing::debug!(error = %e, "could not publish an event");
         }
         tracing::info!(workspace = %name, %host, ?via, "woken by a request");
-        Ok(true)
+        Ok(Wake::Now)
     }
 }
 
@@ -263,8 +268,22 @@ async fn handle(State(waker): State<Arc<Waker>>, request: Request) -> Response {
                     .into_response();
             }
             match waker.wake(&ws, &host, via).await {
-                Ok(true) => waker.counts.woken.fetch_add(1, Ordering::Relaxed),
-                Ok(false) => waker.counts.starting.fetch_add(1, Ordering::Relaxed),
+                Ok(Wake::Now) => waker.counts.woken.fetch_add(1, Ordering::Relaxed),
+                Ok(Wake::JustStarted) => waker.counts.starting.fetch_add(1, Ordering::Relaxed),
+                Ok(Wake::Busy) => {
+                    waker.counts.limited.fetch_add(1, Ordering::Relaxed);
+                    let mut r = json_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "too many workspaces were started in the last minute; \
+                             workspace {name} is not started yet, retry in a minute"
+                        ),
+                    );
+                    let h = r.headers_mut();
+                    h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                    h.insert(WAKER_HEADER, HeaderValue::from_static("1"));
+                    return r;
+                }
                 Err(e) => {
                     tracing::warn!(workspace = %name, error = %e, "wake failed");
                     return json_error(StatusCode::SERVICE_UNAVAILABLE, e);
