@@ -80,16 +80,23 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &settings.operator_namespace);
-    secrets
-        .patch(
-            &settings.model_keys_secret,
-            &PatchParams::apply("kube-coder-tests").force(),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                                 "metadata": {"name": settings.model_keys_secret},
-                                 "stringData": {"anthropic": KEY, "openai": "sk-openai-cluster"}})),
-        )
-        .await
-        .unwrap();
+    // The cluster's keys, with this OpenAI key.
+    let set_keys = |openai: &'static str| {
+        let (secrets, name) = (secrets.clone(), settings.model_keys_secret.clone());
+        async move {
+            secrets
+                .patch(
+                    &name,
+                    &PatchParams::apply("kube-coder-tests").force(),
+                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                                         "metadata": {"name": name},
+                                         "stringData": {"anthropic": KEY, "openai": openai}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_keys("sk-openai-cluster").await;
 
     // The provider, over TLS, at a public-range test host.
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +315,15 @@ async fn model_keys_stay_in_the_gateway_on_the_real_node() {
         key_names().await,
         Some(vec!["anthropic".to_string(), "openai".to_string()])
     );
+    // A key rotated in the operator's namespace is copied at once: the
+    // operator watches that Secret and reconciles whoever uses it.
+    set_keys("sk-openai-rotated").await;
+    eventually("the rotated key to be copied", 15, || async {
+        let s = keys.get("model-keys").await.ok()?;
+        let openai = s.data?.get("openai")?.0.clone();
+        (openai == b"sk-openai-rotated").then_some(())
+    })
+    .await;
     let merge = |spec: Value| {
         let workspaces = workspaces.clone();
         let name = name.clone();

@@ -14,6 +14,7 @@ pub mod idle;
 pub mod owned_fields;
 pub mod pod_states;
 pub mod secrets;
+pub mod source_secrets;
 pub mod status;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +113,8 @@ pub struct Context {
     pub client: kube::Client,
     pub settings: Settings,
     pub caches: Caches,
+    /// The operator-namespace Secrets workspaces copy.
+    pub sources: source_secrets::SourceSecrets,
     pub recorder: Recorder,
     pub http: reqwest::Client,
     pub stats: Arc<Stats>,
@@ -153,13 +156,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (caches, triggers) = Caches::start(&client);
+    // The Workspaces' own cache, without their managedFields (never read).
+    let (reader, writer) = reflector::store();
+    let (sources, source_changes) =
+        source_secrets::SourceSecrets::start(&client, &settings, reader.clone());
     // Every watch lists once before the first reconcile, so a restarted
     // operator does not mistake a cold cache for drift. Awaited here, once:
     // the stores' readiness signal wakes a single waiter reliably, and
     // reconciles waiting on it concurrently were seen to hang.
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
     tokio::select! {
-        _ = caches.ready() => {}
+        _ = async { caches.ready().await; sources.ready().await } => {}
         _ = shutdown.clone() => return,
     }
     tracing::info!(
@@ -187,13 +194,12 @@ pub async fn run(
         client: client.clone(),
         settings,
         caches,
+        sources,
         recorder,
         http,
         stats,
         idle_check: tuning.idle_check,
     });
-    // The Workspaces' own cache, without their managedFields (never read).
-    let (reader, writer) = reflector::store();
     let workspaces = watcher(
         Api::<Workspace>::all(client.clone()),
         watcher::Config::default(),
@@ -204,12 +210,11 @@ pub async fn run(
     // What serves from the same caches (the waker) starts once they are full.
     attach(ctx.clone(), reader.clone());
     let controller = Controller::for_stream(workspaces, reader);
-    let key_changes = cluster_facts::model_key_changes(&client, &ctx.settings, controller.store());
     controller
         .with_config(Config::default().concurrency(tuning.concurrent_reconciles))
         .graceful_shutdown_on(shutdown)
         .trigger_backoff(caches::watch_backoff())
-        .reconcile_on(futures_util::stream::select(triggers, key_changes))
+        .reconcile_on(futures_util::stream::select(triggers, source_changes))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -296,7 +301,7 @@ async fn apply_all(ws: &Workspace, ctx: &Context) -> Result<String, Error> {
     ensure_together(ctx, ws, in_stage(&all, 0)).await?;
     let (creds, credentials_secret) = secrets::credentials(&ctx.client, &ctx.caches, ws).await?;
     all.extend(credentials_secret);
-    all.extend(secrets::copied(&ctx.client, &ctx.caches, ws, &ctx.settings).await?);
+    all.extend(secrets::copied(&ctx.client, &ctx.caches, &ctx.sources, ws, &ctx.settings).await?);
     all.extend(retired(ws, ctx)?);
     for stage in 1..=manifests::LAST_STAGE {
         ensure_together(ctx, ws, in_stage(&all, stage)).await?;

@@ -1,6 +1,7 @@
 //! The workspace's Secrets: credentials generated once and kept, and the
 //! Secrets copied from the operator's namespace (oauth2 client, image pull,
-//! the model keys its providers need, for the egress gateway's pod only).
+//! the model keys its providers need, for the egress gateway's pod only),
+//! read from their watch cache (`source_secrets.rs`).
 //!
 //! A cold or lagging cache must never lead to a second, different token,
 //! so a credentials Secret the cache lacks is created with POST, which
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
 use super::caches::Caches;
+use super::source_secrets::SourceSecrets;
 use super::Error;
 use crate::crd::{AuthType, Workspace};
 use crate::manifests::credentials::{self, Credentials};
@@ -104,44 +106,35 @@ fn kept_over(ws: &Workspace, creds: &Credentials, stored: &Secret) -> Result<Man
     Ok(Manifest::new(Kind::Secret, &secret)?)
 }
 
-/// Secrets copied in from the operator's namespace, as manifests to apply.
+/// Secrets copied in from the operator's namespace (read from its watch
+/// cache), as manifests to apply.
 pub async fn copied(
     client: &kube::Client,
     caches: &Caches,
+    sources: &SourceSecrets,
     ws: &Workspace,
     settings: &Settings,
 ) -> Result<Vec<Manifest>, Error> {
     let ns = names::namespace(names::workspace_name(ws));
-    let source_api: Api<Secret> = Api::namespaced(client.clone(), &settings.operator_namespace);
     let source = |name: String| {
-        let api = source_api.clone();
-        let op_ns = settings.operator_namespace.clone();
-        async move {
-            api.get_opt(&name)
-                .await
-                .map_err(|e| Error::Read {
-                    what: format!("Secret {op_ns}/{name}"),
-                    message: super::describe(e),
-                })?
-                .ok_or_else(|| Error::MissingSecret {
-                    name: name.clone(),
-                    namespace: op_ns,
-                })
-        }
+        sources.get(&name).ok_or_else(|| Error::MissingSecret {
+            name,
+            namespace: settings.operator_namespace.clone(),
+        })
     };
     let mut out = Vec::new();
     if ws.spec.auth.kind == AuthType::Oauth2 {
         if let Some(o) = &ws.spec.auth.oauth2 {
-            let client_secret = source(o.client_secret_ref.clone()).await?;
+            let client_secret = source(o.client_secret_ref.clone())?;
             let provider_ca = match &o.provider_ca_secret_ref {
-                Some(name) => Some(source(name.clone()).await?),
+                Some(name) => Some(source(name.clone())?),
                 None => None,
             };
             let existing = live_secret(client, caches, names::OAUTH2_SECRET, &ns).await?;
             let secret = credentials::oauth2_secret(
                 ws,
                 &client_secret,
-                provider_ca.as_ref(),
+                provider_ca.as_deref(),
                 existing.as_ref(),
             )
             .map_err(Error::BadSecret)?;
@@ -152,11 +145,7 @@ pub async fn copied(
         // Absent keys are not an error here: the gateway answers each model
         // request with which key is missing, and the copy follows as soon
         // as the Secret appears (it triggers a reconcile).
-        let name = &settings.model_keys_secret;
-        let found = source_api.get_opt(name).await.map_err(|e| Error::Read {
-            what: format!("Secret {}/{name}", settings.operator_namespace),
-            message: super::describe(e),
-        })?;
+        let found = sources.get(&settings.model_keys_secret);
         if let Some(src) = found {
             let wanted: Vec<&str> = egress_gateway::providers(ws, settings)
                 .iter()
@@ -169,7 +158,7 @@ pub async fn copied(
         }
     }
     if let Some(pull) = &ws.spec.image.pull_secret {
-        let src = source(pull.clone()).await?;
+        let src = source(pull.clone())?;
         out.push(Manifest::new(
             Kind::Secret,
             &credentials::pull_secret(ws, &src),
