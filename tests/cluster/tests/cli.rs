@@ -216,6 +216,17 @@ async fn render_prints_the_operators_objects_and_crd_prints_the_checked_in_crd()
         !kinds.contains(&"Secret"),
         "secrets are only printed on request"
     );
+    // No operator runs these, so no waker: the hosts lead to the workspace.
+    for d in docs.iter().filter(|d| d["kind"] == "Ingress") {
+        let backend = &d["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+        assert_eq!(backend["name"], "workspace", "{d}");
+    }
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "Service" && d["metadata"]["name"] == "waker"),
+        "a waker Service with no operator to serve it"
+    );
     assert!(
         out.contains("Secret ws-carol/workspace-credentials"),
         "{out}"

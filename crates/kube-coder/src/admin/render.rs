@@ -2,11 +2,13 @@
 //! operator would apply, for GitOps users who run no operator. The same
 //! builders as the operator; Secrets only with `--with-secrets` (their
 //! values are generated here and belong in a secret store, not in git).
+//! With no operator there is no waker: the Ingresses always lead to the
+//! workload.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use operator::crd::{Workspace, WorkspaceSpec};
+use operator::crd::{Phase, Workspace, WorkspaceSpec, WorkspaceStatus};
 use operator::manifests::{self, credentials, Manifest};
 use operator::settings::Settings;
 
@@ -87,8 +89,14 @@ pub fn render(args: RenderArgs) -> Result<String, String> {
         Some(s) => s,
         None => args.settings.try_into()?,
     };
-    let ws = Workspace::new(&args.name, spec);
+    let mut ws = Workspace::new(&args.name, spec);
+    // No operator, so no waker: the hosts lead to the workload always.
+    ws.status = Some(WorkspaceStatus {
+        phase: Some(Phase::Ready),
+        ..Default::default()
+    });
     let mut objects = manifests::build(&ws, &settings).map_err(|e| e.to_string())?;
+    objects.retain(|m| !(m.kind == manifests::Kind::Service && m.name == operator::names::WAKER));
     if args.with_secrets {
         let (creds, _) = credentials::Credentials::keep_or_generate(&ws.spec.owner.name, None);
         let secret = credentials::credentials_secret(&ws, &creds);
