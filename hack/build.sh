@@ -84,7 +84,7 @@ build_in_source() {
   if [ -x "$out" ]; then
     return
   fi
-  echo "build: $name $version from its module source (first time only; about 12 minutes on 2 cores)..."
+  echo "build: $name $version from its module source (first time only; about 5 minutes on 2 cores)..."
   local t0=$SECONDS dir src="$scratch/src/$name-$version"
   dir=$(cd / && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$dir" ] || { echo "build: cannot download $module@$version from the Go module proxy" >&2; exit 1; }
