@@ -224,6 +224,13 @@ async fn a_stopped_workspace_wakes_on_a_request_with_its_own_credential_only() {
         http.get(format!("http://{host}/"))
             .header("accept", "text/html")
     };
+    // Both hosts, each its own Ingress, which the controller may take up
+    // one reload apart.
+    eventually("the dashboard host to lead to the waker", 30, || async {
+        let r = page(&dash).send().await.ok()?;
+        r.headers().contains_key("x-kube-coder-waker").then_some(())
+    })
+    .await;
     let tries = [
         whoami().send().await.unwrap().status(),
         whoami()
@@ -297,12 +304,18 @@ async fn a_stopped_workspace_wakes_on_a_request_with_its_own_credential_only() {
         "woken by a browser: answering through the ingress {:.1} s after the request",
         woken.elapsed().as_secs_f64()
     );
-    let r = page(&dash)
-        .basic_auth(&user, Some(&password))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "the dashboard itself once Ready");
+    // The two hosts are two Ingresses, which the controller may take up
+    // one reload apart (Traefik's is 2 s): until then the dashboard host
+    // still leads to the waker, whose page reloads once it no longer does.
+    eventually("the dashboard itself once Ready", 30, || async {
+        let r = page(&dash)
+            .basic_auth(&user, Some(&password))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200 && !r.headers().contains_key("x-kube-coder-waker")).then_some(())
+    })
+    .await;
     let events = Api::<Event>::all(client.clone())
         .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
         .await
