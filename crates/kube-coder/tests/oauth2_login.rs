@@ -3,15 +3,20 @@
 //! Connect provider (mockoidc): a person logs in through the redirects and
 //! reaches the server as themselves; a person not on the allow list is
 //! refused by the server; a forged identity header sent through the proxy
-//! changes nothing. Starts: mockoidc, oauth2-proxy, `kube-coder serve`.
+//! changes nothing. The operator's waker reads who the sessions the proxy
+//! made are for, with the cookie secret alone (as it does while the proxy
+//! is stopped). Starts: mockoidc, oauth2-proxy, `kube-coder serve`.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Workspace;
+use operator::waker::oauth2_session as session;
+use reqwest::cookie::{CookieStore, Jar};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -68,8 +73,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// oauth2-proxy as the operator's sidecar, moved to test ports and plain HTTP.
-async fn start_proxy(oidc: &Oidc, upstream: &str) -> (Child, String) {
+/// oauth2-proxy as the operator's sidecar, moved to test ports and plain
+/// HTTP: the child, its address and its cookie secret.
+async fn start_proxy(oidc: &Oidc, upstream: &str) -> (Child, String, String) {
     let spec: operator::crd::WorkspaceSpec = serde_json::from_value(serde_json::json!({
         "owner": {"name": "alice", "email": "alice@example.com"},
         "auth": {"type": "oauth2", "oauth2": {"provider": "oidc", "issuerUrl": oidc.issuer, "clientSecretRef": "oidc"}},
@@ -106,14 +112,15 @@ async fn start_proxy(oidc: &Oidc, upstream: &str) -> (Child, String) {
             "OAUTH2_PROXY_COOKIE_SECRET"
         ]
     );
+    // 32 hex characters: not base64 of an AES key length, so the proxy
+    // keys AES with the string itself (the operator's own secrets are
+    // base64url of 32 bytes; the waker's unit tests take both).
+    let cookie_secret = hex::encode(&cookie_secret[..16]);
     let child = Command::new(tool("KUBE_CODER_OAUTH2_PROXY"))
         .args(&args)
         .env("OAUTH2_PROXY_CLIENT_ID", &oidc.client_id)
         .env("OAUTH2_PROXY_CLIENT_SECRET", &oidc.client_secret)
-        .env(
-            "OAUTH2_PROXY_COOKIE_SECRET",
-            hex::encode(&cookie_secret[..16]),
-        )
+        .env("OAUTH2_PROXY_COOKIE_SECRET", &cookie_secret)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -123,7 +130,7 @@ async fn start_proxy(oidc: &Oidc, upstream: &str) -> (Child, String) {
     for _ in 0..100 {
         if let Ok(r) = client.get(format!("{base}/ping")).send().await {
             if r.status() == 200 {
-                return (child, base);
+                return (child, base, cookie_secret);
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -131,10 +138,11 @@ async fn start_proxy(oidc: &Oidc, upstream: &str) -> (Child, String) {
     panic!("oauth2-proxy did not answer /ping; args {args:?}");
 }
 
-/// A browser-like client: keeps cookies, follows the login redirects.
-fn browser() -> reqwest::Client {
+/// A browser-like client: keeps cookies (in the jar), follows the login
+/// redirects.
+fn browser(jar: Arc<Jar>) -> reqwest::Client {
     reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar)
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
         .unwrap()
@@ -142,7 +150,11 @@ fn browser() -> reqwest::Client {
 
 /// Make `user`@example.com the next to log in, then open `/api/whoami`
 /// through the proxy in a fresh browser, following the login redirects.
-async fn log_in(oidc: &Oidc, base: &str, user: &str) -> (reqwest::Client, reqwest::Response) {
+async fn log_in(
+    oidc: &Oidc,
+    base: &str,
+    user: &str,
+) -> (reqwest::Client, reqwest::Response, Arc<Jar>) {
     let r = reqwest::Client::new()
         .post(format!(
             "{}/queue?email={user}@example.com&username={user}",
@@ -152,20 +164,21 @@ async fn log_in(oidc: &Oidc, base: &str, user: &str) -> (reqwest::Client, reqwes
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let client = browser();
+    let jar = Arc::new(Jar::default());
+    let client = browser(jar.clone());
     let r = client
         .get(format!("{base}/api/whoami"))
         .send()
         .await
         .unwrap();
-    (client, r)
+    (client, r, jar)
 }
 
 #[tokio::test]
 async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
     let oidc = start_oidc().await;
     let ws = Workspace::start(&["--auth", "oauth2", "--allowed-users", "alice@example.com"]).await;
-    let (_proxy, base) = start_proxy(&oidc, &ws.dashboard).await;
+    let (_proxy, base, cookie_secret) = start_proxy(&oidc, &ws.dashboard).await;
 
     // Without a login the proxy answers; the server is not reached.
     let r = reqwest::Client::builder()
@@ -185,7 +198,7 @@ async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
     );
 
     // Alice logs in (proxy → provider → callback → back) and is herself.
-    let (_alice, r) = log_in(&oidc, &base, "alice").await;
+    let (_alice, r, alice_jar) = log_in(&oidc, &base, "alice").await;
     assert_eq!(r.status(), 200, "login failed at {}", r.url());
     let me: serde_json::Value = r.json().await.unwrap();
     assert_eq!(me["via"], "oauth2", "{me}");
@@ -193,7 +206,7 @@ async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
 
     // Mallory logs in too, but is not on the server's allow list, and
     // claiming to be Alice through the proxy does not help.
-    let (mallory, r) = log_in(&oidc, &base, "mallory").await;
+    let (mallory, r, mallory_jar) = log_in(&oidc, &base, "mallory").await;
     assert_eq!(r.status(), 403);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_allowed", "{v}");
@@ -212,6 +225,35 @@ async fn people_log_in_through_the_real_proxy_and_only_the_allowed_get_in() {
             r.status(),
             200,
             "a forged {name} through the proxy let Mallory in"
+        );
+    }
+
+    // While the proxy is stopped, the waker tells who each session is for
+    // from the cookie and the secret alone (and its allow list, the
+    // server's, then keeps Mallory out), and takes no other proxy's.
+    let url: reqwest::Url = base.parse().unwrap();
+    for (jar, email) in [
+        (&alice_jar, "alice@example.com"),
+        (&mallory_jar, "mallory@example.com"),
+    ] {
+        let cookies = jar.cookies(&url).expect("the proxy set a session cookie");
+        let cookies = cookies.to_str().unwrap();
+        let now = std::time::SystemTime::now();
+        let who = session::identity([cookies].into_iter(), &cookie_secret, now)
+            .unwrap_or_else(|e| panic!("{email}'s session: {e}"));
+        assert_eq!(who.email.as_deref(), Some(email), "{who:?}");
+        assert_eq!(
+            session::identity(
+                [cookies].into_iter(),
+                "0123456789abcdef0123456789abcdef",
+                now
+            ),
+            Err(session::SessionError::BadSignature)
+        );
+        let later = now + session::COOKIE_LIFETIME + Duration::from_secs(60);
+        assert_eq!(
+            session::identity([cookies].into_iter(), &cookie_secret, later),
+            Err(session::SessionError::Expired)
         );
     }
 }

@@ -718,11 +718,9 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         "an oauth2 mount in the workspace container:\n{output}"
     );
 
-    // Stopped, its hosts lead to the waker. A browser starts nothing, not
-    // even with a session of its login proxy (which alone knows whether
-    // that login is on its allow list: the stranger holds a signed session
-    // too); the API token does, and then Alice's session reaches the
-    // server as herself again.
+    // Stopped, its hosts lead to the waker. The stranger's session (the
+    // proxy signed it too) starts nothing; Alice's does, and then her
+    // browser reaches the server as herself again.
     expose_waker(&client, operator).await;
     let (code, _, err) = kube_coder(&["user", "stop", &name], "").await;
     assert_eq!(code, 0, "{err}");
@@ -733,29 +731,28 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
             .header("accept", "text/html")
             .header("cookie", cookie.join("; "))
     };
-    for (who, jar) in [("a stranger", &stranger), ("Alice", &alice)] {
-        let r = eventually("the dashboard host to lead to the waker", 60, || async {
-            let r = page(jar, "/").send().await.ok()?;
-            r.headers().contains_key("x-kube-coder-waker").then_some(r)
-        })
-        .await;
-        assert_eq!(r.status(), 503);
-        let body = r.text().await.unwrap();
-        assert!(body.contains("kube-coder user start"), "{who}: {body}");
-    }
+    let r = eventually("the dashboard host to lead to the waker", 60, || async {
+        let r = page(&stranger, "/").send().await.ok()?;
+        r.headers().contains_key("x-kube-coder-waker").then_some(r)
+    })
+    .await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("kube-coder user start"), "{body}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         !workspaces.get(&name).await.unwrap().spec.running,
-        "a browser started an oauth2 workspace"
+        "a stranger's session started an oauth2 workspace"
     );
-    let r = http
-        .get(format!("{api}/api/tasks"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap();
+    let r = page(&alice, "/").send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert!(workspaces.get(&name).await.unwrap().spec.running);
+    assert!(r.headers().contains_key("x-kube-coder-waker"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&format!("Starting {name}")), "{body}");
+    assert!(
+        workspaces.get(&name).await.unwrap().spec.running,
+        "Alice's session did not start it"
+    );
     let me: Value = eventually("the woken workspace to know Alice again", 180, || async {
         let r = page(&alice, "/api/whoami").send().await.ok()?;
         if r.status() != 200 || r.headers().contains_key("x-kube-coder-waker") {
@@ -764,6 +761,21 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
         r.json().await.ok()
     })
     .await;
+    let woken = Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Woken"))
+        .filter_map(|e| e.message)
+        .collect::<Vec<_>>();
+    assert!(
+        woken
+            .iter()
+            .any(|m| m.contains("login-proxy session of alice@example.com")),
+        "{woken:?}"
+    );
     assert_eq!(me["via"], "oauth2", "{me}");
 
     workspaces

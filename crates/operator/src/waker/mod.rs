@@ -9,13 +9,15 @@
 //! counted (`kube_coder_operator_wake_requests_total`) and recorded as
 //! Events on the Workspace.
 //!
-//! An oauth2 workspace's browser session is not taken: the login proxy
-//! makes a session for any login the provider accepts and checks its allow
-//! list on each request after (a login outside the list holds a validly
-//! signed session), and the proxy is not running to ask. Its dashboard
-//! host says how to start it instead.
+//! On an oauth2 workspace's dashboard host the browser's session of the
+//! workspace's own login proxy counts too (`oauth2_session` reads it with
+//! the proxy's cookie secret), when the login in it is on the same allow
+//! list the workspace server applies: the proxy makes a validly signed
+//! session for any login the provider accepts, so the signature alone
+//! would let strangers in.
 
 mod limits;
+pub mod oauth2_session;
 mod page;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +38,7 @@ use subtle::ConstantTimeEq;
 
 use crate::controller::Context;
 use crate::crd::{AuthType, Workspace};
-use crate::manifests::Kind;
+use crate::manifests::{oauth2_proxy, Kind};
 use crate::names;
 use limits::{Limits, Wake};
 
@@ -64,10 +66,12 @@ struct Counts {
 }
 
 /// How a caller proved who they are.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Via {
     Token,
     Login,
+    /// A session of the workspace's login proxy, for this login.
+    OAuth2(String),
 }
 
 impl Waker {
@@ -128,7 +132,7 @@ impl Waker {
 
     /// Start the workspace, unless it runs already or was started moments
     /// ago; `Busy` when too many were started in the last minute.
-    async fn wake(&self, ws: &Workspace, host: &str, via: Via) -> Result<Wake, String> {
+    async fn wake(&self, ws: &Workspace, host: &str, via: &Via) -> Result<Wake, String> {
         let name = names::workspace_name(ws);
         if ws.spec.running {
             return Ok(Wake::JustStarted);
@@ -147,8 +151,9 @@ impl Waker {
             .map_err(|e| format!("cannot start workspace {name}: {e}"))?;
         self.ctx.stats.wrote(name);
         let how = match via {
-            Via::Token => "its API token",
-            Via::Login => "its dashboard login",
+            Via::Token => "its API token".to_string(),
+            Via::Login => "its dashboard login".to_string(),
+            Via::OAuth2(login) => format!("a login-proxy session of {login}"),
         };
         let event = Event {
             type_: EventType::Normal,
@@ -185,19 +190,27 @@ fn same(a: &str, b: &str) -> bool {
     !b.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
+    let data = secret?.data.as_ref()?;
+    String::from_utf8(data.get(key)?.0.clone()).ok()
+}
+
 /// Whether the request carries the workspace's own credential: its API
-/// token (either host), or on the dashboard host of a basic-auth
-/// workspace its login. `credentials` is its credentials Secret.
+/// token (either host), or on the dashboard host its login (basic auth)
+/// or a session of its login proxy (oauth2). `credentials` is its
+/// credentials Secret, `oauth2` its login proxy's Secret.
 fn authenticate(
     ws: &Workspace,
     api: bool,
     headers: &HeaderMap,
     credentials: Option<&Secret>,
+    oauth2: Option<&Secret>,
 ) -> Option<Via> {
-    let value = |key: &str| {
-        let data = credentials?.data.as_ref()?;
-        String::from_utf8(data.get(key)?.0.clone()).ok()
-    };
+    let value = |key: &str| secret_value(credentials, key);
+    if !api && ws.spec.auth.kind == AuthType::Oauth2 && !headers.contains_key(header::AUTHORIZATION)
+    {
+        return oauth2_login(ws, headers, oauth2);
+    }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     if let Some(token) = auth.strip_prefix("Bearer ") {
         return same(token.trim(), &value("api-token")?).then_some(Via::Token);
@@ -211,6 +224,27 @@ fn authenticate(
         .ok()?;
     let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
     (same(user, &ws.spec.owner.name) && same(password, &value("password")?)).then_some(Via::Login)
+}
+
+/// A session of the workspace's login proxy for a login on its allow
+/// list (the one the server applies behind the proxy; empty when GitHub
+/// organisations decide, which the proxy checked before making it).
+fn oauth2_login(ws: &Workspace, headers: &HeaderMap, oauth2: Option<&Secret>) -> Option<Via> {
+    let secret = secret_value(oauth2, "cookie-secret")?;
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let who = oauth2_session::identity(cookies, &secret, std::time::SystemTime::now())
+        .map_err(|e| tracing::debug!(workspace = %names::workspace_name(ws), error = %e, "no wake by session"))
+        .ok()?;
+    let allowed = oauth2_proxy::allowed_users(ws);
+    let on_list = allowed.is_empty()
+        || [&who.user, &who.email]
+            .into_iter()
+            .flatten()
+            .any(|id| allowed.iter().any(|a| a.eq_ignore_ascii_case(id)));
+    on_list.then(|| Via::OAuth2(who.name().to_string()))
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -252,7 +286,16 @@ async fn handle(State(waker): State<Arc<Waker>>, request: Request) -> Response {
         names::CREDENTIALS_SECRET,
         Some(&namespace),
     );
-    let mut response = match authenticate(&ws, api, headers, credentials.as_ref()) {
+    let oauth2 = (ws.spec.auth.kind == AuthType::Oauth2)
+        .then(|| {
+            waker
+                .ctx
+                .caches
+                .get_as::<Secret>(Kind::Secret, names::OAUTH2_SECRET, Some(&namespace))
+        })
+        .flatten();
+    let mut response = match authenticate(&ws, api, headers, credentials.as_ref(), oauth2.as_ref())
+    {
         None => refuse(&waker, &ws, api, headers),
         Some(via) => {
             let path = request.uri().path();
@@ -267,7 +310,7 @@ async fn handle(State(waker): State<Arc<Waker>>, request: Request) -> Response {
                 )
                     .into_response();
             }
-            match waker.wake(&ws, &host, via).await {
+            match waker.wake(&ws, &host, &via).await {
                 Ok(Wake::Now) => waker.counts.woken.fetch_add(1, Ordering::Relaxed),
                 Ok(Wake::JustStarted) => waker.counts.starting.fetch_add(1, Ordering::Relaxed),
                 Ok(Wake::Busy) => {
@@ -330,7 +373,11 @@ async fn handle(State(waker): State<Arc<Waker>>, request: Request) -> Response {
 /// credentials for one workspace in a minute are refused outright.
 fn refuse(waker: &Waker, ws: &Workspace, api: bool, headers: &HeaderMap) -> Response {
     let name = names::workspace_name(ws);
-    let tried = headers.contains_key(header::AUTHORIZATION);
+    let tried = headers.contains_key(header::AUTHORIZATION)
+        || headers.get_all(header::COOKIE).iter().any(|c| {
+            c.to_str()
+                .is_ok_and(|c| c.contains(oauth2_session::COOKIE_NAME))
+        });
     if tried && !waker.limits.may_fail(name) {
         waker.counts.limited.fetch_add(1, Ordering::Relaxed);
         return json_error(

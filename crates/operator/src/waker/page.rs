@@ -67,16 +67,17 @@ pub fn sign_in(workspace: &str, state: &str) -> String {
     )
 }
 
-/// An oauth2 workspace: its login proxy, which alone can say whether this
-/// browser's sign-in is on its allow list, is not running to ask.
+/// An oauth2 workspace and no session of its login proxy for a login on
+/// its allow list: a new sign-in needs the proxy, which runs with it.
 pub fn how_to_start(workspace: &str, state: &str) -> String {
     let name = escape(workspace);
     shell(
         &format!("{name} is {state}"),
         &format!(
-            "<h1>{name} is {state}</h1><p>Its sign-in is checked by its login proxy, which \
-             runs with it, so a browser does not start it. Start it with \
-             <code>kube-coder user start {name}</code>, or with a request to its API host \
+            "<h1>{name} is {state}</h1><p>This browser has no sign-in to it that is on its \
+             allow list, and signing in needs its login proxy, which runs with it. Open it \
+             in the browser you last used it in, or start it with \
+             <code>kube-coder user start {name}</code> or a request to its API host \
              carrying its API token, then reload this page.</p>"
         ),
     )

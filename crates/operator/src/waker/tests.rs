@@ -34,7 +34,7 @@ fn basic(user: &str, password: &str) -> HeaderMap {
 fn only_the_workspaces_own_credential_wakes_it() {
     let ws = workspace("alice", json!({"owner": {"name": "alice"}}));
     let secret = credentials("t0k3n", "s3cret");
-    let auth = |api: bool, h: &HeaderMap| authenticate(&ws, api, h, Some(&secret));
+    let auth = |api: bool, h: &HeaderMap| authenticate(&ws, api, h, Some(&secret), None);
     // The API token, on either host.
     assert_eq!(auth(true, &with_auth("Bearer t0k3n")), Some(Via::Token));
     assert_eq!(auth(false, &with_auth("Bearer t0k3n")), Some(Via::Token));
@@ -49,40 +49,107 @@ fn only_the_workspaces_own_credential_wakes_it() {
     // Nothing, or no credentials to compare with: nobody.
     assert_eq!(auth(false, &HeaderMap::new()), None);
     assert_eq!(
-        authenticate(&ws, true, &with_auth("Bearer t0k3n"), None),
+        authenticate(&ws, true, &with_auth("Bearer t0k3n"), None, None),
         None
     );
     let empty = credentials("", "");
     assert_eq!(
-        authenticate(&ws, true, &with_auth("Bearer "), Some(&empty)),
+        authenticate(&ws, true, &with_auth("Bearer "), Some(&empty), None),
         None
     );
 }
 
 #[test]
-fn an_oauth2_workspace_is_woken_by_its_token_only() {
+fn an_oauth2_workspace_is_woken_by_its_token_or_a_session_of_an_allowed_login() {
+    use oauth2_session::{seal, Identity};
     let sso = workspace(
         "bob",
         json!({"owner": {"name": "bob", "email": "bob@example.com"},
-               "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh"}}}),
+               "auth": {"type": "oauth2", "oauth2": {"clientSecretRef": "gh",
+                        "allowedUsers": ["carol@example.com"]}}}),
     );
     let secret = credentials("t0k3n", "s3cret");
-    let s = Some(&secret);
+    let cookie_secret = "8J3x0mQz6Xr0Yc1uVh8aZkq2b5n7PpTt4LwS9dE1fGo=";
+    let proxy = Secret {
+        data: Some(BTreeMap::from([(
+            "cookie-secret".to_string(),
+            ByteString(cookie_secret.into()),
+        )])),
+        ..Default::default()
+    };
+    let (s, p) = (Some(&secret), Some(&proxy));
     assert_eq!(
-        authenticate(&sso, true, &with_auth("Bearer t0k3n"), s),
+        authenticate(&sso, true, &with_auth("Bearer t0k3n"), s, p),
         Some(Via::Token)
     );
     assert_eq!(
-        authenticate(&sso, false, &with_auth("Bearer t0k3n"), s),
+        authenticate(&sso, false, &with_auth("Bearer t0k3n"), s, p),
         Some(Via::Token)
     );
-    assert_eq!(authenticate(&sso, false, &basic("bob", "s3cret"), s), None);
-    let mut session = HeaderMap::new();
-    session.insert(
+    assert_eq!(
+        authenticate(&sso, false, &basic("bob", "s3cret"), s, p),
+        None
+    );
+    let session = |email: &str, secret: &str| {
+        let who = Identity {
+            user: Some("sub-1".into()),
+            email: Some(email.into()),
+        };
+        let mut h = HeaderMap::new();
+        let cookie = seal(&who, secret, std::time::SystemTime::now());
+        h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        h
+    };
+    // The owner and the listed users, by e-mail, any case.
+    for who in ["bob@example.com", "Carol@Example.com"] {
+        assert_eq!(
+            authenticate(&sso, false, &session(who, cookie_secret), s, p),
+            Some(Via::OAuth2(who.into()))
+        );
+    }
+    // Not on the dashboard's allow list, though the proxy signed it.
+    assert_eq!(
+        authenticate(
+            &sso,
+            false,
+            &session("mallory@example.com", cookie_secret),
+            s,
+            p
+        ),
+        None
+    );
+    // Another proxy's session, a made-up one, one on the api host, or
+    // no proxy Secret to check it with: nobody.
+    assert_eq!(
+        authenticate(
+            &sso,
+            false,
+            &session("bob@example.com", "fedcba9876543210"),
+            s,
+            p
+        ),
+        None
+    );
+    let mut forged = HeaderMap::new();
+    forged.insert(
         header::COOKIE,
         HeaderValue::from_static("_oauth2_proxy=v|1|s"),
     );
-    assert_eq!(authenticate(&sso, false, &session, s), None);
+    assert_eq!(authenticate(&sso, false, &forged, s, p), None);
+    assert_eq!(
+        authenticate(&sso, true, &session("bob@example.com", cookie_secret), s, p),
+        None
+    );
+    assert_eq!(
+        authenticate(
+            &sso,
+            false,
+            &session("bob@example.com", cookie_secret),
+            s,
+            None
+        ),
+        None
+    );
 }
 
 #[test]
