@@ -95,6 +95,12 @@ build_in_source() {
 }
 build_in_source traefik "$TRAEFIK_VERSION" github.com/traefik/traefik/v3 ./cmd/traefik \
   "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+# BuildKit, the builder of brokered image builds (images/buildkit); its own
+# go.mod pins what it was released with.
+for cmd in buildkitd buildctl; do
+  build_in_source "$cmd" "$BUILDKIT_VERSION" github.com/moby/buildkit "./cmd/$cmd" \
+    "-X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION"
+done
 
 # Our own small main around the mockoidc module: keyed by its source.
 build mockoidc "$(cat "$hack/mockoidc/main.go" "$hack/mockoidc/go.mod" | sha256sum | cut -c1-12)" mockoidc . ""

@@ -43,7 +43,7 @@ NODE_TEST_IFACES="kcth"
 NODE_NFT_TABLE=kube-coder-node
 NODE_TAINT_KEY=kube-coder.dev/node
 # The images every node start imports (target/images/NAME.tar).
-NODE_IMAGES="busybox kube-coder workspace oauth2-proxy"
+NODE_IMAGES="busybox kube-coder workspace oauth2-proxy buildkit"
 
 node_name() { hostname | tr 'A-Z_' 'a-z-'; }
 

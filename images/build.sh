@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make images`: build the container images into target/images/ without a
 # Docker daemon. For each image NAME (kube-coder, workspace, oauth2-proxy,
-# busybox): images/NAME/rootfs.sh makes the root filesystem (Debian packages by
+# busybox, buildkit): images/NAME/rootfs.sh makes the root filesystem (Debian packages by
 # mmdebstrap or unpacked .debs, npm packages, our binaries), and
 # kube-coder-image packs it into NAME.tar (an OCI archive), NAME.spdx.json
 # (its SBOM) and NAME.ref (its full name and manifest digest).
@@ -26,7 +26,7 @@ export IMAGES_CACHE=${IMAGES_CACHE:-${KUBE_CODER_CACHE:-$HOME/.cache/kube-coder}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 names=("$@")
-((${#names[@]})) || names=(kube-coder workspace oauth2-proxy busybox)
+((${#names[@]})) || names=(kube-coder workspace oauth2-proxy busybox buildkit)
 
 say() { echo "images: $*" >&2; }
 if [ "$(id -u)" != 0 ]; then
@@ -47,13 +47,17 @@ else
   cargo test -q --workspace --no-run
 fi
 export KUBE_CODER_BIN=$repo/target/$profile/kube-coder
-export OAUTH2_PROXY_BIN=${KUBE_CODER_CACHE:-$HOME/.cache/kube-coder}/bin/oauth2-proxy-$OAUTH2_PROXY_VERSION
+gobin=${KUBE_CODER_CACHE:-$HOME/.cache/kube-coder}/bin
+export OAUTH2_PROXY_BIN=$gobin/oauth2-proxy-$OAUTH2_PROXY_VERSION
+export BUILDKITD_BIN=$gobin/buildkitd-$BUILDKIT_VERSION BUILDCTL_BIN=$gobin/buildctl-$BUILDKIT_VERSION
+export RUNC_BIN=$gobin/runc-$RUNC_VERSION
 packer=$repo/target/$profile/kube-coder-image
 mkdir -p "$out" "$IMAGES_CACHE/base"
 
 reference() {
   case $1 in
     oauth2-proxy) echo "ghcr.io/kube-coder/oauth2-proxy:$OAUTH2_PROXY_VERSION" ;;
+    buildkit) echo "ghcr.io/kube-coder/buildkit:$BUILDKIT_VERSION" ;;
     busybox) echo "ghcr.io/kube-coder/busybox:1" ;;
     *) echo "ghcr.io/kube-coder/$1:$version" ;;
   esac
@@ -73,6 +77,7 @@ for name in "${names[@]}"; do
   case $name in
     kube-coder | workspace) binaries=("$KUBE_CODER_BIN") ;;
     oauth2-proxy) binaries=("$OAUTH2_PROXY_BIN") ;;
+    buildkit) binaries=("$BUILDKITD_BIN" "$BUILDCTL_BIN" "$RUNC_BIN") ;;
   esac
   for b in "${binaries[@]}"; do
     [ -x "$b" ] || { say "$name needs $b: build it first (hack/build.sh builds oauth2-proxy)"; exit 1; }

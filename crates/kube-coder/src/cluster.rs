@@ -60,6 +60,9 @@ pub struct SettingsArgs {
     /// The image egress gateways run (the kube-coder image).
     #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_IMAGE", default_value_t = Settings::default().egress_gateway_image)]
     egress_gateway_image: String,
+    /// The image build pods run (images/buildkit).
+    #[arg(long, env = "KUBE_CODER_BUILDER_IMAGE", default_value_t = Settings::default().builder_image)]
+    builder_image: String,
     /// A model provider for workspaces with `spec.models`: NAME:API:URL
     /// (API: anthropic, openai or gemini); repeat or separate with commas.
     /// Unset: anthropic, openai and gemini at their public APIs.
@@ -177,6 +180,7 @@ impl TryFrom<SettingsArgs> for Settings {
             tolerations: a.tolerations,
             egress_default_domains: a.egress_default_domains,
             egress_gateway_image: a.egress_gateway_image,
+            builder_image: a.builder_image,
             model_providers: if a.model_providers.is_empty() {
                 ModelProvider::defaults()
             } else {

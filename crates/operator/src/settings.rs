@@ -71,6 +71,9 @@ pub struct Settings {
     /// lets a workspace with `spec.github` reach it. Empty: the operator's
     /// pods (by namespace and label) on the broker port.
     pub broker_endpoints: Vec<String>,
+    /// The image of build pods (`images/buildkit`: BuildKit, runc and the
+    /// runc wrapper a user-namespaced pod needs).
+    pub builder_image: String,
 }
 
 /// The GitHub App of the token broker.
@@ -207,6 +210,7 @@ impl Default for Settings {
             broker_url: "http://kube-coder-broker.{namespace}.svc:8443".into(),
             waker_address: "kube-coder-waker.{namespace}.svc:80".into(),
             broker_endpoints: Vec::new(),
+            builder_image: "ghcr.io/kube-coder/buildkit:v0.34.2".into(),
         }
     }
 }

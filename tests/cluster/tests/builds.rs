@@ -1,0 +1,279 @@
+//! The builder of brokered image builds on the real node: a build pod as
+//! the operator makes it (`manifests::build_pod`: its own user namespace,
+//! never privileged, the RuntimeDefault seccomp profile) takes a context
+//! through the API server's exec, as the operator gives it one, and
+//! BuildKit builds a Containerfile with `COPY` and `RUN` steps in it; each
+//! `RUN` step sees none of the pod's processes (the build client holding
+//! push credentials among them), and a second build reuses the first's
+//! layers. Starts: a build pod from the builder image the node imported.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, AttachParams, DeleteParams, PostParams};
+use kube_coder_cluster_tests::{client, eventually, real_node_settings, require_real_node, unique};
+use operator::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The builder image the node imported (`make test` builds it).
+fn builder_image() -> String {
+    let refs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/images/buildkit.ref"
+    );
+    let line = std::fs::read_to_string(refs)
+        .unwrap_or_else(|e| panic!("{refs}: {e}: run `PROFILE=debug images/build.sh buildkit`"));
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Run `command` in the build pod, with `stdin` if given: its exit code
+/// and its output (stdout and stderr).
+async fn exec(pods: &Api<Pod>, pod: &str, command: &[&str], stdin: Option<&[u8]>) -> (i32, String) {
+    let params = AttachParams::default()
+        .container("buildkit")
+        .stdin(stdin.is_some())
+        .stdout(true)
+        .stderr(true);
+    let mut process = pods
+        .exec(pod, command.iter().copied(), &params)
+        .await
+        .unwrap_or_else(|e| panic!("exec {command:?}: {e}"));
+    if let (Some(data), Some(mut writer)) = (stdin, process.stdin()) {
+        writer.write_all(data).await.unwrap();
+        writer.shutdown().await.unwrap();
+        drop(writer);
+    }
+    let mut out = String::new();
+    let mut err = String::new();
+    let (mut stdout, mut stderr) = (process.stdout().unwrap(), process.stderr().unwrap());
+    let (a, b) = tokio::join!(
+        stdout.read_to_string(&mut out),
+        stderr.read_to_string(&mut err)
+    );
+    a.unwrap();
+    b.unwrap();
+    let status = process.take_status().unwrap().await.unwrap_or_default();
+    let code = if status.status.as_deref() == Some("Success") {
+        0
+    } else {
+        status
+            .details
+            .and_then(|d| d.causes)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
+            })
+            .and_then(|c| c.message)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(-1)
+    };
+    (code, out + &err)
+}
+
+/// A tar of `files` (name, content), as a build's context is sent.
+fn context(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+const CONTAINERFILE: &str = "FROM scratch\n\
+COPY busybox /bin/busybox\n\
+COPY hello.txt /hello.txt\n\
+RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo step-uid=$(/bin/busybox id -u); echo step-sees-buildkitd=$(/bin/busybox ps -o comm | /bin/busybox grep -c buildkitd); /bin/busybox cat /hello.txt > /made.txt\"]\n";
+
+#[tokio::test]
+async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
+    let client = client().await;
+    require_real_node(&client).await;
+    let ns = unique("builds");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}
+    }))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let settings = operator::settings::Settings {
+        builder_image: builder_image(),
+        ..real_node_settings()
+    };
+    let pod = build_pod::build_pod(
+        &settings,
+        &ns,
+        "b-1",
+        "alice",
+        None,
+        &BuildLimits::default(),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    eventually("the build pod to run", 90, || async {
+        let p = pods.get("b-1").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+
+    // Root of its own user namespace: ID 0 inside is another ID outside.
+    let (code, map) = exec(
+        &pods,
+        "b-1",
+        &["busybox", "cat", "/proc/self/uid_map"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{map}");
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"0"), "{map}");
+    assert_ne!(
+        fields.get(1),
+        Some(&"0"),
+        "the pod's root is the host's: {map}"
+    );
+
+    // The context, as the operator sends it: a tar on stdin.
+    let (code, out) = exec(&pods, "b-1", &["busybox", "mkdir", "-p", CONTEXT_DIR], None).await;
+    assert_eq!(code, 0, "{out}");
+    let tar = context(&[
+        ("Containerfile", CONTAINERFILE),
+        ("hello.txt", "hello from the context\n"),
+    ]);
+    let (code, out) = exec(
+        &pods,
+        "b-1",
+        &["busybox", "tar", "-x", "-C", CONTEXT_DIR],
+        Some(&tar),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    // The image is FROM scratch, with the builder's static busybox to run
+    // (no registry is reachable from the pod in this test).
+    let busybox = format!("{CONTEXT_DIR}/busybox");
+    let (code, out) = exec(
+        &pods,
+        "b-1",
+        &["busybox", "cp", "/bin/busybox", &busybox],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (_, seen) = exec(
+        &pods,
+        "b-1",
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "busybox ps -o comm | busybox grep -c buildkitd",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        seen.trim(),
+        "1",
+        "the pod's own view shows buildkitd: {seen}"
+    );
+
+    eventually("BuildKit to answer", 60, || async {
+        let (code, _) = exec(
+            &pods,
+            "b-1",
+            &[
+                "buildctl",
+                &format!("--addr={BUILDKIT_SOCKET}"),
+                "debug",
+                "workers",
+            ],
+            None,
+        )
+        .await;
+        (code == 0).then_some(())
+    })
+    .await;
+    let build = |dest: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let local = format!("context={CONTEXT_DIR}");
+            let dockerfile = format!("dockerfile={CONTEXT_DIR}");
+            let output = format!("type=oci,dest=/work/{dest}");
+            let started = std::time::Instant::now();
+            let (code, log) = exec(
+                &pods,
+                "b-1",
+                &[
+                    "buildctl",
+                    &format!("--addr={BUILDKIT_SOCKET}"),
+                    "build",
+                    "--frontend=dockerfile.v0",
+                    "--local",
+                    &local,
+                    "--local",
+                    &dockerfile,
+                    "--opt",
+                    "filename=Containerfile",
+                    "--output",
+                    &output,
+                    "--progress=plain",
+                ],
+                None,
+            )
+            .await;
+            assert_eq!(code, 0, "the build failed:\n{log}");
+            (log, started.elapsed())
+        }
+    };
+    let (log, cold) = build("one.tar").await;
+    let steps: BTreeMap<&str, &str> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().last()?.split_once('='))
+        .filter(|(k, _)| k.starts_with("step-"))
+        .collect();
+    assert_eq!(steps.get("step-uid"), Some(&"0"), "{log}");
+    assert_eq!(
+        steps.get("step-sees-buildkitd"),
+        Some(&"0"),
+        "a RUN step sees the pod's processes:\n{log}"
+    );
+    let (code, listing) = exec(
+        &pods,
+        "b-1",
+        &["busybox", "tar", "-tf", "/work/one.tar"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{listing}");
+    assert!(
+        listing.contains("index.json"),
+        "not an OCI image: {listing}"
+    );
+
+    // The same build again: every step from the cache.
+    let (log, warm) = build("two.tar").await;
+    assert!(
+        log.lines().filter(|l| l.contains("CACHED")).count() >= 3,
+        "the second build did not reuse the first's layers:\n{log}"
+    );
+    println!(
+        "build of a 3-step Containerfile: cold {:.2} s, warm {:.2} s (buildctl, in the pod)",
+        cold.as_secs_f64(),
+        warm.as_secs_f64()
+    );
+
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
