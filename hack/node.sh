@@ -146,7 +146,7 @@ node_net_down() {
 
 node_containerd() {
   local n=$dir/node
-  mkdir -p "$n/bin" "$n/containerd" "$n/containerd-state"
+  mkdir -p "$n/bin" "$n/containerd" "$n/containerd-state" "$n/registry-hosts"
   # containerd finds the shim, and the shim runc, on the PATH.
   ln -sf "$bin/containerd-shim-runc-v2-$CONTAINERD_VERSION" "$n/bin/containerd-shim-runc-v2"
   ln -sf "$bin/runc-$RUNC_VERSION" "$n/bin/runc"
@@ -162,6 +162,10 @@ state = "$n/containerd-state"
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "ghcr.io/kube-coder/busybox:1"
+  # Per-registry settings (hosts.toml), read at each pull: tests put a plain
+  # HTTP registry on the node's address there (tests/cluster/tests/builds.rs).
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$n/registry-hosts"
 [plugins.'io.containerd.cri.v1.runtime']
   # This machine may not lower oom_score_adj (no CAP_SYS_RESOURCE); the
   # kubelet asks for -998 on sandboxes.

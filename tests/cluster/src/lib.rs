@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod registry;
 pub mod test_host;
 
 /// A client for the test cluster, or a panic that says how to get one.

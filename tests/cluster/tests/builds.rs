@@ -5,13 +5,20 @@
 //! BuildKit builds a Containerfile with `COPY` and `RUN` steps in it; each
 //! `RUN` step sees none of the pod's processes (the build client holding
 //! push credentials among them), and a second build reuses the first's
-//! layers. Starts: a build pod from the builder image the node imported.
+//! layers. With push credentials only it holds (a Secret mounted into the
+//! build pod), it pushes to a registry that requires a password, and the
+//! image it pushed runs as a pod.
+//! Starts: build pods from the builder image the node imported; a
+//! registry (distribution/v3) on the node's address.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, AttachParams, DeleteParams, PostParams};
-use kube_coder_cluster_tests::{client, eventually, real_node_settings, require_real_node, unique};
+use kube_coder_cluster_tests::registry::start_registry;
+use kube_coder_cluster_tests::{
+    client, eventually, real_node_address, real_node_settings, require_real_node, unique,
+};
 use operator::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -92,39 +99,129 @@ COPY busybox /bin/busybox\n\
 COPY hello.txt /hello.txt\n\
 RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo step-uid=$(/bin/busybox id -u); echo step-sees-buildkitd=$(/bin/busybox ps -o comm | /bin/busybox grep -c buildkitd); /bin/busybox cat /hello.txt > /made.txt\"]\n";
 
-#[tokio::test]
-async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
-    let client = client().await;
-    require_real_node(&client).await;
+/// A build namespace as the operator will make it (Pod Security
+/// `privileged`: the build container's SYS_ADMIN is outside `baseline`).
+async fn build_namespace(client: &kube::Client) -> String {
     let ns = unique("builds");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}
     }))
     .unwrap();
-    namespaces
+    Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    ns
+}
+
+/// The build pod `name` in `ns` (with `push_secret` mounted), running,
+/// BuildKit answering, and the test's context unpacked into it.
+async fn builder(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    push_secret: Option<&str>,
+) -> Api<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let settings = operator::settings::Settings {
         builder_image: builder_image(),
         ..real_node_settings()
     };
     let pod = build_pod::build_pod(
         &settings,
-        &ns,
-        "b-1",
+        ns,
+        name,
         "alice",
-        None,
+        push_secret,
         &BuildLimits::default(),
     );
     pods.create(&PostParams::default(), &pod).await.unwrap();
     eventually("the build pod to run", 90, || async {
-        let p = pods.get("b-1").await.ok()?;
+        let p = pods.get(name).await.ok()?;
         (p.status?.phase.as_deref() == Some("Running")).then_some(())
     })
     .await;
+    // The context, as the operator sends it: a tar on stdin.
+    let (code, out) = exec(&pods, name, &["busybox", "mkdir", "-p", CONTEXT_DIR], None).await;
+    assert_eq!(code, 0, "{out}");
+    let tar = context(&[
+        ("Containerfile", CONTAINERFILE),
+        ("hello.txt", "hello from the context\n"),
+    ]);
+    let (code, out) = exec(
+        &pods,
+        name,
+        &["busybox", "tar", "-x", "-C", CONTEXT_DIR],
+        Some(&tar),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    // The image is FROM scratch, with the builder's static busybox to run.
+    let busybox = format!("{CONTEXT_DIR}/busybox");
+    let (code, out) = exec(
+        &pods,
+        name,
+        &["busybox", "cp", "/bin/busybox", &busybox],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    eventually("BuildKit to answer", 60, || async {
+        let (code, _) = exec(
+            &pods,
+            name,
+            &[
+                "buildctl",
+                &format!("--addr={BUILDKIT_SOCKET}"),
+                "debug",
+                "workers",
+            ],
+            None,
+        )
+        .await;
+        (code == 0).then_some(())
+    })
+    .await;
+    pods
+}
+
+/// `buildctl build` of the context with `output`: its log and duration.
+async fn build(pods: &Api<Pod>, name: &str, output: &str) -> (String, std::time::Duration) {
+    let local = format!("context={CONTEXT_DIR}");
+    let dockerfile = format!("dockerfile={CONTEXT_DIR}");
+    let started = std::time::Instant::now();
+    let (code, log) = exec(
+        pods,
+        name,
+        &[
+            "buildctl",
+            &format!("--addr={BUILDKIT_SOCKET}"),
+            "build",
+            "--frontend=dockerfile.v0",
+            "--local",
+            &local,
+            "--local",
+            &dockerfile,
+            "--opt",
+            "filename=Containerfile",
+            "--output",
+            output,
+            "--progress=plain",
+            "--metadata-file=/work/metadata.json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "the build failed:\n{log}");
+    (log, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
+    let client = client().await;
+    require_real_node(&client).await;
+    let ns = build_namespace(&client).await;
+    let pods = builder(&client, &ns, "b-1", None).await;
 
     // Root of its own user namespace: ID 0 inside is another ID outside.
     let (code, map) = exec(
@@ -142,33 +239,6 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
         Some(&"0"),
         "the pod's root is the host's: {map}"
     );
-
-    // The context, as the operator sends it: a tar on stdin.
-    let (code, out) = exec(&pods, "b-1", &["busybox", "mkdir", "-p", CONTEXT_DIR], None).await;
-    assert_eq!(code, 0, "{out}");
-    let tar = context(&[
-        ("Containerfile", CONTAINERFILE),
-        ("hello.txt", "hello from the context\n"),
-    ]);
-    let (code, out) = exec(
-        &pods,
-        "b-1",
-        &["busybox", "tar", "-x", "-C", CONTEXT_DIR],
-        Some(&tar),
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
-    // The image is FROM scratch, with the builder's static busybox to run
-    // (no registry is reachable from the pod in this test).
-    let busybox = format!("{CONTEXT_DIR}/busybox");
-    let (code, out) = exec(
-        &pods,
-        "b-1",
-        &["busybox", "cp", "/bin/busybox", &busybox],
-        None,
-    )
-    .await;
-    assert_eq!(code, 0, "{out}");
     let (_, seen) = exec(
         &pods,
         "b-1",
@@ -187,55 +257,7 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
         "the pod's own view shows buildkitd: {seen}"
     );
 
-    eventually("BuildKit to answer", 60, || async {
-        let (code, _) = exec(
-            &pods,
-            "b-1",
-            &[
-                "buildctl",
-                &format!("--addr={BUILDKIT_SOCKET}"),
-                "debug",
-                "workers",
-            ],
-            None,
-        )
-        .await;
-        (code == 0).then_some(())
-    })
-    .await;
-    let build = |dest: &'static str| {
-        let pods = pods.clone();
-        async move {
-            let local = format!("context={CONTEXT_DIR}");
-            let dockerfile = format!("dockerfile={CONTEXT_DIR}");
-            let output = format!("type=oci,dest=/work/{dest}");
-            let started = std::time::Instant::now();
-            let (code, log) = exec(
-                &pods,
-                "b-1",
-                &[
-                    "buildctl",
-                    &format!("--addr={BUILDKIT_SOCKET}"),
-                    "build",
-                    "--frontend=dockerfile.v0",
-                    "--local",
-                    &local,
-                    "--local",
-                    &dockerfile,
-                    "--opt",
-                    "filename=Containerfile",
-                    "--output",
-                    &output,
-                    "--progress=plain",
-                ],
-                None,
-            )
-            .await;
-            assert_eq!(code, 0, "the build failed:\n{log}");
-            (log, started.elapsed())
-        }
-    };
-    let (log, cold) = build("one.tar").await;
+    let (log, cold) = build(&pods, "b-1", "type=oci,dest=/work/one.tar").await;
     let steps: BTreeMap<&str, &str> = log
         .lines()
         .filter_map(|l| l.split_whitespace().last()?.split_once('='))
@@ -261,7 +283,7 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
     );
 
     // The same build again: every step from the cache.
-    let (log, warm) = build("two.tar").await;
+    let (log, warm) = build(&pods, "b-1", "type=oci,dest=/work/two.tar").await;
     assert!(
         log.lines().filter(|l| l.contains("CACHED")).count() >= 3,
         "the second build did not reuse the first's layers:\n{log}"
@@ -272,8 +294,137 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
         warm.as_secs_f64()
     );
 
-    namespaces
+    Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() {
+    use base64::Engine;
+    let client = client().await;
+    require_real_node(&client).await;
+    let node = real_node_address(&client).await;
+    let (creds, _) =
+        operator::manifests::credentials::Credentials::keep_or_generate("pusher", None);
+    let registry = start_registry(&node, &creds.htpasswd).await;
+    // The node's containerd pulls from it over plain HTTP.
+    let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG"));
+    let hosts = kubeconfig
+        .parent()
+        .unwrap()
+        .join("node/registry-hosts")
+        .join(&registry.addr);
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{0}\"\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+
+    let ns = build_namespace(&client).await;
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("pusher:{}", creds.password));
+    let config = serde_json::json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "push"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let pods = builder(&client, &ns, "b-push", Some("push")).await;
+
+    let image = format!("{}/team/app:1", registry.addr);
+    let (log, took) = build(
+        &pods,
+        "b-push",
+        &format!("type=image,name={image},push=true,registry.insecure=true"),
+    )
+    .await;
+    let (code, metadata) = exec(
+        &pods,
+        "b-push",
+        &["busybox", "cat", "/work/metadata.json"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{metadata}");
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    let digest = metadata["containerimage.digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{metadata}\n{log}");
+    println!(
+        "built and pushed {image}@{digest} in {:.2} s",
+        took.as_secs_f64()
+    );
+
+    // In the registry, under that digest, for the one with the password.
+    let manifest = format!("http://{}/v2/team/app/manifests/1", registry.addr);
+    let http = reqwest::Client::new();
+    let r = http.head(&manifest).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the registry lets anyone in");
+    let r = http
+        .head(&manifest)
+        .basic_auth("pusher", Some(&creds.password))
+        .header(
+            "accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok()),
+        Some(digest.as_str())
+    );
+
+    // The image runs, pulled by the kubelet with the same credentials.
+    let run: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": "push"}],
+            "nodeSelector": real_node_settings().node_selector,
+            "tolerations": real_node_settings().tolerations,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "app", "image": image,
+                "command": ["/bin/busybox", "cat", "/made.txt"],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }))
+    .unwrap();
+    let all: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    all.create(&PostParams::default(), &run).await.unwrap();
+    let phase = eventually("the pushed image to run", 90, || async {
+        let p = all.get("app").await.ok()?;
+        let phase = p.status?.phase?;
+        (phase == "Succeeded" || phase == "Failed").then_some(phase)
+    })
+    .await;
+    let logs = all.logs("app", &Default::default()).await.unwrap();
+    assert_eq!(
+        (phase.as_str(), logs.as_str()),
+        ("Succeeded", "hello from the context\n")
+    );
+
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&hosts);
 }

@@ -8,10 +8,11 @@
 //! plain HTTP), the operator in-process; uses the node's containerd
 //! (`ctr`) to push the layers of the image it already holds.
 
-use std::process::{Child, Command};
+use std::process::Command;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube_coder_cluster_tests::registry::{start_registry, Registry};
 use kube_coder_cluster_tests::{
     client, eventually, install_crd, operator_for_real_node, require_real_node,
     workspace_may_secret, ws_name,
@@ -19,69 +20,10 @@ use kube_coder_cluster_tests::{
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
 
-/// The registry, stopped when dropped.
-struct Registry {
-    addr: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn tool(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run `make test`, or `eval \"$(hack/cluster env)\"`")
     })
-}
-
-/// A registry letting in `user` with `htpasswd` (a bcrypt line) only.
-async fn start_registry(htpasswd: &str) -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    std::fs::write(dir.path().join("htpasswd"), format!("{htpasswd}\n")).unwrap();
-    let config = format!(
-        "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
-         storage: {{filesystem: {{rootdirectory: {root}}}}}\n\
-         http: {{addr: \"{addr}\"}}\n\
-         auth: {{htpasswd: {{realm: kube-coder-tests, path: {root}/htpasswd}}}}\n",
-        root = dir.path().display()
-    );
-    std::fs::write(dir.path().join("config.yml"), config).unwrap();
-    let child = Command::new(tool("KUBE_CODER_REGISTRY"))
-        .args([
-            "serve",
-            &dir.path().join("config.yml").display().to_string(),
-        ])
-        // It would send traces to a collector on localhost otherwise.
-        .env("OTEL_TRACES_EXPORTER", "none")
-        // Its log (a 404 for each blob a push checks is logged as an
-        // error) is in the test's directory, not in the test's output.
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
-        .spawn()
-        .expect("start the registry");
-    let registry = Registry {
-        addr,
-        child,
-        _dir: dir,
-    };
-    let url = format!("http://{}/v2/", registry.addr);
-    eventually("the registry to answer", 30, || async {
-        let r = reqwest::get(&url).await.ok()?;
-        // Without a password: 401, asking for one.
-        (r.status() == 401).then_some(())
-    })
-    .await;
-    registry
 }
 
 /// `ctr` on the real node's containerd, in the kubelet's namespace.
@@ -206,7 +148,7 @@ async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_w
 
     let (creds, _) =
         operator::manifests::credentials::Credentials::keep_or_generate("puller", None);
-    let registry = start_registry(&creds.htpasswd).await;
+    let registry = start_registry("127.0.0.1", &creds.htpasswd).await;
 
     // An image of this run's own, only in the registry: the workspace
     // image's layers (pushed from the node's containerd) under a config
