@@ -435,13 +435,26 @@ pub struct Models {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildMode {
-    /// Builds run as locked-down Jobs the operator creates.
+    /// `kube-coder build` in the workspace sends the context to the
+    /// operator, which builds it in a build pod it controls, with push
+    /// credentials the workspace never holds.
     #[default]
+    Brokered,
+    /// The old name of `brokered`, accepted as it: Kaniko cannot be built
+    /// or tested from the Go module proxy, so BuildKit replaced it.
     Kaniko,
     /// A rootless BuildKit builder with more privilege: needs the
     /// acknowledgement below.
     Buildkit,
+    /// No builds: a build is refused, saying so.
     None,
+}
+
+impl BuildMode {
+    /// Whether builds go through the operator.
+    pub fn brokered(self) -> bool {
+        matches!(self, BuildMode::Brokered | BuildMode::Kaniko)
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -450,10 +463,27 @@ pub enum BuildMode {
     validation = Rule::new("self.mode != 'buildkit' || self.acknowledgeBuildkitRisk").message("build.mode buildkit runs a builder with more privilege; set build.acknowledgeBuildkitRisk: true to accept that"),
 )]
 pub struct Build {
+    /// `brokered` (the default): `kube-coder build` sends the context to
+    /// the operator, which builds it in a build pod it controls; `kaniko`:
+    /// the old name of `brokered`, accepted as it (Kaniko cannot be built
+    /// from the Go module proxy, so BuildKit replaced it); `buildkit`: a
+    /// builder in the workspace pod (needs acknowledgeBuildkitRisk);
+    /// `none`: builds are refused.
     #[serde(default)]
     pub mode: BuildMode,
     #[serde(default)]
     pub acknowledge_buildkit_risk: bool,
+    /// Where brokered builds may push: a repository (`registry.example.com/team/app`)
+    /// or every repository under a prefix ending in `/`
+    /// (`registry.example.com/team/`). Empty: every build is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 255), regex(pattern = r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*/?$")))]
+    pub registries: Vec<String>,
+    /// A docker-registry Secret in the operator's namespace with the push
+    /// credentials; given to the build pod only, never to the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub push_secret: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -560,7 +590,7 @@ mod tests {
         assert_eq!(spec.auth.kind, AuthType::Basic);
         assert!(!spec.auth.read_only);
         assert!(spec.storage.retain_on_delete);
-        assert_eq!(spec.build.mode, BuildMode::Kaniko);
+        assert_eq!(spec.build.mode, BuildMode::Brokered);
         assert!(!spec.network.allow_internal_hooks);
         assert!(spec.network.egress.deny_cidrs.is_none());
     }
