@@ -63,6 +63,18 @@ pub struct SettingsArgs {
     /// The image build pods run (images/buildkit).
     #[arg(long, env = "KUBE_CODER_BUILDER_IMAGE", default_value_t = Settings::default().builder_image)]
     builder_image: String,
+    /// The namespace build pods run in (made by the operator; Pod Security
+    /// privileged, only the operator creates pods there).
+    #[arg(long, env = "KUBE_CODER_BUILD_NAMESPACE", default_value_t = Settings::default().build_namespace)]
+    build_namespace: String,
+    /// A registry (host:port) builds reach over plain HTTP: for test
+    /// registries only; repeat or separate with commas.
+    #[arg(
+        long = "build-insecure-registry",
+        env = "KUBE_CODER_BUILD_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
     /// A model provider for workspaces with `spec.models`: NAME:API:URL
     /// (API: anthropic, openai or gemini); repeat or separate with commas.
     /// Unset: anthropic, openai and gemini at their public APIs.
@@ -181,6 +193,8 @@ impl TryFrom<SettingsArgs> for Settings {
             egress_default_domains: a.egress_default_domains,
             egress_gateway_image: a.egress_gateway_image,
             builder_image: a.builder_image,
+            build_namespace: a.build_namespace,
+            insecure_registries: a.insecure_registries,
             model_providers: if a.model_providers.is_empty() {
                 ModelProvider::defaults()
             } else {

@@ -107,8 +107,11 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         let broker = tokio::net::TcpListener::bind(args.broker_listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.broker_listen))?;
-        let broker = operator::broker::Broker::new(client.clone(), settings.clone())
-            .serve(broker, stop.clone().cancelled_owned());
+        // The token broker and builds share the port workspaces may reach.
+        let routes = operator::broker::Broker::new(client.clone(), settings.clone())
+            .router()
+            .merge(operator::builds::Builds::new(client.clone(), settings.clone()).router());
+        let broker = operator::serve::until(routes, broker, stop.clone().cancelled_owned());
         let broker = tokio::spawn(broker);
         let waker_listener = tokio::net::TcpListener::bind(args.waker_listen)
             .await

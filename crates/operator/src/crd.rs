@@ -477,7 +477,13 @@ pub struct Build {
     /// or every repository under a prefix ending in `/`
     /// (`registry.example.com/team/`). Empty: every build is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 255), regex(pattern = r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*/?$")))]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(max = 255),
+            regex(pattern = r"^[a-z0-9]+([._:-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*/?$")
+        )
+    )]
     pub registries: Vec<String>,
     /// A docker-registry Secret in the operator's namespace with the push
     /// credentials; given to the build pod only, never to the workspace.

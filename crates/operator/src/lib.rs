@@ -19,6 +19,8 @@ pub fn crd_yaml() -> String {
     format!("# Generated from crates/operator/src/crd.rs by `kube-coder crd`; do not edit.\n{body}")
 }
 pub mod broker;
+pub mod builds;
 pub mod controller;
-mod serve;
+pub mod serve;
 pub mod waker;
+pub mod workspace_identity;

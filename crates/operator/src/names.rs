@@ -14,6 +14,9 @@ pub const MANAGED_BY: &str = "kube-coder";
 pub const BROKER_AUDIENCE: &str = "kube-coder-broker";
 /// The broker's port on the operator's pods.
 pub const BROKER_PORT: i32 = 8443;
+/// The audience of the projected token a workspace shows to ask for an
+/// image build (served on the broker's port).
+pub const BUILD_AUDIENCE: &str = "kube-coder-build";
 /// The `app.kubernetes.io/name` of the operator's pods (the chart's).
 pub const OPERATOR_APP: &str = "kube-coder-operator";
 

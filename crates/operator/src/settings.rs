@@ -74,6 +74,13 @@ pub struct Settings {
     /// The image of build pods (`images/buildkit`: BuildKit, runc and the
     /// runc wrapper a user-namespaced pod needs).
     pub builder_image: String,
+    /// The namespace build pods run in (Pod Security `privileged`: their
+    /// builder needs SYS_ADMIN in its own user namespace; only the
+    /// operator creates pods there).
+    pub build_namespace: String,
+    /// Registries (`host:port`) builds reach over plain HTTP (test
+    /// registries; never for real ones).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The GitHub App of the token broker.
@@ -211,6 +218,8 @@ impl Default for Settings {
             waker_address: "kube-coder-waker.{namespace}.svc:80".into(),
             broker_endpoints: Vec::new(),
             builder_image: "ghcr.io/kube-coder/buildkit:v0.34.2".into(),
+            build_namespace: "kube-coder-builds".into(),
+            insecure_registries: Vec::new(),
         }
     }
 }

@@ -70,3 +70,32 @@ pub async fn start_registry(host: &str, htpasswd: &str) -> Registry {
     .await;
     registry
 }
+
+/// `ctr` on the real node's containerd, in the kubelet's namespace: its
+/// output. Panics with ctr's message when it fails.
+pub fn node_ctr(args: &[&str]) -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run `make test`, or `eval \"$(hack/cluster env)\"`")
+        })
+    };
+    let kubeconfig = std::path::PathBuf::from(var("KUBECONFIG"));
+    let socket = kubeconfig
+        .parent()
+        .expect("the cluster directory")
+        .join("node/containerd.sock");
+    let out = Command::new(var("KUBE_CODER_CTR"))
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -14,13 +14,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, AttachParams, DeleteParams, PostParams};
-use kube_coder_cluster_tests::registry::start_registry;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube_coder_cluster_tests::registry::{node_ctr, start_registry};
 use kube_coder_cluster_tests::{
-    client, eventually, real_node_address, real_node_settings, require_real_node, unique,
+    client, eventually, eventually_empty, real_node_address, real_node_settings, require_real_node,
+    unique,
 };
 use operator::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The builder image the node imported (`make test` builds it).
 fn builder_image() -> String {
@@ -36,48 +36,12 @@ fn builder_image() -> String {
         .to_string()
 }
 
-/// Run `command` in the build pod, with `stdin` if given: its exit code
-/// and its output (stdout and stderr).
+/// Run `command` in the build pod, as the operator does: its exit code
+/// and output.
 async fn exec(pods: &Api<Pod>, pod: &str, command: &[&str], stdin: Option<&[u8]>) -> (i32, String) {
-    let params = AttachParams::default()
-        .container("buildkit")
-        .stdin(stdin.is_some())
-        .stdout(true)
-        .stderr(true);
-    let mut process = pods
-        .exec(pod, command.iter().copied(), &params)
+    operator::builds::runner::exec(pods, pod, command, stdin)
         .await
-        .unwrap_or_else(|e| panic!("exec {command:?}: {e}"));
-    if let (Some(data), Some(mut writer)) = (stdin, process.stdin()) {
-        writer.write_all(data).await.unwrap();
-        writer.shutdown().await.unwrap();
-        drop(writer);
-    }
-    let mut out = String::new();
-    let mut err = String::new();
-    let (mut stdout, mut stderr) = (process.stdout().unwrap(), process.stderr().unwrap());
-    let (a, b) = tokio::join!(
-        stdout.read_to_string(&mut out),
-        stderr.read_to_string(&mut err)
-    );
-    a.unwrap();
-    b.unwrap();
-    let status = process.take_status().unwrap().await.unwrap_or_default();
-    let code = if status.status.as_deref() == Some("Success") {
-        0
-    } else {
-        status
-            .details
-            .and_then(|d| d.causes)
-            .and_then(|c| {
-                c.into_iter()
-                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
-            })
-            .and_then(|c| c.message)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(-1)
-    };
-    (code, out + &err)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A tar of `files` (name, content), as a build's context is sent.
@@ -427,4 +391,320 @@ async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() 
         .await
         .unwrap();
     let _ = std::fs::remove_dir_all(&hosts);
+}
+
+/// `POST /builds` of `context` with `query`, as a workspace sends it: the
+/// status, and the lines of the answer (one JSON object each).
+async fn post_build(
+    base: &str,
+    token: &str,
+    query: &str,
+    context: Vec<u8>,
+) -> (u16, Vec<serde_json::Value>) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/builds?{query}"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-tar")
+        .body(context)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    (status, lines)
+}
+
+fn last_error(lines: &[serde_json::Value]) -> String {
+    lines
+        .iter()
+        .find_map(|l| l["error"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_and_limits() {
+    use base64::Engine;
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Patch, PatchParams};
+    use kube_coder_cluster_tests::{
+        create_workspace, install_crd, operator_running, wait_phase, ws_name,
+    };
+    use operator::crd::{Phase, Workspace};
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crd(&client).await;
+    let operator = operator_running().settings();
+    let node = real_node_address(&client).await;
+    let (creds, _) =
+        operator::manifests::credentials::Credentials::keep_or_generate("pusher", None);
+    let registry = start_registry(&node, &creds.htpasswd).await;
+
+    // The push credentials, in the operator's namespace only.
+    let pp = PatchParams::apply("kube-coder-tests");
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &operator.operator_namespace,
+            &pp,
+            &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": operator.operator_namespace}})),
+        )
+        .await
+        .unwrap();
+    let name = ws_name("build");
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("pusher:{}", creds.password));
+    let config = serde_json::json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
+    let push = format!("push-{name}");
+    Api::<Secret>::namespaced(client.clone(), &operator.operator_namespace)
+        .patch(
+            &push,
+            &pp,
+            &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": push}, "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)}})),
+        )
+        .await
+        .unwrap();
+    let workspaces: Api<Workspace> = Api::all(client.clone());
+    create_workspace(
+        &client,
+        &workspaces,
+        &name,
+        serde_json::json!({"build": {"registries": [format!("{}/team/", registry.addr)], "pushSecret": push}}),
+    )
+    .await;
+    wait_phase(&workspaces, &name, Phase::Ready, 90).await;
+
+    // The operator's builds, in a build namespace of their own, with a
+    // small context cap and time limit to try them.
+    let build_ns = unique("builds");
+    let settings = operator::settings::Settings {
+        builder_image: builder_image(),
+        build_namespace: build_ns.clone(),
+        insecure_registries: vec![registry.addr.clone()],
+        ..real_node_settings()
+    };
+    let settings = operator::settings::Settings {
+        operator_namespace: operator.operator_namespace.clone(),
+        ..settings
+    };
+    let limits = BuildLimits {
+        seconds: 25,
+        ..BuildLimits::default()
+    };
+    let builds = operator::builds::Builds::with_limits(client.clone(), settings, limits, 64 << 10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(operator::serve::until(
+        builds.router(),
+        listener,
+        std::future::pending(),
+    ));
+
+    // A base image in the registry: the node's busybox image, pushed by
+    // its containerd.
+    let base_image = format!("{}/team/base:1", registry.addr);
+    node_ctr(&[
+        "images",
+        "tag",
+        "--force",
+        "ghcr.io/kube-coder/busybox:1",
+        &base_image,
+    ]);
+    node_ctr(&[
+        "images",
+        "push",
+        "--plain-http",
+        "--user",
+        &format!("pusher:{}", creds.password),
+        &base_image,
+    ]);
+    node_ctr(&["images", "rm", &base_image]);
+
+    // The workspace's own token for builds (as its pod's projected token).
+    let token_of = |audience: &'static str| {
+        let client = client.clone();
+        let ns = format!("ws-{name}");
+        async move {
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(vec![audience.into()]),
+                    expiration_seconds: Some(600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Api::<ServiceAccount>::namespaced(client, &ns)
+                .create_token_request("workspace", &PostParams::default(), &request)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.token)
+                .expect("a token")
+        }
+    };
+    let token = token_of("kube-coder-build").await;
+    // The context: FROM the base in the registry, a COPY and a RUN.
+    let containerfile = format!(
+        "FROM {base_image}\nCOPY hello.txt /hello.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox cat /hello.txt > /tmp/made.txt\"]\n"
+    );
+    let ctx = || {
+        context(&[
+            ("Dockerfile", &containerfile),
+            ("hello.txt", "built through the operator\n"),
+        ])
+    };
+    let tag = format!("{}/team/app:2", registry.addr);
+
+    // Not a build token, or none: 401.
+    let broker_token = token_of("kube-coder-broker").await;
+    let (status, lines) = post_build(&base, &broker_token, &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 401, "{lines:?}");
+    let (status, _) = post_build(&base, "not-a-token", &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 401);
+    // Outside its registries: 403, naming the repository.
+    let (status, lines) = post_build(
+        &base,
+        &token,
+        &format!("tag={}/elsewhere/app:1", registry.addr),
+        ctx(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        last_error(&lines).contains("elsewhere/app is not a repository this workspace may push to"),
+        "{lines:?}"
+    );
+    // Over the context cap: 413.
+    let big = context(&[
+        ("Dockerfile", &containerfile),
+        ("big", &"x".repeat(100 << 10)),
+    ]);
+    let (status, lines) = post_build(&base, &token, &format!("tag={tag}"), big).await;
+    assert_eq!(status, 413);
+    assert!(last_error(&lines).contains("larger than"), "{lines:?}");
+
+    // A build: its log as it goes, then the digest it pushed.
+    let started = std::time::Instant::now();
+    let (status, lines) = post_build(&base, &token, &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 200);
+    let done = lines
+        .iter()
+        .find_map(|l| l.get("done"))
+        .unwrap_or_else(|| panic!("no result: {lines:#?}"));
+    let digest = done["digest"].as_str().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{done}");
+    assert!(
+        lines.iter().any(|l| l["log"]
+            .as_str()
+            .is_some_and(|s| s.contains("COPY hello.txt"))),
+        "{lines:#?}"
+    );
+    println!(
+        "brokered build: pushed {tag}@{digest}, {:.1} s from the request",
+        started.elapsed().as_secs_f64()
+    );
+    let r = reqwest::Client::new()
+        .head(format!("http://{}/v2/team/app/manifests/2", registry.addr))
+        .basic_auth("pusher", Some(&creds.password))
+        .header(
+            "accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok()),
+        Some(digest.as_str())
+    );
+    // The build pod and its copy of the credentials are gone.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &build_ns);
+    eventually_empty(&pods, "the build pod to be deleted", 60).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &build_ns);
+    eventually("the copied credentials to be deleted", 60, || async {
+        let left = secrets.list(&Default::default()).await.ok()?;
+        (!left.items.iter().any(|s| {
+            s.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.ends_with("-push"))
+        }))
+        .then_some(())
+    })
+    .await;
+
+    // The same build again, in a new pod: its layers come back from the
+    // cache the first one pushed beside the image.
+    let started = std::time::Instant::now();
+    let (status, lines) = post_build(&base, &token, &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 200);
+    assert!(lines.iter().any(|l| l.get("done").is_some()), "{lines:#?}");
+    let cached = lines
+        .iter()
+        .filter(|l| l["log"].as_str().is_some_and(|s| s.contains("CACHED")))
+        .count();
+    assert!(
+        cached >= 2,
+        "the second build made its layers again:\n{lines:#?}"
+    );
+    println!(
+        "the same build again: {:.1} s, {cached} steps from the registry cache",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Three slow builds at once: a fourth is refused while they run, and
+    // each is stopped at its time limit, saying so.
+    let slow = format!("FROM {base_image}\nRUN [\"/bin/busybox\", \"sleep\", \"120\"]\n");
+    let slow = context(&[("Dockerfile", &slow)]);
+    let running: Vec<_> = (0..3)
+        .map(|_| {
+            let (base, token, tag, slow) = (base.clone(), token.clone(), tag.clone(), slow.clone());
+            tokio::spawn(
+                async move { post_build(&base, &token, &format!("tag={tag}"), slow).await },
+            )
+        })
+        .collect();
+    eventually("three builds to run", 60, || async {
+        let pods = pods.list(&Default::default()).await.ok()?.items;
+        // Not the pod of the build before, if it is still going.
+        let running = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        (running == 3).then_some(())
+    })
+    .await;
+    let (status, lines) = post_build(&base, &token, &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 429, "{lines:?}");
+    assert!(
+        last_error(&lines).contains("3 builds of workspace"),
+        "{lines:?}"
+    );
+    for build in running {
+        let (status, lines) = build.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            last_error(&lines).contains("stopped after its time limit of 25 s"),
+            "{lines:#?}"
+        );
+    }
+    eventually_empty(&pods, "the stopped builds' pods to be deleted", 60).await;
+
+    Api::<Namespace>::all(client.clone())
+        .delete(&build_ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    workspaces
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }

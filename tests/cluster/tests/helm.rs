@@ -11,8 +11,8 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube_coder_cluster_tests::{
-    chart, client, eventually, install_crd, kube_coder_bin, provide_volume, run_helm,
-    workspace_json, ws_name,
+    attrs, chart, client, eventually, install_crd, kube_coder_bin, provide_volume, review,
+    run_helm, workspace_json, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
@@ -121,6 +121,8 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         "-n",
         ns,
         "--create-namespace",
+        "--set",
+        "builds.namespace=kc-builds",
         "--wait",
         "--timeout",
         "2m",
@@ -214,6 +216,51 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
         role.rules.unwrap()[0].resource_names.as_deref(),
         Some(&["model-usage".to_string()][..])
     );
+
+    // Build pods: the operator makes, runs in and deletes them in the
+    // chart's build namespace (Pod Security privileged) and nowhere else.
+    let builds = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("kc-builds")
+        .await
+        .unwrap();
+    let labels = builds.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged")
+    );
+    let me = format!("system:serviceaccount:{ns}:kc-operator");
+    for (verb, resource) in [
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("create", "secrets"),
+        ("delete", "secrets"),
+    ] {
+        assert!(
+            review(&client, &me, ns, attrs("kc-builds", verb, resource, None)).await,
+            "{verb} {resource} in kc-builds"
+        );
+    }
+    let exec = k8s_openapi::api::authorization::v1::ResourceAttributes {
+        subresource: Some("exec".into()),
+        ..attrs("kc-builds", "create", "pods", None)
+    };
+    assert!(
+        review(&client, &me, ns, exec.clone()).await,
+        "exec in build pods"
+    );
+    for elsewhere in [format!("ws-{name}"), "default".to_string(), ns.to_string()] {
+        assert!(
+            !review(&client, &me, ns, attrs(&elsewhere, "create", "pods", None)).await,
+            "create pods in {elsewhere}"
+        );
+        let exec = k8s_openapi::api::authorization::v1::ResourceAttributes {
+            namespace: Some(elsewhere.clone()),
+            ..exec.clone()
+        };
+        assert!(!review(&client, &me, ns, exec).await, "exec in {elsewhere}");
+    }
 
     api.delete(&name, &DeleteParams::default()).await.unwrap();
     // A pod's stop: SIGTERM, and the operator ends by itself, its

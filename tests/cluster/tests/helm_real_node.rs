@@ -51,6 +51,8 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_idle_stop_spares_runni
         &format!(r#"workspace.tolerations=["{REAL_NODE_KEY}:NoSchedule"]"#),
         "--set",
         "operator.idleCheckSeconds=2",
+        "--set",
+        "builds.namespace=kcr-builds",
         // The test cluster's ingress controller (hack/node.sh).
         "--set",
         &format!("network.ingressNamespace={INGRESS_NAMESPACE}"),

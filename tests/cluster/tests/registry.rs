@@ -8,46 +8,15 @@
 //! plain HTTP), the operator in-process; uses the node's containerd
 //! (`ctr`) to push the layers of the image it already holds.
 
-use std::process::Command;
-
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube_coder_cluster_tests::registry::{start_registry, Registry};
+use kube_coder_cluster_tests::registry::{node_ctr, start_registry, Registry};
 use kube_coder_cluster_tests::{
     client, eventually, install_crd, operator_for_real_node, require_real_node,
     workspace_may_secret, ws_name,
 };
 use operator::crd::{Phase, Workspace};
 use serde_json::json;
-
-fn tool(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run `make test`, or `eval \"$(hack/cluster env)\"`")
-    })
-}
-
-/// `ctr` on the real node's containerd, in the kubelet's namespace.
-fn ctr(args: &[&str]) -> String {
-    let kubeconfig = std::path::PathBuf::from(tool("KUBECONFIG"));
-    let socket = kubeconfig
-        .parent()
-        .expect("the cluster directory")
-        .join("node/containerd.sock");
-    let out = Command::new(tool("KUBE_CODER_CTR"))
-        .arg("--address")
-        .arg(&socket)
-        .args(["-n", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -160,7 +129,7 @@ async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_w
     let repository = format!("{}/kube-coder/workspace", registry.addr);
     let tag = ws_name("pull");
     let password = creds.password.clone();
-    ctr(&[
+    node_ctr(&[
         "images",
         "push",
         "--plain-http",

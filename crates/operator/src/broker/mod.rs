@@ -1,7 +1,7 @@
 //! The GitHub token broker the operator serves (`POST /github/token` on
 //! the broker port): a workspace shows its projected ServiceAccount token
 //! of audience `kube-coder-broker`, the API server says whose it is
-//! (TokenReview; the token is bound to the pod, so it dies with it), and
+//! (`workspace_identity`), and
 //! the broker answers with an installation token of the operator's GitHub
 //! App limited to the repositories and permissions of that Workspace's
 //! `spec.github`. The App's private key is read from the operator's
@@ -20,14 +20,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
 use crate::crd::Workspace;
 use crate::names;
 use crate::settings::Settings;
+use crate::workspace_identity::{self, Refused};
 use github_api::{GithubApi, InstallationToken};
 
 /// The key of the App's private key in its Secret.
@@ -56,6 +56,12 @@ pub struct Broker {
 
 /// A refusal: its status and a message naming the problem.
 struct Refusal(StatusCode, String);
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        Refusal(r.0, r.1)
+    }
+}
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -91,50 +97,6 @@ impl Broker {
         Router::new()
             .route("/github/token", post(token))
             .with_state(self)
-    }
-
-    /// The Workspace whose pod holds `token`, if the API server says so.
-    async fn identify(&self, token: &str) -> Result<String, Refusal> {
-        let unauthorized = |why: &str| Refusal(StatusCode::UNAUTHORIZED, why.to_string());
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: token.to_string(),
-                audiences: Some(vec![names::BROKER_AUDIENCE.into()]),
-            },
-            ..Default::default()
-        };
-        let answer = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot ask the API server about the token: {e}"),
-                )
-            })?;
-        let status = answer.status.unwrap_or_default();
-        if status.authenticated != Some(true)
-            || !status
-                .audiences
-                .unwrap_or_default()
-                .iter()
-                .any(|a| a == names::BROKER_AUDIENCE)
-        {
-            return Err(unauthorized(
-                "the token is not a valid kube-coder-broker token of a running pod",
-            ));
-        }
-        let user = status.user.and_then(|u| u.username).unwrap_or_default();
-        let workspace = user
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.strip_suffix(":workspace"))
-            .and_then(|ns| ns.strip_prefix("ws-"));
-        workspace.map(str::to_string).ok_or_else(|| {
-            Refusal(
-                StatusCode::FORBIDDEN,
-                format!("{user} is not a workspace's identity"),
-            )
-        })
     }
 
     /// The Workspace, if it may have a token now.
@@ -258,17 +220,9 @@ async fn token(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Respons
 }
 
 async fn answer(broker: &Broker, headers: &HeaderMap) -> Result<serde_json::Value, Refusal> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            Refusal(
-                StatusCode::UNAUTHORIZED,
-                "send the workspace's broker token as Authorization: Bearer".into(),
-            )
-        })?;
-    let name = broker.identify(bearer.trim()).await?;
+    let bearer = workspace_identity::bearer(headers, "broker")?;
+    let name =
+        workspace_identity::identify(&broker.client, &bearer, names::BROKER_AUDIENCE).await?;
     let ws = broker.eligible(&name).await?;
     let github = ws.spec.github.unwrap_or_default();
     let permissions = github.permissions.unwrap_or_else(default_permissions);

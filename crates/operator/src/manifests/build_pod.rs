@@ -43,6 +43,9 @@ pub const BUILDKIT_SOCKET: &str = "unix:///run/buildkit/buildkitd.sock";
 pub const BUILD_LABEL: &str = "kube-coder.dev/build";
 /// The label naming the workspace a build pod builds for.
 pub const WORKSPACE_LABEL: &str = "kube-coder.dev/workspace";
+/// The ConfigMap of the build namespace holding `buildkitd.toml`
+/// (registries reached over plain HTTP), where buildkitd reads it.
+pub const CONFIG_MAP: &str = "buildkitd";
 
 /// The capabilities of the build container: Docker's default set (what
 /// each `RUN` step gets) and `SYS_ADMIN`, all within the pod's own user
@@ -133,6 +136,16 @@ pub fn build_pod(
         mount("tmp", "/tmp", false),
     ];
     mounts[1].sub_path = Some("work".into());
+    volumes.push(Volume {
+        name: "config".into(),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+            name: CONFIG_MAP.into(),
+            optional: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    mounts.push(mount("config", "/etc/buildkit", true));
     if let Some(secret) = push_secret {
         volumes.push(Volume {
             name: "push".into(),
