@@ -16,11 +16,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube_coder_cluster_tests::registry::{node_ctr, start_registry};
+use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
     client, eventually, eventually_empty, real_node_address, real_node_settings, require_real_node,
     unique,
 };
+use kube_coder_cluster_tests::{probe_results, INGRESS_ADDR, INGRESS_NAMESPACE};
 use operator::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
+use std::net::Ipv4Addr;
 
 /// The builder image the node imported (`make test` builds it).
 fn builder_image() -> String {
@@ -61,7 +64,7 @@ fn context(files: &[(&str, &str)]) -> Vec<u8> {
 const CONTAINERFILE: &str = "FROM scratch\n\
 COPY busybox /bin/busybox\n\
 COPY hello.txt /hello.txt\n\
-RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo step-uid=$(/bin/busybox id -u); echo step-sees-buildkitd=$(/bin/busybox ps -o comm | /bin/busybox grep -c buildkitd); /bin/busybox cat /hello.txt > /made.txt\"]\n";
+RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo step-uid=$(/bin/busybox id -u); echo step-sees-buildkitd=$(/bin/busybox ps -o comm | /bin/busybox grep -c buildkitd); /bin/busybox cat /hello.txt > /made.txt; /bin/busybox nc -w 4 10.96.0.1 443 </dev/null >/dev/null 2>&1 && echo step-api=open || echo step-api=closed\"]\n";
 
 /// A build namespace as the operator will make it (Pod Security
 /// `privileged`: the build container's SYS_ADMIN is outside `baseline`).
@@ -233,6 +236,9 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
         Some(&"0"),
         "a RUN step sees the pod's processes:\n{log}"
     );
+    // No policy in this namespace: the API server a RUN step reaches here
+    // is what the operator's build namespace refuses (the test below).
+    assert_eq!(steps.get("step-api"), Some(&"open"), "{log}");
     let (code, listing) = exec(
         &pods,
         "b-1",
@@ -437,7 +443,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     };
     use operator::crd::{Phase, Workspace};
     let client = client().await;
-    require_real_node(&client).await;
+    let node_name = require_real_node(&client).await;
     install_crd(&client).await;
     let operator = operator_running().settings();
     let node = real_node_address(&client).await;
@@ -660,6 +666,105 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         "the same build again: {:.1} s, {cached} steps from the registry cache",
         started.elapsed().as_secs_f64()
     );
+
+    // What a RUN step reaches (the build namespace's policy): DNS, a
+    // public address and the registry; not the API server (Service or
+    // real address), the kubelet, the metadata address, a private
+    // address, or other namespaces' pods and Services.
+    let metadata = TestHost::start("metadata", Ipv4Addr::new(169, 254, 169, 254), 80);
+    let private = TestHost::start("private", Ipv4Addr::new(192, 168, 255, 10), 80);
+    let public = TestHost::start("public", Ipv4Addr::new(11, 22, 33, 44), 80);
+    let apiserver_port = kube::Config::infer()
+        .await
+        .unwrap()
+        .cluster_url
+        .port_u16()
+        .expect("the API server's port in KUBECONFIG");
+    let kubelet_port = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get(&node_name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.daemon_endpoints?.kubelet_endpoint)
+        .map(|e| e.port as u16)
+        .expect("the kubelet's port");
+    let ingress_pod = Api::<Pod>::namespaced(client.clone(), INGRESS_NAMESPACE)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find_map(|p| p.status?.pod_ip)
+        .expect("the ingress controller's pod");
+    let (registry_host, registry_port) = registry.addr.split_once(':').unwrap();
+    let targets = [
+        ("api-service", "10.96.0.1".to_string(), 443),
+        ("api-endpoint", node.clone(), apiserver_port),
+        ("kubelet", node.clone(), kubelet_port),
+        ("metadata", metadata.addr.to_string(), metadata.port),
+        ("private", private.addr.to_string(), private.port),
+        ("other-namespace-pod", ingress_pod, 8000),
+        (
+            "other-namespace-service",
+            INGRESS_ADDR.split(':').next().unwrap().to_string(),
+            80,
+        ),
+        ("dns", "10.96.0.10".to_string(), 53),
+        ("public", public.addr.to_string(), public.port),
+        (
+            "registry",
+            registry_host.to_string(),
+            registry_port.parse().unwrap(),
+        ),
+    ];
+    let script: String = targets
+        .iter()
+        .map(|(name, host, port)| {
+            format!(
+                "if /bin/busybox timeout 6 /bin/busybox nc -w 4 {host} {port} </dev/null >/dev/null 2>&1; \
+                 then echo probe {name} open; else echo probe {name} closed; fi & "
+            )
+        })
+        .collect::<String>()
+        + "wait";
+    // NONCE differs each time, so the step is never taken from the cache.
+    let containerfile_probes = format!(
+        "FROM {base_image}\nARG NONCE\nRUN [\"/bin/busybox\", \"sh\", \"-c\", {}]\n",
+        serde_json::to_string(&format!("echo $NONCE; {script}")).unwrap()
+    );
+    let (status, lines) = post_build(
+        &base,
+        &token,
+        &format!("tag={tag}&build-arg=NONCE%3D{}", unique("n")),
+        context(&[("Dockerfile", &containerfile_probes)]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let log: String = lines
+        .iter()
+        .filter_map(|l| l["log"].as_str())
+        .map(|l| {
+            l.split_whitespace()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect();
+    let seen = probe_results(&log);
+    for (name, _, _) in &targets {
+        let open = ["dns", "public", "registry"].contains(name);
+        assert_eq!(
+            seen.get(*name),
+            Some(&open),
+            "{name} from a RUN step: {seen:?}\n{lines:#?}"
+        );
+    }
+    drop((metadata, private, public));
 
     // Three slow builds at once: a fourth is refused while they run, and
     // each is stopped at its time limit, saying so.

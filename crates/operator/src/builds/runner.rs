@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, AttachParams, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use super::request::{registry_of, BuildRequest};
 use crate::crd::Workspace;
 use crate::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
+use crate::manifests::network_policy;
 use crate::names;
 use crate::settings::Settings;
 
@@ -204,6 +206,16 @@ impl Build<'_> {
             .patch(build_pod::CONFIG_MAP, &apply, &Patch::Apply(config))
             .await
             .map_err(|e| format!("cannot write BuildKit's configuration in {ns}: {e}"))?;
+        // What a RUN step may reach: the policy is there before any pod.
+        let mut policy = network_policy::build_pods(self.settings).map_err(|e| e.to_string())?;
+        policy.metadata.managed_fields = None;
+        let mut policy = serde_json::to_value(policy).map_err(|e| e.to_string())?;
+        policy["apiVersion"] = json!("networking.k8s.io/v1");
+        policy["kind"] = json!("NetworkPolicy");
+        Api::<NetworkPolicy>::namespaced(self.client.clone(), ns)
+            .patch("build-pods", &apply, &Patch::Apply(policy))
+            .await
+            .map_err(|e| format!("cannot write the build pods' network policy in {ns}: {e}"))?;
         Ok(())
     }
 

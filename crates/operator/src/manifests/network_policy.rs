@@ -23,7 +23,7 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{egress_gateway, meta, BuildError};
@@ -200,6 +200,41 @@ fn endpoint_rules(endpoints: &[String]) -> Vec<NetworkPolicyEgressRule> {
         .collect()
 }
 
+/// The one policy of the build namespace: build pods take no connection
+/// and reach DNS, addresses outside the private, loopback, link-local and
+/// metadata ranges (so a `RUN` step reaches neither the API server nor a
+/// node nor another tenant), and the plain-HTTP registries the operator
+/// was given (`insecure_registries`, by address).
+pub fn build_pods(settings: &Settings) -> Result<NetworkPolicy, BuildError> {
+    let registries: Vec<String> = settings
+        .insecure_registries
+        .iter()
+        .filter(|r| r.parse::<std::net::SocketAddr>().is_ok())
+        .cloned()
+        .collect();
+    let mut egress = vec![
+        dns_rule_for(&settings.build_namespace, settings)?,
+        NetworkPolicyEgressRule {
+            to: Some(public_peers_but(None, &[])),
+            ports: None,
+        },
+    ];
+    egress.extend(endpoint_rules(&registries));
+    Ok(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some("build-pods".into()),
+            namespace: Some(settings.build_namespace.clone()),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![]),
+            egress: Some(egress),
+        }),
+    })
+}
+
 fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
     NetworkPolicy {
         metadata: meta(ws, name, true, true),
@@ -300,7 +335,13 @@ fn ingress(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
 /// Every address outside the denied ranges, and the allowed ranges.
 fn public_peers(ws: &Workspace) -> Vec<NetworkPolicyPeer> {
     let e = &ws.spec.network.egress;
-    let deny: Vec<String> = match &e.deny_cidrs {
+    public_peers_but(e.deny_cidrs.as_ref(), &e.allow_cidrs)
+}
+
+/// Every address outside `deny` (default: the private, loopback,
+/// link-local and metadata ranges), and the `allow` ranges.
+fn public_peers_but(deny: Option<&Vec<String>>, allow: &[String]) -> Vec<NetworkPolicyPeer> {
+    let deny: Vec<String> = match deny {
         Some(list) => list.clone(),
         None => DENY_V4
             .iter()
@@ -317,15 +358,20 @@ fn public_peers(ws: &Workspace) -> Vec<NetworkPolicyPeer> {
         ..Default::default()
     };
     let mut public = vec![block("0.0.0.0/0", v4), block("::/0", v6)];
-    public.extend(e.allow_cidrs.iter().map(|c| block(c, vec![])));
+    public.extend(allow.iter().map(|c| block(c, vec![])));
     public
 }
 
 /// Port 53 of the cluster DNS pods.
 fn dns_rule(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicyEgressRule, BuildError> {
+    dns_rule_for(names::workspace_name(ws), settings)
+}
+
+/// Port 53 of the cluster DNS pods; `who` names the object in an error.
+fn dns_rule_for(who: &str, settings: &Settings) -> Result<NetworkPolicyEgressRule, BuildError> {
     let (label_key, label_value) = settings.dns_pod_label.split_once('=').ok_or_else(|| {
         BuildError::Invalid(
-            names::workspace_name(ws).into(),
+            who.into(),
             format!(
                 "the operator's DNS pod label {:?} is not key=value",
                 settings.dns_pod_label
@@ -382,6 +428,56 @@ mod tests {
             .into_iter()
             .filter_map(|peer| peer.ip_block)
             .collect()
+    }
+
+    #[test]
+    fn build_pods_take_no_connection_and_reach_no_private_address() {
+        let settings = Settings {
+            insecure_registries: vec!["192.0.2.2:5000".into(), "registry.test:5000".into()],
+            ..Settings::default()
+        };
+        let spec = build_pods(&settings).unwrap().spec.unwrap();
+        assert_eq!(
+            spec.pod_selector,
+            Some(LabelSelector::default()),
+            "every pod of the namespace"
+        );
+        assert_eq!(spec.ingress, Some(vec![]));
+        let egress = spec.egress.unwrap();
+        let blocks: Vec<&IPBlock> = egress
+            .iter()
+            .flat_map(|r| r.to.iter().flatten())
+            .filter_map(|p| p.ip_block.as_ref())
+            .collect();
+        let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
+        for range in [
+            "10.0.0.0/8",
+            "169.254.0.0/16",
+            "192.168.0.0/16",
+            "192.0.2.0/24",
+        ] {
+            assert!(
+                v4.except.as_ref().unwrap().iter().any(|e| e == range),
+                "{range}"
+            );
+        }
+        // The plain-HTTP registry by address and port; a name is not an
+        // address a policy can hold.
+        let registry = egress
+            .iter()
+            .find(|r| {
+                r.to.iter().flatten().any(|p| {
+                    p.ip_block
+                        .as_ref()
+                        .is_some_and(|b| b.cidr == "192.0.2.2/32")
+                })
+            })
+            .unwrap();
+        assert_eq!(
+            registry.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(5000))
+        );
+        assert_eq!(blocks.len(), 3, "{blocks:?}");
     }
 
     #[test]
