@@ -5,6 +5,7 @@
 
 mod admin;
 mod attach;
+mod build_cmd;
 mod cluster;
 mod egress_gateway_cmd;
 mod git_credential;
@@ -55,6 +56,10 @@ enum Command {
     Crd,
     /// Attach this terminal to a running task's tmux session (on this machine).
     Attach(attach::AttachArgs),
+    /// Build an image from a directory and push it, through the operator
+    /// (inside a workspace with spec.build.registries; see docs/operator.md
+    /// "Builds").
+    Build(build_cmd::BuildArgs),
     /// git's credential helper in a workspace with spec.github: tokens from
     /// the operator's broker (git runs it; see docs/operator.md "GitHub").
     GitCredential(git_credential::GitCredentialArgs),
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cluster::block_on(admin::doctor::run(args)),
         Command::Attach(args) => attach::run(args),
         Command::GitCredential(args) => git_credential::run(args),
+        Command::Build(args) => build_cmd::run(args),
         Command::Crd => {
             print!("{}", operator::crd_yaml());
             ExitCode::SUCCESS

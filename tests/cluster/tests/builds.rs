@@ -439,7 +439,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams};
     use kube_coder_cluster_tests::{
-        create_workspace, install_crd, operator_running, wait_phase, ws_name,
+        create_workspace, install_crd, kube_coder_bin, operator_running, wait_phase, ws_name,
     };
     use operator::crd::{Phase, Workspace};
     let client = client().await;
@@ -647,6 +647,65 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         .then_some(())
     })
     .await;
+
+    // The CLI a workspace runs, against the same endpoint with the same
+    // token: the directory without what .dockerignore leaves out, the log
+    // as it comes (stderr), the image and digest (stdout).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Containerfile"),
+        format!("FROM {base_image}\nCOPY . /ctx/\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox ls -a /ctx | /bin/busybox sed 's/^/in-context: /'\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "kept\n").unwrap();
+    std::fs::write(dir.path().join("secret.env"), "TOKEN=do-not-send\n").unwrap();
+    std::fs::write(dir.path().join(".dockerignore"), "*.env\n").unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let cli_tag = format!("{}/team/cli:1", registry.addr);
+    let out = tokio::process::Command::new(kube_coder_bin())
+        .args(["build", "-t", &cli_tag, &dir.path().display().to_string()])
+        .env("KUBE_CODER_BUILD_URL", format!("{base}/builds"))
+        .env("KUBE_CODER_BUILD_TOKEN_FILE", &token_file)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout
+            .trim()
+            .starts_with(&format!("{}/team/cli@sha256:", registry.addr)),
+        "{stdout}"
+    );
+    assert!(stderr.contains("in-context: keep.txt"), "{stderr}");
+    assert!(stderr.contains("in-context: Containerfile"), "{stderr}");
+    assert!(
+        !stderr.contains("secret.env"),
+        "an ignored file was sent:\n{stderr}"
+    );
+    // Outside its registries, the CLI says why and fails.
+    let out = tokio::process::Command::new(kube_coder_bin())
+        .args([
+            "build",
+            "-t",
+            &format!("{}/elsewhere/x", registry.addr),
+            &dir.path().display().to_string(),
+        ])
+        .env("KUBE_CODER_BUILD_URL", format!("{base}/builds"))
+        .env("KUBE_CODER_BUILD_TOKEN_FILE", &token_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a repository this workspace may push to"),
+        "{stderr}"
+    );
 
     // The same build again, in a new pod: its layers come back from the
     // cache the first one pushed beside the image.

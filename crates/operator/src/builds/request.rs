@@ -228,7 +228,8 @@ mod tests {
     fn what_buildkit_would_misread_is_refused_with_the_reason() {
         for (query, says) in [
             ("", "name the image"),
-            ("tag=app:1", "registry host"),
+            ("tag=app:1", "REGISTRY/REPOSITORY"),
+            ("tag=team/app:1", "registry host"),
             ("tag=r.io/Team/app", "lower-case"),
             ("tag=r.io/team/app:", "tag is"),
             ("tag=r.io/a&file=../secret", "inside the context"),

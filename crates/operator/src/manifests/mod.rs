@@ -6,6 +6,7 @@
 //! Deployment is built, and so on. Secrets are built separately
 //! (`credentials.rs`) because their values come from the cluster.
 
+pub mod build_client;
 pub mod build_pod;
 pub mod container;
 pub mod credentials;

@@ -153,7 +153,7 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
 /// real endpoints when the settings name them (an operator outside the
 /// cluster, as in tests), else the operator's pods on the broker port.
 fn broker_rules(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
-    if !super::github::enabled(ws) {
+    if !super::github::enabled(ws) && !super::build_client::enabled(ws) {
         return Vec::new();
     }
     if !settings.broker_endpoints.is_empty() {

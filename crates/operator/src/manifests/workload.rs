@@ -144,6 +144,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             )
             .chain(super::egress_gateway::model_env(ws, settings))
             .chain(super::github::env(ws, settings))
+            .chain(super::build_client::env(ws, settings))
             .collect(),
         ),
         ports: Some(ports),
@@ -164,6 +165,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             .into_iter()
             .chain(super::ssh::enabled(ws).then(super::ssh::mount))
             .chain(super::github::enabled(ws).then(super::github::mount))
+            .chain(super::build_client::enabled(ws).then(super::build_client::mount))
             .collect(),
         ),
         ..Default::default()
@@ -233,6 +235,7 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             .chain(oauth2_proxy::provider_ca_volume(ws))
             .chain(super::ssh::enabled(ws).then(super::ssh::volume))
             .chain(super::github::enabled(ws).then(super::github::volume))
+            .chain(super::build_client::enabled(ws).then(super::build_client::volume))
             .collect(),
         ),
         ..pod

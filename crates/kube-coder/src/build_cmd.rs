@@ -1,0 +1,292 @@
+//! `kube-coder build -t IMAGE [-f FILE] [--build-arg K=V] [--target T]
+//! [--platform P] DIR`, inside a workspace that builds through the
+//! operator (`spec.build`): DIR goes as a tar, without what its
+//! `.dockerignore` leaves out, to the operator's builds endpoint
+//! (`KUBE_CODER_BUILD_URL`) with the pod's projected build token
+//! (`KUBE_CODER_BUILD_TOKEN_FILE`). The build's log comes back as it
+//! happens (on stderr); the pushed image, `IMAGE@DIGEST`, is printed on
+//! stdout at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+/// The largest context sent (the operator's limit too).
+const MAX_CONTEXT: u64 = 100 << 20;
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The image to push, REGISTRY/REPOSITORY[:TAG] (repeat for more tags).
+    #[arg(short = 't', long = "tag", required = true)]
+    tags: Vec<String>,
+    /// The Containerfile, relative to DIR (default: Containerfile if there
+    /// is one, else Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// A build argument KEY=VALUE (repeatable).
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    target: Option<String>,
+    /// The platform to build for, e.g. linux/amd64.
+    #[arg(long)]
+    platform: Option<String>,
+    /// The build context.
+    dir: PathBuf,
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("kube-coder build: {message}");
+    ExitCode::FAILURE
+}
+
+pub fn run(args: BuildArgs) -> ExitCode {
+    let (Ok(url), Ok(token_file)) = (
+        std::env::var("KUBE_CODER_BUILD_URL"),
+        std::env::var("KUBE_CODER_BUILD_TOKEN_FILE"),
+    ) else {
+        return fail(
+            "this workspace does not build through the operator: its Workspace needs \
+             spec.build.registries (and build.mode brokered, the default)",
+        );
+    };
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => return fail(&format!("cannot read the build token {token_file}: {e}")),
+    };
+    let file = args.file.clone().unwrap_or_else(|| {
+        if args.dir.join("Containerfile").is_file() {
+            "Containerfile".into()
+        } else {
+            "Dockerfile".into()
+        }
+    });
+    if !args.dir.join(&file).is_file() {
+        return fail(&format!("{} has no {file}", args.dir.display()));
+    }
+    let context = match context_tar(&args.dir, &file) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for tag in &args.tags {
+        query.append_pair("tag", tag);
+    }
+    query.append_pair("file", &file);
+    for arg in &args.build_args {
+        query.append_pair("build-arg", arg);
+    }
+    if let Some(t) = &args.target {
+        query.append_pair("target", t);
+    }
+    if let Some(p) = &args.platform {
+        query.append_pair("platform", p);
+    }
+    let url = format!("{url}?{}", query.finish());
+    eprintln!(
+        "kube-coder build: sending {} KiB of context",
+        context.len().div_ceil(1024)
+    );
+    crate::cluster::block_on(async move { send(&url, &token, context).await })
+}
+
+async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
+    let mut response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/x-tar")
+        .body(context)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the operator's builds at {url}: {e}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        return Err(format!(
+            "refused ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        ));
+    }
+    let mut pending = Vec::new();
+    let mut outcome = Err("the build's log ended without a result".to_string());
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("the build's log was cut off: {e}"))?
+    {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(log) = event["log"].as_str() {
+                eprintln!("{log}");
+            } else if let Some(status) = event["status"].as_str() {
+                eprintln!("kube-coder build: {status}");
+            } else if let Some(done) = event.get("done") {
+                let digest = done["digest"].as_str().unwrap_or_default();
+                for image in done["images"].as_array().into_iter().flatten() {
+                    let image = image.as_str().unwrap_or_default();
+                    let name = image
+                        .rsplit_once(':')
+                        .filter(|(_, t)| !t.contains('/'))
+                        .map_or(image, |(n, _)| n);
+                    println!("{name}@{digest}");
+                }
+                eprintln!(
+                    "kube-coder build: pushed in {:.1} s",
+                    done["seconds"].as_f64().unwrap_or_default()
+                );
+                outcome = Ok(());
+            } else if let Some(error) = event["error"].as_str() {
+                outcome = Err(error.to_string());
+            }
+        }
+    }
+    outcome
+}
+
+/// The rules of `dir`'s `.dockerignore`, as Docker reads them: each
+/// pattern is relative to the context's root, `!` keeps again what an
+/// earlier pattern left out.
+fn dockerignore(dir: &Path) -> Result<Gitignore, String> {
+    let mut builder = GitignoreBuilder::new(dir);
+    if let Ok(text) = std::fs::read_to_string(dir.join(".dockerignore")) {
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (keep, pattern) = match line.strip_prefix('!') {
+                Some(p) => ("!", p),
+                None => ("", line),
+            };
+            // Anchored at the root, as Docker has them.
+            let pattern = format!(
+                "{keep}/{}",
+                pattern.trim_start_matches("./").trim_start_matches('/')
+            );
+            builder
+                .add_line(None, &pattern)
+                .map_err(|e| format!(".dockerignore: {line:?}: {e}"))?;
+        }
+    }
+    builder.build().map_err(|e| format!(".dockerignore: {e}"))
+}
+
+/// The context as a tar: every file of `dir` its `.dockerignore` keeps
+/// (the Containerfile always), symbolic links as links.
+fn context_tar(dir: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let ignore = dockerignore(dir)?;
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    let mut size = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&current)
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let Ok(relative) = path.strip_prefix(dir) else {
+                continue;
+            };
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            let always = relative == Path::new(file);
+            if !always
+                && ignore
+                    .matched_path_or_any_parents(relative, kind.is_dir())
+                    .is_ignore()
+            {
+                continue;
+            }
+            if kind.is_dir() {
+                tar.append_dir(relative, &path).map_err(|e| e.to_string())?;
+                stack.push(path);
+                continue;
+            }
+            size += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if size > MAX_CONTEXT {
+                return Err(format!(
+                    "the context is larger than {} MiB; leave files out with .dockerignore",
+                    MAX_CONTEXT >> 20
+                ));
+            }
+            tar.append_path_with_name(&path, relative)
+                .map_err(|e| format!("cannot add {}: {e}", path.display()))?;
+        }
+    }
+    tar.into_inner().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(tar: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_context_leaves_out_what_dockerignore_says_as_docker_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "Containerfile",
+            "app.py",
+            "secret.env",
+            "logs/a.log",
+            "src/keep.log",
+            "node_modules/x/i.js",
+            "docs/README.md",
+        ] {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        std::fs::write(
+            d.join(".dockerignore"),
+            "# comment\n*.env\nlogs\nnode_modules/\n**/*.log\n!src/keep.log\n/docs/*.md\nContainerfile\n",
+        )
+        .unwrap();
+        let tar = context_tar(d, "Containerfile").unwrap();
+        assert_eq!(
+            names(&tar),
+            [
+                ".dockerignore",
+                "Containerfile",
+                "app.py",
+                "docs",
+                "src",
+                "src/keep.log"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pattern_without_a_slash_is_the_roots_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in ["Dockerfile", "build", "sub/build"] {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        std::fs::write(d.join(".dockerignore"), "build\n").unwrap();
+        let tar = context_tar(d, "Dockerfile").unwrap();
+        assert_eq!(
+            names(&tar),
+            [".dockerignore", "Dockerfile", "sub", "sub/build"]
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Where a workspace that builds through the operator (`build.mode:
+//! brokered` with `build.registries`) is wired to it: a projected
+//! ServiceAccount token of the builds' audience (`kube-coder-build`; the
+//! kubelet rotates it, the API server does not accept it) and the URL
+//! `kube-coder build` posts to. The push credentials are never here: only
+//! the build pod gets them. The egress rule to the operator's port is
+//! `network_policy.rs`'s.
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+
+use crate::crd::Workspace;
+use crate::names;
+use crate::settings::Settings;
+
+const VOLUME: &str = "build-token";
+const DIR: &str = "/var/run/secrets/kube-coder/build";
+
+/// Whether the workspace may ask the operator for builds.
+pub fn enabled(ws: &Workspace) -> bool {
+    ws.spec.build.mode.brokered() && !ws.spec.build.registries.is_empty()
+}
+
+/// Where `kube-coder build` posts, and the token it shows.
+pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
+    if !enabled(ws) {
+        return Vec::new();
+    }
+    let var = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
+    vec![
+        var(
+            "KUBE_CODER_BUILD_URL",
+            format!("{}/builds", super::github::broker_url(settings)),
+        ),
+        var("KUBE_CODER_BUILD_TOKEN_FILE", format!("{DIR}/token")),
+    ]
+}
+
+pub fn volume() -> Volume {
+    Volume {
+        name: VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(names::BUILD_AUDIENCE.into()),
+                    expiration_seconds: Some(600),
+                    path: "token".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn mount() -> VolumeMount {
+    super::workload::mount(VOLUME, DIR, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifests::test_support::workspace;
+    use serde_json::json;
+
+    #[test]
+    fn a_workspace_that_may_push_gets_a_build_token_of_its_own_audience() {
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "build": {"registries": ["r.io/team/"]}}),
+        );
+        let pod = crate::manifests::workload::deployment(&ws, &Settings::default())
+            .spec
+            .template
+            .spec
+            .unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == VOLUME)
+            .unwrap();
+        let token = volume.projected.unwrap().sources.unwrap()[0]
+            .service_account_token
+            .clone()
+            .unwrap();
+        assert_eq!(token.audience.as_deref(), Some("kube-coder-build"));
+        let env = pod.containers[0].env.clone().unwrap();
+        let url = env
+            .iter()
+            .find(|e| e.name == "KUBE_CODER_BUILD_URL")
+            .unwrap();
+        assert!(url.value.as_deref().unwrap().ends_with("/builds"));
+        // No registries, or builds off: nothing of it.
+        for spec in [
+            json!({"owner": {"name": "bob"}}),
+            json!({"owner": {"name": "bob"}, "build": {"mode": "none", "registries": ["r.io/team/"]}}),
+        ] {
+            let ws = workspace("bob", spec);
+            assert!(!enabled(&ws));
+            let pod = crate::manifests::workload::deployment(&ws, &Settings::default())
+                .spec
+                .template
+                .spec
+                .unwrap();
+            assert!(!pod
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .any(|v| v.name == VOLUME));
+        }
+    }
+}
