@@ -6,10 +6,7 @@
 //! the build pod gets them. The egress rule to the operator's port is
 //! `network_policy.rs`'s.
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
-};
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 
 use crate::crd::Workspace;
 use crate::names;
@@ -43,23 +40,7 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
 }
 
 pub fn volume() -> Volume {
-    Volume {
-        name: VOLUME.into(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o440),
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    audience: Some(names::BUILD_AUDIENCE.into()),
-                    expiration_seconds: Some(600),
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    super::workload::projected_token(VOLUME, names::BUILD_AUDIENCE)
 }
 
 pub fn mount() -> VolumeMount {

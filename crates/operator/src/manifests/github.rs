@@ -5,10 +5,7 @@
 //! the broker is `network_policy.rs`'s). The App's key is never here: only
 //! the broker holds it.
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
-};
+use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
 
 use crate::crd::Workspace;
 use crate::names;
@@ -63,25 +60,7 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
 }
 
 pub fn volume() -> Volume {
-    Volume {
-        name: VOLUME.into(),
-        projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o440),
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    audience: Some(names::BROKER_AUDIENCE.into()),
-                    // The shortest the API server issues; the kubelet
-                    // renews it at 80% of its life.
-                    expiration_seconds: Some(600),
-                    path: "token".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    super::workload::projected_token(VOLUME, names::BROKER_AUDIENCE)
 }
 
 pub fn mount() -> VolumeMount {

@@ -10,7 +10,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, Volume, VolumeMount,
+    ProjectedVolumeSource, SeccompProfile, SecretVolumeSource, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -251,6 +252,30 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             ..Default::default()
         }),
     )
+}
+
+/// A volume with the pod's ServiceAccount token for `audience` (a token
+/// the API server itself does not take), as `token`: the kubelet renews it
+/// at 80% of its life, and it dies with the pod.
+pub fn projected_token(volume: &str, audience: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(audience.into()),
+                    // The shortest the API server issues.
+                    expiration_seconds: Some(600),
+                    path: "token".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// What every pod in a workspace namespace shares: the nodes set aside
