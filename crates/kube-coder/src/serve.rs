@@ -135,6 +135,13 @@ pub struct ServeArgs {
     /// dashboard shows its recent refusals and the month's model usage.
     #[arg(long, env = "KUBE_CODER_EGRESS_GATEWAY_URL", value_parser = parse_api_url)]
     egress_gateway_url: Option<String>,
+    /// The operator's image builds (the operator sets it when the Workspace
+    /// may push images): `POST /api/builds` sends them there.
+    #[arg(long, env = "KUBE_CODER_BUILD_URL", requires = "build_token_file")]
+    build_url: Option<String>,
+    /// The pod's projected token for builds, read at each build.
+    #[arg(long, env = "KUBE_CODER_BUILD_TOKEN_FILE")]
+    build_token_file: Option<PathBuf>,
     /// Listen for SSH here (off by default): logins with the keys in
     /// --ssh-authorized-keys, as the workspace's one user.
     #[arg(long, env = "KUBE_CODER_SSH_LISTEN", requires = "ssh_authorized_keys")]
@@ -409,6 +416,7 @@ fn to_config(a: ServeArgs) -> Result<(ServeConfig, String), String> {
         default_hook,
         egress_gateway_url: a.egress_gateway_url.clone(),
         egress_by_name: a.egress_by_name,
+        builds: a.build_url.clone().zip(a.build_token_file.clone()),
         ssh: match (a.ssh_listen, &a.ssh_authorized_keys) {
             (Some(listen), Some(keys)) => Some(workspace::ssh::SshConfig {
                 listen,

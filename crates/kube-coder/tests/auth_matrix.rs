@@ -206,6 +206,19 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/api/builds",
+        body: None,
+        ok: 200,
+    },
+    // No operator here: the build is refused, after the caller is let in.
+    Route {
+        method: "POST",
+        path: "/api/builds?tag=r.io/team/app",
+        body: None,
+        ok: 409,
+    },
+    Route {
+        method: "GET",
         path: "/api/webhooks",
         body: None,
         ok: 200,

@@ -172,6 +172,9 @@ pub struct ServeConfig {
     pub egress_gateway_url: Option<String>,
     /// Egress goes by name through that gateway (not only model calls).
     pub egress_by_name: bool,
+    /// The operator's builds endpoint and the pod's token file for it,
+    /// when the workspace may build images.
+    pub builds: Option<(String, PathBuf)>,
     /// SSH into the workspace, when asked for (`--ssh-listen`).
     pub ssh: Option<crate::ssh::SshConfig>,
 }

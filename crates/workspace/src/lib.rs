@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod builds;
 pub mod clock;
 pub mod config;
 pub mod egress;

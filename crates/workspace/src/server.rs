@@ -252,7 +252,21 @@ impl Server {
                 )),
                 None => None,
             },
+            builds: match &config.builds {
+                Some((url, token_file)) => Some(Arc::new(
+                    crate::builds::BuildService::new(url, token_file.clone())
+                        .map_err(ServeError::Egress)?,
+                )),
+                None => None,
+            },
         };
+        let cut_off = state.store.builds_cut_off(crate::clock::now_ms()).await?;
+        if cut_off > 0 {
+            tracing::warn!(
+                builds = cut_off,
+                "builds running when the server stopped are recorded as failed"
+            );
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -375,6 +389,7 @@ mod tests {
             default_hook: None,
             egress_gateway_url: None,
             egress_by_name: false,
+            builds: None,
             ssh: None,
             data_dir,
         }

@@ -707,6 +707,66 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         "{stderr}"
     );
 
+    // The workspace server, wired to the builds as the operator wires a
+    // workspace: POST /api/builds goes to the operator and is recorded,
+    // GET /api/builds lists it.
+    let (_server, api, api_token) =
+        serve_with_builds(dir.path(), &format!("{base}/builds"), &token_file).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{api}/api/builds?tag={}/team/api:1", registry.addr))
+        .bearer_auth(&api_token)
+        .body(context(&[
+            ("Dockerfile", &containerfile),
+            ("hello.txt", "through the api\n"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = r.text().await.unwrap();
+    let done: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l.get("done").cloned())
+        .unwrap_or_else(|| panic!("no result:\n{log}"));
+    let r = http
+        .post(format!(
+            "{api}/api/builds?tag={}/elsewhere/x:1",
+            registry.addr
+        ))
+        .bearer_auth(&api_token)
+        .body(context(&[("Dockerfile", &containerfile)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let refusal: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        refusal["error"].as_str().unwrap().contains("may push to"),
+        "{refusal}"
+    );
+    let history: serde_json::Value = eventually("the build to be recorded", 30, || async {
+        let h: serde_json::Value = http
+            .get(format!("{api}/api/builds"))
+            .bearer_auth(&api_token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (h["builds"][0]["state"] == "succeeded").then_some(h)
+    })
+    .await;
+    assert_eq!(history["enabled"], true);
+    assert_eq!(history["builds"].as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history["builds"][0]["digest"], done["digest"], "{history}");
+    assert_eq!(
+        history["builds"][0]["images"][0],
+        format!("{}/team/api:1", registry.addr)
+    );
+
     // The same build again, in a new pod: its layers come back from the
     // cache the first one pushed beside the image.
     let started = std::time::Instant::now();
@@ -871,4 +931,60 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// `kube-coder serve` in `dir`, wired to the operator's builds at `url`
+/// with `token_file`, as the operator wires a workspace: the process, its
+/// api URL and API token.
+async fn serve_with_builds(
+    dir: &std::path::Path,
+    url: &str,
+    token_file: &std::path::Path,
+) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    for d in ["data", "home"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let mut child = tokio::process::Command::new(kube_coder_cluster_tests::kube_coder_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--home")
+        .arg(dir.join("home"))
+        .env("KUBE_CODER_BUILD_URL", url)
+        .env("KUBE_CODER_BUILD_TOKEN_FILE", token_file)
+        .env("HOME", dir.join("home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut api = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line()).await
+    {
+        if let Some(rest) = line.strip_prefix("api:       http://") {
+            api = rest
+                .split_whitespace()
+                .next()
+                .map(|s| format!("http://{s}"));
+        }
+        if line.starts_with("api token:") && api.is_some() {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let api = api.expect("the server's api address");
+    let token = std::fs::read_to_string(dir.join("data/api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (child, api, token)
 }

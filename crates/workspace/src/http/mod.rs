@@ -51,4 +51,6 @@ pub struct AppState {
     pub api_url: Option<Arc<str>>,
     /// The workspace's egress gateway, when the operator gave it one.
     pub egress: Option<Arc<crate::egress::EgressGateway>>,
+    /// The operator's image builds, when the workspace may push images.
+    pub builds: Option<Arc<crate::builds::BuildService>>,
 }

@@ -20,7 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::routes::{
-    dashboard, egress, events, files, files_watch, health, hooks, metrics as metrics_route,
+    builds, dashboard, egress, events, files, files_watch, health, hooks, metrics as metrics_route,
     schedules, session, stream, system, tasks, terminal, webhooks,
 };
 use super::AppState;
@@ -50,6 +50,7 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/system", get(system::system))
         .route("/egress/refusals", get(egress::refusals))
         .route("/usage", get(egress::usage))
+        .route("/builds", get(builds::list).post(builds::start))
         .route("/token", post(session::regenerate_token))
         .route("/files", get(files::list).delete(files::delete))
         .route(

@@ -1,6 +1,7 @@
 //! SQLite state: tasks and their transitions, browser sessions, the hook
-//! outbox, webhooks and schedules; one file per concern (`tasks.rs`,
-//! `sessions.rs`, `outbox.rs`, `webhooks.rs`, `schedules.rs`), each with
+//! outbox, webhooks, schedules and image builds; one file per concern
+//! (`tasks.rs`, `sessions.rs`, `outbox.rs`, `webhooks.rs`, `schedules.rs`,
+//! `builds.rs`), each with
 //! its rows, columns and queries; the schema and its migrations in
 //! `schema.rs`.
 //!
@@ -73,6 +74,7 @@ macro_rules! text_enum {
     };
 }
 
+mod builds;
 mod outbox;
 mod schedules;
 mod schema;
@@ -89,6 +91,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::secret_box::SecretBox;
 
+pub use builds::{BuildRecord, BuildState};
 pub use outbox::{AfterAttempt, Attempt, Delivery, DeliveryState};
 pub use schedules::{Firing, FiringOutcome, MissedPolicy, Schedule};
 pub use tasks::{

@@ -330,3 +330,53 @@ async fn receipts_of_an_older_database_keep_their_outcome() {
     assert!(!s.paused);
     assert_eq!(s.next_at, 5);
 }
+
+#[tokio::test]
+async fn builds_are_recorded_once_ended_and_a_restart_marks_the_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = Store::open(&path, SecretBox::ephemeral()).unwrap();
+    let images = vec![
+        "r.io/team/app:1".to_string(),
+        "r.io/team/app:latest".to_string(),
+    ];
+    store.build_started("b1", &images, 10).await.unwrap();
+    store.build_started("b2", &images[..1], 20).await.unwrap();
+    store
+        .build_finished(
+            "b1",
+            BuildState::Succeeded,
+            Some("sha256:aa".into()),
+            None,
+            15,
+        )
+        .await
+        .unwrap();
+    // An ended build stays as it ended.
+    store
+        .build_finished("b1", BuildState::Failed, None, Some("late".into()), 16)
+        .await
+        .unwrap();
+    drop(store);
+    // b2 was running when the server stopped.
+    let store = Store::open(&path, SecretBox::ephemeral()).unwrap();
+    assert_eq!(store.builds_cut_off(30).await.unwrap(), 1);
+    let builds = store.builds(10).await.unwrap();
+    assert_eq!(
+        builds.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["b2", "b1"]
+    );
+    assert_eq!(builds[0].state, BuildState::Failed);
+    assert!(builds[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("stopped during the build"));
+    assert_eq!(builds[1].state, BuildState::Succeeded);
+    assert_eq!(builds[1].digest.as_deref(), Some("sha256:aa"));
+    assert_eq!(builds[1].images, images);
+    assert_eq!(
+        (builds[1].started_at, builds[1].finished_at),
+        (10, Some(15))
+    );
+}

@@ -1,5 +1,6 @@
 //! Request handlers, one file per resource.
 
+pub mod builds;
 pub mod dashboard;
 pub mod egress;
 pub mod events;

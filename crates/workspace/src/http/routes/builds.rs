@@ -1,0 +1,116 @@
+//! `POST /api/builds` (the query and body of the operator's `POST
+//! /builds`: `tag`, `file`, `build-arg`, `target`, `platform`, and the
+//! context as a tar) and `GET /api/builds` (the history, newest first).
+//! The build is the operator's (`crate::builds`); this records it: started
+//! when the operator takes it, and how it ended (its digest or why not),
+//! whether or not the caller stays to read the log it streams back.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::clock::now_ms;
+use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+use crate::store::BuildState;
+
+/// How many builds the history lists.
+const HISTORY: usize = 100;
+
+pub async fn list(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    let builds = app.store.builds(HISTORY).await?;
+    Ok(axum::Json(
+        json!({"enabled": app.builds.is_some(), "builds": builds}),
+    ))
+}
+
+pub async fn start(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> ApiResult<Response> {
+    let Some(service) = app.builds.clone() else {
+        return Err(ApiError::conflict(
+            "builds_off",
+            "this workspace does not build through the operator: its Workspace needs \
+             spec.build.registries (and build.mode brokered, the default)",
+        ));
+    };
+    let query = query.unwrap_or_default();
+    let images: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let upstream = service
+        .start(&query, reqwest::Body::wrap_stream(body.into_data_stream()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "operator_unreachable", e))?;
+    if !upstream.status().is_success() {
+        // The operator's refusal, as it gave it.
+        let status =
+            StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let refusal: Value = upstream.json().await.unwrap_or_default();
+        let message = refusal["error"]
+            .as_str()
+            .unwrap_or("the operator refused the build");
+        return Err(ApiError::new(status, "build_refused", message.to_string()));
+    }
+    let id = format!("b{}", hex::encode(rand::random::<[u8; 6]>()));
+    app.store.build_started(&id, &images, now_ms()).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let store = app.store.clone();
+    tokio::spawn(async move {
+        let mut stream = upstream.bytes_stream();
+        let mut pending = Vec::new();
+        let mut outcome = (
+            BuildState::Failed,
+            None,
+            Some("the build's log ended without a result".to_string()),
+        );
+        let mut caller = true;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                outcome.2 = Some("the operator's log was cut off".into());
+                break;
+            };
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<Value>(&line) {
+                    if let Some(done) = event.get("done") {
+                        let digest = done["digest"].as_str().map(str::to_string);
+                        outcome = (BuildState::Succeeded, digest, None);
+                    } else if let Some(error) = event["error"].as_str() {
+                        outcome = (BuildState::Failed, None, Some(error.to_string()));
+                    }
+                }
+                // A caller that went away does not stop the record.
+                if caller && tx.send(Bytes::from(line)).await.is_err() {
+                    caller = false;
+                }
+            }
+        }
+        let (state, digest, error) = outcome;
+        if let Err(e) = store
+            .build_finished(&id, state, digest, error, now_ms())
+            .await
+        {
+            tracing::warn!(build = %id, error = %e, "cannot record how a build ended");
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|b| b.map(Ok::<_, std::convert::Infallible>))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
