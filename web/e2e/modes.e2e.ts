@@ -327,3 +327,49 @@ describe("egress gateway (the Network view)", () => {
     await ctx.close();
   });
 });
+
+describe("image builds (the Builds view)", () => {
+  let server: Server;
+  let plain: Server;
+
+  beforeAll(async () => {
+    // Wired to builds as the operator wires a workspace; no operator runs
+    // here (the builds themselves are proved on the test cluster), so the
+    // view shows its empty history and how to build.
+    const dir = mkdtempSync(join(tmpdir(), "kc-e2e-builds-"));
+    const token = join(dir, "build-token");
+    writeFileSync(token, "not-a-real-token");
+    server = await startServer({
+      args: ["--auth", "oauth2", "--build-url", "http://127.0.0.1:9/builds", "--build-token-file", token],
+    });
+    plain = await startServer({ args: ["--auth", "oauth2"] });
+  });
+
+  afterAll(async () => {
+    for (const s of [server, plain]) {
+      await s?.stop();
+      if (s) cleanup(s);
+    }
+  });
+
+  it("is in the navigation only where the workspace builds, with how to build", async () => {
+    const { ctx, page, problems } = await asCarol();
+    await page.goto(plain.url);
+    await page.getByRole("link", { name: "Tasks" }).waitFor();
+    expect(await page.getByRole("link", { name: "Builds" }).count()).toBe(0);
+    await page.goto(server.url);
+    await page.getByRole("link", { name: "Builds" }).click();
+    const section = page.getByRole("region", { name: "Builds" });
+    await expect.poll(() => section.innerText()).toContain("No builds yet.");
+    expect(await section.innerText()).toContain("kube-coder build -t REGISTRY/REPOSITORY:TAG DIR");
+    // The operator is not there: the API says so, and records nothing.
+    const r = await bearer(server, "POST", "/api/builds?tag=r.io/team/app:1", undefined, "not a tar");
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as { code: string }).code).toBe("operator_unreachable");
+    const history = (await (await bearer(server, "GET", "/api/builds")).json()) as { enabled: boolean; builds: unknown[] };
+    expect(history).toEqual({ enabled: true, builds: [] });
+    await shot(page, "builds-empty-desktop");
+    expect(problems).toEqual([]);
+    await ctx.close();
+  });
+});

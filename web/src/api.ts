@@ -52,6 +52,19 @@ export interface Whoami {
   egress_gateway: boolean;
   /** The workspace has an egress gateway (egress by name, model keys, or both). */
   gateway: boolean;
+  /** The workspace builds images through the operator. */
+  builds: boolean;
+}
+
+/** An image build, as the workspace's history keeps it. */
+export interface Build {
+  id: string;
+  images: string[];
+  state: "running" | "succeeded" | "failed";
+  digest: string | null;
+  error: string | null;
+  started_at: string;
+  finished_at: string | null;
 }
 
 /** The month's model usage, as the egress gateway counts it. */
@@ -212,6 +225,7 @@ export const api = {
   whoami: () => call<Whoami>("GET", "/api/whoami"),
   egressRefusals: () => call<{ gateway: boolean; refusals: EgressRefusal[] }>("GET", "/api/egress/refusals"),
   usage: () => call<ModelUsage>("GET", "/api/usage"),
+  builds: () => call<{ enabled: boolean; builds: Build[] }>("GET", "/api/builds"),
   system: () => call<SystemInfo>("GET", "/api/system"),
   login: (token: string) => call<unknown>("POST", "/auth/login", { token }),
   logout: () => call<void>("POST", "/auth/logout"),

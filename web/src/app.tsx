@@ -10,6 +10,7 @@ import { TasksView } from "./views/tasks";
 import { TerminalView } from "./views/terminal";
 import { FilesView } from "./views/files";
 import { TriggersView } from "./views/triggers";
+import { BuildsView } from "./views/builds";
 import { NetworkView } from "./views/network";
 import { Toasts, toast } from "./toast";
 import { go } from "./nav";
@@ -21,11 +22,15 @@ const NAV: { view: View; label: string; key: string }[] = [
   { view: "triggers", label: "Triggers", key: "4" },
   // Only for a workspace behind an egress gateway (see `views`).
   { view: "network", label: "Network", key: "5" },
+  // Only for a workspace that builds images through the operator.
+  { view: "builds", label: "Builds", key: "6" },
 ];
 
 /** The views this workspace has. */
 function views(me: Whoami | null) {
-  return NAV.filter((n) => n.view !== "network" || me?.gateway === true);
+  return NAV.filter(
+    (n) => (n.view !== "network" || me?.gateway === true) && (n.view !== "builds" || me?.builds === true),
+  );
 }
 
 
@@ -132,6 +137,7 @@ export function App() {
         {route.view === "files" && <FilesView me={me} dir={route.arg} />}
         {route.view === "triggers" && <TriggersView me={me} />}
         {route.view === "network" && <NetworkView me={me} />}
+        {route.view === "builds" && <BuildsView />}
       </main>
       <Toasts />
     </div>

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  span,
   age,
   appendOutput,
   backoff,
@@ -166,6 +167,12 @@ describe("durations", () => {
     expect(duration({ ...t, finished_at: "2026-11-29T10:02:06Z" }, 0)).toBe("2m 05s");
     expect(duration({ ...t, finished_at: "2026-11-29T11:03:01Z" }, 0)).toBe("1h 03m");
     expect(duration({ ...t, finished_at: null }, Date.parse("2026-11-29T10:00:31Z"))).toBe("30s");
+  });
+
+  it("says how long any span took (a build's), never below zero", () => {
+    expect(span(1000, 3400)).toBe("2s");
+    expect(span(0, 3_725_000)).toBe("1h 02m");
+    expect(span(5000, 1000)).toBe("0s");
   });
 });
 

@@ -96,8 +96,11 @@ export function shortTime(iso: string): string {
 
 /** How long a task ran (or has been running, at `now`): "4s", "2m 05s", "1h 02m". */
 export function duration(t: Pick<Task, "started_at" | "created_at" | "finished_at">, now: number): string {
-  const from = Date.parse(t.started_at ?? t.created_at);
-  const to = t.finished_at ? Date.parse(t.finished_at) : now;
+  return span(Date.parse(t.started_at ?? t.created_at), t.finished_at ? Date.parse(t.finished_at) : now);
+}
+
+/** A span of milliseconds in words: "4s", "2m 05s", "1h 02m". */
+export function span(from: number, to: number): string {
   const s = Math.max(0, Math.round((to - from) / 1000));
   const pad = (n: number) => String(n).padStart(2, "0");
   if (s < 60) return `${s}s`;
@@ -184,7 +187,7 @@ export function validName(name: string): string | null {
 
 // ---- routing: the fragment says which view (#/tasks/ID, #/terminal/ID, #/files/dir) ----
 
-export type View = "tasks" | "terminal" | "files" | "triggers" | "network";
+export type View = "tasks" | "terminal" | "files" | "triggers" | "network" | "builds";
 
 export interface Route {
   view: View;
@@ -192,7 +195,7 @@ export interface Route {
   arg: string;
 }
 
-const VIEWS: readonly View[] = ["tasks", "terminal", "files", "triggers", "network"];
+const VIEWS: readonly View[] = ["tasks", "terminal", "files", "triggers", "network", "builds"];
 
 export function parseRoute(hash: string): Route {
   const raw = hash.replace(/^#\/?/, "");

@@ -29,7 +29,7 @@ text_enum! {
 }
 
 /// One build, as the history lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct BuildRecord {
     pub id: String,
     /// The references it pushes (`registry/repository:tag`).

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
 use crate::store::BuildState;
@@ -21,7 +21,19 @@ use crate::store::BuildState;
 const HISTORY: usize = 100;
 
 pub async fn list(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
-    let builds = app.store.builds(HISTORY).await?;
+    let builds: Vec<Value> = app
+        .store
+        .builds(HISTORY)
+        .await?
+        .into_iter()
+        .map(|b| {
+            json!({
+                "id": b.id, "images": b.images, "state": b.state, "digest": b.digest,
+                "error": b.error, "started_at": rfc3339(b.started_at),
+                "finished_at": b.finished_at.map(rfc3339),
+            })
+        })
+        .collect();
     Ok(axum::Json(
         json!({"enabled": app.builds.is_some(), "builds": builds}),
     ))

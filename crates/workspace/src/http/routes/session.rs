@@ -25,6 +25,7 @@ pub async fn whoami(
         "read_only": app.auth.read_only(),
         "egress_gateway": app.egress.as_ref().is_some_and(|g| g.by_name()),
         "gateway": app.egress.is_some(),
+        "builds": app.builds.is_some(),
     }))
 }
 
