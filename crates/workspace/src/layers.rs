@@ -13,6 +13,7 @@ const TIERS: &[&[&str]] = &[
     &[
         "clock",
         "egress",
+        "builds",
         "secrets",
         "signature",
         "task_state",
