@@ -439,7 +439,8 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams};
     use kube_coder_cluster_tests::{
-        create_workspace, install_crd, kube_coder_bin, operator_running, wait_phase, ws_name,
+        attrs, create_workspace, install_crd, kube_coder_bin, operator_running, review, wait_phase,
+        workspace_may_secret, ws_name,
     };
     use operator::crd::{Phase, Workspace};
     let client = client().await;
@@ -567,6 +568,40 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         ])
     };
     let tag = format!("{}/team/app:2", registry.addr);
+
+    // The workspace's own identity can read neither the push credentials
+    // (in the operator's namespace, nor their copies in the build
+    // namespace) nor make or enter a build pod.
+    let ws_ns = format!("ws-{name}");
+    for (verb, ns, secret) in [
+        (
+            "get",
+            operator.operator_namespace.as_str(),
+            Some(push.as_str()),
+        ),
+        ("list", build_ns.as_str(), None),
+        ("get", build_ns.as_str(), None),
+    ] {
+        assert!(
+            !workspace_may_secret(&client, &ws_ns, verb, ns, secret).await,
+            "the workspace may {verb} secrets in {ns}"
+        );
+    }
+    let me = format!("system:serviceaccount:{ws_ns}:workspace");
+    assert!(
+        !review(
+            &client,
+            &me,
+            &ws_ns,
+            attrs(&build_ns, "create", "pods", None)
+        )
+        .await
+    );
+    let exec = k8s_openapi::api::authorization::v1::ResourceAttributes {
+        subresource: Some("exec".into()),
+        ..attrs(&build_ns, "create", "pods", None)
+    };
+    assert!(!review(&client, &me, &ws_ns, exec).await);
 
     // Not a build token, or none: 401.
     let broker_token = token_of("kube-coder-broker").await;
@@ -922,6 +957,22 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         );
     }
     eventually_empty(&pods, "the stopped builds' pods to be deleted", 60).await;
+
+    // Builds turned off on the Workspace: refused, saying so.
+    workspaces
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"build": {"mode": "none"}}})),
+        )
+        .await
+        .unwrap();
+    let (status, lines) = post_build(&base, &token, &format!("tag={tag}"), ctx()).await;
+    assert_eq!(status, 403, "{lines:?}");
+    assert!(
+        last_error(&lines).contains("spec.build.mode: none"),
+        "{lines:?}"
+    );
 
     Api::<Namespace>::all(client.clone())
         .delete(&build_ns, &DeleteParams::default())
