@@ -326,6 +326,31 @@ pub async fn require_real_node(client: &kube::Client) -> String {
 
 /// The real node's address (its InternalIP), where this host's listeners
 /// are reached from its pods.
+/// The real node's kubelet port, as the node reports it.
+pub async fn real_node_kubelet_port(client: &kube::Client) -> u16 {
+    use k8s_openapi::api::core::v1::Node;
+    let node = require_real_node(client).await;
+    kube::Api::<Node>::all(client.clone())
+        .get(&node)
+        .await
+        .expect("the real node")
+        .status
+        .and_then(|s| s.daemon_endpoints?.kubelet_endpoint)
+        .map(|e| e.port as u16)
+        .expect("the kubelet's port")
+}
+
+/// The API server's real port (KUBECONFIG's; pods see this one behind
+/// the `kubernetes` Service).
+pub async fn apiserver_port() -> u16 {
+    kube::Config::infer()
+        .await
+        .expect("a kubeconfig")
+        .cluster_url
+        .port_u16()
+        .expect("the API server's port in KUBECONFIG")
+}
+
 pub async fn real_node_address(client: &kube::Client) -> String {
     use k8s_openapi::api::core::v1::Node;
     let node = require_real_node(client).await;

@@ -439,12 +439,12 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams};
     use kube_coder_cluster_tests::{
-        attrs, create_workspace, install_crd, kube_coder_bin, operator_running, review, wait_phase,
-        workspace_may_secret, ws_name,
+        apiserver_port, attrs, create_workspace, install_crd, kube_coder_bin, operator_running,
+        real_node_kubelet_port, review, wait_phase, workspace_may_secret, ws_name,
     };
     use operator::crd::{Phase, Workspace};
     let client = client().await;
-    let node_name = require_real_node(&client).await;
+    require_real_node(&client).await;
     install_crd(&client).await;
     let operator = operator_running().settings();
     let node = real_node_address(&client).await;
@@ -828,20 +828,8 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     let metadata = TestHost::start("metadata", Ipv4Addr::new(169, 254, 169, 254), 80);
     let private = TestHost::start("private", Ipv4Addr::new(192, 168, 255, 10), 80);
     let public = TestHost::start("public", Ipv4Addr::new(11, 22, 33, 44), 80);
-    let apiserver_port = kube::Config::infer()
-        .await
-        .unwrap()
-        .cluster_url
-        .port_u16()
-        .expect("the API server's port in KUBECONFIG");
-    let kubelet_port = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-        .get(&node_name)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.daemon_endpoints?.kubelet_endpoint)
-        .map(|e| e.port as u16)
-        .expect("the kubelet's port");
+    let apiserver_port = apiserver_port().await;
+    let kubelet_port = real_node_kubelet_port(&client).await;
     let ingress_pod = Api::<Pod>::namespaced(client.clone(), INGRESS_NAMESPACE)
         .list(&Default::default())
         .await

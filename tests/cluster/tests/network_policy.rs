@@ -17,14 +17,14 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    client, eventually, eventually_empty, install_crd, operator_for_real_node, probe_results,
-    probe_script, real_node_workspace, require_real_node, run_task, target, unique, ws_name,
-    REAL_NODE_KEY,
+    apiserver_port, client, eventually, eventually_empty, install_crd, operator_for_real_node,
+    probe_results, probe_script, real_node_address, real_node_kubelet_port, real_node_workspace,
+    require_real_node, run_task, target, unique, ws_name, REAL_NODE_KEY,
 };
 use operator::crd::Workspace;
 use serde_json::json;
@@ -137,36 +137,15 @@ fn assert_all(got: &BTreeMap<String, bool>, names: &[&str], open: bool, from: &s
 #[tokio::test]
 async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
     let client = client().await;
-    let node = require_real_node(&client).await;
+    require_real_node(&client).await;
     install_crd(&client).await;
     let operator = operator_for_real_node();
     let settings = operator.settings();
 
     // Where the node and the API server listen.
-    let node_status = Api::<Node>::all(client.clone())
-        .get(&node)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
-    let node_ip = node_status
-        .addresses
-        .unwrap_or_default()
-        .into_iter()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address)
-        .expect("the node's address");
-    let kubelet_port = node_status
-        .daemon_endpoints
-        .and_then(|d| d.kubelet_endpoint)
-        .map(|e| e.port)
-        .expect("the kubelet's port") as u16;
-    let apiserver_port = kube::Config::infer()
-        .await
-        .unwrap()
-        .cluster_url
-        .port_u16()
-        .expect("the API server's port in KUBECONFIG");
+    let node_ip = real_node_address(&client).await;
+    let kubelet_port = real_node_kubelet_port(&client).await;
+    let apiserver_port = apiserver_port().await;
 
     // Test hosts (hack/node.sh routes these addresses to them).
     let metadata = TestHost::start("metadata", Ipv4Addr::new(169, 254, 169, 254), 80);
