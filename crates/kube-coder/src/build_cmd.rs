@@ -110,16 +110,14 @@ async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
             body["error"].as_str().unwrap_or("no reason given")
         ));
     }
-    let mut pending = Vec::new();
+    let mut lines = workspace::builds::LogLines::default();
     let mut outcome = Err("the build's log ended without a result".to_string());
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| format!("the build's log was cut off: {e}"))?
     {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
+        for line in lines.push(&chunk) {
             let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else {
                 continue;
             };

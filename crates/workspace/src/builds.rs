@@ -55,3 +55,38 @@ impl BuildService {
             .map_err(|e| format!("cannot reach the operator's builds at {}: {e}", self.url))
     }
 }
+
+/// A build's log (one JSON object a line) cut into lines as its chunks
+/// arrive: each complete line, newline included; a partial one waits for
+/// the next chunk.
+#[derive(Debug, Default)]
+pub struct LogLines {
+    pending: Vec<u8>,
+}
+
+impl LogLines {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            lines.push(self.pending.drain(..=end).collect());
+        }
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLines;
+
+    #[test]
+    fn a_line_split_across_chunks_comes_out_whole() {
+        let mut lines = LogLines::default();
+        assert!(lines.push(b"{\"log\":").is_empty());
+        assert_eq!(
+            lines.push(b"\"a\"}\n{\"log\":\"b\"}\n{"),
+            [b"{\"log\":\"a\"}\n".to_vec(), b"{\"log\":\"b\"}\n".to_vec()]
+        );
+        assert_eq!(lines.push(b"}\n"), [b"{}\n".to_vec()]);
+    }
+}

@@ -76,7 +76,7 @@ pub async fn start(
     let store = app.store.clone();
     tokio::spawn(async move {
         let mut stream = upstream.bytes_stream();
-        let mut pending = Vec::new();
+        let mut lines = crate::builds::LogLines::default();
         let mut outcome = (
             BuildState::Failed,
             None,
@@ -88,9 +88,7 @@ pub async fn start(
                 outcome.2 = Some("the operator's log was cut off".into());
                 break;
             };
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
+            for line in lines.push(&chunk) {
                 if let Ok(event) = serde_json::from_slice::<Value>(&line) {
                     if let Some(done) = event.get("done") {
                         let digest = done["digest"].as_str().map(str::to_string);
