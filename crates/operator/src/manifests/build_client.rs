@@ -25,11 +25,7 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
     if !enabled(ws) {
         return Vec::new();
     }
-    let var = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..Default::default()
-    };
+    use super::container::env as var;
     vec![
         var(
             "KUBE_CODER_BUILD_URL",

@@ -1,11 +1,13 @@
 //! What every container of a workspace pod shares: the hardened security
-//! context, resource figures in canonical form, and HTTP probes. Used by
+//! context, resource figures in canonical form, HTTP probes, and plain
+//! environment variables. Used by
 //! the workload and the oauth2-proxy sidecar alike.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, HTTPGetAction, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, EnvVar, HTTPGetAction, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -14,6 +16,15 @@ use super::quantity::canonical;
 use crate::names;
 
 /// The container security context every container of a workspace gets.
+/// An environment variable with a plain value.
+pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
 pub fn hardened() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),

@@ -188,11 +188,7 @@ pub fn role_binding(ws: &Workspace) -> RoleBinding {
 /// base URL pointing at the gateway, with a placeholder key (the clients
 /// insist on one), for the providers this workspace may use.
 pub fn model_env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
-    let var = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..Default::default()
-    };
+    use super::container::env as var;
     let base = format!(
         "http://{}:{}",
         names::EGRESS_GATEWAY,
@@ -212,7 +208,7 @@ pub fn model_env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
             .or_else(|| offered.iter().find(|p| p.api == api));
         if let Some(p) = chosen {
             env.push(var(url_var, format!("{base}/{}", p.name)));
-            env.push(var(key_var, PLACEHOLDER_KEY.into()));
+            env.push(var(key_var, PLACEHOLDER_KEY));
         }
     }
     env
@@ -226,11 +222,7 @@ pub fn proxy_env() -> Vec<EnvVar> {
         names::EGRESS_GATEWAY,
         names::EGRESS_PROXY_PORT
     );
-    let var = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    };
+    use super::container::env as var;
     // The gateway's own name: its model port is called directly.
     let local = format!("localhost,127.0.0.1,::1,{}", names::EGRESS_GATEWAY);
     let local = local.as_str();

@@ -31,11 +31,7 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
     if !enabled(ws) {
         return Vec::new();
     }
-    let var = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..Default::default()
-    };
+    use super::container::env as var;
     let host = &settings.github.git_host;
     // gh's host when it is not github.com (an Enterprise Server).
     let gh_host = (host != "github.com").then(|| var("GH_HOST", host.clone()));
@@ -44,14 +40,14 @@ pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
         var("KUBE_CODER_BROKER_TOKEN_FILE", format!("{DIR}/token")),
         // git asks the helper for the GitHub host only; set through the
         // environment, so the home's own git config stays the user's.
-        var("GIT_CONFIG_COUNT", "1".into()),
+        var("GIT_CONFIG_COUNT", "1"),
         var(
             "GIT_CONFIG_KEY_0",
             format!("credential.https://{host}.helper"),
         ),
         var(
             "GIT_CONFIG_VALUE_0",
-            "/usr/local/bin/kube-coder git-credential".into(),
+            "/usr/local/bin/kube-coder git-credential",
         ),
     ]
     .into_iter()
