@@ -614,6 +614,17 @@ pub async fn run_task(
     token: &str,
     script: &str,
 ) -> (String, serde_json::Value) {
+    run_task_within(http, api, token, script, 60).await
+}
+
+/// `run_task`, for a script that may take up to `seconds`.
+pub async fn run_task_within(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    script: &str,
+    seconds: u64,
+) -> (String, serde_json::Value) {
     let task: serde_json::Value = http
         .post(format!("{api}/api/tasks"))
         .bearer_auth(token)
@@ -648,9 +659,11 @@ pub async fn run_task(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), read)
+    tokio::time::timeout(Duration::from_secs(seconds), read)
         .await
-        .unwrap_or_else(|_| panic!("the task did not end within 60 s; stream so far:\n{events}"));
+        .unwrap_or_else(|_| {
+            panic!("the task did not end within {seconds} s; stream so far:\n{events}")
+        });
     for block in events.split("\n\n") {
         if block.lines().any(|l| l == "event: output") {
             for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
@@ -661,6 +674,35 @@ pub async fn run_task(
     }
     let task = get_json(http, &format!("{api}/api/tasks/{id}"), token).await;
     (output, task)
+}
+
+/// Namespace `name`, made if missing (server-side apply, so a test may
+/// ask for one another test made).
+pub async fn apply_namespace(client: &kube::Client, name: &str) {
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": name}});
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("kube-coder-tests"),
+            &kube::api::Patch::Apply(namespace),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+}
+
+/// A tar of `files` (name, content), as a build's context is sent.
+pub fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap()
 }
 
 /// The lines `answer-NAME: …` of a task's output, by name (a script

@@ -99,3 +99,126 @@ pub fn node_ctr(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// While held, the real node's containerd (so the kubelet) pulls from
+/// `registry` over plain HTTP (its `registry-hosts` directory).
+pub struct NodePulls(std::path::PathBuf);
+
+impl Drop for NodePulls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Registry {
+    pub fn node_pulls(&self) -> NodePulls {
+        let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG"));
+        let hosts = kubeconfig
+            .parent()
+            .expect("the cluster directory")
+            .join("node/registry-hosts")
+            .join(&self.addr);
+        std::fs::create_dir_all(&hosts).unwrap();
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{0}\"\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        NodePulls(hosts)
+    }
+
+    /// A `.dockerconfigjson` that logs `user` in with `password` here.
+    pub fn docker_config(&self, user: &str, password: &str) -> String {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        serde_json::json!({"auths": {self.addr.clone(): {"auth": auth}}}).to_string()
+    }
+
+    /// Copies the node's image `image` here as `reference` (pushed by the
+    /// node's containerd with `user`'s password), and forgets the copy's
+    /// name on the node so that a pull of it must come from here.
+    pub fn push_from_node(&self, image: &str, reference: &str, user: &str, password: &str) {
+        node_ctr(&["images", "tag", "--force", image, reference]);
+        node_ctr(&[
+            "images",
+            "push",
+            "--plain-http",
+            "--user",
+            &format!("{user}:{password}"),
+            reference,
+        ]);
+        node_ctr(&["images", "rm", reference]);
+    }
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret `name` in `ns` holding
+/// `config` (as `Registry::docker_config` makes it), applied.
+pub async fn apply_docker_secret(client: &kube::Client, ns: &str, name: &str, config: &str) {
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config}});
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("kube-coder-tests"),
+            &kube::api::Patch::Apply(secret),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("secret {ns}/{name}: {e}"));
+}
+
+/// Runs `image` to its end as pod `app` of `ns` on the real node (as user
+/// 1000, restricted), pulled with the Secret `pull_secret`: its phase and
+/// log.
+pub async fn run_image(
+    client: &kube::Client,
+    ns: &str,
+    image: &str,
+    command: &[&str],
+    pull_secret: &str,
+) -> (String, String) {
+    use k8s_openapi::api::core::v1::Pod;
+    let settings = crate::real_node_settings();
+    let run: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": pull_secret}],
+            "nodeSelector": settings.node_selector,
+            "tolerations": settings.tolerations,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "app", "image": image, "command": command,
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }))
+    .unwrap();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), ns);
+    pods.create(&Default::default(), &run).await.unwrap();
+    let phase = eventually(&format!("{image} to run"), 180, || async {
+        let phase = pods.get("app").await.ok()?.status?.phase?;
+        (phase == "Succeeded" || phase == "Failed").then_some(phase)
+    })
+    .await;
+    let logs = pods.logs("app", &Default::default()).await.unwrap();
+    (phase, logs)
+}
+
+/// The reference of an image `images/build.sh` built (`target/images/NAME.ref`),
+/// as the node imported it.
+pub fn built_image(name: &str) -> String {
+    let refs = format!(
+        "{}/../../target/images/{name}.ref",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let line = std::fs::read_to_string(&refs)
+        .unwrap_or_else(|e| panic!("{refs}: {e}: run `PROFILE=debug images/build.sh {name}`"));
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube_coder_cluster_tests::registry::{node_ctr, start_registry};
+use kube_coder_cluster_tests::registry::{
+    apply_docker_secret, built_image, run_image, start_registry,
+};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    client, eventually, eventually_empty, real_node_address, real_node_settings, require_real_node,
-    unique,
+    apply_namespace, client, eventually, eventually_empty, real_node_address, real_node_settings,
+    require_real_node, tar_of, unique,
 };
 use kube_coder_cluster_tests::{probe_results, INGRESS_ADDR, INGRESS_NAMESPACE};
 use operator::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
@@ -27,16 +29,7 @@ use std::net::Ipv4Addr;
 
 /// The builder image the node imported (`make test` builds it).
 fn builder_image() -> String {
-    let refs = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/images/buildkit.ref"
-    );
-    let line = std::fs::read_to_string(refs)
-        .unwrap_or_else(|e| panic!("{refs}: {e}: run `PROFILE=debug images/build.sh buildkit`"));
-    line.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    built_image("buildkit")
 }
 
 /// Run `command` in the build pod, as the operator does: its exit code
@@ -45,20 +38,6 @@ async fn exec(pods: &Api<Pod>, pod: &str, command: &[&str], stdin: Option<&[u8]>
     operator::builds::runner::exec(pods, pod, command, stdin)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A tar of `files` (name, content), as a build's context is sent.
-fn context(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, content.as_bytes())
-            .unwrap();
-    }
-    tar.into_inner().unwrap()
 }
 
 const CONTAINERFILE: &str = "FROM scratch\n\
@@ -111,7 +90,7 @@ async fn builder(
     // The context, as the operator sends it: a tar on stdin.
     let (code, out) = exec(&pods, name, &["busybox", "mkdir", "-p", CONTEXT_DIR], None).await;
     assert_eq!(code, 0, "{out}");
-    let tar = context(&[
+    let tar = tar_of(&[
         ("Containerfile", CONTAINERFILE),
         ("hello.txt", "hello from the context\n"),
     ]);
@@ -272,7 +251,6 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
 
 #[tokio::test]
 async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() {
-    use base64::Engine;
     let client = client().await;
     require_real_node(&client).await;
     let node = real_node_address(&client).await;
@@ -280,36 +258,11 @@ async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() 
         operator::manifests::credentials::Credentials::keep_or_generate("pusher", None);
     let registry = start_registry(&node, &creds.htpasswd).await;
     // The node's containerd pulls from it over plain HTTP.
-    let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG"));
-    let hosts = kubeconfig
-        .parent()
-        .unwrap()
-        .join("node/registry-hosts")
-        .join(&registry.addr);
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://{0}\"\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
+    let _pulls = registry.node_pulls();
 
     let ns = build_namespace(&client).await;
-    let auth =
-        base64::engine::general_purpose::STANDARD.encode(format!("pusher:{}", creds.password));
-    let config = serde_json::json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "push"},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let config = registry.docker_config("pusher", &creds.password);
+    apply_docker_secret(&client, &ns, "push", &config).await;
     let pods = builder(&client, &ns, "b-push", Some("push")).await;
 
     let image = format!("{}/team/app:1", registry.addr);
@@ -362,31 +315,14 @@ async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() 
     );
 
     // The image runs, pulled by the kubelet with the same credentials.
-    let run: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "app"},
-        "spec": {
-            "restartPolicy": "Never",
-            "imagePullSecrets": [{"name": "push"}],
-            "nodeSelector": real_node_settings().node_selector,
-            "tolerations": real_node_settings().tolerations,
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "app", "image": image,
-                "command": ["/bin/busybox", "cat", "/made.txt"],
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-            }],
-        },
-    }))
-    .unwrap();
-    let all: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    all.create(&PostParams::default(), &run).await.unwrap();
-    let phase = eventually("the pushed image to run", 90, || async {
-        let p = all.get("app").await.ok()?;
-        let phase = p.status?.phase?;
-        (phase == "Succeeded" || phase == "Failed").then_some(phase)
-    })
+    let (phase, logs) = run_image(
+        &client,
+        &ns,
+        &image,
+        &["/bin/busybox", "cat", "/made.txt"],
+        "push",
+    )
     .await;
-    let logs = all.logs("app", &Default::default()).await.unwrap();
     assert_eq!(
         (phase.as_str(), logs.as_str()),
         ("Succeeded", "hello from the context\n")
@@ -396,7 +332,6 @@ async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() 
         .delete(&ns, &DeleteParams::default())
         .await
         .unwrap();
-    let _ = std::fs::remove_dir_all(&hosts);
 }
 
 /// `POST /builds` of `context` with `query`, as a workspace sends it: the
@@ -434,7 +369,6 @@ fn last_error(lines: &[serde_json::Value]) -> String {
 
 #[tokio::test]
 async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_and_limits() {
-    use base64::Engine;
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams};
@@ -453,31 +387,11 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     let registry = start_registry(&node, &creds.htpasswd).await;
 
     // The push credentials, in the operator's namespace only.
-    let pp = PatchParams::apply("kube-coder-tests");
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &operator.operator_namespace,
-            &pp,
-            &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": operator.operator_namespace}})),
-        )
-        .await
-        .unwrap();
+    apply_namespace(&client, &operator.operator_namespace).await;
     let name = ws_name("build");
-    let auth =
-        base64::engine::general_purpose::STANDARD.encode(format!("pusher:{}", creds.password));
-    let config = serde_json::json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
+    let config = registry.docker_config("pusher", &creds.password);
     let push = format!("push-{name}");
-    Api::<Secret>::namespaced(client.clone(), &operator.operator_namespace)
-        .patch(
-            &push,
-            &pp,
-            &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": push}, "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(&config)}})),
-        )
-        .await
-        .unwrap();
+    apply_docker_secret(&client, &operator.operator_namespace, &push, &config).await;
     let workspaces: Api<Workspace> = Api::all(client.clone());
     create_workspace(
         &client,
@@ -517,22 +431,12 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     // A base image in the registry: the node's busybox image, pushed by
     // its containerd.
     let base_image = format!("{}/team/base:1", registry.addr);
-    node_ctr(&[
-        "images",
-        "tag",
-        "--force",
+    registry.push_from_node(
         "ghcr.io/kube-coder/busybox:1",
         &base_image,
-    ]);
-    node_ctr(&[
-        "images",
-        "push",
-        "--plain-http",
-        "--user",
-        &format!("pusher:{}", creds.password),
-        &base_image,
-    ]);
-    node_ctr(&["images", "rm", &base_image]);
+        "pusher",
+        &creds.password,
+    );
 
     // The workspace's own token for builds (as its pod's projected token).
     let token_of = |audience: &'static str| {
@@ -562,7 +466,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         "FROM {base_image}\nCOPY hello.txt /hello.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox cat /hello.txt > /tmp/made.txt\"]\n"
     );
     let ctx = || {
-        context(&[
+        tar_of(&[
             ("Dockerfile", &containerfile),
             ("hello.txt", "built through the operator\n"),
         ])
@@ -623,7 +527,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         "{lines:?}"
     );
     // Over the context cap: 413.
-    let big = context(&[
+    let big = tar_of(&[
         ("Dockerfile", &containerfile),
         ("big", &"x".repeat(100 << 10)),
     ]);
@@ -751,7 +655,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     let r = http
         .post(format!("{api}/api/builds?tag={}/team/api:1", registry.addr))
         .bearer_auth(&api_token)
-        .body(context(&[
+        .body(tar_of(&[
             ("Dockerfile", &containerfile),
             ("hello.txt", "through the api\n"),
         ]))
@@ -771,7 +675,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
             registry.addr
         ))
         .bearer_auth(&api_token)
-        .body(context(&[("Dockerfile", &containerfile)]))
+        .body(tar_of(&[("Dockerfile", &containerfile)]))
         .send()
         .await
         .unwrap();
@@ -878,7 +782,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         &base,
         &token,
         &format!("tag={tag}&build-arg=NONCE%3D{}", unique("n")),
-        context(&[("Dockerfile", &containerfile_probes)]),
+        tar_of(&[("Dockerfile", &containerfile_probes)]),
     )
     .await;
     assert_eq!(status, 200);
@@ -911,7 +815,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     // Three slow builds at once: a fourth is refused while they run, and
     // each is stopped at its time limit, saying so.
     let slow = format!("FROM {base_image}\nRUN [\"/bin/busybox\", \"sleep\", \"120\"]\n");
-    let slow = context(&[("Dockerfile", &slow)]);
+    let slow = tar_of(&[("Dockerfile", &slow)]);
     let running: Vec<_> = (0..3)
         .map(|_| {
             let (base, token, tag, slow) = (base.clone(), token.clone(), tag.clone(), slow.clone());

@@ -15,12 +15,12 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answer_of, answers, assert_secret_absent, bare_repository, client, eventually, git,
-    install_crd, launch_operator, private_ca, real_node_settings, real_node_workspace,
+    answer_of, answers, apply_namespace, assert_secret_absent, bare_repository, client, eventually,
+    git, install_crd, launch_operator, private_ca, real_node_settings, real_node_workspace,
     require_real_node, run_task, secret_search, workspace_may_secret, ws_name, OperatorHandle,
 };
 use serde_json::{json, Value};
@@ -151,15 +151,7 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
     let broker_url = format!("http://{NODE}:{broker_port}");
 
     let pp = PatchParams::apply("kube-coder-tests");
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &settings.operator_namespace,
-            &pp,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
-                                 "metadata": {"name": settings.operator_namespace}})),
-        )
-        .await
-        .unwrap();
+    apply_namespace(&client, &settings.operator_namespace).await;
     Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
         .patch(
             &settings.github.app_key_secret,

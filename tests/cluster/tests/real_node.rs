@@ -505,7 +505,7 @@ async fn browse(
 
 #[tokio::test]
 async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     let client = client().await;
     let node_ip = real_node_address(&client).await;
     install_crd(&client).await;
@@ -515,17 +515,7 @@ async fn oauth2_workspaces_log_in_through_the_sidecar_from_its_image() {
     // The OAuth client, where the operator copies it from.
     let settings = operator.settings();
     let pp = kube::api::PatchParams::apply("kube-coder-tests");
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &settings.operator_namespace,
-            &pp,
-            &kube::api::Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": settings.operator_namespace},
-            })),
-        )
-        .await
-        .unwrap();
+    kube_coder_cluster_tests::apply_namespace(&client, &settings.operator_namespace).await;
     let name = ws_name("sso");
     let client_secret = format!("{name}-oidc");
     Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)

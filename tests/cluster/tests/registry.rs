@@ -8,8 +8,8 @@
 //! plain HTTP), the operator in-process; uses the node's containerd
 //! (`ctr`) to push the layers of the image it already holds.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube_coder_cluster_tests::registry::{node_ctr, start_registry, Registry};
 use kube_coder_cluster_tests::{
     client, eventually, install_crd, operator_for_real_node, require_real_node,
@@ -141,34 +141,16 @@ async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_w
     relabel(&registry, &password, &format!("base-{tag}"), &tag).await;
 
     // The pull secret, where the operator copies it from.
-    let pp = PatchParams::apply("kube-coder-tests");
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &settings.operator_namespace,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": settings.operator_namespace},
-            })),
-        )
-        .await
-        .unwrap();
+    kube_coder_cluster_tests::apply_namespace(&client, &settings.operator_namespace).await;
     let secret_name = format!("{tag}-pull");
-    let auth = base64_encode(&format!("puller:{}", creds.password));
-    let dockerconfig = json!({"auths": {registry.addr.clone(): {"auth": auth}}}).to_string();
-    Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace)
-        .patch(
-            &secret_name,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": secret_name},
-                "type": "kubernetes.io/dockerconfigjson",
-                "stringData": {".dockerconfigjson": dockerconfig},
-            })),
-        )
-        .await
-        .unwrap();
+    let dockerconfig = registry.docker_config("puller", &creds.password);
+    kube_coder_cluster_tests::registry::apply_docker_secret(
+        &client,
+        &settings.operator_namespace,
+        &secret_name,
+        &dockerconfig,
+    )
+    .await;
 
     let workspaces: Api<Workspace> = Api::all(client.clone());
     // Without the secret first, while the node holds no such image: the
@@ -261,9 +243,4 @@ async fn a_password_protected_image_is_pulled_with_the_pull_secret_and_refused_w
             .unwrap();
     }
     drop(registry);
-}
-
-fn base64_encode(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }
