@@ -62,6 +62,8 @@ export interface Build {
   images: string[];
   state: "running" | "succeeded" | "failed";
   digest: string | null;
+  /** Bytes as pushed: manifest, config and compressed layers. */
+  size: number | null;
   error: string | null;
   started_at: string;
   finished_at: string | null;

@@ -135,9 +135,14 @@ async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
                         .map_or(image, |(n, _)| n);
                     println!("{name}@{digest}");
                 }
+                let size = done["size"]
+                    .as_u64()
+                    .map(|s| format!("{:.1} MiB ", s as f64 / 1048576.0))
+                    .unwrap_or_default();
                 eprintln!(
-                    "kube-coder build: pushed in {:.1} s",
-                    done["seconds"].as_f64().unwrap_or_default()
+                    "kube-coder build: pushed {size}in {:.1} s (the build pod was ready after {:.1} s)",
+                    done["seconds"].as_f64().unwrap_or_default(),
+                    done["ready_seconds"].as_f64().unwrap_or_default()
                 );
                 outcome = Ok(());
             } else if let Some(error) = event["error"].as_str() {

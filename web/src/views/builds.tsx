@@ -4,7 +4,7 @@
 // workspace.
 import { useEffect, useState } from "preact/hooks";
 import { api, type Build } from "../api";
-import { shortTime, span } from "../state";
+import { bytes, shortTime, span } from "../state";
 import { toast } from "../toast";
 
 function BuildRow({ b, now }: { b: Build; now: number }) {
@@ -16,6 +16,7 @@ function BuildRow({ b, now }: { b: Build; now: number }) {
         <span class={`badge ${b.state}`}>{b.state}</span>
         <span class="muted small">
           {shortTime(b.started_at)} · {took}
+          {b.size != null && <> · {bytes(b.size)}</>}
         </span>
       </div>
       {b.digest && <code class="small ellipsis">{b.digest}</code>}

@@ -5,7 +5,8 @@
 //! them against the Workspace (`spec.build`: the mode, the registries it
 //! may push to), the size of the context and how many of its builds run,
 //! then answers `200` with the build's log as it happens, one JSON object
-//! a line (`{"status"}`, `{"log"}`, then `{"done": {…}}` or
+//! a line (`{"status"}`, `{"log"}`, then `{"done": {id, images, digest,
+//! size, ready_seconds, seconds}}` or
 //! `{"error"}`), while `runner` builds it in a pod of the build namespace.
 //! A refusal before the build starts is a 4xx with `{"error"}`.
 
@@ -213,8 +214,11 @@ async fn start(
         };
         let last = match outcome {
             Ok(o) => {
-                tracing::info!(workspace = %name, %id, digest = %o.digest, seconds = o.seconds, "build pushed");
-                json!({"done": {"id": id, "images": request.tags, "digest": o.digest, "seconds": o.seconds}})
+                tracing::info!(workspace = %name, %id, digest = %o.digest, size = o.size, seconds = o.seconds, "build pushed");
+                json!({"done": {
+                    "id": id, "images": request.tags, "digest": o.digest, "size": o.size,
+                    "ready_seconds": o.ready_seconds, "seconds": o.seconds,
+                }})
             }
             Err(e) => {
                 tracing::info!(workspace = %name, %id, error = %e, "build failed");

@@ -32,6 +32,13 @@ const METADATA: &str = "/work/metadata.json";
 #[derive(Debug)]
 pub struct Outcome {
     pub digest: String,
+    /// The image as pushed: manifest, config and compressed layers, in
+    /// bytes (what a pull transfers); unknown if BuildKit's store did not
+    /// show it.
+    pub size: Option<u64>,
+    /// From the request to BuildKit answering in the running build pod:
+    /// the broker's overhead before the build proper.
+    pub ready_seconds: f64,
     pub seconds: f64,
 }
 
@@ -150,7 +157,11 @@ impl Build<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        log.say("sending the context").await?;
+        let ready_seconds = started.elapsed().as_secs_f64();
+        log.say(&format!(
+            "build pod running after {ready_seconds:.1} s; sending the context"
+        ))
+        .await?;
         let sent = self.send_context(&pods, body).await?;
         log.say(&format!(
             "context sent ({} KiB); building",
@@ -164,14 +175,54 @@ impl Build<'_> {
             ));
         }
         let (_, metadata) = exec(&pods, &self.id, &["busybox", "cat", METADATA], None).await?;
-        let digest = serde_json::from_str::<serde_json::Value>(&metadata)
-            .ok()
-            .and_then(|m| m["containerimage.digest"].as_str().map(str::to_string))
+        let metadata = serde_json::from_str::<serde_json::Value>(&metadata).unwrap_or_default();
+        let digest = metadata["containerimage.digest"]
+            .as_str()
+            .map(str::to_string)
             .ok_or_else(|| format!("the build left no image digest: {metadata}"))?;
+        let size = self.image_size(&pods, &metadata).await;
         Ok(Outcome {
             digest,
+            size,
+            ready_seconds,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The pushed image's size, from its manifest (or index) in BuildKit's
+    /// content store: the sum of what it refers to, and itself.
+    async fn image_size(&self, pods: &Api<Pod>, metadata: &serde_json::Value) -> Option<u64> {
+        let descriptor = &metadata["containerimage.descriptor"];
+        let mut size = descriptor["size"].as_u64()?;
+        let mut pending = vec![descriptor["digest"].as_str()?.to_string()];
+        while let Some(digest) = pending.pop() {
+            let manifest: serde_json::Value =
+                serde_json::from_str(&self.blob(pods, &digest).await?).ok()?;
+            let children = manifest["manifests"].as_array().into_iter().flatten();
+            for child in children {
+                size += child["size"].as_u64()?;
+                pending.push(child["digest"].as_str()?.to_string());
+            }
+            let parts = manifest["layers"].as_array().into_iter().flatten();
+            for part in parts.chain(std::iter::once(&manifest["config"])) {
+                size += part["size"].as_u64().unwrap_or(0);
+            }
+        }
+        Some(size)
+    }
+
+    /// A blob of BuildKit's content store (its worker directory is named
+    /// after the snapshotter it chose, hence the glob).
+    async fn blob(&self, pods: &Api<Pod>, digest: &str) -> Option<String> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let script = format!("busybox cat /var/lib/buildkit/runc-*/content/blobs/sha256/{hex}");
+        match exec(pods, &self.id, &["busybox", "sh", "-c", &script], None).await {
+            Ok((0, text)) => Some(text),
+            _ => None,
+        }
     }
 
     /// The build namespace (Pod Security `privileged`: the builder needs

@@ -18,6 +18,9 @@ pub(super) const SCHEMA_V6: &str = "CREATE TABLE builds (
         finished_at INTEGER
      )";
 
+/// Schema v7: the pushed image's size.
+pub(super) const SCHEMA_V7: &str = "ALTER TABLE builds ADD COLUMN size INTEGER";
+
 text_enum! {
     /// Where a build is.
     BuildState {
@@ -28,6 +31,15 @@ text_enum! {
     }
 }
 
+/// How a build ended.
+#[derive(Debug, Clone)]
+pub enum BuildEnd {
+    /// Built and pushed: the image's digest and size in bytes (as pushed).
+    Pushed { digest: String, size: Option<u64> },
+    /// Why not.
+    Failed(String),
+}
+
 /// One build, as the history lists it.
 #[derive(Debug, Clone)]
 pub struct BuildRecord {
@@ -36,6 +48,8 @@ pub struct BuildRecord {
     pub images: Vec<String>,
     pub state: BuildState,
     pub digest: Option<String>,
+    /// Bytes as pushed (manifest, config, compressed layers).
+    pub size: Option<u64>,
     pub error: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -63,20 +77,22 @@ impl Store {
     }
 
     /// How the running build `id` ended; a build already ended is left.
-    pub async fn build_finished(
-        &self,
-        id: &str,
-        state: BuildState,
-        digest: Option<String>,
-        error: Option<String>,
-        at: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn build_finished(&self, id: &str, end: BuildEnd, at: i64) -> Result<(), StoreError> {
         let id = id.to_string();
+        let (state, digest, size, error) = match end {
+            BuildEnd::Pushed { digest, size } => (
+                BuildState::Succeeded,
+                Some(digest),
+                size.map(|s| s as i64),
+                None,
+            ),
+            BuildEnd::Failed(error) => (BuildState::Failed, None, None, Some(error)),
+        };
         self.call(move |c| {
             c.execute(
-                "UPDATE builds SET state = ?2, digest = ?3, error = ?4, finished_at = ?5
-                 WHERE id = ?1 AND state = ?6",
-                params![id, state, digest, error, at, BuildState::Running],
+                "UPDATE builds SET state = ?2, digest = ?3, size = ?4, error = ?5, finished_at = ?6
+                 WHERE id = ?1 AND state = ?7",
+                params![id, state, digest, size, error, at, BuildState::Running],
             )?;
             Ok(())
         })
@@ -103,7 +119,7 @@ impl Store {
     pub async fn builds(&self, limit: usize) -> Result<Vec<BuildRecord>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, images, state, digest, error, started_at, finished_at
+                "SELECT id, images, state, digest, error, started_at, finished_at, size
                  FROM builds ORDER BY seq DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
@@ -116,6 +132,7 @@ impl Store {
                     error: r.get(4)?,
                     started_at: r.get(5)?,
                     finished_at: r.get(6)?,
+                    size: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -91,7 +91,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::secret_box::SecretBox;
 
-pub use builds::{BuildRecord, BuildState};
+pub use builds::{BuildEnd, BuildRecord, BuildState};
 pub use outbox::{AfterAttempt, Attempt, Delivery, DeliveryState};
 pub use schedules::{Firing, FiringOutcome, MissedPolicy, Schedule};
 pub use tasks::{

@@ -18,6 +18,7 @@ const SCHEMA: &[&[&str]] = &[
     &[super::schedules::SCHEMA_V4],
     &[super::schedules::SCHEMA_V5, super::webhooks::SCHEMA_V5],
     &[super::builds::SCHEMA_V6],
+    &[super::builds::SCHEMA_V7],
 ];
 
 /// The database and its -wal/-shm files: readable by the owner only.

@@ -345,16 +345,17 @@ async fn builds_are_recorded_once_ended_and_a_restart_marks_the_cut_off() {
     store
         .build_finished(
             "b1",
-            BuildState::Succeeded,
-            Some("sha256:aa".into()),
-            None,
+            BuildEnd::Pushed {
+                digest: "sha256:aa".into(),
+                size: Some(4096),
+            },
             15,
         )
         .await
         .unwrap();
     // An ended build stays as it ended.
     store
-        .build_finished("b1", BuildState::Failed, None, Some("late".into()), 16)
+        .build_finished("b1", BuildEnd::Failed("late".into()), 16)
         .await
         .unwrap();
     drop(store);
@@ -374,6 +375,8 @@ async fn builds_are_recorded_once_ended_and_a_restart_marks_the_cut_off() {
         .contains("stopped during the build"));
     assert_eq!(builds[1].state, BuildState::Succeeded);
     assert_eq!(builds[1].digest.as_deref(), Some("sha256:aa"));
+    assert_eq!(builds[1].size, Some(4096));
+    assert_eq!(builds[0].size, None);
     assert_eq!(builds[1].images, images);
     assert_eq!(
         (builds[1].started_at, builds[1].finished_at),

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
-use crate::store::BuildState;
+use crate::store::BuildEnd;
 
 /// How many builds the history lists.
 const HISTORY: usize = 100;
@@ -29,7 +29,7 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
         .map(|b| {
             json!({
                 "id": b.id, "images": b.images, "state": b.state, "digest": b.digest,
-                "error": b.error, "started_at": rfc3339(b.started_at),
+                "size": b.size, "error": b.error, "started_at": rfc3339(b.started_at),
                 "finished_at": b.finished_at.map(rfc3339),
             })
         })
@@ -77,24 +77,22 @@ pub async fn start(
     tokio::spawn(async move {
         let mut stream = upstream.bytes_stream();
         let mut lines = crate::builds::LogLines::default();
-        let mut outcome = (
-            BuildState::Failed,
-            None,
-            Some("the build's log ended without a result".to_string()),
-        );
+        let mut outcome = BuildEnd::Failed("the build's log ended without a result".into());
         let mut caller = true;
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else {
-                outcome.2 = Some("the operator's log was cut off".into());
+                outcome = BuildEnd::Failed("the operator's log was cut off".into());
                 break;
             };
             for line in lines.push(&chunk) {
                 if let Ok(event) = serde_json::from_slice::<Value>(&line) {
                     if let Some(done) = event.get("done") {
-                        let digest = done["digest"].as_str().map(str::to_string);
-                        outcome = (BuildState::Succeeded, digest, None);
+                        outcome = BuildEnd::Pushed {
+                            digest: done["digest"].as_str().unwrap_or_default().to_string(),
+                            size: done["size"].as_u64(),
+                        };
                     } else if let Some(error) = event["error"].as_str() {
-                        outcome = (BuildState::Failed, None, Some(error.to_string()));
+                        outcome = BuildEnd::Failed(error.to_string());
                     }
                 }
                 // A caller that went away does not stop the record.
@@ -103,11 +101,7 @@ pub async fn start(
                 }
             }
         }
-        let (state, digest, error) = outcome;
-        if let Err(e) = store
-            .build_finished(&id, state, digest, error, now_ms())
-            .await
-        {
+        if let Err(e) = store.build_finished(&id, outcome, now_ms()).await {
             tracing::warn!(build = %id, error = %e, "cannot record how a build ended");
         }
     });
