@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod builds;
 pub mod registry;
 pub mod test_host;
 

@@ -79,6 +79,7 @@ async fn builder(
         name,
         "alice",
         push_secret,
+        &build_pod::Egress::Public,
         &BuildLimits::default(),
     );
     pods.create(&PostParams::default(), &pod).await.unwrap();
@@ -342,21 +343,8 @@ async fn post_build(
     query: &str,
     context: Vec<u8>,
 ) -> (u16, Vec<serde_json::Value>) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/builds?{query}"))
-        .bearer_auth(token)
-        .header("content-type", "application/x-tar")
-        .body(context)
-        .send()
+    kube_coder_cluster_tests::builds::post_build(&format!("{base}/builds?{query}"), token, context)
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let lines = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-        .collect();
-    (status, lines)
 }
 
 fn last_error(lines: &[serde_json::Value]) -> String {

@@ -12,15 +12,15 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
+use kube_coder_cluster_tests::builds::{operator_with_builds, post_build};
 use kube_coder_cluster_tests::registry::{
     apply_docker_secret, built_image, run_image, start_registry,
 };
 use kube_coder_cluster_tests::{
-    answer_of, answers, apply_namespace, client, get_json, install_crd, launch_operator,
-    real_node_address, real_node_settings, real_node_workspace, require_real_node, run_task_within,
-    tar_of, unique, ws_name, OperatorHandle,
+    answer_of, answers, apply_namespace, client, get_json, install_crd, real_node_address,
+    real_node_workspace, require_real_node, run_task_within, tar_of, unique, ws_name,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A Containerfile on the workspace image: a COPY of the whole context
 /// and a RUN (as the image's user) that records what it saw.
@@ -46,31 +46,8 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
     let _pulls = registry.node_pulls();
 
     // The operator, its builds endpoint where pods reach this process.
-    let listener = tokio::net::TcpListener::bind((node.as_str(), 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let build_ns = unique("builds");
-    // Kept for the process: a runtime may not be dropped in a test's.
-    static OPERATOR: std::sync::OnceLock<OperatorHandle> = std::sync::OnceLock::new();
-    let operator = OPERATOR.get_or_init(|| {
-        let (registry, node, build_ns) = (registry.addr.clone(), node.clone(), build_ns.clone());
-        launch_operator(move |_| operator::settings::Settings {
-            builder_image: built_image("buildkit"),
-            build_namespace: build_ns,
-            insecure_registries: vec![registry],
-            broker_url: format!("http://{node}:{port}"),
-            broker_endpoints: vec![format!("{node}:{port}")],
-            ..real_node_settings()
-        })
-    });
+    let operator = operator_with_builds(&client, &node, &registry).await;
     let settings = operator.settings();
-    let builds = operator::builds::Builds::new(client.clone(), settings.clone());
-    tokio::spawn(operator::serve::until(
-        builds.router(),
-        listener,
-        std::future::pending(),
-    ));
 
     // The push credentials, in the operator's namespace only.
     apply_namespace(&client, &settings.operator_namespace).await;
@@ -145,21 +122,9 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
     ]);
     let tag2 = format!("{}/team/app:2", registry.addr);
     let started = std::time::Instant::now();
-    let r = http
-        .post(format!("{api}/api/builds?tag={tag2}&file=Containerfile"))
-        .bearer_auth(&token)
-        .body(context)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let lines: Vec<Value> = r
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let url = format!("{api}/api/builds?tag={tag2}&file=Containerfile");
+    let (status, lines) = post_build(&url, &token, context).await;
+    assert_eq!(status, 200, "{lines:?}");
     let warm = started.elapsed().as_secs_f64();
     let done = lines
         .iter()
@@ -223,7 +188,7 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
         )
     );
 
-    for ns in [&ns, &build_ns] {
+    for ns in [&ns, &settings.build_namespace] {
         Api::<Namespace>::all(client.clone())
             .delete(ns, &DeleteParams::default())
             .await

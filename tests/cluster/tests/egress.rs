@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube_coder_cluster_tests::builds::egress_gateway_ready;
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
     answer_of, answers, bare_repository, client, eventually, git, install_crd,
@@ -61,20 +62,7 @@ async fn a_workspace_reaches_listed_names_only_through_its_gateway() {
     .await;
     let http = reqwest::Client::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let gateway_ip = eventually("the egress gateway to be Ready", 120, || async {
-        let list = pods
-            .list(&ListParams::default().labels("app.kubernetes.io/name=egress-gateway"))
-            .await
-            .ok()?;
-        let pod = list.items.into_iter().next()?;
-        let status = pod.status?;
-        let ready = status
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(status.pod_ip?)
-    })
-    .await;
+    let gateway_ip = egress_gateway_ready(&client, &ns).await;
     let workspace_pod = |pods: Vec<Pod>| {
         pods.into_iter()
             .find(|p| {

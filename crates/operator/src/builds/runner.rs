@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, AttachParams, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 
 use super::request::{registry_of, BuildRequest};
 use crate::crd::Workspace;
-use crate::manifests::build_pod::{self, BuildLimits, BUILDKIT_SOCKET, CONTEXT_DIR};
-use crate::manifests::network_policy;
+use crate::manifests::build_pod::{self, BuildLimits, Egress, BUILDKIT_SOCKET, CONTEXT_DIR};
+use crate::manifests::{egress_gateway, network_policy};
 use crate::names;
 use crate::settings::Settings;
 
@@ -107,7 +107,8 @@ impl Build<'_> {
     pub async fn run(&self, body: Body, log: &Log) -> Result<Outcome, String> {
         let started = Instant::now();
         let ns = &self.settings.build_namespace;
-        self.ensure_namespace().await?;
+        let egress = self.egress().await?;
+        self.ensure_namespace(&egress).await?;
         let _cleanup = Cleanup {
             client: self.client.clone(),
             namespace: ns.clone(),
@@ -122,6 +123,7 @@ impl Build<'_> {
             &self.id,
             workspace,
             push.as_deref(),
+            &egress,
             self.limits,
         );
         let pod = pods
@@ -168,7 +170,7 @@ impl Build<'_> {
             sent.div_ceil(1024)
         ))
         .await?;
-        let code = self.build(&pods, log).await?;
+        let code = self.build(&pods, &egress, log).await?;
         if code != 0 {
             return Err(format!(
                 "the build failed (buildctl exited with {code}); its log is above"
@@ -225,9 +227,33 @@ impl Build<'_> {
         }
     }
 
+    /// Where the build may reach out: public addresses, or, for a
+    /// workspace whose egress goes by name, its egress gateway (by the
+    /// Service's address, so no step depends on cluster DNS search paths).
+    async fn egress(&self) -> Result<Egress, String> {
+        if !egress_gateway::by_name(self.workspace) {
+            return Ok(Egress::Public);
+        }
+        let ns = names::namespace(names::workspace_name(self.workspace));
+        let service = Api::<Service>::namespaced(self.client.clone(), &ns)
+            .get_opt(names::EGRESS_GATEWAY)
+            .await
+            .map_err(|e| format!("cannot read the workspace's egress gateway: {e}"))?;
+        let ip = service
+            .and_then(|s| s.spec?.cluster_ip)
+            .filter(|ip| ip != "None")
+            .ok_or_else(|| {
+                format!("the workspace's egress goes by name but its egress gateway ({ns}/{}) is not there yet; try again in a moment", names::EGRESS_GATEWAY)
+            })?;
+        Ok(Egress::Gateway {
+            proxy: format!("http://{ip}:{}", names::EGRESS_PROXY_PORT),
+        })
+    }
+
     /// The build namespace (Pod Security `privileged`: the builder needs
-    /// SYS_ADMIN in its user namespace) and BuildKit's configuration.
-    async fn ensure_namespace(&self) -> Result<(), String> {
+    /// SYS_ADMIN in its user namespace), BuildKit's configuration, and the
+    /// policies of what a build pod may reach.
+    async fn ensure_namespace(&self, egress: &Egress) -> Result<(), String> {
         let ns = &self.settings.build_namespace;
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         let namespace = json!({
@@ -257,16 +283,30 @@ impl Build<'_> {
             .patch(build_pod::CONFIG_MAP, &apply, &Patch::Apply(config))
             .await
             .map_err(|e| format!("cannot write BuildKit's configuration in {ns}: {e}"))?;
-        // What a RUN step may reach: the policy is there before any pod.
-        let mut policy = network_policy::build_pods(self.settings).map_err(|e| e.to_string())?;
-        policy.metadata.managed_fields = None;
-        let mut policy = serde_json::to_value(policy).map_err(|e| e.to_string())?;
-        policy["apiVersion"] = json!("networking.k8s.io/v1");
-        policy["kind"] = json!("NetworkPolicy");
-        Api::<NetworkPolicy>::namespaced(self.client.clone(), ns)
-            .patch("build-pods", &apply, &Patch::Apply(policy))
-            .await
-            .map_err(|e| format!("cannot write the build pods' network policy in {ns}: {e}"))?;
+        // What a RUN step may reach: the policies are there before any pod.
+        let mut policies = vec![
+            network_policy::build_pods(self.settings).map_err(|e| e.to_string())?,
+            network_policy::build_pods_public(self.settings),
+        ];
+        if let Egress::Gateway { .. } = egress {
+            let mut own = network_policy::build_pods_gateway(self.workspace, self.settings);
+            // Goes with its Workspace.
+            own.metadata.owner_references =
+                kube::Resource::owner_ref(self.workspace, &()).map(|o| vec![o]);
+            policies.push(own);
+        }
+        let api = Api::<NetworkPolicy>::namespaced(self.client.clone(), ns);
+        for policy in policies {
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            let mut policy = serde_json::to_value(policy).map_err(|e| e.to_string())?;
+            policy["apiVersion"] = json!("networking.k8s.io/v1");
+            policy["kind"] = json!("NetworkPolicy");
+            api.patch(&name, &apply, &Patch::Apply(policy))
+                .await
+                .map_err(|e| {
+                    format!("cannot write the build pods' network policy {name} in {ns}: {e}")
+                })?;
+        }
         Ok(())
     }
 
@@ -412,7 +452,7 @@ impl Build<'_> {
     }
 
     /// Runs `buildctl build`, sending its log line by line: its exit code.
-    async fn build(&self, pods: &Api<Pod>, log: &Log) -> Result<i32, String> {
+    async fn build(&self, pods: &Api<Pod>, egress: &Egress, log: &Log) -> Result<i32, String> {
         let r = self.request;
         let mut args: Vec<String> = [
             "buildctl",
@@ -437,6 +477,15 @@ impl Build<'_> {
         opts.extend(
             r.build_args
                 .iter()
+                .map(|(k, v)| format!("build-arg:{k}={v}")),
+        );
+        // A step's tools find the gateway as the workspace's do (BuildKit
+        // keeps these predefined arguments out of the image).
+        opts.extend(
+            egress
+                .proxy_vars(self.settings)
+                .into_iter()
+                .filter(|(k, _)| !r.build_args.iter().any(|(a, _)| a == k))
                 .map(|(k, v)| format!("build-arg:{k}={v}")),
         );
         for opt in opts {

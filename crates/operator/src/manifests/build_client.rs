@@ -20,6 +20,31 @@ pub fn enabled(ws: &Workspace) -> bool {
     ws.spec.build.mode.brokered() && !ws.spec.build.registries.is_empty()
 }
 
+/// The registry hosts (`name[:port]`) the workspace's builds push to, as
+/// an egress allow list names them; registries given by address are left
+/// out (an allow list holds names; the operator reaches plain-HTTP ones by
+/// address).
+pub fn push_registries(ws: &Workspace) -> Vec<String> {
+    if !enabled(ws) {
+        return Vec::new();
+    }
+    let mut hosts: Vec<String> = ws
+        .spec
+        .build
+        .registries
+        .iter()
+        .filter_map(|r| r.split('/').next())
+        .filter(|host| {
+            let name = host.rsplit_once(':').map_or(*host, |(n, _)| n);
+            name.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[')
+        })
+        .map(str::to_string)
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts
+}
+
 /// Where `kube-coder build` posts, and the token it shows.
 pub fn env(ws: &Workspace, settings: &Settings) -> Vec<EnvVar> {
     if !enabled(ws) {

@@ -17,21 +17,69 @@
 //! Pod Security `baseline`, so the build namespace enforces `privileged`
 //! and admits only these pods (docs/operator.md, "Builds").
 //!
-//! Steps share the pod's network: the build namespace's NetworkPolicy is
-//! what a `RUN` step can reach.
+//! Steps share the pod's network: the build namespace's NetworkPolicies
+//! (`network_policy::build_pods*`) are what a `RUN` step can reach, chosen
+//! by the pod's `Egress`: public addresses, or, for a workspace whose
+//! egress goes by name, only its egress gateway (the proxy variables point
+//! there, for BuildKit's pulls and pushes and, as build arguments, for the
+//! steps).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
+    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::container::resources;
+use super::container::{env, resources};
+use super::network_policy::BUILD_EGRESS_LABEL;
 use super::quantity::canonical;
+use crate::names;
 use crate::settings::Settings;
+
+/// Where a build's steps and BuildKit's own pulls and pushes may go,
+/// beyond DNS and the plain-HTTP registries (reached directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// Addresses outside the denied ranges (the workspace's egress goes by
+    /// address).
+    Public,
+    /// Its workspace's egress gateway alone, at this proxy URL (the
+    /// workspace's egress goes by name).
+    Gateway { proxy: String },
+}
+
+impl Egress {
+    fn label(&self) -> &'static str {
+        match self {
+            Egress::Public => "public",
+            Egress::Gateway { .. } => "gateway",
+        }
+    }
+
+    /// The proxy variables (both spellings), for BuildKit's environment and
+    /// for each build's steps; none for `Public`.
+    pub fn proxy_vars(&self, settings: &Settings) -> Vec<(String, String)> {
+        let Egress::Gateway { proxy } = self else {
+            return Vec::new();
+        };
+        let mut direct = vec!["localhost".to_string(), "127.0.0.1".into()];
+        direct.extend(settings.insecure_registries.iter().cloned());
+        let direct = direct.join(",");
+        let mut vars = Vec::new();
+        for (name, value) in [
+            ("HTTP_PROXY", proxy.as_str()),
+            ("HTTPS_PROXY", proxy),
+            ("NO_PROXY", &direct),
+        ] {
+            vars.push((name.to_string(), value.to_string()));
+            vars.push((name.to_lowercase(), value.to_string()));
+        }
+        vars
+    }
+}
 
 /// Where the build client finds the push credentials (`config.json`).
 pub const DOCKER_CONFIG_DIR: &str = "/run/kube-coder/docker";
@@ -41,8 +89,6 @@ pub const CONTEXT_DIR: &str = "/work/context";
 pub const BUILDKIT_SOCKET: &str = "unix:///run/buildkit/buildkitd.sock";
 /// The label every build pod carries (its value: the build's id).
 pub const BUILD_LABEL: &str = "kube-coder.dev/build";
-/// The label naming the workspace a build pod builds for.
-pub const WORKSPACE_LABEL: &str = "kube-coder.dev/workspace";
 /// The ConfigMap of the build namespace holding `buildkitd.toml`
 /// (registries reached over plain HTTP), where buildkitd reads it.
 pub const CONFIG_MAP: &str = "buildkitd";
@@ -99,11 +145,13 @@ pub fn build_pod(
     name: &str,
     workspace: &str,
     push_secret: Option<&str>,
+    egress: &Egress,
     limits: &BuildLimits,
 ) -> Pod {
     let labels = BTreeMap::from([
         (BUILD_LABEL.to_string(), name.to_string()),
-        (WORKSPACE_LABEL.to_string(), workspace.to_string()),
+        (names::WORKSPACE_LABEL.to_string(), workspace.to_string()),
+        (BUILD_EGRESS_LABEL.to_string(), egress.label().to_string()),
         (
             "app.kubernetes.io/managed-by".to_string(),
             "kube-coder".to_string(),
@@ -174,11 +222,16 @@ pub fn build_pod(
             // Steps use the pod's network namespace, and so its policy.
             "--oci-worker-net=host".into(),
         ]),
-        env: Some(vec![EnvVar {
-            name: "DOCKER_CONFIG".into(),
-            value: Some(DOCKER_CONFIG_DIR.into()),
-            ..Default::default()
-        }]),
+        env: Some(
+            std::iter::once(env("DOCKER_CONFIG", DOCKER_CONFIG_DIR))
+                .chain(
+                    egress
+                        .proxy_vars(settings)
+                        .into_iter()
+                        .map(|(k, v)| env(&k, v)),
+                )
+                .collect(),
+        ),
         resources: Some(resources(("100m", "256Mi"), (&limits.cpu, &limits.memory))),
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
@@ -246,8 +299,10 @@ mod tests {
             "b-1",
             "alice",
             Some("push-b-1"),
+            &Egress::Public,
             &BuildLimits::default(),
         );
+        assert_eq!(pod.metadata.labels.unwrap()[BUILD_EGRESS_LABEL], "public");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.host_users, Some(false));
         assert_eq!(spec.automount_service_account_token, Some(false));
@@ -283,5 +338,39 @@ mod tests {
             c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"],
             Quantity("4Gi".into())
         );
+        assert!(!c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.name.ends_with("PROXY")));
+    }
+
+    #[test]
+    fn a_build_for_a_workspace_whose_egress_goes_by_name_goes_through_its_gateway() {
+        let settings = Settings {
+            insecure_registries: vec!["192.0.2.2:5000".into()],
+            ..Settings::default()
+        };
+        let proxy = "http://10.96.0.9:3128".to_string();
+        let pod = build_pod(
+            &settings,
+            "kube-coder-builds",
+            "b-2",
+            "alice",
+            None,
+            &Egress::Gateway {
+                proxy: proxy.clone(),
+            },
+            &BuildLimits::default(),
+        );
+        let labels = pod.metadata.labels.unwrap();
+        assert_eq!(labels[BUILD_EGRESS_LABEL], "gateway");
+        assert_eq!(labels[names::WORKSPACE_LABEL], "alice");
+        let env = crate::manifests::test_support::env_of(&pod.spec.unwrap().containers[0]);
+        assert_eq!(env["HTTPS_PROXY"], proxy);
+        assert_eq!(env["http_proxy"], proxy);
+        // The plain-HTTP registry is reached directly, as the policy lets it.
+        assert!(env["NO_PROXY"].split(',').any(|h| h == "192.0.2.2:5000"));
     }
 }

@@ -102,7 +102,9 @@ pub fn models_json(ws: &Workspace, settings: &Settings) -> Result<String, BuildE
 }
 
 /// The list as the gateway reads it: the cluster's names, then the
-/// workspace's, each once.
+/// workspace's, then the registries it pushes to through the operator
+/// (whose build pods go through this gateway; the workspace holds no
+/// credentials for them), each once.
 pub fn allow_list(ws: &Workspace, settings: &Settings) -> String {
     let own = ws
         .spec
@@ -111,9 +113,15 @@ pub fn allow_list(ws: &Workspace, settings: &Settings) -> String {
         .allow_domains
         .as_deref()
         .unwrap_or_default();
+    let registries = super::build_client::push_registries(ws);
     let mut seen = std::collections::BTreeSet::new();
-    let mut out = String::from("# Written by the kube-coder operator from the Workspace's\n# network.egress.allowDomains and the cluster's defaults.\n");
-    for name in settings.egress_default_domains.iter().chain(own) {
+    let mut out = String::from("# Written by the kube-coder operator from the Workspace's\n# network.egress.allowDomains, the cluster's defaults and build.registries.\n");
+    for name in settings
+        .egress_default_domains
+        .iter()
+        .chain(own)
+        .chain(&registries)
+    {
         if seen.insert(name.as_str()) {
             out.push_str(name);
             out.push('\n');
@@ -423,6 +431,18 @@ mod tests {
             "bob",
             json!({"owner": {"name": "bob"}})
         )));
+        // Its build pods push through it: the registries it pushes to, by
+        // name (an address is not an entry; builds off, none).
+        let builds = json!({"owner": {"name": "carol"},
+            "network": {"egress": {"allowDomains": ["pypi.org"]}},
+            "build": {"registries": ["ghcr.io/team/", "r.io:5000/app", "ghcr.io/other/x", "192.0.2.2:5000/t/"]}});
+        let list = allow_list(&workspace("carol", builds.clone()), &Settings::default());
+        let entries: Vec<&str> = list.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(entries, ["pypi.org", "ghcr.io", "r.io:5000"]);
+        let mut off = builds;
+        off["build"]["mode"] = json!("none");
+        let list = allow_list(&workspace("carol", off), &Settings::default());
+        assert_eq!(list.lines().filter(|l| !l.starts_with('#')).count(), 1);
     }
 
     #[test]
@@ -501,13 +521,7 @@ mod tests {
         let w = crate::manifests::workload::deployment(&ws, &settings);
         let pod = w.spec.template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
-        let env: BTreeMap<String, String> = pod.containers[0]
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.value.unwrap_or_default()))
-            .collect();
+        let env = crate::manifests::test_support::env_of(&pod.containers[0]);
         assert_eq!(
             env["ANTHROPIC_BASE_URL"],
             "http://egress-gateway:3130/anthropic"

@@ -96,21 +96,15 @@ mod tests {
         // Still no API server token anywhere.
         assert_eq!(pod.automount_service_account_token, Some(false));
         let c = &pod.containers[0];
-        let env: Vec<(String, String)> = c
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.value.unwrap_or_default()))
-            .collect();
-        assert!(env.contains(&(
-            "KUBE_CODER_BROKER_URL".into(),
-            "http://kube-coder-broker.kube-coder-system.svc:8443".into()
-        )));
-        assert!(env.contains(&(
-            "GIT_CONFIG_KEY_0".into(),
-            "credential.https://github.com.helper".into()
-        )));
+        let env = crate::manifests::test_support::env_of(c);
+        assert_eq!(
+            env["KUBE_CODER_BROKER_URL"],
+            "http://kube-coder-broker.kube-coder-system.svc:8443"
+        );
+        assert_eq!(
+            env["GIT_CONFIG_KEY_0"],
+            "credential.https://github.com.helper"
+        );
         assert!(c
             .volume_mounts
             .as_ref()

@@ -295,6 +295,17 @@ pub(crate) mod test_support {
         ws.metadata.uid = Some("0f0e0d0c-0000-4000-8000-000000000001".into());
         ws
     }
+
+    /// A container's plain environment variables, by name.
+    pub fn env_of(
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> std::collections::BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

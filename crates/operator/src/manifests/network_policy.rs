@@ -118,10 +118,7 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
             NetworkPolicySpec {
                 pod_selector: Some(gateway_pod(ws)),
                 policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pod_peer(workspace_pod(ws))]),
-                    ports: Some(gateway_ports(ws)),
-                }]),
+                ingress: Some(gateway_ingress(ws, settings)),
                 ..Default::default()
             },
         ));
@@ -147,6 +144,31 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
         ));
     }
     Ok(out)
+}
+
+/// Who reaches the gateway: the workspace (all its ports), and, when it
+/// builds through the operator with egress by name, its build pods (the
+/// proxy port).
+fn gateway_ingress(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyIngressRule> {
+    let mut rules = vec![NetworkPolicyIngressRule {
+        from: Some(vec![pod_peer(workspace_pod(ws))]),
+        ports: Some(gateway_ports(ws)),
+    }];
+    if egress_gateway::by_name(ws) && super::build_client::enabled(ws) {
+        let mut builds = namespace_peer(&settings.build_namespace);
+        builds.pod_selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                names::WORKSPACE_LABEL.into(),
+                names::workspace_name(ws).into(),
+            )])),
+            ..Default::default()
+        });
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![builds]),
+            ports: Some(vec![tcp(names::EGRESS_PROXY_PORT)]),
+        });
+    }
+    rules
 }
 
 /// The operator's token broker, for a workspace with `spec.github`: its
@@ -200,11 +222,16 @@ fn endpoint_rules(endpoints: &[String]) -> Vec<NetworkPolicyEgressRule> {
         .collect()
 }
 
-/// The one policy of the build namespace: build pods take no connection
-/// and reach DNS, addresses outside the private, loopback, link-local and
-/// metadata ranges (so a `RUN` step reaches neither the API server nor a
-/// node nor another tenant), and the plain-HTTP registries the operator
-/// was given (`insecure_registries`, by address).
+/// The label of a build pod that says where its steps may go beyond DNS
+/// and the plain-HTTP registries: `public` (addresses outside the denied
+/// ranges: its workspace's egress goes by address) or `gateway` (its
+/// workspace's egress gateway only: its workspace's egress goes by name).
+pub const BUILD_EGRESS_LABEL: &str = "kube-coder.dev/build-egress";
+
+/// The build namespace's base policy, for every build pod: no connection
+/// comes in; out, DNS and the plain-HTTP registries the operator was
+/// given (`insecure_registries`, by address). Nothing else: a `RUN` step
+/// reaches neither the API server nor a node nor another tenant.
 pub fn build_pods(settings: &Settings) -> Result<NetworkPolicy, BuildError> {
     let registries: Vec<String> = settings
         .insecure_registries
@@ -212,27 +239,88 @@ pub fn build_pods(settings: &Settings) -> Result<NetworkPolicy, BuildError> {
         .filter(|r| r.parse::<std::net::SocketAddr>().is_ok())
         .cloned()
         .collect();
-    let mut egress = vec![
-        dns_rule_for(&settings.build_namespace, settings)?,
-        NetworkPolicyEgressRule {
+    let mut egress = vec![dns_rule_for(&settings.build_namespace, settings)?];
+    egress.extend(endpoint_rules(&registries));
+    Ok(build_policy(
+        settings,
+        "build-pods",
+        LabelSelector::default(),
+        Some(vec![]),
+        egress,
+    ))
+}
+
+/// Build pods labelled `public` also reach addresses outside the private,
+/// loopback, link-local and metadata ranges.
+pub fn build_pods_public(settings: &Settings) -> NetworkPolicy {
+    build_policy(
+        settings,
+        "build-pods-public",
+        build_egress_pods("public"),
+        None,
+        vec![NetworkPolicyEgressRule {
             to: Some(public_peers_but(None, &[])),
             ports: None,
-        },
-    ];
-    egress.extend(endpoint_rules(&registries));
-    Ok(NetworkPolicy {
+        }],
+    )
+}
+
+/// Build pods labelled `gateway` also reach the egress gateway of their
+/// own workspace (its proxy port): one policy per workspace, so a build
+/// cannot use another's allow list.
+pub fn build_pods_gateway(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
+    let name = names::workspace_name(ws);
+    let mut selector = build_egress_pods("gateway");
+    if let Some(labels) = selector.match_labels.as_mut() {
+        labels.insert(names::WORKSPACE_LABEL.into(), name.into());
+    }
+    let mut gateway = namespace_peer(&names::namespace(name));
+    gateway.pod_selector = Some(gateway_pod(ws));
+    build_policy(
+        settings,
+        &format!("build-gateway-{name}"),
+        selector,
+        None,
+        vec![NetworkPolicyEgressRule {
+            to: Some(vec![gateway]),
+            ports: Some(vec![tcp(names::EGRESS_PROXY_PORT)]),
+        }],
+    )
+}
+
+fn build_egress_pods(value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(BUILD_EGRESS_LABEL.into(), value.into())])),
+        ..Default::default()
+    }
+}
+
+/// A policy of the build namespace; `ingress` `Some` makes it an ingress
+/// policy too (`Some(vec![])`: nothing comes in).
+fn build_policy(
+    settings: &Settings,
+    name: &str,
+    pods: LabelSelector,
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
+    let mut types = vec!["Egress".to_string()];
+    if ingress.is_some() {
+        types.insert(0, "Ingress".into());
+    }
+    NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some("build-pods".into()),
+            name: Some(name.into()),
             namespace: Some(settings.build_namespace.clone()),
             ..Default::default()
         },
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![]),
+            pod_selector: Some(pods),
+            policy_types: Some(types),
+            ingress,
             egress: Some(egress),
         }),
-    })
+    }
 }
 
 fn policy(ws: &Workspace, name: &str, spec: NetworkPolicySpec) -> NetworkPolicy {
@@ -436,19 +524,46 @@ mod tests {
             insecure_registries: vec!["192.0.2.2:5000".into(), "registry.test:5000".into()],
             ..Settings::default()
         };
-        let spec = build_pods(&settings).unwrap().spec.unwrap();
+        let blocks_of = |spec: &NetworkPolicySpec| -> Vec<IPBlock> {
+            spec.egress
+                .iter()
+                .flatten()
+                .flat_map(|r| r.to.iter().flatten())
+                .filter_map(|p| p.ip_block.clone())
+                .collect()
+        };
+        // Every build pod: nothing in; out, DNS and the plain-HTTP registry
+        // by address and port (a name is not an address a policy can hold).
+        let base = build_pods(&settings).unwrap().spec.unwrap();
         assert_eq!(
-            spec.pod_selector,
+            base.pod_selector,
             Some(LabelSelector::default()),
             "every pod of the namespace"
         );
-        assert_eq!(spec.ingress, Some(vec![]));
-        let egress = spec.egress.unwrap();
-        let blocks: Vec<&IPBlock> = egress
+        assert_eq!(base.ingress, Some(vec![]));
+        let blocks = blocks_of(&base);
+        assert_eq!(
+            blocks.iter().map(|b| b.cidr.as_str()).collect::<Vec<_>>(),
+            ["192.0.2.2/32"],
+            "no public or private range for every pod: {blocks:?}"
+        );
+        let registry = base
+            .egress
             .iter()
-            .flat_map(|r| r.to.iter().flatten())
-            .filter_map(|p| p.ip_block.as_ref())
-            .collect();
+            .flatten()
+            .find(|r| r.to.iter().flatten().any(|p| p.ip_block.is_some()))
+            .unwrap();
+        assert_eq!(
+            registry.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(5000))
+        );
+        // Pods labelled public: addresses outside the denied ranges.
+        let public = build_pods_public(&settings).spec.unwrap();
+        assert_eq!(
+            public.pod_selector.clone().unwrap().match_labels.unwrap()[BUILD_EGRESS_LABEL],
+            "public"
+        );
+        let blocks = blocks_of(&public);
         let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
         for range in [
             "10.0.0.0/8",
@@ -461,23 +576,80 @@ mod tests {
                 "{range}"
             );
         }
-        // The plain-HTTP registry by address and port; a name is not an
-        // address a policy can hold.
-        let registry = egress
+        assert_eq!(public.ingress, None, "the base policy holds ingress");
+    }
+
+    #[test]
+    fn a_build_of_a_workspace_whose_egress_goes_by_name_reaches_its_own_gateway_only() {
+        let settings = Settings::default();
+        let ws = workspace(
+            "alice",
+            json!({"owner": {"name": "alice"}, "build": {"registries": ["r.io/team/"]},
+                   "network": {"egress": {"allowDomains": ["pypi.org"]}}}),
+        );
+        let policy = build_pods_gateway(&ws, &settings);
+        assert_eq!(
+            policy.metadata.namespace.as_deref(),
+            Some(settings.build_namespace.as_str())
+        );
+        let spec = policy.spec.unwrap();
+        let pods = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(pods[BUILD_EGRESS_LABEL], "gateway");
+        assert_eq!(pods[names::WORKSPACE_LABEL], "alice");
+        let rules = spec.egress.unwrap();
+        assert_eq!(rules.len(), 1);
+        let to = &rules[0].to.as_ref().unwrap()[0];
+        assert_eq!(
+            to.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "ws-alice"
+        );
+        assert_eq!(
+            to.pod_selector.as_ref().unwrap().match_labels,
+            Some(names::gateway_pod_labels("alice"))
+        );
+        assert_eq!(
+            rules[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(names::EGRESS_PROXY_PORT))
+        );
+        // The gateway takes the workspace's build pods, on its proxy port.
+        let all = policies(&ws, &settings).unwrap();
+        let ingress = all
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("egress-gateway-ingress"))
+            .and_then(|p| p.spec.clone()?.ingress)
+            .unwrap();
+        let from_builds = ingress
             .iter()
             .find(|r| {
-                r.to.iter().flatten().any(|p| {
-                    p.ip_block
-                        .as_ref()
-                        .is_some_and(|b| b.cidr == "192.0.2.2/32")
+                r.from.iter().flatten().any(|p| {
+                    p.namespace_selector.as_ref().is_some_and(|n| {
+                        n.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"]
+                            == settings.build_namespace
+                    })
                 })
             })
-            .unwrap();
+            .expect("a rule for the build pods");
         assert_eq!(
-            registry.ports.as_ref().unwrap()[0].port,
-            Some(IntOrString::Int(5000))
+            from_builds.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(names::EGRESS_PROXY_PORT))
         );
-        assert_eq!(blocks.len(), 3, "{blocks:?}");
+        // Without builds through the operator, no such rule.
+        let plain = workspace(
+            "bob",
+            json!({"owner": {"name": "bob"}, "network": {"egress": {"allowDomains": ["pypi.org"]}}}),
+        );
+        let ingress = policies(&plain, &settings)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some("egress-gateway-ingress"))
+            .and_then(|p| p.spec?.ingress)
+            .unwrap();
+        assert_eq!(ingress.len(), 1);
     }
 
     #[test]
