@@ -108,9 +108,13 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.broker_listen))?;
         // The token broker and builds share the port workspaces may reach.
+        let builds = operator::builds::Builds::new(client.clone(), settings.clone());
+        if let Err(e) = builds.sweep_leftovers().await {
+            tracing::warn!(error = %e, "cannot delete the build pods an earlier run left");
+        }
         let routes = operator::broker::Broker::new(client.clone(), settings.clone())
             .router()
-            .merge(operator::builds::Builds::new(client.clone(), settings.clone()).router());
+            .merge(builds.router());
         let broker = operator::serve::until(routes, broker, stop.clone().cancelled_owned());
         let broker = tokio::spawn(broker);
         let waker_listener = tokio::net::TcpListener::bind(args.waker_listen)

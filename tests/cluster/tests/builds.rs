@@ -251,6 +251,52 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
 }
 
 #[tokio::test]
+async fn an_operator_starting_deletes_the_build_pods_an_earlier_run_left() {
+    let client = client().await;
+    require_real_node(&client).await;
+    let ns = build_namespace(&client).await;
+    let settings = operator::settings::Settings {
+        builder_image: builder_image(),
+        build_namespace: ns.clone(),
+        ..real_node_settings()
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // A build pod whose operator died, and a pod that is no build's.
+    let left = build_pod::build_pod(
+        &settings,
+        &ns,
+        "build-left",
+        "alice",
+        None,
+        &build_pod::Egress::Public,
+        &BuildLimits::default(),
+    );
+    pods.create(&PostParams::default(), &left).await.unwrap();
+    let mut other = left.clone();
+    other.metadata.name = Some("not-a-build".into());
+    other.metadata.labels = None;
+    pods.create(&PostParams::default(), &other).await.unwrap();
+
+    let builds = operator::builds::Builds::new(client.clone(), settings);
+    assert_eq!(builds.sweep_leftovers().await.unwrap(), 1);
+    eventually("the left build pod to go", 60, || async {
+        pods.get_opt("build-left")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(pods.get_opt("not-a-build").await.unwrap().is_some());
+    // Nothing left: nothing to do.
+    assert_eq!(builds.sweep_leftovers().await.unwrap(), 0);
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_build_pod_pushes_with_credentials_only_it_holds_and_the_image_runs() {
     let client = client().await;
     require_real_node(&client).await;

@@ -233,6 +233,7 @@ async fn helm_install_brings_the_operator_up_and_its_rbac_is_enough() {
     let me = format!("system:serviceaccount:{ns}:kc-operator");
     for (verb, resource) in [
         ("create", "pods"),
+        ("list", "pods"),
         ("delete", "pods"),
         ("create", "secrets"),
         ("delete", "secrets"),

@@ -23,12 +23,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::crd::{BuildMode, Workspace};
-use crate::manifests::build_pod::BuildLimits;
+use crate::manifests::build_pod::{self, BuildLimits};
 use crate::names;
 use crate::settings::Settings;
 use crate::workspace_identity::{self, Refused};
@@ -93,6 +94,28 @@ impl Builds {
             max_context,
             running: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Deletes the build pods (and so their copies of push credentials) a
+    /// previous run of the operator left: their builds died with it. Run
+    /// once at start, before any build of this run. How many went.
+    pub async fn sweep_leftovers(&self) -> Result<usize, kube::Error> {
+        let ns = &self.settings.build_namespace;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let left = pods
+            .list(&ListParams::default().labels(build_pod::BUILD_LABEL))
+            .await?;
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        for pod in &left.items {
+            if let Some(name) = &pod.metadata.name {
+                pods.delete(name, &now).await?;
+                tracing::info!(namespace = %ns, pod = %name, "deleted a build pod an earlier run left");
+            }
+        }
+        Ok(left.items.len())
     }
 
     pub fn router(self: Arc<Self>) -> Router {
