@@ -214,7 +214,11 @@ cgroupDriver: cgroupfs
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 failSwapOn: false
-localStorageCapacityIsolation: false
+# emptyDir size limits and ephemeral-storage limits are enforced (the
+# build pods' disk limit); volume usage is measured every 10 s, not every
+# minute, so a build over its disk is stopped within seconds.
+localStorageCapacityIsolation: true
+volumeStatsAggPeriod: 10s
 containerRuntimeEndpoint: unix://$n/containerd.sock
 podCIDR: $NODE_POD_CIDR
 address: $ip

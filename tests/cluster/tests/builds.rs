@@ -186,6 +186,28 @@ async fn a_build_pod_builds_copy_and_run_steps_in_its_own_user_namespace() {
         Some(&"0"),
         "the pod's root is the host's: {map}"
     );
+    // Its CPU and memory limits are the kernel's (cgroup v1, as this
+    // machine's), not only the spec's.
+    let (_, cgroup) = exec(
+        &pods,
+        "b-1",
+        &[
+            "busybox",
+            "cat",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ],
+        None,
+    )
+    .await;
+    let values: Vec<u64> = cgroup
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert_eq!(values.len(), 3, "{cgroup}");
+    assert_eq!(values[0] / values[1], 2, "two CPUs: {cgroup}");
+    assert_eq!(values[2], 4 << 30, "4Gi of memory: {cgroup}");
     let (_, seen) = exec(
         &pods,
         "b-1",
@@ -453,6 +475,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         seconds: 25,
         ..BuildLimits::default()
     };
+    let settings_small = settings.clone();
     let builds = operator::builds::Builds::with_limits(client.clone(), settings, limits, 64 << 10);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -880,6 +903,65 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         assert!(
             last_error(&lines).contains("stopped after its time limit of 25 s"),
             "{lines:#?}"
+        );
+    }
+    eventually_empty(&pods, "the stopped builds' pods to be deleted", 60).await;
+
+    // Builds held to small memory and disk limits: a step over either is
+    // stopped, and the build says which limit it was.
+    let small = operator::builds::Builds::with_limits(
+        client.clone(),
+        settings_small,
+        BuildLimits {
+            memory: "256Mi".into(),
+            disk: "64Mi".into(),
+            seconds: 120,
+            ..BuildLimits::default()
+        },
+        64 << 10,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let small_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(operator::serve::until(
+        small.router(),
+        listener,
+        std::future::pending(),
+    ));
+    for (step, limit, says) in [
+        // `tail -c` holds what it keeps in memory.
+        (
+            "/bin/busybox head -c 400000000 /dev/zero | /bin/busybox tail -c 390000000 > /dev/null",
+            "memory",
+            "a step ran out of memory and was killed (a build may use 256Mi)",
+        ),
+        // The kubelet checks a pod's disk every few seconds: the step stays.
+        (
+            "/bin/busybox dd if=/dev/zero of=/tmp/big bs=1M count=200 && /bin/busybox sleep 90",
+            "disk",
+            "(a build may use 64Mi of disk)",
+        ),
+    ] {
+        let file = format!(
+            "FROM {base_image}\nRUN [\"/bin/busybox\", \"sh\", \"-c\", {}]\n",
+            serde_json::to_string(step).unwrap()
+        );
+        let started = std::time::Instant::now();
+        let (status, lines) = post_build(
+            &small_base,
+            &token,
+            &format!("tag={tag}"),
+            tar_of(&[("Dockerfile", &file)]),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(
+            last_error(&lines).contains(says),
+            "over its {limit} limit: {lines:#?}"
+        );
+        println!(
+            "a step over the build's {limit} limit stopped after {:.1} s: {}",
+            started.elapsed().as_secs_f64(),
+            last_error(&lines)
         );
     }
     eventually_empty(&pods, "the stopped builds' pods to be deleted", 60).await;

@@ -170,11 +170,19 @@ impl Build<'_> {
             sent.div_ceil(1024)
         ))
         .await?;
-        let code = self.build(&pods, &egress, log).await?;
+        let code = match self.build(&pods, &egress, log).await {
+            Ok(code) => code,
+            // The pod went away under the build: say why, if a limit did it.
+            Err(e) => return Err(self.over_limit(&pods, true).await.unwrap_or(e)),
+        };
         if code != 0 {
-            return Err(format!(
-                "the build failed (buildctl exited with {code}); its log is above"
-            ));
+            // 137: buildctl was killed, as the node does to a pod it stops.
+            return Err(self
+                .over_limit(&pods, code == 137)
+                .await
+                .unwrap_or_else(|| {
+                    format!("the build failed (buildctl exited with {code}); its log is above")
+                }));
         }
         let (_, metadata) = exec(&pods, &self.id, &["busybox", "cat", METADATA], None).await?;
         let metadata = serde_json::from_str::<serde_json::Value>(&metadata).unwrap_or_default();
@@ -188,6 +196,65 @@ impl Build<'_> {
             size,
             ready_seconds,
             seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Why a build that failed was stopped, when one of its limits did it:
+    /// the pod evicted (its disk), the builder or a step killed for memory.
+    /// `killed`: the build's client was killed or cut off, so the pod may
+    /// be on its way down, its status not yet written: wait for it a while.
+    async fn over_limit(&self, pods: &Api<Pod>, killed: bool) -> Option<String> {
+        let limits = self.limits;
+        let deadline = Instant::now() + Duration::from_secs(if killed { 15 } else { 0 });
+        loop {
+            let pod = pods.get(&self.id).await.ok()?;
+            let status = pod.status.unwrap_or_default();
+            let down = status.phase.as_deref() != Some("Running")
+                || status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
+            if !down && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if status.reason.as_deref() == Some("Evicted") {
+                return Some(format!(
+                    "the build pod was stopped by the node: {} (a build may use {} of disk)",
+                    status.message.unwrap_or_default().trim(),
+                    limits.disk
+                ));
+            }
+            let oom_killed = status.container_statuses.iter().flatten().any(|c| {
+                let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+                let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                now.or(last).and_then(|t| t.reason.as_deref()) == Some("OOMKilled")
+            });
+            if oom_killed {
+                return Some(format!(
+                    "the builder ran out of memory (a build may use {})",
+                    limits.memory
+                ));
+            }
+            break;
+        }
+        // A step killed for memory leaves the builder running: the cgroup
+        // counts it (v1: memory.oom_control, v2: memory.events).
+        let script = "busybox cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null";
+        let (_, counters) = exec(pods, &self.id, &["busybox", "sh", "-c", script], None)
+            .await
+            .ok()?;
+        let kills: u64 = counters
+            .lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        (kills > 0).then(|| {
+            format!(
+                "a step ran out of memory and was killed (a build may use {}); its log is above",
+                limits.memory
+            )
         })
     }
 
