@@ -236,9 +236,12 @@ impl Store {
                 return Ok(None);
             }
             let now = now_ms();
+            // A command that ended (it has an exit code) ran, even when it
+            // ended before its running was recorded: it has a start then.
             tx.execute(
                 "UPDATE tasks SET state = ?2, updated_at = ?3,
-                    started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
+                    started_at = CASE WHEN started_at IS NULL AND (?2 = 'running' OR (?4 AND ?5 IS NOT NULL))
+                        THEN ?3 ELSE started_at END,
                     finished_at = CASE WHEN ?4 THEN ?3 ELSE finished_at END,
                     exit_code = COALESCE(?5, exit_code),
                     error = COALESCE(?6, error)

@@ -19,6 +19,45 @@ fn new_task(id: &str) -> NewTask {
 }
 
 #[tokio::test]
+async fn a_command_that_ended_before_its_start_was_recorded_still_has_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), SecretBox::ephemeral()).unwrap();
+    store.insert_task(new_task("quick")).await.unwrap();
+    store.insert_task(new_task("never")).await.unwrap();
+    // Its exit came before its move to running.
+    let ended = store
+        .transition(
+            "quick",
+            &TaskState::LIVE,
+            TaskState::Failed,
+            TransitionInfo {
+                exit_code: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.task.started_at.is_some());
+    assert_eq!(ended.task.started_at, ended.task.finished_at);
+    // One that never ran (its session did not start) has none.
+    let failed = store
+        .transition(
+            "never",
+            &TaskState::LIVE,
+            TaskState::Failed,
+            TransitionInfo {
+                error: Some("tmux failed".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(failed.task.started_at.is_none());
+}
+
+#[tokio::test]
 async fn final_states_are_terminal_and_transitions_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db.sqlite"), SecretBox::ephemeral()).unwrap();
