@@ -75,12 +75,14 @@ for name in "${names[@]}"; do
   base=$IMAGES_CACHE/base/$name-$base_inputs
   binaries=()
   case $name in
-    kube-coder | workspace) binaries=("$KUBE_CODER_BIN") ;;
+    kube-coder) binaries=("$KUBE_CODER_BIN") ;;
+    # buildctl: kube-coder build talks to the in-pod builder with it.
+    workspace) binaries=("$KUBE_CODER_BIN" "$BUILDCTL_BIN") ;;
     oauth2-proxy) binaries=("$OAUTH2_PROXY_BIN") ;;
     buildkit) binaries=("$BUILDKITD_BIN" "$BUILDCTL_BIN" "$RUNC_BIN") ;;
   esac
   for b in "${binaries[@]}"; do
-    [ -x "$b" ] || { say "$name needs $b: build it first (hack/build.sh builds oauth2-proxy)"; exit 1; }
+    [ -x "$b" ] || { say "$name needs $b: build it first (hack/build.sh builds oauth2-proxy and BuildKit)"; exit 1; }
   done
   inputs="$base_inputs $(hash "$dir/image.toml" "$packer" ${binaries[@]+"${binaries[@]}"}) $SOURCE_DATE_EPOCH $ref $gzip_level"
   if [ -f "$out/$name.tar" ] && [ "$(cat "$out/$name.inputs" 2>/dev/null)" = "$inputs" ]; then

@@ -2,13 +2,15 @@
 # The workspace image: Debian with what a developer and a coding agent need
 # in a home, Node.js LTS and the agent CLIs from npm at pinned versions, the
 # user dev (1000) with home /home/dev, and kube-coder serve as entrypoint.
-# Usage: rootfs.sh base ROOT | rootfs.sh binaries ROOT (KUBE_CODER_BIN)
+# Usage: rootfs.sh base ROOT | rootfs.sh binaries ROOT (KUBE_CODER_BIN, BUILDCTL_BIN)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$2
 . "$here/versions.env"
 if [ "$1" = binaries ]; then
   install -D -s -m 0755 "$KUBE_CODER_BIN" "$root/usr/local/bin/kube-coder"
+  # BuildKit's client, for build.mode buildkit (the builder in the pod).
+  install -D -m 0755 "$BUILDCTL_BIN" "$root/usr/local/bin/buildctl"
   exit 0
 fi
 

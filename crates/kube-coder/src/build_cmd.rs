@@ -44,19 +44,6 @@ fn fail(message: &str) -> ExitCode {
 }
 
 pub fn run(args: BuildArgs) -> ExitCode {
-    let (Ok(url), Ok(token_file)) = (
-        std::env::var("KUBE_CODER_BUILD_URL"),
-        std::env::var("KUBE_CODER_BUILD_TOKEN_FILE"),
-    ) else {
-        return fail(
-            "this workspace does not build through the operator: its Workspace needs \
-             spec.build.registries (and build.mode brokered, the default)",
-        );
-    };
-    let token = match std::fs::read_to_string(&token_file) {
-        Ok(t) => t.trim().to_string(),
-        Err(e) => return fail(&format!("cannot read the build token {token_file}: {e}")),
-    };
     let file = args.file.clone().unwrap_or_else(|| {
         if args.dir.join("Containerfile").is_file() {
             "Containerfile".into()
@@ -67,6 +54,26 @@ pub fn run(args: BuildArgs) -> ExitCode {
     if !args.dir.join(&file).is_file() {
         return fail(&format!("{} has no {file}", args.dir.display()));
     }
+    let (Ok(url), Ok(token_file)) = (
+        std::env::var("KUBE_CODER_BUILD_URL"),
+        std::env::var("KUBE_CODER_BUILD_TOKEN_FILE"),
+    ) else {
+        // build.mode buildkit: the builder is in this pod.
+        if let Ok(host) = std::env::var("BUILDKIT_HOST") {
+            return match build_here(&args, &file, &host) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
+        return fail(
+            "this workspace does not build images: its Workspace needs spec.build.registries \
+             (and build.mode brokered, the default), or build.mode buildkit",
+        );
+    };
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => return fail(&format!("cannot read the build token {token_file}: {e}")),
+    };
     let context = match context_tar(&args.dir, &file) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -127,14 +134,8 @@ async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
                 eprintln!("kube-coder build: {status}");
             } else if let Some(done) = event.get("done") {
                 let digest = done["digest"].as_str().unwrap_or_default();
-                for image in done["images"].as_array().into_iter().flatten() {
-                    let image = image.as_str().unwrap_or_default();
-                    let name = image
-                        .rsplit_once(':')
-                        .filter(|(_, t)| !t.contains('/'))
-                        .map_or(image, |(n, _)| n);
-                    println!("{name}@{digest}");
-                }
+                let images = done["images"].as_array().into_iter().flatten();
+                print_images(images.filter_map(|i| i.as_str()), digest);
                 let size = done["size"]
                     .as_u64()
                     .map(|s| format!("{:.1} MiB ", s as f64 / 1048576.0))
@@ -151,6 +152,76 @@ async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
         }
     }
     outcome
+}
+
+/// Builds with the BuildKit of this pod (`build.mode: buildkit`) through
+/// `buildctl`, which reads the context and its `.dockerignore` itself and
+/// pushes with the credentials in `~/.docker` (`DOCKER_CONFIG`); its
+/// progress goes to stderr as it comes.
+fn build_here(args: &BuildArgs, file: &str, host: &str) -> Result<(), String> {
+    let dir = args.dir.display().to_string();
+    let insecure = std::env::var("KUBE_CODER_BUILD_INSECURE_REGISTRIES").unwrap_or_default();
+    let plain_http = args.tags.iter().all(|t| {
+        let registry = t.split('/').next().unwrap_or_default();
+        insecure.split(',').any(|r| !r.is_empty() && r == registry)
+    });
+    let mut output = format!("type=image,\"name={}\",push=true", args.tags.join(","));
+    if plain_http {
+        output.push_str(",registry.insecure=true");
+    }
+    let metadata =
+        std::env::temp_dir().join(format!("kube-coder-build-{}.json", std::process::id()));
+    let mut command = std::process::Command::new("buildctl");
+    command
+        .arg(format!("--addr={host}"))
+        .args(["build", "--frontend=dockerfile.v0", "--progress=plain"])
+        .args(["--local", &format!("context={dir}")])
+        .args(["--local", &format!("dockerfile={dir}")])
+        .args(["--opt", &format!("filename={file}")])
+        .args(["--output", &output])
+        .arg(format!("--metadata-file={}", metadata.display()));
+    for arg in &args.build_args {
+        command.args(["--opt", &format!("build-arg:{arg}")]);
+    }
+    if let Some(t) = &args.target {
+        command.args(["--opt", &format!("target={t}")]);
+    }
+    if let Some(p) = &args.platform {
+        command.args(["--opt", &format!("platform={p}")]);
+    }
+    let started = std::time::Instant::now();
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run buildctl (this workspace's image should have it): {e}"))?;
+    if !status.success() {
+        return Err(format!("the build failed ({status}); its log is above"));
+    }
+    let written = std::fs::read(&metadata);
+    let _ = std::fs::remove_file(&metadata);
+    let metadata: serde_json::Value = written
+        .ok()
+        .and_then(|m| serde_json::from_slice(&m).ok())
+        .unwrap_or_default();
+    let digest = metadata["containerimage.digest"]
+        .as_str()
+        .ok_or("the build left no image digest")?;
+    print_images(args.tags.iter().map(String::as_str), digest);
+    eprintln!(
+        "kube-coder build: pushed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `IMAGE@DIGEST` on stdout, one line per tag (without the tag).
+fn print_images<'a>(tags: impl IntoIterator<Item = &'a str>, digest: &str) {
+    for image in tags {
+        let name = image
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map_or(image, |(n, _)| n);
+        println!("{name}@{digest}");
+    }
 }
 
 /// The rules of `dir`'s `.dockerignore`, as Docker reads them: each

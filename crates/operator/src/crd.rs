@@ -443,7 +443,8 @@ pub enum BuildMode {
     /// The old name of `brokered`, accepted as it: Kaniko cannot be built
     /// or tested from the Go module proxy, so BuildKit replaced it.
     Kaniko,
-    /// A rootless BuildKit builder with more privilege: needs the
+    /// BuildKit in the workspace pod, driven by the workspace (root of the
+    /// pod's own user namespace, never privileged): needs the
     /// acknowledgement below.
     Buildkit,
     /// No builds: a build is refused, saying so.
@@ -466,9 +467,10 @@ pub struct Build {
     /// `brokered` (the default): `kube-coder build` sends the context to
     /// the operator, which builds it in a build pod it controls; `kaniko`:
     /// the old name of `brokered`, accepted as it (Kaniko cannot be built
-    /// from the Go module proxy, so BuildKit replaced it); `buildkit`: a
-    /// builder in the workspace pod (needs acknowledgeBuildkitRisk);
-    /// `none`: builds are refused.
+    /// from the Go module proxy, so BuildKit replaced it); `buildkit`:
+    /// BuildKit in the workspace pod, with `CAP_SYS_ADMIN` in the pod's own
+    /// user namespace and Pod Security `privileged` on its namespace (needs
+    /// acknowledgeBuildkitRisk); `none`: builds are refused.
     #[serde(default)]
     pub mode: BuildMode,
     #[serde(default)]

@@ -335,12 +335,7 @@ impl Build<'_> {
             .patch(ns, &apply, &Patch::Apply(namespace))
             .await
             .map_err(|e| format!("cannot make the build namespace {ns}: {e}"))?;
-        let toml: String = self
-            .settings
-            .insecure_registries
-            .iter()
-            .map(|r| format!("[registry.\"{r}\"]\n  http = true\n"))
-            .collect();
+        let toml = build_pod::buildkitd_toml(self.settings);
         let config = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": build_pod::CONFIG_MAP, "namespace": ns},

@@ -211,50 +211,15 @@ pub fn build_pod(
         });
         mounts.push(mount("push", DOCKER_CONFIG_DIR, true));
     }
-    let container = Container {
-        name: "buildkit".into(),
-        image: Some(settings.builder_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(vec![
-            format!("--addr={BUILDKIT_SOCKET}"),
-            "--root=/var/lib/buildkit".into(),
-            "--oci-worker-binary=/usr/local/bin/buildkit-runc".into(),
-            // Steps use the pod's network namespace, and so its policy.
-            "--oci-worker-net=host".into(),
-        ]),
-        env: Some(
-            std::iter::once(env("DOCKER_CONFIG", DOCKER_CONFIG_DIR))
-                .chain(
-                    egress
-                        .proxy_vars(settings)
-                        .into_iter()
-                        .map(|(k, v)| env(&k, v)),
-                )
-                .collect(),
-        ),
-        resources: Some(resources(("100m", "256Mi"), (&limits.cpu, &limits.memory))),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            run_as_group: Some(0),
-            run_as_non_root: Some(false),
-            privileged: Some(false),
-            // Kubernetes requires it with SYS_ADMIN; setuid programs in a
-            // step gain nothing beyond the pod's user namespace.
-            allow_privilege_escalation: Some(true),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(mounts),
-        ..Default::default()
-    };
+    let env = std::iter::once(env("DOCKER_CONFIG", DOCKER_CONFIG_DIR))
+        .chain(
+            egress
+                .proxy_vars(settings)
+                .into_iter()
+                .map(|(k, v)| env(&k, v)),
+        )
+        .collect();
+    let container = builder_container(settings, (&limits.cpu, &limits.memory), env, mounts, &[]);
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -283,6 +248,70 @@ pub fn build_pod(
             volumes: Some(volumes),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// BuildKit's configuration (`buildkitd.toml`): the registries it reaches
+/// over plain HTTP.
+pub fn buildkitd_toml(settings: &Settings) -> String {
+    settings
+        .insecure_registries
+        .iter()
+        .map(|r| format!("[registry.\"{r}\"]\n  http = true\n"))
+        .collect()
+}
+
+/// BuildKit's container, as a build pod and the in-pod builder of
+/// `build.mode: buildkit` both run it: root of the pod's own user
+/// namespace with `CAP_SYS_ADMIN` and Docker's default capabilities there,
+/// RuntimeDefault seccomp, a read-only root, never privileged; `limit` its
+/// CPU and memory.
+pub fn builder_container(
+    settings: &Settings,
+    limit: (&str, &str),
+    env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+    mounts: Vec<VolumeMount>,
+    extra_args: &[&str],
+) -> Container {
+    Container {
+        name: "buildkit".into(),
+        image: Some(settings.builder_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(
+            [
+                format!("--addr={BUILDKIT_SOCKET}"),
+                "--root=/var/lib/buildkit".into(),
+                "--oci-worker-binary=/usr/local/bin/buildkit-runc".into(),
+                // Steps use the pod's network namespace, and so its policy.
+                "--oci-worker-net=host".into(),
+            ]
+            .into_iter()
+            .chain(extra_args.iter().map(|a| a.to_string()))
+            .collect(),
+        ),
+        env: Some(env),
+        resources: Some(resources(("100m", "256Mi"), limit)),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            privileged: Some(false),
+            // Kubernetes requires it with SYS_ADMIN; setuid programs in a
+            // step gain nothing beyond the pod's user namespace.
+            allow_privilege_escalation: Some(true),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
         ..Default::default()
     }
 }

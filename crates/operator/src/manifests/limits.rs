@@ -1,8 +1,10 @@
 //! Where the ResourceQuota and the LimitRange are built.
 //!
 //! The quota allows twice the workspace's own requests and limits, so a
-//! build Job or a restart beside the running pod fits, and nothing more:
-//! no LoadBalancer or NodePort Services, two volumes.
+//! restart beside the running pod and the small sidecars fit, and nothing
+//! more: no LoadBalancer or NodePort Services, two volumes. With the
+//! in-pod builder (`build.mode: buildkit`), which may use as much as the
+//! workspace, three times.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,13 @@ use crate::names;
 
 pub fn resource_quota(ws: &Workspace) -> Result<ResourceQuota, BuildError> {
     let r = &ws.spec.resources;
+    let n = if super::in_pod_builder::enabled(ws) {
+        3
+    } else {
+        2
+    };
     let twice = |q: &str| {
-        times(q, 2).map(Quantity).ok_or_else(|| {
+        times(q, n).map(Quantity).ok_or_else(|| {
             BuildError::Invalid(
                 names::workspace_name(ws).into(),
                 format!("{q:?} is not a quantity"),
@@ -33,7 +40,14 @@ pub fn resource_quota(ws: &Workspace) -> Result<ResourceQuota, BuildError> {
         ("limits.memory".to_string(), twice(&r.limits.memory)?),
         (
             "requests.storage".to_string(),
-            twice(&ws.spec.storage.size)?,
+            times(&ws.spec.storage.size, 2)
+                .map(Quantity)
+                .ok_or_else(|| {
+                    BuildError::Invalid(
+                        names::workspace_name(ws).into(),
+                        format!("{:?} is not a quantity", ws.spec.storage.size),
+                    )
+                })?,
         ),
         ("persistentvolumeclaims".to_string(), Quantity("2".into())),
         ("pods".to_string(), Quantity("4".into())),

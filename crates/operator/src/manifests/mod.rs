@@ -12,6 +12,7 @@ pub mod container;
 pub mod credentials;
 pub mod egress_gateway;
 pub mod github;
+pub mod in_pod_builder;
 pub mod limits;
 pub mod namespace;
 pub mod network_policy;
@@ -204,6 +205,12 @@ pub fn build(ws: &Workspace, settings: &Settings) -> Result<Vec<Manifest>, Build
     }
     if ssh::enabled(ws) {
         out.push(Manifest::new(Kind::ConfigMap, &ssh::config_map(ws))?);
+    }
+    if in_pod_builder::enabled(ws) {
+        out.push(Manifest::new(
+            Kind::ConfigMap,
+            &in_pod_builder::config_map(ws, settings),
+        )?);
     }
     if egress_gateway::has_models(ws) {
         // The gateway's identity: it may change its usage ConfigMap, and

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 
 use super::meta;
-use crate::crd::{BuildMode, Workspace};
+use crate::crd::Workspace;
 use crate::names;
 
 pub fn namespace(ws: &Workspace) -> Namespace {
@@ -18,25 +18,28 @@ pub fn namespace(ws: &Workspace) -> Namespace {
     // reference then, so garbage collection leaves it (and the PVC) alone.
     let owned = !ws.spec.storage.retain_on_delete;
     let mut m = meta(ws, &name, false, owned);
-    // A rootless BuildKit builder needs an unconfined seccomp profile,
-    // which `restricted` forbids; that mode alone gets `baseline`.
-    let level = if ws.spec.build.mode == BuildMode::Buildkit {
-        "baseline"
-    } else {
-        "restricted"
-    };
+    // The in-pod builder of build.mode buildkit holds CAP_SYS_ADMIN in
+    // the pod's own user namespace, which only `privileged` admits; that
+    // mode alone gets it (acknowledged), still warned and audited against
+    // `baseline`. The workspace's identity cannot create pods.
+    let buildkit = super::in_pod_builder::enabled(ws);
     let labels = m.labels.get_or_insert_with(BTreeMap::new);
     for mode in ["enforce", "audit", "warn"] {
+        let level = match (buildkit, mode) {
+            (false, _) => "restricted",
+            (true, "enforce") => "privileged",
+            (true, _) => "baseline",
+        };
         labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.into());
         labels.insert(
             format!("pod-security.kubernetes.io/{mode}-version"),
             "latest".into(),
         );
     }
-    if level == "baseline" {
+    if buildkit {
         m.annotations = Some(BTreeMap::from([(
             "kube-coder.dev/pod-security".into(),
-            "baseline: build.mode buildkit was acknowledged; its builder needs an unconfined seccomp profile".into(),
+            "privileged: build.mode buildkit was acknowledged; its in-pod builder holds CAP_SYS_ADMIN in the pod's own user namespace (hostUsers: false), never privileged".into(),
         )]));
     }
     Namespace {

@@ -146,6 +146,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             .chain(super::egress_gateway::model_env(ws, settings))
             .chain(super::github::env(ws, settings))
             .chain(super::build_client::env(ws, settings))
+            .chain(super::in_pod_builder::workspace_env(ws, settings))
             .collect(),
         ),
         ports: Some(ports),
@@ -167,6 +168,7 @@ fn workspace_container(ws: &Workspace, settings: &Settings) -> Container {
             .chain(super::ssh::enabled(ws).then(super::ssh::mount))
             .chain(super::github::enabled(ws).then(super::github::mount))
             .chain(super::build_client::enabled(ws).then(super::build_client::mount))
+            .chain(super::in_pod_builder::enabled(ws).then(super::in_pod_builder::workspace_mount))
             .collect(),
         ),
         ..Default::default()
@@ -179,6 +181,10 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
     let mut containers = vec![workspace_container(ws, settings)];
     if ws.spec.auth.kind == AuthType::Oauth2 {
         containers.push(oauth2_proxy::sidecar(ws, settings));
+    }
+    let builder = super::in_pod_builder::enabled(ws);
+    if builder {
+        containers.push(super::in_pod_builder::sidecar(ws, settings));
     }
     // Only the keys the server needs: the plain login password in the same
     // Secret is for the admin, never mounted.
@@ -237,8 +243,15 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
             .chain(super::ssh::enabled(ws).then(super::ssh::volume))
             .chain(super::github::enabled(ws).then(super::github::volume))
             .chain(super::build_client::enabled(ws).then(super::build_client::volume))
+            .chain(
+                builder
+                    .then(super::in_pod_builder::volumes)
+                    .unwrap_or_default(),
+            )
             .collect(),
         ),
+        // The builder's root is the pod's own: so is every container's.
+        host_users: builder.then_some(false),
         ..pod
     };
     one_pod_deployment(

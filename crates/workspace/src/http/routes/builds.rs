@@ -48,7 +48,8 @@ pub async fn start(
         return Err(ApiError::conflict(
             "builds_off",
             "this workspace does not build through the operator: its Workspace needs \
-             spec.build.registries (and build.mode brokered, the default)",
+             spec.build.registries (and build.mode brokered, the default); with build.mode \
+             buildkit, run kube-coder build in the workspace's terminal",
         ));
     };
     let query = query.unwrap_or_default();
