@@ -496,7 +496,7 @@ async fn main() -> Result<()> {
     let tmux = args
         .tmux_socket
         .as_ref()
-        .map(|s| workspace::tasks::tmux::Tmux::new(s.clone(), stop_tmux.clone()));
+        .map(|s| workspace::tasks::tmux::Tmux::new(s.clone(), Vec::new(), stop_tmux.clone()));
     let mut live = Vec::new();
     for load in [0, args.live_tasks] {
         if args.tmux_socket.is_none() && load > 0 {

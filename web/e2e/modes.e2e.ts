@@ -3,7 +3,8 @@
 // browser's own prompt), oauth2 (identity from the trusted proxy headers).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { createServer } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -371,5 +372,59 @@ describe("image builds (the Builds view)", () => {
     await shot(page, "builds-empty-desktop");
     expect(problems).toEqual([]);
     await ctx.close();
+  });
+
+  it("follows a running build's log as it comes, then shows how it ended", async () => {
+    // A stand-in for the operator's builds endpoint (the real one needs the
+    // test cluster, where builds_in_pod.rs follows a real build's log): it
+    // takes the context, streams the start of a log, and ends when told.
+    let release: () => void = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    const operator = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/x-ndjson" });
+        res.write('{"status":"build pod running after 0.8 s; sending the context"}\n');
+        res.write('{"log":"#5 [2/2] RUN make all"}\n');
+        void released.then(() => {
+          res.write('{"log":"#5 DONE 1.2s"}\n');
+          res.end('{"done":{"id":"build-1","images":["r.io/team/app:2"],"digest":"sha256:ab","size":5242880,"ready_seconds":0.8,"seconds":3.5}}\n');
+        });
+      });
+    });
+    await new Promise<void>((r) => operator.listen(0, "127.0.0.1", () => r()));
+    const port = (operator.address() as AddressInfo).port;
+    const dir = mkdtempSync(join(tmpdir(), "kc-e2e-live-"));
+    const token = join(dir, "build-token");
+    writeFileSync(token, "not-a-real-token");
+    const live = await startServer({
+      args: ["--auth", "oauth2", "--build-url", `http://127.0.0.1:${port}/builds`, "--build-token-file", token],
+    });
+    try {
+      const started = await bearer(live, "POST", "/api/builds?tag=r.io/team/app:2", undefined, "a tar");
+      expect(started.status).toBe(200);
+      const { ctx, page, problems } = await asCarol();
+      await page.goto(live.url);
+      await page.getByRole("link", { name: "Builds" }).click();
+      const section = page.getByRole("region", { name: "Builds" });
+      // Running: its log shown as it comes, before the build ends.
+      const log = section.locator("pre.build-log");
+      await expect.poll(() => log.innerText()).toContain("RUN make all");
+      expect(await section.locator("li.build").getAttribute("data-state")).toBe("running");
+      await shot(page, "builds-live-desktop");
+      release();
+      // Ended: the log's last line, and the row as the history has it.
+      await expect.poll(() => log.innerText()).toContain("pushed r.io/team/app:2 (5.0 MiB) in 3.5 s");
+      await expect.poll(() => section.locator("li.build").getAttribute("data-state")).toBe("succeeded");
+      expect(await section.innerText()).toContain("5.0 MiB");
+      await started.text();
+      expect(problems).toEqual([]);
+      await ctx.close();
+    } finally {
+      release();
+      await live.stop();
+      cleanup(live);
+      operator.close();
+    }
   });
 });

@@ -228,6 +228,8 @@ export const api = {
   egressRefusals: () => call<{ gateway: boolean; refusals: EgressRefusal[] }>("GET", "/api/egress/refusals"),
   usage: () => call<ModelUsage>("GET", "/api/usage"),
   builds: () => call<{ enabled: boolean; builds: Build[] }>("GET", "/api/builds"),
+  /** A build's log: each line as it comes (while the build runs), until it ends or `signal` aborts. */
+  buildLog: (id: string, onLine: (line: string) => void, signal: AbortSignal) => followLines(`/api/builds/${encodeURIComponent(id)}/log`, onLine, signal),
   system: () => call<SystemInfo>("GET", "/api/system"),
   login: (token: string) => call<unknown>("POST", "/auth/login", { token }),
   logout: () => call<void>("POST", "/auth/logout"),
@@ -266,6 +268,26 @@ export const api = {
   webhookDeliveries: (id: string) => call<{ deliveries: WebhookReceipt[] }>("GET", `/api/webhooks/${q(id)}/deliveries`),
   deleteWebhook: (id: string) => call<void>("DELETE", `/api/webhooks/${q(id)}`),
 };
+
+/** Read a streamed body line by line (NDJSON), calling `onLine` for each. */
+async function followLines(path: string, onLine: (line: string) => void, signal: AbortSignal): Promise<void> {
+  const r = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/x-ndjson" }, signal });
+  if (!r.ok) return fail(r);
+  if (!r.body) return;
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      onLine(pending.slice(0, end));
+      pending = pending.slice(end + 1);
+    }
+  }
+  if (pending) onLine(pending);
+}
 
 /**
  * Up to `limit` bytes of a file of `size` bytes, decoded as UTF-8, with

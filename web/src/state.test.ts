@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   span,
+  buildLogLine,
   age,
   appendOutput,
   backoff,
@@ -185,5 +186,22 @@ describe("one task seen twice", () => {
     expect(newerTask(null, running)).toBe(running);
     const lateRunning = { ...running, updated_at: "2026-11-29T10:00:03Z" };
     expect(newerTask(done, lateRunning)).toBe(done);
+  });
+});
+
+describe("build logs", () => {
+  it("shows each kind of line of a build's log, and skips what is none", () => {
+    expect(buildLogLine('{"log":"#5 [2/2] RUN make"}')).toEqual({ kind: "log", text: "#5 [2/2] RUN make" });
+    expect(buildLogLine('{"status":"sending the context"}')).toEqual({ kind: "status", text: "sending the context" });
+    expect(buildLogLine('{"error":"stopped after its time limit of 1800 s","id":"b1"}')).toEqual({
+      kind: "error",
+      text: "stopped after its time limit of 1800 s",
+    });
+    expect(
+      buildLogLine('{"done":{"images":["r.io/team/app:1"],"digest":"sha256:aa","size":3145728,"seconds":12.34}}'),
+    ).toEqual({ kind: "done", text: "pushed r.io/team/app:1 (3.0 MiB) in 12.3 s" });
+    expect(buildLogLine("not json")).toBeNull();
+    expect(buildLogLine('{"other":1}')).toBeNull();
+    expect(buildLogLine("null")).toBeNull();
   });
 });

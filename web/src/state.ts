@@ -240,3 +240,32 @@ export function withCtrl(data: string): string | null {
   const c = data.toUpperCase().charCodeAt(0);
   return c >= 0x40 && c <= 0x5f ? String.fromCharCode(c & 0x1f) : null;
 }
+
+/** One line of a build's log as the Builds view shows it. */
+export interface BuildLogLine {
+  kind: "log" | "status" | "error" | "done";
+  text: string;
+}
+
+/** A line of a build's NDJSON log (`{"log"}`, `{"status"}`, `{"error"}`, `{"done"}`), for display; null if it is none of them. */
+export function buildLogLine(raw: string): BuildLogLine | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (typeof v !== "object" || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.log === "string") return { kind: "log", text: o.log };
+  if (typeof o.status === "string") return { kind: "status", text: o.status };
+  if (typeof o.error === "string") return { kind: "error", text: o.error };
+  if (typeof o.done === "object" && o.done !== null) {
+    const d = o.done as Record<string, unknown>;
+    const images = Array.isArray(d.images) ? d.images.join(", ") : "";
+    const secs = typeof d.seconds === "number" ? ` in ${d.seconds.toFixed(1)} s` : "";
+    const size = typeof d.size === "number" ? ` (${bytes(d.size)})` : "";
+    return { kind: "done", text: `pushed ${images}${size}${secs}` };
+  }
+  return null;
+}

@@ -3,9 +3,12 @@
 //! operator (`spec.build`): DIR goes as a tar, without what its
 //! `.dockerignore` leaves out, to the operator's builds endpoint
 //! (`KUBE_CODER_BUILD_URL`) with the pod's projected build token
-//! (`KUBE_CODER_BUILD_TOKEN_FILE`). The build's log comes back as it
-//! happens (on stderr); the pushed image, `IMAGE@DIGEST`, is printed on
-//! stdout at the end.
+//! (`KUBE_CODER_BUILD_TOKEN_FILE`), through the workspace server
+//! (`POST /api/builds`, so the build is in its history) when a task or
+//! terminal of it runs this. The build's log comes back as it happens (on
+//! stderr); the pushed image, `IMAGE@DIGEST`, is printed on stdout at the
+//! end. With `build.mode: buildkit` it builds with the pod's own BuildKit
+//! instead (`buildctl`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,12 +95,32 @@ pub fn run(args: BuildArgs) -> ExitCode {
     if let Some(p) = &args.platform {
         query.append_pair("platform", p);
     }
-    let url = format!("{url}?{}", query.finish());
+    let query = query.finish();
+    // Through this workspace's server when it says where it is: the build
+    // is then in its history and its dashboard. Else to the operator.
+    let (url, token, to) = match local_api() {
+        Some((api, token)) => (
+            format!("{api}/api/builds?{query}"),
+            token,
+            "the workspace server",
+        ),
+        None => (format!("{url}?{query}"), token, "the operator"),
+    };
     eprintln!(
-        "kube-coder build: sending {} KiB of context",
+        "kube-coder build: sending {} KiB of context to {to}",
         context.len().div_ceil(1024)
     );
     crate::cluster::block_on(async move { send(&url, &token, context).await })
+}
+
+/// The workspace server's API and its token, as it puts them in the
+/// environment of its tasks and terminals (`KUBE_CODER_LOCAL_API`,
+/// `KUBE_CODER_LOCAL_API_TOKEN_FILE`).
+fn local_api() -> Option<(String, String)> {
+    let api = std::env::var("KUBE_CODER_LOCAL_API").ok()?;
+    let file = std::env::var("KUBE_CODER_LOCAL_API_TOKEN_FILE").ok()?;
+    let token = std::fs::read_to_string(file).ok()?;
+    Some((api, token.trim().to_string()))
 }
 
 async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
@@ -108,7 +131,7 @@ async fn send(url: &str, token: &str, context: Vec<u8>) -> Result<(), String> {
         .body(context)
         .send()
         .await
-        .map_err(|e| format!("cannot reach the operator's builds at {url}: {e}"))?;
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
     if !response.status().is_success() {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();

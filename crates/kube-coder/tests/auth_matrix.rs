@@ -217,6 +217,13 @@ const ROUTES: &[Route] = &[
         body: None,
         ok: 409,
     },
+    // No such build: named as missing, after the caller is let in.
+    Route {
+        method: "GET",
+        path: "/api/builds/b000000000000/log",
+        body: None,
+        ok: 404,
+    },
     Route {
         method: "GET",
         path: "/api/webhooks",

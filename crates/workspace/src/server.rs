@@ -118,6 +118,29 @@ pub fn validate(config: &ServeConfig) -> Result<(), ConfigError> {
     }
 }
 
+/// What every task and terminal finds in its environment: where this
+/// server's API is and its token file, where the workspace builds through
+/// the operator, so `kube-coder build` goes through this server and its
+/// builds are in its history.
+fn session_env(config: &ServeConfig, api: &TcpListener) -> Vec<(String, String)> {
+    let Ok(mut addr) = api.local_addr() else {
+        return Vec::new();
+    };
+    if config.builds.is_none() {
+        return Vec::new();
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    vec![
+        ("KUBE_CODER_LOCAL_API".into(), format!("http://{addr}")),
+        (
+            "KUBE_CODER_LOCAL_API_TOKEN_FILE".into(),
+            config.api_token_file.display().to_string(),
+        ),
+    ]
+}
+
 impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
         validate(&config)?;
@@ -177,9 +200,20 @@ impl Server {
             hook_wake.clone(),
             workers.child_token(),
         );
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|err| ServeError::Bind { addr, err })
+        };
+        let dash = bind(config.listen).await?;
+        let api = bind(config.api_listen).await?;
         let tasks = TaskManager::start(TaskManagerParts {
             store: store.clone(),
-            tmux: Tmux::new(config.tmux_socket.clone(), workers.child_token()),
+            tmux: Tmux::new(
+                config.tmux_socket.clone(),
+                session_env(&config, &api),
+                workers.child_token(),
+            ),
             assistants,
             home: config.home.clone(),
             data_dir: config.data_dir.clone(),
@@ -259,6 +293,12 @@ impl Server {
                 )),
                 None => None,
             },
+            build_logs: crate::builds::BuildLogs::open(&config.data_dir).map_err(|err| {
+                ServeError::DataDir {
+                    path: config.data_dir.join("builds"),
+                    err,
+                }
+            })?,
         };
         let cut_off = state.store.builds_cut_off(crate::clock::now_ms()).await?;
         if cut_off > 0 {
@@ -267,13 +307,6 @@ impl Server {
                 "builds running when the server stopped are recorded as failed"
             );
         }
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|err| ServeError::Bind { addr, err })
-        };
-        let dash = bind(config.listen).await?;
-        let api = bind(config.api_listen).await?;
         let ssh = match &config.ssh {
             Some(s) => Some(
                 crate::ssh::SshServer::bind(

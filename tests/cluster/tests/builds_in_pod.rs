@@ -6,7 +6,7 @@
 //! workspace image itself, pulled from a registry that wants a password;
 //! only the context reaches the builder; the pushed image runs as a pod;
 //! the second build reuses the first's layers; the server's history keeps
-//! the result with its size.
+//! both (the CLI's goes through the server) with their sizes.
 //! Starts: a registry (distribution/v3) on the node's address, the
 //! operator in-process with its builds endpoint on the node's address.
 
@@ -17,8 +17,9 @@ use kube_coder_cluster_tests::registry::{
     apply_docker_secret, built_image, run_image, start_registry,
 };
 use kube_coder_cluster_tests::{
-    answer_of, answers, apply_namespace, client, get_json, install_crd, real_node_address,
-    real_node_workspace, require_real_node, run_task_within, tar_of, unique, ws_name,
+    answer_of, answers, apply_namespace, client, eventually, get_json, install_crd,
+    real_node_address, real_node_workspace, require_real_node, run_task_within, tar_of, unique,
+    ws_name,
 };
 use serde_json::json;
 
@@ -90,6 +91,7 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
          echo \"answer-image: $(cat /tmp/build.out)\"\n\
          echo \"answer-summary: $(grep 'kube-coder build: pushed' /tmp/build.err)\"\n\
          echo \"answer-ready: $(grep -c 'build pod running after' /tmp/build.err)\"\n\
+         echo \"answer-via: $(grep -o 'to the workspace server' /tmp/build.err)\"\n\
          tail -5 /tmp/build.err\n",
         file = containerfile(&base),
         hello = HELLO.trim_end(),
@@ -106,6 +108,7 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
         .to_string();
     assert!(digest.starts_with("sha256:"), "{output}");
     assert_eq!(answer("ready"), "1", "the build's progress: {output}");
+    assert_eq!(answer("via"), "to the workspace server", "{output}");
     println!(
         "kube-coder build in a workspace pod, FROM the workspace image (cold: the base pulled into the builder): {} ms; {}",
         answer("took"),
@@ -170,6 +173,86 @@ async fn a_workspace_pod_builds_from_its_own_image_and_pushes_what_then_runs() {
     assert_eq!(last["images"], json!([tag2]), "{history}");
     assert_eq!(last["digest"].as_str(), Some(digest.as_str()));
     assert_eq!(last["size"].as_u64(), Some(size));
+    // The one kube-coder build made in the shell went through the server too.
+    let first = &history["builds"][1];
+    assert_eq!(first["images"], json!([tag]), "{history}");
+    assert_eq!(first["state"], "succeeded", "{history}");
+    assert_eq!(first["digest"].as_str(), Some(digest.as_str()));
+    // Each keeps its log, for the dashboard.
+    let id = first["id"].as_str().unwrap();
+    let kept = http
+        .get(format!("{api}/api/builds/{id}/log"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(kept.contains("RUN ls -A /ctx"), "{kept}");
+    assert!(
+        kept.trim_end().lines().last().unwrap().contains("\"done\""),
+        "{kept}"
+    );
+
+    // A build's log can be followed while it runs, by another caller.
+    let small = format!("{}/team/busybox:1", registry.addr);
+    registry.push_from_node(
+        "ghcr.io/kube-coder/busybox:1",
+        &small,
+        "pusher",
+        &creds.password,
+    );
+    let slow = format!(
+        "FROM {small}\nARG NONCE\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo step-live=1; /bin/busybox sleep 4; echo step-live=2\"]\n"
+    );
+    let nonce = std::process::id();
+    let url = format!(
+        "{api}/api/builds?tag={}/team/live:1&file=Containerfile&build-arg=NONCE={nonce}",
+        registry.addr
+    );
+    let starter = {
+        let token = token.clone();
+        tokio::spawn(
+            async move { post_build(&url, &token, tar_of(&[("Containerfile", &slow)])).await },
+        )
+    };
+    let running = eventually("the build to be listed as running", 60, || async {
+        let history = get_json(&http, &format!("{api}/api/builds"), &token).await;
+        let b = &history["builds"][0];
+        (b["state"] == "running").then(|| b["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let mut log = http
+        .get(format!("{api}/api/builds/{running}/log"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut live_while_running = false;
+    while let Some(chunk) = log.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        // The step's output lines (its command line names both too).
+        if seen.contains("step-live=1\"}")
+            && !seen.contains("step-live=2\"}")
+            && !live_while_running
+        {
+            let history = get_json(&http, &format!("{api}/api/builds"), &token).await;
+            live_while_running = history["builds"][0]["state"] == "running";
+        }
+    }
+    assert!(
+        live_while_running,
+        "the first line came while it ran: {seen}"
+    );
+    assert!(seen.contains("step-live=2\"}"), "{seen}");
+    assert!(
+        seen.trim_end().lines().last().unwrap().contains("\"done\""),
+        "{seen}"
+    );
+    let (status, _) = starter.await.unwrap();
+    assert_eq!(status, 200);
 
     // The pushed image runs, pulled by the kubelet with the credentials.
     let ns = unique("runs");

@@ -1,14 +1,51 @@
 // Builds: the images this workspace built through the operator, newest
-// first: what each pushed (its digest) or why it failed. A build runs in a
-// pod the operator controls; the push credentials never enter this
-// workspace.
-import { useEffect, useState } from "preact/hooks";
+// first: what each pushed (its digest and size) or why it failed, and its
+// log, followed as it comes while the build runs. A build runs in a pod
+// the operator controls; the push credentials never enter this workspace.
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api, type Build } from "../api";
-import { bytes, shortTime, span } from "../state";
+import { buildLogLine, bytes, shortTime, span, type BuildLogLine } from "../state";
 import { toast } from "../toast";
 
-function BuildRow({ b, now }: { b: Build; now: number }) {
+/** The build's log, read (and followed while it runs) once shown. */
+function BuildLog({ id, onEnd }: { id: string; onEnd: () => void }) {
+  const [lines, setLines] = useState<BuildLogLine[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const end = useRef(onEnd);
+  end.current = onEnd;
+  useEffect(() => {
+    const abort = new AbortController();
+    api
+      .buildLog(
+        id,
+        (raw) => {
+          const line = buildLogLine(raw);
+          if (line) setLines((all) => [...all, line]);
+        },
+        abort.signal,
+      )
+      .then(() => end.current())
+      .catch((e: unknown) => {
+        if (!abort.signal.aborted) setError(e instanceof Error ? e.message : String(e));
+      });
+    return () => abort.abort();
+  }, [id]);
+  return (
+    <pre class="build-log small" aria-label={`Log of build ${id}`}>
+      {lines.map((l, i) => (
+        <div key={i} class={l.kind}>
+          {l.text}
+        </div>
+      ))}
+      {error && <div class="error">{error}</div>}
+    </pre>
+  );
+}
+
+function BuildRow({ b, now, reload }: { b: Build; now: number; reload: () => void }) {
   const took = span(Date.parse(b.started_at), b.finished_at ? Date.parse(b.finished_at) : now);
+  // A running build shows its log as it comes; an ended one on request.
+  const [open, setOpen] = useState(b.state === "running");
   return (
     <li class="build" data-state={b.state}>
       <div class="row wrap">
@@ -18,9 +55,13 @@ function BuildRow({ b, now }: { b: Build; now: number }) {
           {shortTime(b.started_at)} · {took}
           {b.size != null && <> · {bytes(b.size)}</>}
         </span>
+        <button class="small" aria-expanded={open} onClick={() => setOpen(!open)}>
+          {open ? "Hide log" : "Log"}
+        </button>
       </div>
       {b.digest && <code class="small ellipsis">{b.digest}</code>}
       {b.error && <p class="small error">{b.error}</p>}
+      {open && <BuildLog id={b.id} onEnd={() => b.state === "running" && reload()} />}
     </li>
   );
 }
@@ -68,7 +109,7 @@ export function BuildsView() {
         ) : (
           <ul class="plain">
             {builds.map((b) => (
-              <BuildRow key={b.id} b={b} now={now} />
+              <BuildRow key={b.id} b={b} now={now} reload={load} />
             ))}
           </ul>
         )}

@@ -53,4 +53,6 @@ pub struct AppState {
     pub egress: Option<Arc<crate::egress::EgressGateway>>,
     /// The operator's image builds, when the workspace may push images.
     pub builds: Option<Arc<crate::builds::BuildService>>,
+    /// The builds' logs, kept and followed.
+    pub build_logs: Arc<crate::builds::BuildLogs>,
 }

@@ -51,6 +51,7 @@ fn authenticated_routes() -> Router<AppState> {
         .route("/egress/refusals", get(egress::refusals))
         .route("/usage", get(egress::usage))
         .route("/builds", get(builds::list).post(builds::start))
+        .route("/builds/{id}/log", get(builds::log))
         .route("/token", post(session::regenerate_token))
         .route("/files", get(files::list).delete(files::delete))
         .route(

@@ -6,7 +6,7 @@
 //! whether or not the caller stays to read the log it streams back.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -37,6 +37,26 @@ pub async fn list(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(
         json!({"enabled": app.builds.is_some(), "builds": builds}),
     ))
+}
+
+/// `GET /api/builds/{id}/log`: the build's log as kept (NDJSON), then,
+/// while it runs, each line as it comes, until it ends.
+pub async fn log(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let Some(stream) = app.build_logs.follow(&id).await else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "build_not_found",
+            format!("no build `{id}` with a log here (the last {HISTORY} builds keep theirs)"),
+        ));
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 pub async fn start(
@@ -73,6 +93,21 @@ pub async fn start(
     }
     let id = format!("b{}", hex::encode(rand::random::<[u8; 6]>()));
     app.store.build_started(&id, &images, now_ms()).await?;
+    // The logs of the builds the history lists stay; older ones go.
+    let keep: Vec<String> = app
+        .store
+        .builds(HISTORY)
+        .await?
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    let mut kept = match app.build_logs.start(&id, &keep).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(build = %id, error = %e, "cannot keep a build's log");
+            None
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let store = app.store.clone();
     tokio::spawn(async move {
@@ -86,7 +121,9 @@ pub async fn start(
                 break;
             };
             for line in lines.push(&chunk) {
+                let mut last = false;
                 if let Ok(event) = serde_json::from_slice::<Value>(&line) {
+                    last = event.get("done").is_some() || event.get("error").is_some();
                     if let Some(done) = event.get("done") {
                         outcome = BuildEnd::Pushed {
                             digest: done["digest"].as_str().unwrap_or_default().to_string(),
@@ -96,13 +133,19 @@ pub async fn start(
                         outcome = BuildEnd::Failed(error.to_string());
                     }
                 }
+                if let Some(w) = kept.as_mut() {
+                    w.line(&line, last).await;
+                }
                 // A caller that went away does not stop the record.
                 if caller && tx.send(Bytes::from(line)).await.is_err() {
                     caller = false;
                 }
             }
         }
-        if let Err(e) = store.build_finished(&id, outcome, now_ms()).await {
+        // Followers of the log see its end once the history has it.
+        let result = store.build_finished(&id, outcome, now_ms()).await;
+        drop(kept);
+        if let Err(e) = result {
             tracing::warn!(build = %id, error = %e, "cannot record how a build ended");
         }
     });

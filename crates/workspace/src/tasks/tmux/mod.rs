@@ -165,14 +165,17 @@ pub fn started_channel(session: &str) -> String {
 impl Tmux {
     /// `base` is the first server's socket (`shard_socket` names the
     /// others); `shutdown` ends the control clients (never the sessions).
-    pub fn new(base: PathBuf, shutdown: CancellationToken) -> Self {
+    /// `env`: what every session of these servers finds in its
+    /// environment (set on each server, so a server kept from an earlier
+    /// run gets it too).
+    pub fn new(base: PathBuf, env: Vec<(String, String)>, shutdown: CancellationToken) -> Self {
         let sessions_changed = Arc::new(Notify::new());
         let shards = shard_sockets(&base)
             .into_iter()
             .map(|socket| Shard {
                 control: Control::new(
                     socket.clone(),
-                    server_options(),
+                    server_options(&env),
                     sessions_changed.clone(),
                     shutdown.clone(),
                 ),
@@ -398,7 +401,7 @@ impl SessionSpec<'_> {
 /// Options every task session shares, set once on the server (as global
 /// defaults) by each new control client: a start then sends five commands,
 /// not sixteen, and tmux's cost per command grows with its sessions.
-fn server_options() -> Vec<Vec<String>> {
+fn server_options(env: &[(String, String)]) -> Vec<Vec<String>> {
     let global = |flags: &str, option: &str, value: &str| {
         ["set-option", flags, option, value]
             .map(String::from)
@@ -418,6 +421,10 @@ fn server_options() -> Vec<Vec<String>> {
         STATUS_THEME
             .iter()
             .map(|(option, value)| global("-g", option, value)),
+    );
+    options.extend(
+        env.iter()
+            .map(|(k, v)| ["set-environment", "-g", k, v].map(String::from).to_vec()),
     );
     options
 }
@@ -465,7 +472,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tmux.sock");
         let stop = CancellationToken::new();
-        let tmux = Tmux::new(socket.clone(), stop.clone());
+        let tmux = Tmux::new(socket.clone(), Vec::new(), stop.clone());
         Server {
             _dir: dir,
             socket,
