@@ -71,6 +71,7 @@ bench: setup
 	bench/dashboard.sh
 	hack/with-cluster bench/operator.sh
 	PROFILE=debug images/build.sh && hack/with-cluster bench/node.sh
+	hack/with-cluster bench/builds.sh
 
 clean:
 	$(CARGO) clean
