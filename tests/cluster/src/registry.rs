@@ -130,6 +130,31 @@ impl Registry {
         NodePulls(hosts)
     }
 
+    /// The digest the registry holds `repository:tag` under, asked as
+    /// `user` (None: no such manifest, or refused).
+    pub async fn digest_of(
+        &self,
+        repository: &str,
+        tag: &str,
+        user: &str,
+        password: &str,
+    ) -> Option<String> {
+        let r = reqwest::Client::new()
+            .head(format!("http://{}/v2/{repository}/manifests/{tag}", self.addr))
+            .basic_auth(user, Some(password))
+            .header(
+                "accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+            .await
+            .ok()?;
+        r.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
     /// A `.dockerconfigjson` that logs `user` in with `password` here.
     pub fn docker_config(&self, user: &str, password: &str) -> String {
         use base64::Engine;

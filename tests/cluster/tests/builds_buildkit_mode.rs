@@ -106,21 +106,11 @@ async fn a_workspace_in_buildkit_mode_builds_in_its_own_pod_and_pushes_with_its_
         "a step has the workspace's network: {output}"
     );
     // In the registry, under that digest.
-    let r = reqwest::Client::new()
-        .head(format!("http://{}/v2/team/mine/manifests/1", registry.addr))
-        .basic_auth("me", Some(&creds.password))
-        .header(
-            "accept",
-            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok()),
-        Some(digest.as_str())
+        registry
+            .digest_of("team/mine", "1", "me", &creds.password)
+            .await,
+        Some(digest)
     );
 
     let workspaces: Api<operator::crd::Workspace> = Api::all(client.clone());
