@@ -30,7 +30,7 @@ async fn kube_coder_build_in_a_task_goes_through_the_workspace_server() {
         "echo \"local=$KUBE_CODER_LOCAL_API\"\n\
          test -s \"$KUBE_CODER_LOCAL_API_TOKEN_FILE\" && echo token-file=readable\n\
          mkdir -p ctx && printf 'FROM scratch\\n' > ctx/Containerfile\n\
-         {kc} build -t r.io/team/app:1 ctx; echo \"exit=$?\"\n",
+         HTTP_PROXY=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 {kc} build -t r.io/team/app:1 ctx; echo \"exit=$?\"\n",
         kc = env!("CARGO_BIN_EXE_kube-coder")
     );
     let t = ws
@@ -41,7 +41,8 @@ async fn kube_coder_build_in_a_task_goes_through_the_workspace_server() {
     assert!(out.contains(&format!("local={}", ws.api)), "{out}");
     assert!(out.contains("token-file=readable"), "{out}");
     assert!(out.contains("to the workspace server"), "{out}");
-    // The server's answer, relayed: it could not reach the operator.
+    // The server's answer, relayed (a workspace's proxy variables, here a
+    // dead one, are not used): it could not reach the operator.
     assert!(out.contains("refused (502"), "{out}");
     assert!(out.contains("exit=1"), "{out}");
 
