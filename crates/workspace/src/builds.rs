@@ -196,7 +196,9 @@ impl LogWriter {
         if self.written + line.len() as u64 > MAX_LOG && !last {
             return;
         }
-        if self.file.write_all(line).await.is_ok() {
+        // tokio's File hands a write to a blocking thread and returns:
+        // flushed, the line is in the file before a follower is told.
+        if self.file.write_all(line).await.is_ok() && self.file.flush().await.is_ok() {
             self.written += line.len() as u64;
             self.tx.send_replace(self.written);
         }
