@@ -325,16 +325,19 @@ pub async fn require_real_node(client: &kube::Client) -> String {
     node.metadata.name.unwrap_or_default()
 }
 
-/// The real node's address (its InternalIP), where this host's listeners
-/// are reached from its pods.
-/// The real node's kubelet port, as the node reports it.
-pub async fn real_node_kubelet_port(client: &kube::Client) -> u16 {
-    use k8s_openapi::api::core::v1::Node;
-    let node = require_real_node(client).await;
-    kube::Api::<Node>::all(client.clone())
-        .get(&node)
+/// The real node's object, as the API server has it.
+async fn real_node(client: &kube::Client) -> k8s_openapi::api::core::v1::Node {
+    let name = require_real_node(client).await;
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get(&name)
         .await
         .expect("the real node")
+}
+
+/// The real node's kubelet port, as the node reports it.
+pub async fn real_node_kubelet_port(client: &kube::Client) -> u16 {
+    real_node(client)
+        .await
         .status
         .and_then(|s| s.daemon_endpoints?.kubelet_endpoint)
         .map(|e| e.port as u16)
@@ -352,13 +355,11 @@ pub async fn apiserver_port() -> u16 {
         .expect("the API server's port in KUBECONFIG")
 }
 
+/// The real node's address (its InternalIP), where this host's listeners
+/// are reached from its pods.
 pub async fn real_node_address(client: &kube::Client) -> String {
-    use k8s_openapi::api::core::v1::Node;
-    let node = require_real_node(client).await;
-    kube::Api::<Node>::all(client.clone())
-        .get(&node)
+    real_node(client)
         .await
-        .expect("the real node")
         .status
         .and_then(|s| s.addresses)
         .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
