@@ -140,20 +140,7 @@ impl Build<'_> {
         .await?;
         self.wait_running(&pods).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while exec(
-            &pods,
-            &self.id,
-            &[
-                "buildctl",
-                &format!("--addr={BUILDKIT_SOCKET}"),
-                "debug",
-                "workers",
-            ],
-            None,
-        )
-        .await?
-        .0 != 0
-        {
+        while !self.builder_answers(&pods).await {
             if Instant::now() > deadline {
                 return Err("BuildKit did not start in the build pod within 60 s".into());
             }
@@ -177,12 +164,13 @@ impl Build<'_> {
         };
         if code != 0 {
             // 137: buildctl was killed, as the node does to a pod it stops.
-            return Err(self
-                .over_limit(&pods, code == 137)
-                .await
-                .unwrap_or_else(|| {
-                    format!("the build failed (buildctl exited with {code}); its log is above")
-                }));
+            // A node evicting the pod may instead stop BuildKit first, and
+            // buildctl exits 1 with the connection lost: a builder that no
+            // longer answers means the pod is going down, so wait for why.
+            let stopping = code == 137 || !self.builder_answers(&pods).await;
+            return Err(self.over_limit(&pods, stopping).await.unwrap_or_else(|| {
+                format!("the build failed (buildctl exited with {code}); its log is above")
+            }));
         }
         let (_, metadata) = exec(&pods, &self.id, &["busybox", "cat", METADATA], None).await?;
         let metadata = serde_json::from_str::<serde_json::Value>(&metadata).unwrap_or_default();
@@ -197,6 +185,13 @@ impl Build<'_> {
             ready_seconds,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Whether BuildKit in the build pod answers a request.
+    async fn builder_answers(&self, pods: &Api<Pod>) -> bool {
+        let addr = format!("--addr={BUILDKIT_SOCKET}");
+        let ask = ["buildctl", addr.as_str(), "debug", "workers"];
+        matches!(exec(pods, &self.id, &ask, None).await, Ok((0, _)))
     }
 
     /// Why a build that failed was stopped, when one of its limits did it:
