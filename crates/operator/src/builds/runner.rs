@@ -204,16 +204,6 @@ impl Build<'_> {
         loop {
             let pod = pods.get(&self.id).await.ok()?;
             let status = pod.status.unwrap_or_default();
-            let down = status.phase.as_deref() != Some("Running")
-                || status
-                    .container_statuses
-                    .iter()
-                    .flatten()
-                    .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
-            if !down && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
             if status.reason.as_deref() == Some("Evicted") {
                 return Some(format!(
                     "the build pod was stopped by the node: {} (a build may use {} of disk)",
@@ -232,7 +222,13 @@ impl Build<'_> {
                     limits.memory
                 ));
             }
-            break;
+            // Until the pod has ended (its containers' ends and its own are
+            // written one after the other), or the wait is over.
+            let ended = matches!(status.phase.as_deref(), Some("Failed" | "Succeeded"));
+            if ended || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         // A step killed for memory leaves the builder running: the cgroup
         // counts it (v1: memory.oom_control, v2: memory.events).
