@@ -6,7 +6,8 @@
 //! client's known_hosts stays valid); `ssh -W` reaches a port of the
 //! workspace's own and nothing else, and `ssh -L` a dev server a task
 //! started; scp, sftp, rsync and git move files both ways; read-only mode
-//! refuses every login, saying why.
+//! refuses every login, saying why; a workspace that builds gives SSH
+//! sessions its API's address, as it gives tasks.
 
 mod common;
 
@@ -118,6 +119,15 @@ fn ssh_port(ws: &common::Workspace) -> u16 {
 /// (made in `keys`); the client for it. Returns alice's private key, the
 /// authorized-keys file, the workspace and the client.
 async fn with_alice(keys: &Path, extra: &[&str]) -> (PathBuf, PathBuf, common::Workspace, Client) {
+    with_alice_env(keys, extra, &[]).await
+}
+
+/// [`with_alice`], the server started with `env` in its environment.
+async fn with_alice_env(
+    keys: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (PathBuf, PathBuf, common::Workspace, Client) {
     let (alice, alice_pub) = keygen(keys, "alice");
     let authorized = keys.join("authorized_keys");
     std::fs::write(&authorized, format!("{alice_pub}\n")).unwrap();
@@ -129,13 +139,50 @@ async fn with_alice(keys: &Path, extra: &[&str]) -> (PathBuf, PathBuf, common::W
         &authorized_arg,
     ];
     args.extend_from_slice(extra);
-    let ws = common::Workspace::start(&args).await;
+    let ws = common::Workspace::start_env(&args, env).await;
     let client = Client {
         port: ssh_port(&ws),
         known_hosts: keys.join("known_hosts"),
         strict: "accept-new",
     };
     (alice, authorized, ws, client)
+}
+
+/// A workspace that builds through the operator: an SSH command or
+/// terminal finds the workspace API, as a task does, so `kube-coder build`
+/// typed over SSH goes through the server and into its build history.
+#[tokio::test]
+async fn ssh_sessions_find_the_workspace_api_as_tasks_do() {
+    let keys = tempfile::tempdir().unwrap();
+    let token_file = keys.path().join("build-token");
+    std::fs::write(&token_file, "projected-build-token").unwrap();
+    let token_file = token_file.display().to_string();
+    let env = [
+        ("KUBE_CODER_BUILD_URL", "http://127.0.0.1:9/builds"),
+        ("KUBE_CODER_BUILD_TOKEN_FILE", token_file.as_str()),
+    ];
+    let (alice, _, ws, client) = with_alice_env(keys.path(), &[], &env).await;
+    let show = "echo \"local=$KUBE_CODER_LOCAL_API\"; test -s \"$KUBE_CODER_LOCAL_API_TOKEN_FILE\" && echo token-file=readable";
+    let want = format!("local={}", ws.api);
+    let out = client.ssh(&alice, &[show], b"");
+    assert_eq!(
+        text(&out.stdout),
+        format!("{want}\ntoken-file=readable\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client.ssh(&alice, &["-tt", show], b"");
+    assert!(
+        text(&out.stdout).contains(&format!("{want}\r\ntoken-file=readable")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A workspace that does not build tells SSH sessions nothing of it.
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, _, _plain, client) = with_alice(keys.path(), &[]).await;
+    let out = client.ssh(&alice, &["echo \"local=[$KUBE_CODER_LOCAL_API]\""], b"");
+    assert_eq!(text(&out.stdout), "local=[]\n", "{}", text(&out.stderr));
 }
 
 #[tokio::test]

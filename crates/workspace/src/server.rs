@@ -118,7 +118,7 @@ pub fn validate(config: &ServeConfig) -> Result<(), ConfigError> {
     }
 }
 
-/// What every task and terminal finds in its environment: where this
+/// What every task, terminal and SSH session finds in its environment: where this
 /// server's API is and its token file, where the workspace builds through
 /// the operator, so `kube-coder build` goes through this server and its
 /// builds are in its history.
@@ -314,6 +314,7 @@ impl Server {
                     &config.data_dir,
                     config.home.clone(),
                     config.read_only,
+                    session_env(&config, &api),
                 )
                 .await?,
             ),

@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub authorized_keys: PathBuf,
     pub home: PathBuf,
     pub read_only: bool,
+    /// What every command and terminal finds in its environment, as in
+    /// tasks (where this server's API is, for `kube-coder build`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The listener, bound, and the server's settings.
@@ -67,6 +70,7 @@ impl SshServer {
         data_dir: &std::path::Path,
         home: PathBuf,
         read_only: bool,
+        env: Vec<(String, String)>,
     ) -> Result<SshServer, SshError> {
         let key_path = data_dir.join("ssh_host_ed25519_key");
         let key = host_key::load_or_create(&key_path).map_err(|why| SshError::HostKey {
@@ -96,6 +100,7 @@ impl SshServer {
                 authorized_keys: config.authorized_keys.clone(),
                 home,
                 read_only,
+                env,
             }),
         })
     }

@@ -1,5 +1,6 @@
 //! One SSH connection. A command (`ssh host cmd`) runs under `sh -c` in
-//! the home with the server's environment, its stdin, stdout and stderr on
+//! the home with the server's environment and what tasks find in theirs
+//! (the workspace API's address, for `kube-coder build`), its stdin, stdout and stderr on
 //! the channel, and its exit status sent back, so `ssh host false` fails
 //! like a local command would. `ssh host` with no command runs a login
 //! shell. With a terminal asked for (`ssh -t`, or an interactive `ssh
@@ -266,7 +267,7 @@ impl Session {
         };
         if let Some(terminal) = self.terminals.remove(&id) {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            return match on_terminal(&terminal, command.as_deref(), &self.shared.home) {
+            return match on_terminal(&terminal, command.as_deref(), &self.shared) {
                 Ok((pty, child)) => {
                     self.resizes.insert(id, tx);
                     session.channel_success(id)?;
@@ -285,6 +286,7 @@ impl Session {
             None => cmd.arg("-l"),
         };
         cmd.current_dir(&self.shared.home)
+            .envs(self.shared.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -339,7 +341,7 @@ async fn run(channel: Channel<Msg>, mut child: tokio::process::Child) {
 fn on_terminal(
     terminal: &Terminal,
     command: Option<&str>,
-    home: &std::path::Path,
+    shared: &super::Shared,
 ) -> pty_process::Result<(pty_process::Pty, tokio::process::Child)> {
     let (pty, pts) = pty_process::open()?;
     pty.resize(pty_process::Size::new(terminal.rows, terminal.cols))?;
@@ -355,7 +357,8 @@ fn on_terminal(
     };
     let child = pty_process::Command::new(shell)
         .args(args)
-        .current_dir(home)
+        .current_dir(&shared.home)
+        .envs(shared.env.iter().map(|(k, v)| (k, v)))
         .env("TERM", &terminal.term)
         .kill_on_drop(true)
         .spawn(pts)?;
