@@ -318,8 +318,8 @@ node_dns() {
   api POST /api/v1/namespaces/kube-system/serviceaccounts '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"coredns","namespace":"kube-system"}}' >/dev/null
   api POST /apis/rbac.authorization.k8s.io/v1/clusterroles '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"kube-coder-test:coredns"},"rules":[{"apiGroups":[""],"resources":["services","pods","namespaces"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]}' >/dev/null
   api POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"kube-coder-test:coredns"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"kube-coder-test:coredns"},"subjects":[{"kind":"ServiceAccount","name":"coredns","namespace":"kube-system"}]}' >/dev/null
-  python3 - <<'PY' | api POST /api/v1/namespaces/kube-system/configmaps @- >/dev/null
-import json
+  NODE_IP=$(node_ip) python3 - <<'PY' | api POST /api/v1/namespaces/kube-system/configmaps @- >/dev/null
+import json, os
 corefile = """cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     errors
     ready :8181
@@ -327,13 +327,15 @@ corefile = """cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
         pods insecure
     }
 }
-# The test hosts' names (tests/cluster/src/test_host.rs), for egress by name.
+# The test hosts' names (tests/cluster/src/test_host.rs), and the API server's
+# (this machine), for egress by name.
 egress.test:53 {
     errors
     hosts {
         11.22.33.44 public.egress.test other.egress.test
         192.168.255.10 private.egress.test
         169.254.169.254 metadata.egress.test
+        NODE_IP apiserver.egress.test
     }
 }
 .:53 {
@@ -342,7 +344,7 @@ egress.test:53 {
         rcode NXDOMAIN
     }
 }
-"""
+""".replace("NODE_IP", os.environ["NODE_IP"])
 print(json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": {"name": "coredns", "namespace": "kube-system"}, "data": {"Corefile": corefile}}))
 PY

@@ -4,7 +4,8 @@
 //! on the list is refused; the name is resolved **once**, by the gateway;
 //! every address it resolves to must be public by the hook SSRF guard's
 //! classifier (`workspace::hooks::ssrf::refusal`), unless it lies in a
-//! range the workspace allows (`allowCIDRs`). The connection then goes to
+//! range the workspace allows (`allowCIDRs`), and never the API server's
+//! (whatever those ranges hold). The connection then goes to
 //! those addresses, never to a second lookup's, so DNS rebinding cannot
 //! swap them.
 
@@ -30,6 +31,8 @@ pub enum Refusal {
         addr: IpAddr,
         why: &'static str,
     },
+    #[error("{host} resolves to {addr}, the cluster's API server, which no workspace reaches (whatever spec.network.egress.allowCIDRs says)")]
+    ApiServer { host: String, addr: IpAddr },
 }
 
 impl Refusal {
@@ -40,15 +43,45 @@ impl Refusal {
             Refusal::NotListed { .. } => "refused_not_listed",
             Refusal::Dns { .. } => "refused_dns",
             Refusal::Private { .. } => "refused_private_address",
+            Refusal::ApiServer { .. } => "refused_api_server",
         }
     }
 }
 
+/// Which addresses the gateway may connect to: public ones, those in the
+/// ranges the workspace allows although private, never the API server's.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// The Workspace's allowCIDRs.
+    pub allow_cidrs: Vec<IpNet>,
+    /// The API server's addresses (its Service and its endpoints).
+    pub api_server: Vec<IpAddr>,
+}
+
+impl Reach {
+    /// Why `host`'s address `addr` may not be reached, if it may not.
+    pub fn refusal(&self, host: &str, addr: IpAddr) -> Option<Refusal> {
+        let addr = canonical(addr);
+        if self.api_server.iter().any(|a| canonical(*a) == addr) {
+            return Some(Refusal::ApiServer {
+                host: host.to_string(),
+                addr,
+            });
+        }
+        let why = refusal(addr)?;
+        (!self.allow_cidrs.iter().any(|n| n.contains(&addr))).then(|| Refusal::Private {
+            host: host.to_string(),
+            addr,
+            why,
+        })
+    }
+}
+
 /// What the gateway checks against: the list (replaced when its file
-/// changes) and the ranges allowed although private.
+/// changes) and the addresses it may reach.
 pub struct Policy<'a> {
     pub list: &'a AllowList,
-    pub allow_cidrs: &'a [IpNet],
+    pub reach: &'a Reach,
 }
 
 impl Policy<'_> {
@@ -69,16 +102,16 @@ impl Policy<'_> {
         if self.list.allowing(&name, port).is_none() {
             return Err(Refusal::NotListed { host: name, port });
         }
-        public_addresses(resolver, self.allow_cidrs, &name, port).await
+        public_addresses(resolver, self.reach, &name, port).await
     }
 }
 
-/// `name` resolved once, every address public (or in `allow_cidrs`): the
-/// address half of the checks, also for model providers, whose names the
-/// cluster's administrator chose rather than the allow list.
+/// `name` resolved once, every address one `reach` allows: the address
+/// half of the checks, also for model providers, whose names the cluster's
+/// administrator chose rather than the allow list.
 pub async fn public_addresses(
     resolver: &dyn Resolve,
-    allow_cidrs: &[IpNet],
+    reach: &Reach,
     name: &str,
     port: u16,
 ) -> Result<Vec<SocketAddr>, Refusal> {
@@ -92,17 +125,8 @@ pub async fn public_addresses(
             why: "the name has no address".into(),
         });
     }
-    for addr in &addrs {
-        let addr = canonical(*addr);
-        if let Some(why) = refusal(addr) {
-            if !allow_cidrs.iter().any(|n| n.contains(&addr)) {
-                return Err(Refusal::Private {
-                    host: name.to_string(),
-                    addr,
-                    why,
-                });
-            }
-        }
+    if let Some(refused) = addrs.iter().find_map(|a| reach.refusal(name, *a)) {
+        return Err(refused);
     }
     Ok(addrs
         .into_iter()
@@ -149,10 +173,13 @@ mod tests {
     #[tokio::test]
     async fn each_rule_refuses_with_its_own_reason() {
         let list = AllowList::parse("*.example.com\nmirror.corp\nrebind.example.org").unwrap();
-        let allow_cidrs: Vec<IpNet> = vec!["10.20.0.0/16".parse().unwrap()];
+        let reach = Reach {
+            allow_cidrs: vec!["10.20.0.0/16".parse().unwrap()],
+            api_server: vec![ip("10.20.0.1"), ip("11.0.0.1")],
+        };
         let policy = Policy {
             list: &list,
-            allow_cidrs: &allow_cidrs,
+            reach: &reach,
         };
         let dns = Fixed(vec![
             ("api.example.com", vec![ip("93.184.215.14")]),
@@ -163,6 +190,11 @@ mod tests {
             ),
             ("mapped.example.com", vec![ip("::ffff:10.20.1.1")]),
             ("mirror.corp", vec![ip("10.20.3.4")]),
+            ("control.example.com", vec![ip("10.20.0.1")]),
+            (
+                "cloud.example.com",
+                vec![ip("93.184.215.14"), ip("11.0.0.1")],
+            ),
         ]);
         let ok = policy.check(&dns, "API.example.com.", 443).await.unwrap();
         assert_eq!(ok, vec!["93.184.215.14:443".parse().unwrap()]);
@@ -203,6 +235,18 @@ mod tests {
         assert_eq!(
             refused("mixed.example.com", 443).await.label(),
             "refused_private_address"
+        );
+        // The API server, inside an allowed range or at a public address.
+        let e = refused("control.example.com", 443).await;
+        assert_eq!(e.label(), "refused_api_server");
+        assert!(
+            e.to_string()
+                .contains("10.20.0.1, the cluster's API server"),
+            "{e}"
+        );
+        assert_eq!(
+            refused("cloud.example.com", 443).await.label(),
+            "refused_api_server"
         );
         let e = refused("rebind.example.org", 443).await;
         assert_eq!(e.label(), "refused_dns");

@@ -32,13 +32,13 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use ipnet::IpNet;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use workspace::hooks::ssrf::{Resolve, SystemResolver};
 
 use allow_list::AllowList;
+pub use decision::Reach;
 use decision::{Policy, Refusal};
 use ledger::Ledger;
 use models::meter::{Meter, UsageStore};
@@ -81,8 +81,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The allow list, one entry per line; followed as it changes.
     pub allow_file: PathBuf,
-    /// Ranges reached although private (the Workspace's allowCIDRs).
-    pub allow_cidrs: Vec<IpNet>,
+    /// What the gateway may connect to beyond public addresses, and the
+    /// API server's addresses it never connects to.
+    pub reach: Reach,
     pub connect_timeout: Duration,
     /// The model port, when the workspace has model providers.
     pub models: Option<(SocketAddr, ModelsSource)>,
@@ -91,7 +92,7 @@ pub struct Config {
 /// What every request reads: the list in force, the resolver, the ledger.
 pub struct Gateway {
     list: RwLock<Arc<AllowList>>,
-    allow_cidrs: Vec<IpNet>,
+    reach: Reach,
     resolver: Arc<dyn Resolve>,
     pub ledger: Ledger,
     connect_timeout: Duration,
@@ -103,7 +104,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         list: AllowList,
-        allow_cidrs: Vec<IpNet>,
+        reach: Reach,
         resolver: Arc<dyn Resolve>,
         connect_timeout: Duration,
         models: Option<Models>,
@@ -113,7 +114,7 @@ impl Gateway {
         let meter = Arc::new(Meter::new(&mut registry));
         Gateway {
             list: RwLock::new(Arc::new(list)),
-            allow_cidrs,
+            reach,
             resolver,
             ledger,
             connect_timeout,
@@ -143,7 +144,7 @@ impl Gateway {
         let list = self.list();
         Policy {
             list: &list,
-            allow_cidrs: &self.allow_cidrs,
+            reach: &self.reach,
         }
         .check(self.resolver.as_ref(), host, port)
         .await
@@ -188,8 +189,7 @@ pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     tracing::info!(entries = list.len(), file = %config.allow_file.display(), "egress allow list loaded");
     let (models, models_listener) = match &config.models {
         Some((addr, source)) => {
-            let models =
-                Models::load(source.clone(), resolver.clone(), config.allow_cidrs.clone())?;
+            let models = Models::load(source.clone(), resolver.clone(), config.reach.clone())?;
             let loaded = models.current();
             tracing::info!(
                 providers = loaded.config.providers.len(),
@@ -202,7 +202,7 @@ pub async fn bind(config: Config) -> Result<Bound, GatewayError> {
     };
     let gateway = Arc::new(Gateway::new(
         list,
-        config.allow_cidrs.clone(),
+        config.reach.clone(),
         resolver,
         config.connect_timeout,
         models,

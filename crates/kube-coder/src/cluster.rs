@@ -90,8 +90,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "KUBE_CODER_MODEL_CA_FILE")]
     model_ca_file: Option<std::path::PathBuf>,
     /// Where the API server listens (ip:port), for the policy that lets a
-    /// gateway keep its model usage; repeat or separate with commas. Unset:
-    /// read from the `kubernetes` EndpointSlice at start.
+    /// gateway keep its model usage, and the addresses no range a workspace
+    /// may reach opens; repeat or separate with commas. Unset: read from
+    /// the `kubernetes` EndpointSlice at start.
     #[arg(long = "api-server-endpoint", env = "KUBE_CODER_API_SERVER_ENDPOINTS",
           value_delimiter = ',', value_parser = parse_endpoint)]
     api_server_endpoints: Vec<String>,

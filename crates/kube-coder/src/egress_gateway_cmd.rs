@@ -3,7 +3,7 @@
 //! model providers (`spec.models`); and where it keeps the month's model
 //! usage in the cluster (a ConfigMap only the gateway may write).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +106,11 @@ pub struct EgressGatewayArgs {
         value_delimiter = ','
     )]
     allow_cidrs: Vec<IpNet>,
+    /// The API server's address, never connected to whatever the allowed
+    /// ranges hold (repeatable; the operator passes its endpoints; the
+    /// `kubernetes` Service's address is added from the pod's environment).
+    #[arg(long = "api-server-address", value_delimiter = ',')]
+    api_server_addresses: Vec<IpAddr>,
     /// The model port (the workspace's ANTHROPIC_BASE_URL and the like);
     /// served when `--models-file` is given.
     #[arg(long, env = "KUBE_CODER_MODELS_LISTEN", default_value = "0.0.0.0:3130")]
@@ -137,6 +142,12 @@ pub struct EgressGatewayArgs {
     log_format: String,
 }
 
+/// The `kubernetes` Service's address, which the kubelet puts in every
+/// pod's environment (a gateway outside a cluster has none).
+fn service_address() -> Option<IpAddr> {
+    std::env::var("KUBERNETES_SERVICE_HOST").ok()?.parse().ok()
+}
+
 pub fn run(args: EgressGatewayArgs) -> ExitCode {
     crate::serve::init_logging(&args.log_format);
     crate::cluster::block_on(async move {
@@ -144,7 +155,14 @@ pub fn run(args: EgressGatewayArgs) -> ExitCode {
             listen: args.listen,
             admin_listen: args.admin_listen,
             allow_file: args.allow_file,
-            allow_cidrs: args.allow_cidrs,
+            reach: egress_gateway::Reach {
+                allow_cidrs: args.allow_cidrs,
+                api_server: args
+                    .api_server_addresses
+                    .into_iter()
+                    .chain(service_address())
+                    .collect(),
+            },
             connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),
             models: args.models_file.map(|config_file| {
                 (

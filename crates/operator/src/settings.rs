@@ -54,8 +54,9 @@ pub struct Settings {
     pub model_ca_bundle: Option<String>,
     /// Where the API server really listens (`ip:port`; a NetworkPolicy
     /// sees these, not the `kubernetes` Service's address): a gateway with
-    /// models keeps its usage through it. Found from the `kubernetes`
-    /// EndpointSlice when the operator starts, unless given.
+    /// models keeps its usage through it, and no other range opens them.
+    /// Found from the `kubernetes` EndpointSlice when the operator starts,
+    /// unless given.
     pub api_server_endpoints: Vec<String>,
     /// The GitHub App the token broker mints installation tokens with.
     pub github: GithubSettings,
@@ -173,6 +174,20 @@ impl ModelProvider {
 }
 
 impl Settings {
+    /// The API server's addresses (from `api_server_endpoints`): taken out
+    /// of every range a workspace, its gateway or a build may reach.
+    pub fn api_server_addresses(&self) -> Vec<std::net::IpAddr> {
+        let mut out: Vec<std::net::IpAddr> = self
+            .api_server_endpoints
+            .iter()
+            .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The waker's host name and port, from `waker_address` (port 80 when
     /// none is given).
     pub fn waker_target(&self) -> (String, i32) {

@@ -6,7 +6,8 @@
 //! resolves to a private address are refused with a message naming the
 //! rule; a connection that skips the proxy is dropped by the policy. A name
 //! added to the list works without restarting anything, and the gateway
-//! lists and counts its refusals.
+//! lists and counts its refusals. Ranges allowed whole open a private host
+//! but never the API server, even by a listed name.
 //! Starts: the control plane with its real node (kube-router enforcing
 //! policies, CoreDNS knowing `*.egress.test`), the operator in-process,
 //! two test hosts; the workspace and its gateway run from the images
@@ -19,8 +20,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube_coder_cluster_tests::builds::egress_gateway_ready;
 use kube_coder_cluster_tests::test_host::TestHost;
 use kube_coder_cluster_tests::{
-    answer_of, answers, bare_repository, client, eventually, git, install_crd,
-    operator_for_real_node, real_node_workspace, require_real_node, run_task, ws_name,
+    answer_of, answers, apiserver_port, bare_repository, client, eventually, git, install_crd,
+    operator_for_real_node, real_node_address, real_node_workspace, require_real_node, run_task,
+    ws_name,
 };
 use operator::crd::Workspace;
 use serde_json::{json, Value};
@@ -169,6 +171,40 @@ async fn a_workspace_reaches_listed_names_only_through_its_gateway() {
     assert_eq!(
         before.metadata.uid, after.metadata.uid,
         "the workspace pod was replaced"
+    );
+
+    // Ranges allowed whole that hold the private host and the API server's
+    // host, and the API server's name listed: the gateway (restarted with
+    // the new ranges) reaches the private host, never the API server.
+    let node_ip = real_node_address(&client).await;
+    let node_range = format!(
+        "{}.0/24",
+        node_ip.rsplit_once('.').expect("an IPv4 node address").0
+    );
+    let control = format!("apiserver.egress.test:{}", apiserver_port().await);
+    workspaces
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"network": {"egress": {
+                "allowDomains": ["public.egress.test", "private.egress.test", &control],
+                "allowCIDRs": [&node_range, "192.168.255.0/24"]}}}})),
+        )
+        .await
+        .unwrap();
+    let check = curl_line("private", "http://private.egress.test/")
+        + &curl_line("apiserver", &format!("http://{control}/"));
+    let got = eventually("the gateway to allow the private range", 150, || async {
+        let (output, _) = run_task(&http, &api, &token, &check).await;
+        let got = answers(&output);
+        (got.get("private").map(String::as_str) == Some("private  status=200")).then_some(got)
+    })
+    .await;
+    let answer = &got["apiserver"];
+    assert!(
+        answer.contains(&format!("resolves to {node_ip}, the cluster's API server"))
+            && answer.ends_with("status=403"),
+        "{got:?}"
     );
 
     let _ = workspaces.delete(&name, &DeleteParams::default()).await;

@@ -8,7 +8,9 @@
 //! ingress namespace can. Then the policies are deleted (the operator
 //! stopped, so it cannot put them back) and every refusal turns into a
 //! connection, so none of them was the network's own doing; started again,
-//! the operator restores them and the refusals come back.
+//! the operator restores them and the refusals come back. Last, allowed
+//! ranges that hold the node and the private host open the private host
+//! and still not the API server.
 //! Starts: the control plane with its real node, the operator in-process,
 //! three test hosts in network namespaces; workspaces and probe pods run
 //! from the images `make test` built. A test binary of its own: it stops
@@ -285,7 +287,36 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
         "workspace A with its policies restored",
     );
 
+    // Ranges allowed whole that hold the node and the API server (an
+    // internal network, a private host's): the private host now answers,
+    // the API server and the kubelet on its address still do not.
+    let node_range = format!(
+        "{}.0/24",
+        node_ip.rsplit_once('.').expect("an IPv4 node address").0
+    );
     let workspaces: Api<Workspace> = Api::all(client.clone());
+    workspaces
+        .patch(
+            &a,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"network": {"egress": {
+                "allowCIDRs": [&node_range, "192.168.255.0/24"]}}}})),
+        )
+        .await
+        .unwrap();
+    let got = until_all(&["private"], true, || {
+        probe_from_workspace(&api_a, &token_a, &from_a)
+    })
+    .await;
+    let from = format!("workspace A allowing {node_range}");
+    assert_all(&got, &["private", "public", "dns"], true, &from);
+    assert_all(
+        &got,
+        &["api-service", "api-endpoint", "kubelet", "metadata"],
+        false,
+        &from,
+    );
+
     for name in [&a, &b] {
         let _ = workspaces.delete(name, &DeleteParams::default()).await;
     }

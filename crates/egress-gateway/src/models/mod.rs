@@ -22,10 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use workspace::hooks::ssrf::Resolve;
 
-use crate::decision::{public_addresses, Refusal};
+use crate::decision::{public_addresses, Reach, Refusal};
 use config::{ConfigError, ModelsConfig};
 
 /// How long an answer may stay silent (a model thinking) before the
@@ -73,23 +72,23 @@ pub struct Models {
     pub source: ModelsSource,
     loaded: RwLock<Arc<Loaded>>,
     resolver: Arc<dyn Resolve>,
-    allow_cidrs: Vec<IpNet>,
+    reach: Reach,
 }
 
 /// reqwest's lookups go through the same address checks as the proxy's:
 /// a provider's name must resolve to public addresses (or allowed ranges).
 struct CheckedResolver {
     resolver: Arc<dyn Resolve>,
-    allow_cidrs: Vec<IpNet>,
+    reach: Reach,
 }
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let resolver = self.resolver.clone();
-        let allow_cidrs = self.allow_cidrs.clone();
+        let reach = self.reach.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs = public_addresses(resolver.as_ref(), &allow_cidrs, &host, 0)
+            let addrs = public_addresses(resolver.as_ref(), &reach, &host, 0)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -101,14 +100,14 @@ impl Models {
     pub fn load(
         source: ModelsSource,
         resolver: Arc<dyn Resolve>,
-        allow_cidrs: Vec<IpNet>,
+        reach: Reach,
     ) -> Result<Models, ModelsError> {
-        let loaded = read(&source, &resolver, &allow_cidrs)?;
+        let loaded = read(&source, &resolver, &reach)?;
         Ok(Models {
             source,
             loaded: RwLock::new(Arc::new(loaded)),
             resolver,
-            allow_cidrs,
+            reach,
         })
     }
 
@@ -121,7 +120,7 @@ impl Models {
 
     /// Reads the files again; on an error the settings in force stay.
     pub fn reload(&self) -> Result<(), ModelsError> {
-        let loaded = read(&self.source, &self.resolver, &self.allow_cidrs)?;
+        let loaded = read(&self.source, &self.resolver, &self.reach)?;
         tracing::info!(
             providers = loaded.config.providers.len(),
             keys = loaded.keys.len(),
@@ -138,15 +137,9 @@ impl Models {
         let Ok(addr) = bare.parse::<IpAddr>() else {
             return Ok(());
         };
-        match workspace::hooks::ssrf::refusal(addr) {
-            Some(why) if !self.allow_cidrs.iter().any(|n| n.contains(&addr)) => {
-                Err(Refusal::Private {
-                    host: host.to_string(),
-                    addr,
-                    why,
-                })
-            }
-            _ => Ok(()),
+        match self.reach.refusal(host, addr) {
+            Some(refused) => Err(refused),
+            None => Ok(()),
         }
     }
 }
@@ -154,14 +147,14 @@ impl Models {
 fn read(
     source: &ModelsSource,
     resolver: &Arc<dyn Resolve>,
-    allow_cidrs: &[IpNet],
+    reach: &Reach,
 ) -> Result<Loaded, ModelsError> {
     let config = ModelsConfig::load(&source.config_file)?;
     let keys = config::load_keys(&source.keys_dir).map_err(|e| ModelsError::Keys {
         path: source.keys_dir.display().to_string(),
         source: e,
     })?;
-    let client = client(&config, resolver.clone(), allow_cidrs.to_vec())?;
+    let client = client(&config, resolver.clone(), reach.clone())?;
     Ok(Loaded {
         config,
         keys,
@@ -172,15 +165,12 @@ fn read(
 fn client(
     config: &ModelsConfig,
     resolver: Arc<dyn Resolve>,
-    allow_cidrs: Vec<IpNet>,
+    reach: Reach,
 ) -> Result<reqwest::Client, ModelsError> {
     let mut builder = reqwest::Client::builder()
         // The gateway is the way out; it never goes through a proxy itself.
         .no_proxy()
-        .dns_resolver(Arc::new(CheckedResolver {
-            resolver,
-            allow_cidrs,
-        }))
+        .dns_resolver(Arc::new(CheckedResolver { resolver, reach }))
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(READ_TIMEOUT)
         // A redirect would carry the key to wherever it points.

@@ -276,6 +276,10 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         args.push("--allow-cidr".into());
         args.push(cidr.clone());
     }
+    for addr in settings.api_server_addresses() {
+        args.push("--api-server-address".into());
+        args.push(addr.to_string());
+    }
     let models = has_models(ws);
     if models {
         args.extend([
@@ -452,7 +456,11 @@ mod tests {
             json!({"owner": {"name": "alice"}, "running": false,
                    "network": {"egress": {"allowDomains": [], "allowCIDRs": ["10.20.0.0/16"]}}}),
         );
-        let d = deployment(&ws, &Settings::default());
+        let settings = Settings {
+            api_server_endpoints: vec!["192.0.2.2:6443".into()],
+            ..Default::default()
+        };
+        let d = deployment(&ws, &settings);
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(0));
         let pod = spec.template.spec.unwrap();
@@ -467,6 +475,7 @@ mod tests {
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.starts_with("egress-gateway "), "{args}");
         assert!(args.contains("--allow-cidr 10.20.0.0/16"), "{args}");
+        assert!(args.contains("--api-server-address 192.0.2.2"), "{args}");
         // The workspace goes through it, and shows its refusals.
         let serve = crate::manifests::workload::serve_args(&ws).join(" ");
         assert!(

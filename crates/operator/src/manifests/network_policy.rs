@@ -13,11 +13,15 @@
 //! egress policy, under the same name so switching modes replaces it,
 //! allows DNS and its egress gateway only; two more policies let the
 //! gateway take the workspace's traffic alone and go where the rules above
-//! would have let the workspace go. With `models` the workspace may also
+//! would have let the workspace go. No range, the allowed ones included,
+//! holds the API server's addresses. With `models` the workspace may also
 //! reach the gateway's model port (by address or by name), and the gateway
 //! the API server's real endpoints (it keeps its usage in a ConfigMap).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -125,7 +129,7 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
         let mut rules = vec![
             dns_rule(ws, settings)?,
             NetworkPolicyEgressRule {
-                to: Some(public_peers(ws)),
+                to: Some(public_peers(ws, settings)),
                 ports: None,
             },
         ];
@@ -259,7 +263,11 @@ pub fn build_pods_public(settings: &Settings) -> NetworkPolicy {
         build_egress_pods("public"),
         None,
         vec![NetworkPolicyEgressRule {
-            to: Some(public_peers_but(None, &[])),
+            to: Some(public_peers_but(
+                None,
+                &[],
+                &settings.api_server_addresses(),
+            )),
             ports: None,
         }],
     )
@@ -420,15 +428,27 @@ fn ingress(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
     )
 }
 
-/// Every address outside the denied ranges, and the allowed ranges.
-fn public_peers(ws: &Workspace) -> Vec<NetworkPolicyPeer> {
+/// Every address outside the denied ranges, and the allowed ranges; never
+/// the API server's addresses.
+fn public_peers(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyPeer> {
     let e = &ws.spec.network.egress;
-    public_peers_but(e.deny_cidrs.as_ref(), &e.allow_cidrs)
+    public_peers_but(
+        e.deny_cidrs.as_ref(),
+        &e.allow_cidrs,
+        &settings.api_server_addresses(),
+    )
 }
 
 /// Every address outside `deny` (default: the private, loopback,
-/// link-local and metadata ranges), and the `allow` ranges.
-fn public_peers_but(deny: Option<&Vec<String>>, allow: &[String]) -> Vec<NetworkPolicyPeer> {
+/// link-local and metadata ranges), and the `allow` ranges; never an
+/// address of `never` (the API server's), whatever the lists say: a
+/// range that covers the control plane's host (an internal network
+/// allowed whole, or `denyCIDRs: []`) still does not reach it.
+fn public_peers_but(
+    deny: Option<&Vec<String>>,
+    allow: &[String],
+    never: &[IpAddr],
+) -> Vec<NetworkPolicyPeer> {
     let deny: Vec<String> = match deny {
         Some(list) => list.clone(),
         None => DENY_V4
@@ -438,16 +458,49 @@ fn public_peers_but(deny: Option<&Vec<String>>, allow: &[String]) -> Vec<Network
             .collect(),
     };
     let (v6, v4): (Vec<String>, Vec<String>) = deny.into_iter().partition(|c| c.contains(':'));
-    let block = |cidr: &str, except: Vec<String>| NetworkPolicyPeer {
-        ip_block: Some(IPBlock {
-            cidr: cidr.into(),
-            except: (!except.is_empty()).then_some(except),
-        }),
-        ..Default::default()
+    let ranges = [("0.0.0.0/0".to_string(), v4), ("::/0".to_string(), v6)]
+        .into_iter()
+        .chain(allow.iter().map(|c| (c.clone(), vec![])));
+    ranges
+        .filter_map(|(cidr, except)| without(cidr, except, never))
+        .map(|(cidr, except)| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr,
+                except: (!except.is_empty()).then_some(except),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `cidr` less `except` and less each address of `never` it holds, as a
+/// range and its exceptions; `None` when nothing is left (the range is one
+/// of those addresses: a policy's exception must be smaller than its range).
+fn without(
+    cidr: String,
+    mut except: Vec<String>,
+    never: &[IpAddr],
+) -> Option<(String, Vec<String>)> {
+    // The CRD's rules hold only CIDRs; one that does not parse is left to
+    // the API server to refuse.
+    let Ok(range) = cidr.parse::<IpNet>() else {
+        return Some((cidr, except));
     };
-    let mut public = vec![block("0.0.0.0/0", v4), block("::/0", v6)];
-    public.extend(allow.iter().map(|c| block(c, vec![])));
-    public
+    for &addr in never {
+        let excepted = except
+            .iter()
+            .filter_map(|e| e.parse::<IpNet>().ok())
+            .any(|e| e.contains(&addr));
+        if !range.contains(&addr) || excepted {
+            continue;
+        }
+        let host = IpNet::from(addr);
+        if host.prefix_len() == range.prefix_len() {
+            return None;
+        }
+        except.push(host.to_string());
+    }
+    Some((cidr, except))
 }
 
 /// Port 53 of the cluster DNS pods.
@@ -492,7 +545,7 @@ fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildErr
             egress: Some(vec![
                 dns_rule(ws, settings)?,
                 NetworkPolicyEgressRule {
-                    to: Some(public_peers(ws)),
+                    to: Some(public_peers(ws, settings)),
                     ports: None,
                 },
             ]),
@@ -508,7 +561,11 @@ mod tests {
     use serde_json::json;
 
     fn egress_blocks(ws: &Workspace) -> Vec<IPBlock> {
-        let p = egress(ws, &Settings::default()).unwrap();
+        egress_blocks_with(ws, &Settings::default())
+    }
+
+    fn egress_blocks_with(ws: &Workspace, settings: &Settings) -> Vec<IPBlock> {
+        let p = egress(ws, settings).unwrap();
         p.spec.unwrap().egress.unwrap()[1]
             .to
             .clone()
@@ -768,6 +825,66 @@ mod tests {
         assert_eq!(blocks[0].except, Some(vec!["10.0.0.0/8".to_string()]));
         assert_eq!(blocks[1].except, None);
         assert_eq!(blocks[2].cidr, "10.20.0.0/16");
+    }
+
+    /// A range that covers the API server's host still does not reach the
+    /// API server: its address is taken out of every range (the default
+    /// one when the deny list is emptied too), and a range that is only
+    /// that address is dropped.
+    #[test]
+    fn no_range_reaches_the_api_server() {
+        let settings = Settings {
+            api_server_endpoints: vec![
+                "192.0.2.2:6443".into(),
+                "192.0.2.2:443".into(),
+                "[2001:db8::2]:6443".into(),
+            ],
+            ..Default::default()
+        };
+        let blocks = |network: serde_json::Value| -> Vec<IPBlock> {
+            let ws = workspace(
+                "alice",
+                json!({"owner": {"name": "alice"}, "network": network}),
+            );
+            egress_blocks_with(&ws, &settings)
+        };
+        let got = blocks(json!({"egress": {
+            "allowCIDRs": ["192.0.2.0/24", "192.0.2.2/32", "10.20.0.0/16", "2001:db8::/64"]
+        }}));
+        let cidrs: Vec<&str> = got.iter().map(|b| b.cidr.as_str()).collect();
+        assert_eq!(
+            cidrs,
+            [
+                "0.0.0.0/0",
+                "::/0",
+                "192.0.2.0/24",
+                "10.20.0.0/16",
+                "2001:db8::/64"
+            ]
+        );
+        // Already outside the defaults: no second exception.
+        assert!(!got[0]
+            .except
+            .clone()
+            .unwrap()
+            .contains(&"192.0.2.2/32".into()));
+        assert_eq!(got[2].except, Some(vec!["192.0.2.2/32".to_string()]));
+        assert_eq!(got[3].except, None);
+        assert_eq!(got[4].except, Some(vec!["2001:db8::2/128".to_string()]));
+
+        let got = blocks(json!({"egress": {"denyCIDRs": []}}));
+        assert_eq!(got[0].except, Some(vec!["192.0.2.2/32".to_string()]));
+        assert_eq!(got[1].except, Some(vec!["2001:db8::2/128".to_string()]));
+
+        // An API server at a public address (a managed cluster's): out of
+        // the public range too, for build pods as for workspaces.
+        let public = Settings {
+            api_server_endpoints: vec!["11.0.0.1:443".into()],
+            ..Default::default()
+        };
+        let build = build_pods_public(&public).spec.unwrap().egress.unwrap();
+        let v4 = build[0].to.clone().unwrap()[0].ip_block.clone().unwrap();
+        assert!(v4.except.unwrap().contains(&"11.0.0.1/32".to_string()));
     }
 
     /// With models and egress by address: the workspace may also reach the
