@@ -16,7 +16,6 @@ use futures_util::future::BoxFuture;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
-use tokio_util::sync::CancellationToken;
 
 /// The ConfigMap's key holding the month's usage.
 const USAGE_KEY: &str = "usage.json";
@@ -193,12 +192,7 @@ pub fn run(args: EgressGatewayArgs) -> ExitCode {
         // Tests read the ports from this line.
         println!("kube-coder egress gateway: proxy on {proxy}, admin on {admin}{models}");
         tracing::info!(%proxy, %admin, "egress gateway started");
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            crate::stop_signal::stop_signal().await;
-            stop.cancel();
-        });
+        let shutdown = crate::stop_signal::stop_token("egress gateway stopping");
         egress_gateway::run(bound, store, shutdown)
             .await
             .map_err(|e| e.to_string())

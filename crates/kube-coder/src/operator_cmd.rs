@@ -15,7 +15,6 @@ use axum::Router;
 use clap::Args;
 use operator::controller::{self, Stats};
 use operator::waker::Waker;
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, SettingsArgs};
 
@@ -93,12 +92,7 @@ pub fn run(args: OperatorArgs) -> ExitCode {
             );
         // A pod's stop is SIGTERM: every part hears it, the reconciles in
         // flight finish and the listeners answer what they hold, then go.
-        let stop = CancellationToken::new();
-        let trigger = stop.clone();
-        tokio::spawn(async move {
-            crate::stop_signal::stop_signal().await;
-            trigger.cancel();
-        });
+        let stop = crate::stop_signal::stop_token("stopping: finishing the reconciles in flight");
         let metrics = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.clone().cancelled_owned())

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use ipnet::IpNet;
-use tokio_util::sync::CancellationToken;
 use workspace::files::FileLimits;
 use workspace::hooks::deliver::HookSettings;
 use workspace::hooks::HookSpec;
@@ -480,13 +479,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let shown = token_to_show(&server.started, &data_dir);
         remember_token_shown(&data_dir);
         print_banner(&server.started, shown.as_deref(), auth, read_only);
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            crate::stop_signal::stop_signal().await;
-            tracing::info!("shutting down; tasks keep running in tmux");
-            trigger.cancel();
-        });
+        let shutdown = crate::stop_signal::stop_token("shutting down; tasks keep running in tmux");
         match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

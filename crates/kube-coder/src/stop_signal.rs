@@ -2,7 +2,7 @@
 //! stop, a service manager's) or SIGINT (Ctrl-C).
 
 /// Resolves at the first SIGTERM or SIGINT.
-pub async fn stop_signal() {
+async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -15,4 +15,17 @@ pub async fn stop_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A token cancelled at the first SIGTERM or SIGINT, which logs `why` then:
+/// what every long-running subcommand hands its parts.
+pub fn stop_token(why: &'static str) -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        tracing::info!("{why}");
+        trigger.cancel();
+    });
+    token
 }
