@@ -54,15 +54,20 @@ impl Refusal {
 pub struct Reach {
     /// The Workspace's allowCIDRs.
     pub allow_cidrs: Vec<IpNet>,
-    /// The API server's addresses (its Service and its endpoints).
-    pub api_server: Vec<IpAddr>,
+    /// The API server's endpoints (its Service's and its real ones).
+    pub api_server: Vec<SocketAddr>,
 }
 
 impl Reach {
-    /// Why `host`'s address `addr` may not be reached, if it may not.
-    pub fn refusal(&self, host: &str, addr: IpAddr) -> Option<Refusal> {
+    /// Why `host`'s address `addr` may not be reached on `port` (`None`:
+    /// on some port not known yet), if it may not.
+    pub fn refusal(&self, host: &str, addr: IpAddr, port: Option<u16>) -> Option<Refusal> {
         let addr = canonical(addr);
-        if self.api_server.iter().any(|a| canonical(*a) == addr) {
+        let api_server = self
+            .api_server
+            .iter()
+            .any(|e| canonical(e.ip()) == addr && port.is_none_or(|p| p == e.port()));
+        if api_server {
             return Some(Refusal::ApiServer {
                 host: host.to_string(),
                 addr,
@@ -106,9 +111,10 @@ impl Policy<'_> {
     }
 }
 
-/// `name` resolved once, every address one `reach` allows: the address
-/// half of the checks, also for model providers, whose names the cluster's
-/// administrator chose rather than the allow list.
+/// `name` resolved once, every address one `reach` allows on `port` (0:
+/// on any port; a model provider's is not known when its name is looked
+/// up): the address half of the checks, also for model providers, whose
+/// names the cluster's administrator chose rather than the allow list.
 pub async fn public_addresses(
     resolver: &dyn Resolve,
     reach: &Reach,
@@ -125,7 +131,8 @@ pub async fn public_addresses(
             why: "the name has no address".into(),
         });
     }
-    if let Some(refused) = addrs.iter().find_map(|a| reach.refusal(name, *a)) {
+    let on = (port != 0).then_some(port);
+    if let Some(refused) = addrs.iter().find_map(|a| reach.refusal(name, *a, on)) {
         return Err(refused);
     }
     Ok(addrs
@@ -172,10 +179,16 @@ mod tests {
 
     #[tokio::test]
     async fn each_rule_refuses_with_its_own_reason() {
-        let list = AllowList::parse("*.example.com\nmirror.corp\nrebind.example.org").unwrap();
+        let list = AllowList::parse(
+            "*.example.com\ncontrol.example.com:6443\nmirror.corp\nrebind.example.org",
+        )
+        .unwrap();
         let reach = Reach {
             allow_cidrs: vec!["10.20.0.0/16".parse().unwrap()],
-            api_server: vec![ip("10.20.0.1"), ip("11.0.0.1")],
+            api_server: vec![
+                "10.20.0.1:6443".parse().unwrap(),
+                "11.0.0.1:443".parse().unwrap(),
+            ],
         };
         let policy = Policy {
             list: &list,
@@ -236,8 +249,9 @@ mod tests {
             refused("mixed.example.com", 443).await.label(),
             "refused_private_address"
         );
-        // The API server, inside an allowed range or at a public address.
-        let e = refused("control.example.com", 443).await;
+        // The API server, inside an allowed range or at a public address;
+        // its host's other ports as the ranges say.
+        let e = refused("control.example.com", 6443).await;
         assert_eq!(e.label(), "refused_api_server");
         assert!(
             e.to_string()
@@ -248,6 +262,7 @@ mod tests {
             refused("cloud.example.com", 443).await.label(),
             "refused_api_server"
         );
+        assert!(policy.check(&dns, "control.example.com", 443).await.is_ok());
         let e = refused("rebind.example.org", 443).await;
         assert_eq!(e.label(), "refused_dns");
         assert!(e.to_string().contains("no such name"), "{e}");

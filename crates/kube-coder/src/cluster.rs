@@ -90,7 +90,7 @@ pub struct SettingsArgs {
     #[arg(long, env = "KUBE_CODER_MODEL_CA_FILE")]
     model_ca_file: Option<std::path::PathBuf>,
     /// Where the API server listens (ip:port), for the policy that lets a
-    /// gateway keep its model usage, and the addresses no range a workspace
+    /// gateway keep its model usage, and the endpoints no range a workspace
     /// may reach opens; repeat or separate with commas. Unset: read from
     /// the `kubernetes` EndpointSlice at start.
     #[arg(long = "api-server-endpoint", env = "KUBE_CODER_API_SERVER_ENDPOINTS",

@@ -105,11 +105,11 @@ pub struct EgressGatewayArgs {
         value_delimiter = ','
     )]
     allow_cidrs: Vec<IpNet>,
-    /// The API server's address, never connected to whatever the allowed
-    /// ranges hold (repeatable; the operator passes its endpoints; the
-    /// `kubernetes` Service's address is added from the pod's environment).
-    #[arg(long = "api-server-address", value_delimiter = ',')]
-    api_server_addresses: Vec<IpAddr>,
+    /// An endpoint of the API server (ip:port), never connected to whatever
+    /// the allowed ranges hold (repeatable; the operator passes the real
+    /// ones; the `kubernetes` Service's is added from the pod's environment).
+    #[arg(long = "api-server-endpoint", value_delimiter = ',')]
+    api_server_endpoints: Vec<SocketAddr>,
     /// The model port (the workspace's ANTHROPIC_BASE_URL and the like);
     /// served when `--models-file` is given.
     #[arg(long, env = "KUBE_CODER_MODELS_LISTEN", default_value = "0.0.0.0:3130")]
@@ -141,10 +141,18 @@ pub struct EgressGatewayArgs {
     log_format: String,
 }
 
-/// The `kubernetes` Service's address, which the kubelet puts in every
-/// pod's environment (a gateway outside a cluster has none).
-fn service_address() -> Option<IpAddr> {
-    std::env::var("KUBERNETES_SERVICE_HOST").ok()?.parse().ok()
+/// The `kubernetes` Service's address and port, which the kubelet puts in
+/// every pod's environment (a gateway outside a cluster has none).
+fn service_endpoint() -> Option<SocketAddr> {
+    let host: IpAddr = std::env::var("KUBERNETES_SERVICE_HOST")
+        .ok()?
+        .parse()
+        .ok()?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(host, port))
 }
 
 pub fn run(args: EgressGatewayArgs) -> ExitCode {
@@ -157,9 +165,9 @@ pub fn run(args: EgressGatewayArgs) -> ExitCode {
             reach: egress_gateway::Reach {
                 allow_cidrs: args.allow_cidrs,
                 api_server: args
-                    .api_server_addresses
+                    .api_server_endpoints
                     .into_iter()
-                    .chain(service_address())
+                    .chain(service_endpoint())
                     .collect(),
             },
             connect_timeout: Duration::from_secs(args.connect_timeout_secs.max(1)),

@@ -54,7 +54,7 @@ pub struct Settings {
     pub model_ca_bundle: Option<String>,
     /// Where the API server really listens (`ip:port`; a NetworkPolicy
     /// sees these, not the `kubernetes` Service's address): a gateway with
-    /// models keeps its usage through it, and no other range opens them.
+    /// models keeps its usage through it, and no other rule opens them.
     /// Found from the `kubernetes` EndpointSlice when the operator starts,
     /// unless given.
     pub api_server_endpoints: Vec<String>,
@@ -174,14 +174,13 @@ impl ModelProvider {
 }
 
 impl Settings {
-    /// The API server's addresses (from `api_server_endpoints`): taken out
+    /// The API server's endpoints (from `api_server_endpoints`): taken out
     /// of every range a workspace, its gateway or a build may reach.
-    pub fn api_server_addresses(&self) -> Vec<std::net::IpAddr> {
-        let mut out: Vec<std::net::IpAddr> = self
+    pub fn api_server_sockets(&self) -> Vec<std::net::SocketAddr> {
+        let mut out: Vec<std::net::SocketAddr> = self
             .api_server_endpoints
             .iter()
-            .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
-            .map(|a| a.ip())
+            .filter_map(|e| e.parse().ok())
             .collect();
         out.sort();
         out.dedup();

@@ -10,7 +10,7 @@
 //! connection, so none of them was the network's own doing; started again,
 //! the operator restores them and the refusals come back. Last, allowed
 //! ranges that hold the node and the private host open the private host
-//! and still not the API server.
+//! and the node's other ports, still not the API server.
 //! Starts: the control plane with its real node, the operator in-process,
 //! three test hosts in network namespaces; workspaces and probe pods run
 //! from the images `make test` built. A test binary of its own: it stops
@@ -289,7 +289,8 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
 
     // Ranges allowed whole that hold the node and the API server (an
     // internal network, a private host's): the private host now answers,
-    // the API server and the kubelet on its address still do not.
+    // and so does the kubelet on the node; the API server does not, by its
+    // Service or at its address.
     let node_range = format!(
         "{}.0/24",
         node_ip.rsplit_once('.').expect("an IPv4 node address").0
@@ -309,10 +310,10 @@ async fn workspace_policies_hold_on_the_wire_and_each_refusal_is_the_policys() {
     })
     .await;
     let from = format!("workspace A allowing {node_range}");
-    assert_all(&got, &["private", "public", "dns"], true, &from);
+    assert_all(&got, &["private", "public", "dns", "kubelet"], true, &from);
     assert_all(
         &got,
-        &["api-service", "api-endpoint", "kubelet", "metadata"],
+        &["api-service", "api-endpoint", "metadata"],
         false,
         &from,
     );

@@ -137,7 +137,7 @@ impl Models {
         let Ok(addr) = bare.parse::<IpAddr>() else {
             return Ok(());
         };
-        match self.reach.refusal(host, addr) {
+        match self.reach.refusal(host, addr, None) {
             Some(refused) => Err(refused),
             None => Ok(()),
         }

@@ -276,9 +276,9 @@ pub fn deployment(ws: &Workspace, settings: &Settings) -> Deployment {
         args.push("--allow-cidr".into());
         args.push(cidr.clone());
     }
-    for addr in settings.api_server_addresses() {
-        args.push("--api-server-address".into());
-        args.push(addr.to_string());
+    for endpoint in settings.api_server_sockets() {
+        args.push("--api-server-endpoint".into());
+        args.push(endpoint.to_string());
     }
     let models = has_models(ws);
     if models {
@@ -475,7 +475,10 @@ mod tests {
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.starts_with("egress-gateway "), "{args}");
         assert!(args.contains("--allow-cidr 10.20.0.0/16"), "{args}");
-        assert!(args.contains("--api-server-address 192.0.2.2"), "{args}");
+        assert!(
+            args.contains("--api-server-endpoint 192.0.2.2:6443"),
+            "{args}"
+        );
         // The workspace goes through it, and shows its refusals.
         let serve = crate::manifests::workload::serve_args(&ws).join(" ");
         assert!(

@@ -14,12 +14,13 @@
 //! allows DNS and its egress gateway only; two more policies let the
 //! gateway take the workspace's traffic alone and go where the rules above
 //! would have let the workspace go. No range, the allowed ones included,
-//! holds the API server's addresses. With `models` the workspace may also
+//! opens the API server's endpoints (its host's other ports stay as the
+//! ranges say). With `models` the workspace may also
 //! reach the gateway's model port (by address or by name), and the gateway
 //! the API server's real endpoints (it keeps its usage in a ConfigMap).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -126,13 +127,8 @@ pub fn policies(ws: &Workspace, settings: &Settings) -> Result<Vec<NetworkPolicy
                 ..Default::default()
             },
         ));
-        let mut rules = vec![
-            dns_rule(ws, settings)?,
-            NetworkPolicyEgressRule {
-                to: Some(public_peers(ws, settings)),
-                ports: None,
-            },
-        ];
+        let mut rules = vec![dns_rule(ws, settings)?];
+        rules.extend(public_rules(ws, settings));
         if egress_gateway::has_models(ws) {
             rules.extend(api_server_rules(settings));
         }
@@ -262,14 +258,7 @@ pub fn build_pods_public(settings: &Settings) -> NetworkPolicy {
         "build-pods-public",
         build_egress_pods("public"),
         None,
-        vec![NetworkPolicyEgressRule {
-            to: Some(public_peers_but(
-                None,
-                &[],
-                &settings.api_server_addresses(),
-            )),
-            ports: None,
-        }],
+        public_rules_but(None, &[], &settings.api_server_sockets()),
     )
 }
 
@@ -429,26 +418,29 @@ fn ingress(ws: &Workspace, settings: &Settings) -> NetworkPolicy {
 }
 
 /// Every address outside the denied ranges, and the allowed ranges; never
-/// the API server's addresses.
-fn public_peers(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyPeer> {
+/// the API server.
+fn public_rules(ws: &Workspace, settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
     let e = &ws.spec.network.egress;
-    public_peers_but(
+    public_rules_but(
         e.deny_cidrs.as_ref(),
         &e.allow_cidrs,
-        &settings.api_server_addresses(),
+        &settings.api_server_sockets(),
     )
 }
 
 /// Every address outside `deny` (default: the private, loopback,
 /// link-local and metadata ranges), and the `allow` ranges; never an
-/// address of `never` (the API server's), whatever the lists say: a
-/// range that covers the control plane's host (an internal network
-/// allowed whole, or `denyCIDRs: []`) still does not reach it.
-fn public_peers_but(
+/// endpoint of `never` (the API server's), whatever the lists say: a range
+/// that holds the control plane's host (an internal network allowed whole,
+/// `denyCIDRs: []`, a managed cluster's public endpoint) still does not
+/// reach it. Such a host is taken out of its ranges and allowed again by a
+/// rule of its own on every other port, so what else it serves (a registry
+/// on a one-node cluster) stays reachable.
+fn public_rules_but(
     deny: Option<&Vec<String>>,
     allow: &[String],
-    never: &[IpAddr],
-) -> Vec<NetworkPolicyPeer> {
+    never: &[SocketAddr],
+) -> Vec<NetworkPolicyEgressRule> {
     let deny: Vec<String> = match deny {
         Some(list) => list.clone(),
         None => DENY_V4
@@ -458,49 +450,98 @@ fn public_peers_but(
             .collect(),
     };
     let (v6, v4): (Vec<String>, Vec<String>) = deny.into_iter().partition(|c| c.contains(':'));
-    let ranges = [("0.0.0.0/0".to_string(), v4), ("::/0".to_string(), v6)]
+    let hosts: BTreeSet<IpAddr> = never.iter().map(SocketAddr::ip).collect();
+    let mut carved = BTreeSet::new();
+    let peers = [("0.0.0.0/0".to_string(), v4), ("::/0".to_string(), v6)]
         .into_iter()
-        .chain(allow.iter().map(|c| (c.clone(), vec![])));
-    ranges
-        .filter_map(|(cidr, except)| without(cidr, except, never))
-        .map(|(cidr, except)| NetworkPolicyPeer {
-            ip_block: Some(IPBlock {
-                cidr,
-                except: (!except.is_empty()).then_some(except),
-            }),
-            ..Default::default()
-        })
-        .collect()
+        .chain(allow.iter().map(|c| (c.clone(), vec![])))
+        .filter_map(|(cidr, except)| without(cidr, except, &hosts, &mut carved))
+        .map(|(cidr, except)| ip_block(cidr, except))
+        .collect();
+    let mut rules = vec![NetworkPolicyEgressRule {
+        to: Some(peers),
+        ports: None,
+    }];
+    rules.extend(carved.into_iter().map(|host| {
+        let ports: Vec<u16> = never
+            .iter()
+            .filter(|e| e.ip() == host)
+            .map(SocketAddr::port)
+            .collect();
+        NetworkPolicyEgressRule {
+            to: Some(vec![ip_block(IpNet::from(host).to_string(), vec![])]),
+            ports: Some(every_port_but(&ports)),
+        }
+    }));
+    rules
 }
 
-/// `cidr` less `except` and less each address of `never` it holds, as a
-/// range and its exceptions; `None` when nothing is left (the range is one
-/// of those addresses: a policy's exception must be smaller than its range).
+fn ip_block(cidr: String, except: Vec<String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr,
+            except: (!except.is_empty()).then_some(except),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `cidr` less `except` and less each of `hosts` it would let through, as a
+/// range and its exceptions (`None` when nothing is left: an exception must
+/// be smaller than its range); the hosts taken out go into `carved`.
 fn without(
     cidr: String,
     mut except: Vec<String>,
-    never: &[IpAddr],
+    hosts: &BTreeSet<IpAddr>,
+    carved: &mut BTreeSet<IpAddr>,
 ) -> Option<(String, Vec<String>)> {
     // The CRD's rules hold only CIDRs; one that does not parse is left to
     // the API server to refuse.
     let Ok(range) = cidr.parse::<IpNet>() else {
         return Some((cidr, except));
     };
-    for &addr in never {
+    let mut left = Some(());
+    for &host in hosts {
         let excepted = except
             .iter()
             .filter_map(|e| e.parse::<IpNet>().ok())
-            .any(|e| e.contains(&addr));
-        if !range.contains(&addr) || excepted {
+            .any(|e| e.contains(&host));
+        if !range.contains(&host) || excepted {
             continue;
         }
-        let host = IpNet::from(addr);
-        if host.prefix_len() == range.prefix_len() {
-            return None;
+        carved.insert(host);
+        let one = IpNet::from(host);
+        if one.prefix_len() == range.prefix_len() {
+            left = None;
+        } else {
+            except.push(one.to_string());
         }
-        except.push(host.to_string());
     }
-    Some((cidr, except))
+    left.map(|()| (cidr, except))
+}
+
+/// TCP on every port but `ports`, and UDP on every port.
+fn every_port_but(ports: &[u16]) -> Vec<NetworkPolicyPort> {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut out = Vec::new();
+    let mut from: u32 = 1;
+    for bound in ports.iter().map(|&p| u32::from(p)).chain([65536]) {
+        if bound > from {
+            out.push(NetworkPolicyPort {
+                protocol: Some("TCP".into()),
+                port: Some(IntOrString::Int(from as i32)),
+                end_port: (bound - 1 > from).then_some(bound as i32 - 1),
+            });
+        }
+        from = bound + 1;
+    }
+    out.push(NetworkPolicyPort {
+        protocol: Some("UDP".into()),
+        ..Default::default()
+    });
+    out
 }
 
 /// Port 53 of the cluster DNS pods.
@@ -542,13 +583,11 @@ fn egress(ws: &Workspace, settings: &Settings) -> Result<NetworkPolicy, BuildErr
         NetworkPolicySpec {
             pod_selector: Some(workspace_pod(ws)),
             policy_types: Some(vec!["Egress".into()]),
-            egress: Some(vec![
-                dns_rule(ws, settings)?,
-                NetworkPolicyEgressRule {
-                    to: Some(public_peers(ws, settings)),
-                    ports: None,
-                },
-            ]),
+            egress: Some(
+                std::iter::once(dns_rule(ws, settings)?)
+                    .chain(public_rules(ws, settings))
+                    .collect(),
+            ),
             ..Default::default()
         },
     ))
@@ -827,10 +866,10 @@ mod tests {
         assert_eq!(blocks[2].cidr, "10.20.0.0/16");
     }
 
-    /// A range that covers the API server's host still does not reach the
-    /// API server: its address is taken out of every range (the default
-    /// one when the deny list is emptied too), and a range that is only
-    /// that address is dropped.
+    /// A range that holds the API server's host still does not reach the
+    /// API server: the host is taken out of every range (the default one
+    /// when the deny list is emptied too; a range of that host alone is
+    /// dropped), and allowed again on every port but the API server's.
     #[test]
     fn no_range_reaches_the_api_server() {
         let settings = Settings {
@@ -841,16 +880,37 @@ mod tests {
             ],
             ..Default::default()
         };
-        let blocks = |network: serde_json::Value| -> Vec<IPBlock> {
+        let rules = |network: serde_json::Value| -> Vec<NetworkPolicyEgressRule> {
             let ws = workspace(
                 "alice",
                 json!({"owner": {"name": "alice"}, "network": network}),
             );
-            egress_blocks_with(&ws, &settings)
+            egress(&ws, &settings)
+                .unwrap()
+                .spec
+                .unwrap()
+                .egress
+                .unwrap()
         };
-        let got = blocks(json!({"egress": {
+        let blocks = |rule: &NetworkPolicyEgressRule| -> Vec<IPBlock> {
+            let to = rule.to.clone().unwrap_or_default();
+            to.into_iter().filter_map(|peer| peer.ip_block).collect()
+        };
+        let ports = |rule: &NetworkPolicyEgressRule| -> Vec<String> {
+            let ports = rule.ports.clone().unwrap_or_default();
+            ports
+                .iter()
+                .map(|p| match (&p.port, p.end_port) {
+                    (Some(IntOrString::Int(a)), Some(b)) => format!("{a}-{b}"),
+                    (Some(IntOrString::Int(a)), None) => a.to_string(),
+                    _ => p.protocol.clone().unwrap_or_default(),
+                })
+                .collect()
+        };
+        let all = rules(json!({"egress": {
             "allowCIDRs": ["192.0.2.0/24", "192.0.2.2/32", "10.20.0.0/16", "2001:db8::/64"]
         }}));
+        let got = blocks(&all[1]);
         let cidrs: Vec<&str> = got.iter().map(|b| b.cidr.as_str()).collect();
         assert_eq!(
             cidrs,
@@ -871,20 +931,32 @@ mod tests {
         assert_eq!(got[2].except, Some(vec!["192.0.2.2/32".to_string()]));
         assert_eq!(got[3].except, None);
         assert_eq!(got[4].except, Some(vec!["2001:db8::2/128".to_string()]));
+        // Each host taken out, on every other port.
+        assert_eq!(all.len(), 4);
+        assert_eq!(blocks(&all[2])[0].cidr, "192.0.2.2/32");
+        assert_eq!(ports(&all[2]), ["1-442", "444-6442", "6444-65535", "UDP"]);
+        assert_eq!(blocks(&all[3])[0].cidr, "2001:db8::2/128");
+        assert_eq!(ports(&all[3]), ["1-6442", "6444-65535", "UDP"]);
 
-        let got = blocks(json!({"egress": {"denyCIDRs": []}}));
+        let all = rules(json!({"egress": {"denyCIDRs": []}}));
+        let got = blocks(&all[1]);
         assert_eq!(got[0].except, Some(vec!["192.0.2.2/32".to_string()]));
         assert_eq!(got[1].except, Some(vec!["2001:db8::2/128".to_string()]));
+        assert_eq!(all.len(), 4);
+
+        // Held by no allowed range: no rule of its own either.
+        assert_eq!(rules(json!({})).len(), 2);
 
         // An API server at a public address (a managed cluster's): out of
         // the public range too, for build pods as for workspaces.
         let public = Settings {
-            api_server_endpoints: vec!["11.0.0.1:443".into()],
+            api_server_endpoints: vec!["11.0.0.1:1".into()],
             ..Default::default()
         };
         let build = build_pods_public(&public).spec.unwrap().egress.unwrap();
-        let v4 = build[0].to.clone().unwrap()[0].ip_block.clone().unwrap();
+        let v4 = blocks(&build[0]).remove(0);
         assert!(v4.except.unwrap().contains(&"11.0.0.1/32".to_string()));
+        assert_eq!(ports(&build[1]), ["2-65535", "UDP"]);
     }
 
     /// With models and egress by address: the workspace may also reach the
