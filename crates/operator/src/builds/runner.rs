@@ -140,9 +140,11 @@ impl Build<'_> {
         .await?;
         self.wait_running(&pods).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.builder_answers(&pods).await {
+        while let Err(why) = self.builder_answers(&pods).await {
             if Instant::now() > deadline {
-                return Err("BuildKit did not start in the build pod within 60 s".into());
+                return Err(format!(
+                    "BuildKit did not start in the build pod within 60 s: {why}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -167,7 +169,7 @@ impl Build<'_> {
             // A node evicting the pod may instead stop BuildKit first, and
             // buildctl exits 1 with the connection lost: a builder that no
             // longer answers means the pod is going down, so wait for why.
-            let stopping = code == 137 || !self.builder_answers(&pods).await;
+            let stopping = code == 137 || self.builder_answers(&pods).await.is_err();
             return Err(self.over_limit(&pods, stopping).await.unwrap_or_else(|| {
                 format!("the build failed (buildctl exited with {code}); its log is above")
             }));
@@ -187,11 +189,14 @@ impl Build<'_> {
         })
     }
 
-    /// Whether BuildKit in the build pod answers a request.
-    async fn builder_answers(&self, pods: &Api<Pod>) -> bool {
+    /// Whether BuildKit in the build pod answers a request; if not, why.
+    async fn builder_answers(&self, pods: &Api<Pod>) -> Result<(), String> {
         let addr = format!("--addr={BUILDKIT_SOCKET}");
         let ask = ["buildctl", addr.as_str(), "debug", "workers"];
-        matches!(exec(pods, &self.id, &ask, None).await, Ok((0, _)))
+        match exec(pods, &self.id, &ask, None).await? {
+            (0, _) => Ok(()),
+            (code, output) => Err(format!("buildctl exited with {code}: {}", output.trim())),
+        }
     }
 
     /// Why a build that failed was stopped, when one of its limits did it:
