@@ -205,19 +205,10 @@ fn api_server_rules(settings: &Settings) -> Vec<NetworkPolicyEgressRule> {
 fn endpoint_rules(endpoints: &[String]) -> Vec<NetworkPolicyEgressRule> {
     endpoints
         .iter()
-        .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
-        .map(|addr| {
-            let cidr = match addr.ip() {
-                std::net::IpAddr::V4(ip) => format!("{ip}/32"),
-                std::net::IpAddr::V6(ip) => format!("{ip}/128"),
-            };
-            NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    ip_block: Some(IPBlock { cidr, except: None }),
-                    ..Default::default()
-                }]),
-                ports: Some(vec![tcp(addr.port() as i32)]),
-            }
+        .filter_map(|e| e.parse::<SocketAddr>().ok())
+        .map(|addr| NetworkPolicyEgressRule {
+            to: Some(vec![host_peer(addr.ip())]),
+            ports: Some(vec![tcp(addr.port() as i32)]),
         })
         .collect()
 }
@@ -469,11 +460,16 @@ fn public_rules_but(
             .map(SocketAddr::port)
             .collect();
         NetworkPolicyEgressRule {
-            to: Some(vec![ip_block(IpNet::from(host).to_string(), vec![])]),
+            to: Some(vec![host_peer(host)]),
             ports: Some(every_port_but(&ports)),
         }
     }));
     rules
+}
+
+/// One address (`/32`, `/128`).
+fn host_peer(ip: IpAddr) -> NetworkPolicyPeer {
+    ip_block(IpNet::from(ip).to_string(), vec![])
 }
 
 fn ip_block(cidr: String, except: Vec<String>) -> NetworkPolicyPeer {
