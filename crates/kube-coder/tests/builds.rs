@@ -14,18 +14,10 @@ use serde_json::json;
 #[tokio::test]
 async fn kube_coder_build_in_a_task_goes_through_the_workspace_server() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("build-token");
-    std::fs::write(&token_file, "projected-build-token").unwrap();
-    let token_file = token_file.display().to_string();
     // As the operator wires a workspace that builds: in the environment.
-    let ws = Workspace::start_env(
-        &[],
-        &[
-            ("KUBE_CODER_BUILD_URL", "http://127.0.0.1:9/builds"),
-            ("KUBE_CODER_BUILD_TOKEN_FILE", &token_file),
-        ],
-    )
-    .await;
+    let env = common::build_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ws = Workspace::start_env(&[], &env).await;
     let script = format!(
         "echo \"local=$KUBE_CODER_LOCAL_API\"\n\
          test -s \"$KUBE_CODER_LOCAL_API_TOKEN_FILE\" && echo token-file=readable\n\

@@ -154,13 +154,8 @@ async fn with_alice_env(
 #[tokio::test]
 async fn ssh_sessions_find_the_workspace_api_as_tasks_do() {
     let keys = tempfile::tempdir().unwrap();
-    let token_file = keys.path().join("build-token");
-    std::fs::write(&token_file, "projected-build-token").unwrap();
-    let token_file = token_file.display().to_string();
-    let env = [
-        ("KUBE_CODER_BUILD_URL", "http://127.0.0.1:9/builds"),
-        ("KUBE_CODER_BUILD_TOKEN_FILE", token_file.as_str()),
-    ];
+    let env = common::build_env(keys.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (alice, _, ws, client) = with_alice_env(keys.path(), &[], &env).await;
     let show = "echo \"local=$KUBE_CODER_LOCAL_API\"; test -s \"$KUBE_CODER_LOCAL_API_TOKEN_FILE\" && echo token-file=readable";
     let want = format!("local={}", ws.api);

@@ -473,6 +473,21 @@ impl SseEvent {
     }
 }
 
+/// The environment the operator gives a workspace that builds through it:
+/// its build URL (here a port nothing listens on, so no operator answers)
+/// and a token file, made in `dir`.
+pub fn build_env(dir: &Path) -> [(&'static str, String); 2] {
+    let token_file = dir.join("build-token");
+    std::fs::write(&token_file, "projected-build-token").unwrap();
+    [
+        ("KUBE_CODER_BUILD_URL", "http://127.0.0.1:9/builds".into()),
+        (
+            "KUBE_CODER_BUILD_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ]
+}
+
 pub fn write_htpasswd(path: &Path, user: &str, password: &str) {
     let hash = bcrypt::hash(password, 4)
         .unwrap()
