@@ -201,11 +201,12 @@ impl Build<'_> {
 
     /// Why a build that failed was stopped, when one of its limits did it:
     /// the pod evicted (its disk), the builder or a step killed for memory.
-    /// `killed`: the build's client was killed or cut off, so the pod may
-    /// be on its way down, its status not yet written: wait for it a while.
-    async fn over_limit(&self, pods: &Api<Pod>, killed: bool) -> Option<String> {
+    /// `stopping`: the build's client was killed or cut off, or BuildKit
+    /// no longer answers, so the pod may be on its way down, its status not
+    /// yet written: wait for it a while.
+    async fn over_limit(&self, pods: &Api<Pod>, stopping: bool) -> Option<String> {
         let limits = self.limits;
-        let deadline = Instant::now() + Duration::from_secs(if killed { 15 } else { 0 });
+        let deadline = Instant::now() + Duration::from_secs(if stopping { 15 } else { 0 });
         loop {
             let pod = pods.get(&self.id).await.ok()?;
             let status = pod.status.unwrap_or_default();
