@@ -778,13 +778,14 @@ pub fn bare_repository(bare: &std::path::Path, readme: &str) {
 /// value never appears in the script as itself (the task's prompt file
 /// would hold it); the script writes it to a control file first, so a
 /// search that works answers exactly that file (`SECRET_CONTROL`).
+/// The value goes to grep after `-e`: a random secret may begin with `-`.
 pub fn secret_search(name: &str, value: &str) -> String {
     let escaped: String = value.bytes().map(|b| format!("\\x{b:02x}")).collect();
     format!(
         "v=$(printf '{escaped}')\n\
          printf '%s' \"$v\" > {SECRET_CONTROL}\n\
-         echo \"answer-{name}-files: $(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \"$v\" / | head -3 | tr '\\n' ' ')\"\n\
-         echo \"answer-{name}-environ: $(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF \"$v\")\"\n\
+         echo \"answer-{name}-files: $(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e \"$v\" / | head -3 | tr '\\n' ' ')\"\n\
+         echo \"answer-{name}-environ: $(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF -e \"$v\")\"\n\
          rm -f {SECRET_CONTROL}\n"
     )
 }
