@@ -49,12 +49,14 @@ lint: setup-test
 # test build also leaves target/debug/kube-coder for the browser tests.
 # The images for the test cluster's real node are built from the debug
 # binaries the test build just made, with fast compression.
+# --no-fail-fast: one failing test binary does not hide the others' results
+# (a CI run then shows every failure at once).
 test: cluster-bin lint
 	@$(STAGE) "test build" $(CARGO) test --workspace --no-run
 	@$(STAGE) "images" env PROFILE=debug GZIP_LEVEL=1 images/build.sh
 	@$(STAGE) "vitest" sh -c 'cd web && npm test --silent'
 	@$(STAGE) "browser tests" sh -c 'cd web && npm run --silent e2e'
-	@eval "$$(hack/tools-env)" && $(STAGE) "Rust tests (cluster up, tests, down)" hack/with-cluster $(CARGO) test --workspace
+	@eval "$$(hack/tools-env)" && $(STAGE) "Rust tests (cluster up, tests, down)" hack/with-cluster $(CARGO) test --workspace --no-fail-fast
 
 # The test control plane alone: hack/cluster up|down|env (see hack/README.md).
 cluster: setup-test
