@@ -90,18 +90,13 @@ pub struct LogWriter {
 }
 
 impl BuildLogs {
-    /// The logs under `data_dir/builds` (made, the owner's alone).
-    pub fn open(data_dir: &Path) -> std::io::Result<Arc<BuildLogs>> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = data_dir.join("builds");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        Ok(Arc::new(BuildLogs {
-            dir,
+    /// The logs under `data_dir/builds`, made (the owner's alone) when
+    /// the first build starts: a workspace that never builds has none.
+    pub fn open(data_dir: &Path) -> Arc<BuildLogs> {
+        Arc::new(BuildLogs {
+            dir: data_dir.join("builds"),
             live: Mutex::default(),
-        }))
+        })
     }
 
     /// The file of build `id`, if `id` is one a build could have.
@@ -117,6 +112,11 @@ impl BuildLogs {
         let path = self
             .path(id)
             .ok_or_else(|| std::io::Error::other("not a build id"))?;
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .await?;
         self.forget_all_but(keep, id).await;
         let file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -240,8 +240,16 @@ mod tests {
     #[tokio::test]
     async fn a_log_is_followed_while_written_and_read_whole_after() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = BuildLogs::open(dir.path()).unwrap();
+        let logs = BuildLogs::open(dir.path());
+        // No build yet, no directory; nothing to follow.
+        assert!(!dir.path().join("builds").exists());
+        assert!(logs.follow("b1").await.is_none());
         let mut w = logs.start("b1", &[]).await.unwrap();
+        let mode = std::fs::metadata(dir.path().join("builds")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o700
+        );
         w.line(b"{\"status\":\"one\"}\n", false).await;
         let mut follower = Box::pin(logs.follow("b1").await.unwrap());
         let first = follower.next().await.unwrap().unwrap();
@@ -269,7 +277,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_is_capped_but_keeps_its_result_and_old_logs_go() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = BuildLogs::open(dir.path()).unwrap();
+        let logs = BuildLogs::open(dir.path());
         let mut w = logs.start("big", &[]).await.unwrap();
         let line = vec![b'x'; 1 << 20];
         for _ in 0..6 {

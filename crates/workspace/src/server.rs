@@ -293,12 +293,7 @@ impl Server {
                 )),
                 None => None,
             },
-            build_logs: crate::builds::BuildLogs::open(&config.data_dir).map_err(|err| {
-                ServeError::DataDir {
-                    path: config.data_dir.join("builds"),
-                    err,
-                }
-            })?,
+            build_logs: crate::builds::BuildLogs::open(&config.data_dir),
         };
         let cut_off = state.store.builds_cut_off(crate::clock::now_ms()).await?;
         if cut_off > 0 {
