@@ -2,11 +2,19 @@
 //! ServiceAccount token of the workspace pod, made for one audience (the
 //! token broker's, the builds'), and the API server says whose it is
 //! (TokenReview). The token is bound to the pod, so it dies with it, and
-//! is useless against the API server itself.
+//! is useless against the API server itself. A token the API server
+//! accepted is taken again for a minute without asking (`Identities`), as
+//! the API server's own webhook token cache does: git asks for a
+//! credential on every fetch and push.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
+use sha2::{Digest, Sha256};
 
 /// Why a request's identity was not taken: the status to answer, and a
 /// message naming the problem.
@@ -31,7 +39,7 @@ pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, Refused> {
 
 /// The name of the Workspace whose pod holds `token`, a token for
 /// `audience`, if the API server says so.
-pub async fn identify(
+async fn identify(
     client: &kube::Client,
     token: &str,
     audience: &str,
@@ -74,6 +82,68 @@ pub async fn identify(
     })
 }
 
+/// How long an accepted token is taken without asking again. A pod
+/// deleted meanwhile keeps its workspace's identity that long at most;
+/// what the identity may get is decided afresh on each request (the
+/// Workspace must exist and run).
+const REMEMBERED: Duration = Duration::from_secs(60);
+/// The most tokens remembered; past it, the expired go, then all.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// The workspaces of tokens the API server accepted lately, by a hash of
+/// audience and token (the tokens themselves are not kept).
+#[derive(Default)]
+pub struct Identities {
+    seen: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl Identities {
+    /// The name of the Workspace whose pod holds `token`, a token for
+    /// `audience`: remembered, or asked of the API server (`identify`).
+    pub async fn identify(
+        &self,
+        client: &kube::Client,
+        token: &str,
+        audience: &str,
+    ) -> Result<String, Refused> {
+        let key = key_of(token, audience);
+        let now = Instant::now();
+        let known = self.seen.lock().ok().and_then(|seen| {
+            seen.get(&key)
+                .filter(|(_, until)| *until > now)
+                .map(|(name, _)| name.clone())
+        });
+        if let Some(name) = known {
+            return Ok(name);
+        }
+        let name = identify(client, token, audience).await?;
+        self.remember(key, &name, now + REMEMBERED);
+        Ok(name)
+    }
+
+    fn remember(&self, key: [u8; 32], name: &str, until: Instant) {
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        if seen.len() >= MAX_REMEMBERED {
+            let now = Instant::now();
+            seen.retain(|_, (_, t)| *t > now);
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+        }
+        seen.insert(key, (name.to_string(), until));
+    }
+}
+
+fn key_of(token: &str, audience: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(audience.as_bytes());
+    hash.update([0]);
+    hash.update(token.as_bytes());
+    hash.finalize().into()
+}
+
 /// The workspace of a ServiceAccount user name: `workspace` in `ws-NAME`.
 fn workspace_of(user: &str) -> Option<&str> {
     user.strip_prefix("system:serviceaccount:")
@@ -85,6 +155,27 @@ fn workspace_of(user: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_remembered_for_its_audience_until_its_time_and_within_the_cap() {
+        let ids = Identities::default();
+        let now = Instant::now();
+        let key = key_of("t1", "kube-coder-broker");
+        ids.remember(key, "alice", now + REMEMBERED);
+        let seen = |k: &[u8; 32]| ids.seen.lock().unwrap().get(k).map(|(n, _)| n.clone());
+        assert_eq!(seen(&key).as_deref(), Some("alice"));
+        // The same token for another audience is another key.
+        assert_ne!(key, key_of("t1", "kube-coder-build"));
+        assert_ne!(key, key_of("t2", "kube-coder-broker"));
+        // Full: the expired go first, and what is still valid stays.
+        let expired = now - Duration::from_secs(1);
+        for i in 0..MAX_REMEMBERED - 1 {
+            ids.remember(key_of(&i.to_string(), "a"), "old", expired);
+        }
+        ids.remember(key_of("t3", "a"), "bob", now + REMEMBERED);
+        assert_eq!(ids.seen.lock().unwrap().len(), 2);
+        assert_eq!(seen(&key).as_deref(), Some("alice"));
+    }
 
     #[test]
     fn only_a_workspace_namespaces_workspace_account_is_a_workspace() {

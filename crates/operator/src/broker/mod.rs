@@ -27,7 +27,7 @@ use serde_json::json;
 use crate::crd::Workspace;
 use crate::names;
 use crate::settings::Settings;
-use crate::workspace_identity::{self, Refused};
+use crate::workspace_identity::{self, Identities, Refused};
 use github_api::{GithubApi, InstallationToken};
 
 /// The key of the App's private key in its Secret.
@@ -48,6 +48,7 @@ pub struct Broker {
     client: kube::Client,
     settings: Settings,
     api: Result<GithubApi, String>,
+    identities: Identities,
     /// Per workspace: what the token was minted for, and the token.
     tokens: Mutex<HashMap<String, (String, InstallationToken)>>,
     /// Installation IDs by repository owner.
@@ -79,6 +80,7 @@ impl Broker {
             client,
             settings,
             api,
+            identities: Identities::default(),
             tokens: Mutex::new(HashMap::new()),
             installations: Mutex::new(HashMap::new()),
         })
@@ -221,8 +223,10 @@ async fn token(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Respons
 
 async fn answer(broker: &Broker, headers: &HeaderMap) -> Result<serde_json::Value, Refusal> {
     let bearer = workspace_identity::bearer(headers, "broker")?;
-    let name =
-        workspace_identity::identify(&broker.client, &bearer, names::BROKER_AUDIENCE).await?;
+    let name = broker
+        .identities
+        .identify(&broker.client, &bearer, names::BROKER_AUDIENCE)
+        .await?;
     let ws = broker.eligible(&name).await?;
     let github = ws.spec.github.unwrap_or_default();
     let permissions = github.permissions.unwrap_or_else(default_permissions);

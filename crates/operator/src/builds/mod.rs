@@ -32,7 +32,7 @@ use crate::crd::{BuildMode, Workspace};
 use crate::manifests::build_pod::{self, BuildLimits};
 use crate::names;
 use crate::settings::Settings;
-use crate::workspace_identity::{self, Refused};
+use crate::workspace_identity::{self, Identities, Refused};
 use request::BuildRequest;
 use runner::{Build, Log};
 
@@ -46,6 +46,7 @@ pub struct Builds {
     settings: Settings,
     limits: BuildLimits,
     max_context: u64,
+    identities: Identities,
     /// Builds running, per workspace.
     running: Mutex<HashMap<String, usize>>,
 }
@@ -92,6 +93,7 @@ impl Builds {
             settings,
             limits,
             max_context,
+            identities: Identities::default(),
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -265,5 +267,8 @@ async fn start(
 
 async fn identify(builds: &Builds, headers: &HeaderMap) -> Result<String, Refused> {
     let token = workspace_identity::bearer(headers, "build")?;
-    workspace_identity::identify(&builds.client, &token, names::BUILD_AUDIENCE).await
+    builds
+        .identities
+        .identify(&builds.client, &token, names::BUILD_AUDIENCE)
+        .await
 }
