@@ -5,9 +5,14 @@
 //! is useless against the API server itself. A token the API server
 //! accepted is taken again for a minute without asking (`Identities`), as
 //! the API server's own webhook token cache does: git asks for a
-//! credential on every fetch and push.
+//! credential on every fetch and push. A client address that sent
+//! `MAX_REFUSED` refused tokens in a minute gets 429 without the API
+//! server being asked: every TokenReview counts against the operator's
+//! own share of the API server, so one tenant's flood would slow every
+//! workspace's reconciles.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,11 +44,7 @@ pub fn bearer(headers: &HeaderMap, what: &str) -> Result<String, Refused> {
 
 /// The name of the Workspace whose pod holds `token`, a token for
 /// `audience`, if the API server says so.
-async fn identify(
-    client: &kube::Client,
-    token: &str,
-    audience: &str,
-) -> Result<String, Refused> {
+async fn identify(client: &kube::Client, token: &str, audience: &str) -> Result<String, Refused> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.to_string(),
@@ -87,24 +88,33 @@ async fn identify(
 /// what the identity may get is decided afresh on each request (the
 /// Workspace must exist and run).
 const REMEMBERED: Duration = Duration::from_secs(60);
-/// The most tokens remembered; past it, the expired go, then all.
+/// The most tokens (and client addresses) remembered; past it, the
+/// expired go, then all.
 const MAX_REMEMBERED: usize = 10_000;
+/// Refused tokens one client address may send in `REFUSED_WINDOW`.
+const MAX_REFUSED: u32 = 30;
+const REFUSED_WINDOW: Duration = Duration::from_secs(60);
 
 /// The workspaces of tokens the API server accepted lately, by a hash of
-/// audience and token (the tokens themselves are not kept).
+/// audience and token (the tokens themselves are not kept), and the
+/// client addresses whose tokens it refused.
 #[derive(Default)]
 pub struct Identities {
     seen: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Per client address: when its window began, and the refusals in it.
+    refused: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl Identities {
     /// The name of the Workspace whose pod holds `token`, a token for
     /// `audience`: remembered, or asked of the API server (`identify`).
+    /// `peer` is the client's address, when known.
     pub async fn identify(
         &self,
         client: &kube::Client,
         token: &str,
         audience: &str,
+        peer: Option<IpAddr>,
     ) -> Result<String, Refused> {
         let key = key_of(token, audience);
         let now = Instant::now();
@@ -116,9 +126,54 @@ impl Identities {
         if let Some(name) = known {
             return Ok(name);
         }
-        let name = identify(client, token, audience).await?;
-        self.remember(key, &name, now + REMEMBERED);
-        Ok(name)
+        if let Some(ip) = peer.filter(|ip| self.too_many_refused(*ip, now)) {
+            return Err(Refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{ip} sent more than {MAX_REFUSED} refused tokens in a minute: \
+                     try again in a minute, with the workspace's projected token"
+                ),
+            ));
+        }
+        match identify(client, token, audience).await {
+            Ok(name) => {
+                self.remember(key, &name, now + REMEMBERED);
+                Ok(name)
+            }
+            Err(refused) => {
+                let not_taken =
+                    matches!(refused.0, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                if let Some(ip) = peer.filter(|_| not_taken) {
+                    self.note_refused(ip, now);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    fn too_many_refused(&self, ip: IpAddr, now: Instant) -> bool {
+        self.refused.lock().is_ok_and(|refused| {
+            refused.get(&ip).is_some_and(|(start, count)| {
+                now.duration_since(*start) < REFUSED_WINDOW && *count >= MAX_REFUSED
+            })
+        })
+    }
+
+    fn note_refused(&self, ip: IpAddr, now: Instant) {
+        let Ok(mut refused) = self.refused.lock() else {
+            return;
+        };
+        if refused.len() >= MAX_REMEMBERED {
+            refused.retain(|_, (start, _)| now.duration_since(*start) < REFUSED_WINDOW);
+            if refused.len() >= MAX_REMEMBERED {
+                refused.clear();
+            }
+        }
+        let entry = refused.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= REFUSED_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
     }
 
     fn remember(&self, key: [u8; 32], name: &str, until: Instant) {
@@ -175,6 +230,24 @@ mod tests {
         ids.remember(key_of("t3", "a"), "bob", now + REMEMBERED);
         assert_eq!(ids.seen.lock().unwrap().len(), 2);
         assert_eq!(seen(&key).as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn an_address_is_cut_off_after_its_refused_tokens_for_a_minute() {
+        let ids = Identities::default();
+        let now = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..MAX_REFUSED {
+            assert!(!ids.too_many_refused(a, now));
+            ids.note_refused(a, now);
+        }
+        assert!(ids.too_many_refused(a, now));
+        assert!(!ids.too_many_refused(b, now), "another address is not");
+        // A minute later the window starts again.
+        let later = now + REFUSED_WINDOW;
+        assert!(!ids.too_many_refused(a, later));
+        ids.note_refused(a, later);
+        assert!(!ids.too_many_refused(a, later));
     }
 
     #[test]

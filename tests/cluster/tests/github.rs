@@ -5,7 +5,8 @@
 //! and no other; tokens are reused while fresh; a token of the wrong
 //! audience, another identity, or a stopped workspace gets nothing; the
 //! App's key is in no file or environment of the pod, and the workspace's
-//! identity may not read it.
+//! identity may not read it. A flood of refused tokens from one address
+//! is cut off before the API server is asked.
 //! Starts: a stand-in GitHub over TLS at a public-range test address (the
 //! App API, checking the App JWT against the App's public key, and git's
 //! smart HTTP, checking the tokens it issued), the operator in-process with
@@ -291,4 +292,57 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
     })
     .await;
     assert!(body["token"].is_null(), "{body}");
+}
+
+/// A flood of refused tokens from one address costs the API server at most
+/// thirty TokenReviews a minute: the rest get 429 without asking it, and
+/// only that address does. Needs the API server alone (no node).
+#[tokio::test]
+async fn refused_tokens_from_one_address_are_cut_off_after_thirty_a_minute() {
+    let client = client().await;
+    let broker = operator::broker::Broker::new(client, operator::settings::Settings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/github/token", listener.local_addr().unwrap());
+    tokio::spawn(broker.serve(listener, std::future::pending()));
+    let ask = |from: [u8; 4]| {
+        let url = url.clone();
+        async move {
+            let r = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(from))
+                .build()
+                .unwrap()
+                .post(url)
+                .bearer_auth("not-a-projected-token")
+                .send()
+                .await
+                .expect("reach the broker");
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    for i in 0..30 {
+        let (status, body) = ask([127, 0, 0, 1]).await;
+        assert_eq!(status, 401, "refused token {i}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not a valid"),
+            "{body}"
+        );
+    }
+    let (status, body) = ask([127, 0, 0, 1]).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1 sent more than 30 refused tokens"),
+        "{body}"
+    );
+    // Another address is still asked about its token.
+    let (status, body) = ask([127, 0, 0, 2]).await;
+    assert_eq!(status, 401, "{body}");
 }

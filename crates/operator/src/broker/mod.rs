@@ -211,8 +211,12 @@ fn still_fresh(token: &InstallationToken) -> bool {
     .is_ok_and(|expires| expires - time::OffsetDateTime::now_utc() > REUSE_MARGIN)
 }
 
-async fn token(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    match answer(&broker, &headers).await {
+async fn token(
+    State(broker): State<Arc<Broker>>,
+    peer: crate::serve::Peer,
+    headers: HeaderMap,
+) -> Response {
+    match answer(&broker, crate::serve::peer(peer), &headers).await {
         Ok(body) => Json(body).into_response(),
         Err(refusal) => {
             tracing::info!(status = %refusal.0, reason = %refusal.1, "broker refused a token");
@@ -221,11 +225,15 @@ async fn token(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Respons
     }
 }
 
-async fn answer(broker: &Broker, headers: &HeaderMap) -> Result<serde_json::Value, Refusal> {
+async fn answer(
+    broker: &Broker,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<serde_json::Value, Refusal> {
     let bearer = workspace_identity::bearer(headers, "broker")?;
     let name = broker
         .identities
-        .identify(&broker.client, &bearer, names::BROKER_AUDIENCE)
+        .identify(&broker.client, &bearer, names::BROKER_AUDIENCE, peer)
         .await?;
     let ws = broker.eligible(&name).await?;
     let github = ws.spec.github.unwrap_or_default();

@@ -177,11 +177,12 @@ impl Builds {
 
 async fn start(
     State(builds): State<Arc<Builds>>,
+    peer: crate::serve::Peer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let name = match identify(&builds, &headers).await {
+    let name = match identify(&builds, crate::serve::peer(peer), &headers).await {
         Ok(name) => name,
         Err(Refused(status, message)) => return refuse(status, message),
     };
@@ -265,10 +266,14 @@ async fn start(
         .into_response()
 }
 
-async fn identify(builds: &Builds, headers: &HeaderMap) -> Result<String, Refused> {
+async fn identify(
+    builds: &Builds,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<String, Refused> {
     let token = workspace_identity::bearer(headers, "build")?;
     builds
         .identities
-        .identify(&builds.client, &token, names::BUILD_AUDIENCE)
+        .identify(&builds.client, &token, names::BUILD_AUDIENCE, peer)
         .await
 }
