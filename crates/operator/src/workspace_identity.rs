@@ -126,7 +126,10 @@ impl Identities {
         if let Some(name) = known {
             return Ok(name);
         }
-        if let Some(ip) = peer.filter(|ip| self.too_many_refused(*ip, now)) {
+        // Each ask counts against the address until the API server
+        // accepts the token, so a burst of asks at once is held to the
+        // limit too.
+        if let Some(ip) = peer.filter(|ip| !self.may_ask(*ip, now)) {
             return Err(Refused(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -135,33 +138,24 @@ impl Identities {
                 ),
             ));
         }
-        match identify(client, token, audience).await {
-            Ok(name) => {
-                self.remember(key, &name, now + REMEMBERED);
-                Ok(name)
-            }
-            Err(refused) => {
-                let not_taken =
-                    matches!(refused.0, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-                if let Some(ip) = peer.filter(|_| not_taken) {
-                    self.note_refused(ip, now);
-                }
-                Err(refused)
-            }
+        let answer = identify(client, token, audience).await;
+        let refused = matches!(
+            &answer,
+            Err(Refused(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _))
+        );
+        if let Some(ip) = peer.filter(|_| !refused) {
+            self.not_refused(ip);
         }
+        let name = answer?;
+        self.remember(key, &name, now + REMEMBERED);
+        Ok(name)
     }
 
-    fn too_many_refused(&self, ip: IpAddr, now: Instant) -> bool {
-        self.refused.lock().is_ok_and(|refused| {
-            refused.get(&ip).is_some_and(|(start, count)| {
-                now.duration_since(*start) < REFUSED_WINDOW && *count >= MAX_REFUSED
-            })
-        })
-    }
-
-    fn note_refused(&self, ip: IpAddr, now: Instant) {
+    /// Whether `ip` may have a token reviewed now; if so, the ask counts
+    /// as refused until `not_refused` takes it back.
+    fn may_ask(&self, ip: IpAddr, now: Instant) -> bool {
         let Ok(mut refused) = self.refused.lock() else {
-            return;
+            return true;
         };
         if refused.len() >= MAX_REMEMBERED {
             refused.retain(|_, (start, _)| now.duration_since(*start) < REFUSED_WINDOW);
@@ -173,7 +167,21 @@ impl Identities {
         if now.duration_since(entry.0) >= REFUSED_WINDOW {
             *entry = (now, 0);
         }
+        if entry.1 >= MAX_REFUSED {
+            return false;
+        }
         entry.1 += 1;
+        true
+    }
+
+    /// The ask of `ip` was not refused (the token was taken, or the API
+    /// server could not be asked).
+    fn not_refused(&self, ip: IpAddr) {
+        if let Ok(mut refused) = self.refused.lock() {
+            if let Some((_, count)) = refused.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+            }
+        }
     }
 
     fn remember(&self, key: [u8; 32], name: &str, until: Instant) {
@@ -237,17 +245,20 @@ mod tests {
         let ids = Identities::default();
         let now = Instant::now();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        for _ in 0..MAX_REFUSED {
-            assert!(!ids.too_many_refused(a, now));
-            ids.note_refused(a, now);
+        // Asks whose tokens were taken do not count.
+        for _ in 0..2 * MAX_REFUSED {
+            assert!(ids.may_ask(a, now));
+            ids.not_refused(a);
         }
-        assert!(ids.too_many_refused(a, now));
-        assert!(!ids.too_many_refused(b, now), "another address is not");
+        // Asks not yet answered count, as refused ones do.
+        for _ in 0..MAX_REFUSED {
+            assert!(ids.may_ask(a, now));
+        }
+        assert!(!ids.may_ask(a, now));
+        assert!(ids.may_ask(b, now), "another address may");
         // A minute later the window starts again.
         let later = now + REFUSED_WINDOW;
-        assert!(!ids.too_many_refused(a, later));
-        ids.note_refused(a, later);
-        assert!(!ids.too_many_refused(a, later));
+        assert!(ids.may_ask(a, later));
     }
 
     #[test]
