@@ -157,12 +157,9 @@ impl Identities {
         let Ok(mut refused) = self.refused.lock() else {
             return true;
         };
-        if refused.len() >= MAX_REMEMBERED {
-            refused.retain(|_, (start, _)| now.duration_since(*start) < REFUSED_WINDOW);
-            if refused.len() >= MAX_REMEMBERED {
-                refused.clear();
-            }
-        }
+        make_room(&mut refused, |(start, _)| {
+            now.duration_since(*start) < REFUSED_WINDOW
+        });
         let entry = refused.entry(ip).or_insert((now, 0));
         if now.duration_since(entry.0) >= REFUSED_WINDOW {
             *entry = (now, 0);
@@ -188,14 +185,20 @@ impl Identities {
         let Ok(mut seen) = self.seen.lock() else {
             return;
         };
-        if seen.len() >= MAX_REMEMBERED {
-            let now = Instant::now();
-            seen.retain(|_, (_, t)| *t > now);
-            if seen.len() >= MAX_REMEMBERED {
-                seen.clear();
-            }
-        }
+        let now = Instant::now();
+        make_room(&mut seen, |(_, until)| *until > now);
         seen.insert(key, (name.to_string(), until));
+    }
+}
+
+/// Room for one more entry in `map`: once it holds `MAX_REMEMBERED`, the
+/// entries no longer `live` go, then all.
+fn make_room<K, V>(map: &mut HashMap<K, V>, live: impl Fn(&V) -> bool) {
+    if map.len() >= MAX_REMEMBERED {
+        map.retain(|_, v| live(v));
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
+        }
     }
 }
 
