@@ -101,12 +101,15 @@ pub fn run(args: OperatorArgs) -> ExitCode {
         let broker = tokio::net::TcpListener::bind(args.broker_listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.broker_listen))?;
-        // The token broker and builds share the port workspaces may reach.
-        let builds = operator::builds::Builds::new(client.clone(), settings.clone());
+        // The token broker and builds share the port workspaces may reach,
+        // and the workspace identities seen on it.
+        let identities = Arc::new(operator::workspace_identity::Identities::default());
+        let builds =
+            operator::builds::Builds::new(client.clone(), settings.clone(), identities.clone());
         if let Err(e) = builds.sweep_leftovers().await {
             tracing::warn!(error = %e, "cannot delete the build pods an earlier run left");
         }
-        let routes = operator::broker::Broker::new(client.clone(), settings.clone())
+        let routes = operator::broker::Broker::new(client.clone(), settings.clone(), identities)
             .router()
             .merge(builds.router());
         let broker = operator::serve::until(routes, broker, stop.clone().cancelled_owned());

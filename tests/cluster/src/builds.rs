@@ -30,7 +30,11 @@ pub async fn operator_with_builds(
             ..real_node_settings()
         })
     });
-    let builds = operator::builds::Builds::new(client.clone(), operator.settings().clone());
+    let builds = operator::builds::Builds::new(
+        client.clone(),
+        operator.settings().clone(),
+        Default::default(),
+    );
     tokio::spawn(operator::serve::until(
         builds.router(),
         listener,

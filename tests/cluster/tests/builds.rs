@@ -299,7 +299,7 @@ async fn an_operator_starting_deletes_the_build_pods_an_earlier_run_left() {
     other.metadata.labels = None;
     pods.create(&PostParams::default(), &other).await.unwrap();
 
-    let builds = operator::builds::Builds::new(client.clone(), settings);
+    let builds = operator::builds::Builds::new(client.clone(), settings, Default::default());
     assert_eq!(builds.sweep_leftovers().await.unwrap(), 1);
     eventually("the left build pod to go", 60, || async {
         pods.get_opt("build-left")
@@ -465,7 +465,13 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
         ..BuildLimits::default()
     };
     let settings_small = settings.clone();
-    let builds = operator::builds::Builds::with_limits(client.clone(), settings, limits, 64 << 10);
+    let builds = operator::builds::Builds::with_limits(
+        client.clone(),
+        settings,
+        Default::default(),
+        limits,
+        64 << 10,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(operator::serve::until(
@@ -891,6 +897,7 @@ async fn a_workspace_builds_through_the_operator_and_is_held_to_its_registries_a
     let small = operator::builds::Builds::with_limits(
         client.clone(),
         settings_small,
+        Default::default(),
         BuildLimits {
             memory: "256Mi".into(),
             disk: "64Mi".into(),

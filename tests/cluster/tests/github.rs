@@ -91,7 +91,17 @@ async fn service_account_token(client: &kube::Client, ns: &str, audience: &str) 
 }
 
 async fn ask_broker(url: &str, token: Option<&str>) -> (u16, Value) {
-    let mut r = reqwest::Client::new().post(format!("{url}/github/token"));
+    post(format!("{url}/github/token"), token, None).await
+}
+
+/// A POST to `url` with `token`, from the local address `from` if given:
+/// the status and the JSON answer.
+async fn post(url: String, token: Option<&str>, from: Option<[u8; 4]>) -> (u16, Value) {
+    let mut client = reqwest::Client::builder();
+    if let Some(from) = from {
+        client = client.local_address(std::net::IpAddr::from(from));
+    }
+    let mut r = client.build().unwrap().post(url);
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
@@ -147,7 +157,8 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
     let listener = tokio::net::TcpListener::bind((NODE, 0)).await.unwrap();
     let broker_port = listener.local_addr().unwrap().port();
     let settings = operator(ca.clone(), broker_port).settings();
-    let broker = operator::broker::Broker::new(client.clone(), settings.clone());
+    let broker =
+        operator::broker::Broker::new(client.clone(), settings.clone(), Default::default());
     tokio::spawn(broker.serve(listener, std::future::pending()));
     let broker_url = format!("http://{NODE}:{broker_port}");
 
@@ -296,33 +307,28 @@ async fn git_in_a_workspace_pushes_with_brokered_tokens_for_listed_repositories_
 
 /// A flood of refused tokens from one address costs the API server at most
 /// thirty TokenReviews a minute, even sent all at once: the rest get 429
-/// without asking it, and only that address does. Needs the API server
-/// alone (no node).
+/// without asking it, at the broker and the builds endpoint alike, and
+/// only that address does. Needs the API server alone (no node).
 #[tokio::test]
 async fn refused_tokens_from_one_address_are_cut_off_after_thirty_a_minute() {
     let client = client().await;
-    let broker = operator::broker::Broker::new(client, operator::settings::Settings::default());
+    // The broker and builds on one port with one memory of identities,
+    // as the operator serves them.
+    let identities = std::sync::Arc::new(operator::workspace_identity::Identities::default());
+    let settings = operator::settings::Settings::default();
+    let broker =
+        operator::broker::Broker::new(client.clone(), settings.clone(), identities.clone());
+    let builds = operator::builds::Builds::new(client, settings, identities);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/github/token", listener.local_addr().unwrap());
-    tokio::spawn(broker.serve(listener, std::future::pending()));
-    let ask = |from: [u8; 4]| {
-        let url = url.clone();
-        async move {
-            let r = reqwest::Client::builder()
-                .local_address(std::net::IpAddr::from(from))
-                .build()
-                .unwrap()
-                .post(url)
-                .bearer_auth("not-a-projected-token")
-                .send()
-                .await
-                .expect("reach the broker");
-            (
-                r.status().as_u16(),
-                r.json::<Value>().await.unwrap_or_default(),
-            )
-        }
-    };
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let routes = broker.router().merge(builds.router());
+    tokio::spawn(operator::serve::until(
+        routes,
+        listener,
+        std::future::pending(),
+    ));
+    let url = format!("{base}/github/token");
+    let ask = |from: [u8; 4]| post(url.clone(), Some("not-a-projected-token"), Some(from));
     // Forty at once: thirty are asked about (and refused), ten are not.
     let mut burst = tokio::task::JoinSet::new();
     for _ in 0..40 {
@@ -354,6 +360,14 @@ async fn refused_tokens_from_one_address_are_cut_off_after_thirty_a_minute() {
             .contains("127.0.0.1 sent more than 30 refused tokens"),
         "{body}"
     );
+    // The builds endpoint counts the same refusals.
+    let (status, body) = post(
+        format!("{base}/builds?tag=registry.test/a:1"),
+        Some("not-a-projected-token"),
+        Some([127, 0, 0, 1]),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
     // Another address is still asked about its token.
     let (status, body) = ask([127, 0, 0, 2]).await;
     assert_eq!(status, 401, "{body}");

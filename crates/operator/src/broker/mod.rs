@@ -48,7 +48,8 @@ pub struct Broker {
     client: kube::Client,
     settings: Settings,
     api: Result<GithubApi, String>,
-    identities: Identities,
+    /// Shared with the builds endpoint: one refused-token limit per address.
+    identities: Arc<Identities>,
     /// Per workspace: what the token was minted for, and the token.
     tokens: Mutex<HashMap<String, (String, InstallationToken)>>,
     /// Installation IDs by repository owner.
@@ -71,7 +72,7 @@ impl IntoResponse for Refusal {
 }
 
 impl Broker {
-    pub fn new(client: kube::Client, settings: Settings) -> Arc<Self> {
+    pub fn new(client: kube::Client, settings: Settings, identities: Arc<Identities>) -> Arc<Self> {
         let api = GithubApi::new(
             &settings.github.api_url,
             settings.github.ca_bundle.as_deref(),
@@ -80,7 +81,7 @@ impl Broker {
             client,
             settings,
             api,
-            identities: Identities::default(),
+            identities,
             tokens: Mutex::new(HashMap::new()),
             installations: Mutex::new(HashMap::new()),
         })

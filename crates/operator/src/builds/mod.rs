@@ -46,7 +46,8 @@ pub struct Builds {
     settings: Settings,
     limits: BuildLimits,
     max_context: u64,
-    identities: Identities,
+    /// Shared with the broker: one refused-token limit per address.
+    identities: Arc<Identities>,
     /// Builds running, per workspace.
     running: Mutex<HashMap<String, usize>>,
 }
@@ -78,13 +79,20 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 impl Builds {
-    pub fn new(client: kube::Client, settings: Settings) -> Arc<Self> {
-        Self::with_limits(client, settings, BuildLimits::default(), MAX_CONTEXT)
+    pub fn new(client: kube::Client, settings: Settings, identities: Arc<Identities>) -> Arc<Self> {
+        Self::with_limits(
+            client,
+            settings,
+            identities,
+            BuildLimits::default(),
+            MAX_CONTEXT,
+        )
     }
 
     pub fn with_limits(
         client: kube::Client,
         settings: Settings,
+        identities: Arc<Identities>,
         limits: BuildLimits,
         max_context: u64,
     ) -> Arc<Self> {
@@ -93,7 +101,7 @@ impl Builds {
             settings,
             limits,
             max_context,
-            identities: Identities::default(),
+            identities,
             running: Mutex::new(HashMap::new()),
         })
     }
